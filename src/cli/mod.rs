@@ -1,0 +1,22 @@
+//! The subcommands of the `regcred-operator` binary.
+
+pub mod crd;
+pub mod normalize;
+
+use clap::{Parser, Subcommand};
+
+/// Keeps a normalized image pull secret in every selected namespace, and finds pull-secret mistakes.
+#[derive(Debug, Parser)]
+#[command(name = "regcred-operator", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Normalize docker config JSON (FILE, or stdin): canonical JSON on stdout, problems on stderr.
+    Normalize(normalize::NormalizeArgs),
+    /// Print the RegistryCredential CustomResourceDefinition as YAML.
+    Crd,
+}

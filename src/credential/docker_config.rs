@@ -1,0 +1,531 @@
+//! Parsing, validation and canonical output of docker config JSON (`.dockerconfigjson` with its
+//! `auths` wrapper, or the legacy `.dockercfg` map).
+//!
+//! The kubelet reads `username`, `password` and `auth` of each entry, and when `auth` is set it
+//! wins over the other two (`DockerConfigEntry.UnmarshalJSON`). Every other field is ignored by it,
+//! so the canonical output keeps exactly those three, with `auth` recomputed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+use super::registry_key::{KeyProblem, KeyWarning, normalize_registry_key};
+
+/// One registry's credentials. `Debug` never shows them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    username: String,
+    password: String,
+}
+
+impl fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RegistryAuth { .. }")
+    }
+}
+
+/// A valid docker config in canonical form: canonical registry keys, each with credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerConfig {
+    auths: BTreeMap<String, RegistryAuth>,
+}
+
+/// A key that normalization rewrote; safe to show (keys are not secret, user info is refused).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct KeyRewrite {
+    /// The key as written in the source.
+    pub from: String,
+    /// The canonical key it became.
+    pub to: String,
+}
+
+/// The outcome of normalizing a valid config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normalized {
+    pub config: DockerConfig,
+    /// Keys that were rewritten, sorted.
+    pub rewrites: Vec<KeyRewrite>,
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// Legal input worth telling a person about.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigWarning {
+    #[error("entry {key:?}: {warning}")]
+    Key { key: String, warning: KeyWarning },
+    #[error("entry {key:?}: field `{field}` is ignored by the kubelet and dropped")]
+    IgnoredField { key: String, field: String },
+    #[error("`{setting}` is ignored by the kubelet: only `auths` entries are used for pulls")]
+    IgnoredSetting { setting: String },
+    #[error("entries {keys:?} are the same registry with the same credentials and were merged into {to:?}")]
+    Merged { keys: Vec<String>, to: String },
+}
+
+/// One reason a config is invalid. Messages name the entry and the field, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigProblem {
+    #[error("not valid JSON: {0}")]
+    NotJson(String),
+    #[error("the top level must be a JSON object")]
+    NotAnObject,
+    #[error("`auths` must be a JSON object mapping registries to credentials")]
+    AuthsNotAnObject,
+    #[error("no registry entries: the kubelet would pull anonymously")]
+    NoEntries,
+    #[error("entry {key:?}: must be a JSON object with `username` and `password` or `auth`")]
+    EntryNotAnObject { key: String },
+    #[error("entry {key:?}: field `{field}` must be a string")]
+    FieldNotAString { key: String, field: &'static str },
+    #[error("entry {key:?}: {problem}")]
+    InvalidKey { key: String, problem: KeyProblem },
+    #[error(
+        "entry {key:?}: no credentials (set `username` and `password`, or `auth`); the kubelet would pull anonymously"
+    )]
+    NoCredentials { key: String },
+    #[error("entry {key:?}: `{field}` is empty; the kubelet would not authenticate")]
+    EmptyField { key: String, field: &'static str },
+    #[error("entry {key:?}: `auth` is not valid base64")]
+    AuthNotBase64 { key: String },
+    #[error("entry {key:?}: `auth` does not decode to UTF-8 text")]
+    AuthNotUtf8 { key: String },
+    #[error("entry {key:?}: `auth` does not decode to `username:password`")]
+    AuthNotUserPassword { key: String },
+    #[error("entry {key:?}: `auth` disagrees with `{field}`; the kubelet would use `auth`")]
+    AuthDisagrees { key: String, field: &'static str },
+    #[error("entry {key:?}: `username` contains `:`, which `auth` cannot encode")]
+    UsernameHasColon { key: String },
+    #[error("entries {first:?} and {second:?} are the same registry {canonical:?} with different credentials")]
+    ConflictingDuplicates { first: String, second: String, canonical: String },
+}
+
+/// Every reason a config was refused, in input order.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid docker config: {}", join_problems(.problems))]
+pub struct InvalidDockerConfig {
+    pub problems: Vec<ConfigProblem>,
+}
+
+fn join_problems(problems: &[ConfigProblem]) -> String {
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+impl From<ConfigProblem> for InvalidDockerConfig {
+    fn from(problem: ConfigProblem) -> Self {
+        InvalidDockerConfig { problems: vec![problem] }
+    }
+}
+
+/// Parses docker config JSON in either form and normalizes it.
+pub fn normalize_docker_config(input: &[u8]) -> Result<Normalized, InvalidDockerConfig> {
+    // Parsing into `Value` first keeps serde's type errors, which quote the offending value, out
+    // of the messages: syntax errors only report a position.
+    let value: Value = serde_json::from_slice(input).map_err(|e| ConfigProblem::NotJson(syntax_error(&e)))?;
+    let Value::Object(top) = value else {
+        return Err(ConfigProblem::NotAnObject.into());
+    };
+    let mut warnings = Vec::new();
+    let entries = match top.get("auths") {
+        Some(Value::Object(auths)) => {
+            for setting in ["credsStore", "credHelpers"] {
+                if top.contains_key(setting) {
+                    warnings.push(ConfigWarning::IgnoredSetting { setting: setting.to_owned() });
+                }
+            }
+            auths
+        }
+        Some(_) => return Err(ConfigProblem::AuthsNotAnObject.into()),
+        None if top.contains_key("credsStore") || top.contains_key("credHelpers") => {
+            return Err(ConfigProblem::NoEntries.into());
+        }
+        None => &top,
+    };
+    let raw_entries = entries.iter().map(|(key, value)| (key.as_str(), value));
+    build(raw_entries, warnings)
+}
+
+/// Builds a config for `registries` from a username and password (a basic-auth source Secret).
+pub fn docker_config_from_basic_auth(
+    registries: &[String],
+    username: &str,
+    password: &str,
+) -> Result<Normalized, InvalidDockerConfig> {
+    let entry = serde_json::json!({ "username": username, "password": password });
+    let raw_entries = registries.iter().map(|registry| (registry.as_str(), &entry));
+    build(raw_entries, Vec::new())
+}
+
+fn build<'a>(
+    raw_entries: impl Iterator<Item = (&'a str, &'a Value)>,
+    mut warnings: Vec<ConfigWarning>,
+) -> Result<Normalized, InvalidDockerConfig> {
+    let mut problems = Vec::new();
+    // canonical key -> (raw keys that produced it, credentials)
+    let mut merged: BTreeMap<String, (Vec<String>, RegistryAuth)> = BTreeMap::new();
+    for (raw_key, value) in raw_entries {
+        let shown = raw_key.trim().to_owned();
+        let key = normalize_registry_key(raw_key);
+        let auth = parse_entry(&shown, value, &mut warnings);
+        let (key, auth) = match (key, auth) {
+            (Ok(key), Ok(auth)) => (key, auth),
+            (key, auth) => {
+                if let Err(problem) = key {
+                    problems.push(ConfigProblem::InvalidKey { key: shown.clone(), problem });
+                }
+                problems.extend(auth.err());
+                continue;
+            }
+        };
+        for warning in key.warnings {
+            warnings.push(ConfigWarning::Key { key: shown.clone(), warning });
+        }
+        match merged.get_mut(&key.canonical) {
+            Some((sources, existing)) if *existing == auth => sources.push(shown),
+            Some((sources, _)) => problems.push(ConfigProblem::ConflictingDuplicates {
+                first: sources[0].clone(),
+                second: shown,
+                canonical: key.canonical,
+            }),
+            None => {
+                merged.insert(key.canonical, (vec![shown], auth));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(InvalidDockerConfig { problems });
+    }
+    if merged.is_empty() {
+        return Err(ConfigProblem::NoEntries.into());
+    }
+    let mut rewrites = Vec::new();
+    let mut auths = BTreeMap::new();
+    for (canonical, (sources, auth)) in merged {
+        if sources.len() > 1 {
+            warnings.push(ConfigWarning::Merged { keys: sources.clone(), to: canonical.clone() });
+        }
+        rewrites.extend(
+            sources
+                .into_iter()
+                .filter(|from| *from != canonical)
+                .map(|from| KeyRewrite { from, to: canonical.clone() }),
+        );
+        auths.insert(canonical, auth);
+    }
+    rewrites.sort();
+    Ok(Normalized { config: DockerConfig { auths }, rewrites, warnings })
+}
+
+/// The fields of one entry that the kubelet reads, resolved to a username and password.
+fn parse_entry(key: &str, value: &Value, warnings: &mut Vec<ConfigWarning>) -> Result<RegistryAuth, ConfigProblem> {
+    let Value::Object(fields) = value else {
+        return Err(ConfigProblem::EntryNotAnObject { key: key.to_owned() });
+    };
+    let username = string_field(key, fields, "username")?;
+    let password = string_field(key, fields, "password")?;
+    let auth = string_field(key, fields, "auth")?.filter(|auth| !auth.is_empty());
+    for field in fields.keys() {
+        // `email` was required by old docker clients and is harmless; tokens are the surprise.
+        if !matches!(field.as_str(), "username" | "password" | "auth" | "email") {
+            warnings.push(ConfigWarning::IgnoredField { key: key.to_owned(), field: field.clone() });
+        }
+    }
+    let (username, password) = match auth {
+        Some(auth) => {
+            let (decoded_user, decoded_password) = decode_auth(key, auth)?;
+            for (field, given, decoded) in
+                [("username", username, &decoded_user), ("password", password, &decoded_password)]
+            {
+                if given.is_some_and(|given| !given.is_empty() && given != decoded) {
+                    return Err(ConfigProblem::AuthDisagrees { key: key.to_owned(), field });
+                }
+            }
+            (decoded_user, decoded_password)
+        }
+        None => (username.unwrap_or_default().to_owned(), password.unwrap_or_default().to_owned()),
+    };
+    match (username.is_empty(), password.is_empty()) {
+        (true, true) => Err(ConfigProblem::NoCredentials { key: key.to_owned() }),
+        (true, false) => Err(ConfigProblem::EmptyField { key: key.to_owned(), field: "username" }),
+        (false, true) => Err(ConfigProblem::EmptyField { key: key.to_owned(), field: "password" }),
+        _ if username.contains(':') => Err(ConfigProblem::UsernameHasColon { key: key.to_owned() }),
+        _ => Ok(RegistryAuth { username, password }),
+    }
+}
+
+fn string_field<'v>(
+    key: &str,
+    fields: &'v Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<&'v str>, ConfigProblem> {
+    match fields.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ConfigProblem::FieldNotAString { key: key.to_owned(), field }),
+    }
+}
+
+/// Decodes `auth` the way the kubelet does: padded or unpadded standard base64 of `user:password`.
+fn decode_auth(key: &str, auth: &str) -> Result<(String, String), ConfigProblem> {
+    let auth = auth.trim();
+    let engine = if auth.ends_with('=') { &STANDARD } else { &STANDARD_NO_PAD };
+    let bytes = engine.decode(auth).map_err(|_| ConfigProblem::AuthNotBase64 { key: key.to_owned() })?;
+    let text = String::from_utf8(bytes).map_err(|_| ConfigProblem::AuthNotUtf8 { key: key.to_owned() })?;
+    let (username, password) =
+        text.split_once(':').ok_or_else(|| ConfigProblem::AuthNotUserPassword { key: key.to_owned() })?;
+    Ok((username.to_owned(), password.to_owned()))
+}
+
+/// A serde_json syntax error without any quoted input: its category and position.
+fn syntax_error(error: &serde_json::Error) -> String {
+    let what = match error.classify() {
+        serde_json::error::Category::Eof => "unexpected end of input",
+        serde_json::error::Category::Io => "unreadable input",
+        serde_json::error::Category::Syntax | serde_json::error::Category::Data => "syntax error",
+    };
+    format!("{what} at line {} column {}", error.line(), error.column())
+}
+
+impl DockerConfig {
+    /// Canonical registry keys, sorted.
+    pub fn registries(&self) -> impl Iterator<Item = &str> {
+        self.auths.keys().map(String::as_str)
+    }
+
+    /// Keeps only the entries whose canonical key is in `allowed` (already canonical).
+    pub fn retain_registries(&mut self, allowed: &[String]) {
+        self.auths.retain(|key, _| allowed.iter().any(|a| a == key));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.auths.is_empty()
+    }
+
+    /// Canonical JSON: `{"auths":{<key>:{"auth","password","username"}}}`, keys sorted, compact.
+    /// Equal configs give byte-equal output, so an unchanged source never rewrites a copy.
+    pub fn to_canonical_json(&self) -> String {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            auth: String,
+            password: &'a str,
+            username: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Root<'a> {
+            auths: BTreeMap<&'a str, Entry<'a>>,
+        }
+        let auths = self
+            .auths
+            .iter()
+            .map(|(key, auth)| {
+                let encoded = STANDARD.encode(format!("{}:{}", auth.username, auth.password));
+                (key.as_str(), Entry { auth: encoded, password: &auth.password, username: &auth.username })
+            })
+            .collect();
+        serde_json::to_string(&Root { auths }).expect("a map of strings always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(input: &str) -> Normalized {
+        normalize_docker_config(input.as_bytes()).expect("valid config")
+    }
+
+    fn problems(input: &str) -> Vec<ConfigProblem> {
+        normalize_docker_config(input.as_bytes()).expect_err("invalid config").problems
+    }
+
+    fn b64(s: &str) -> String {
+        STANDARD.encode(s)
+    }
+
+    #[test]
+    fn seed_article_key_is_normalized() {
+        let out = ok(r#"{"auths":{"https://registry.internal.corp/v2/":{"username":"ci","password":"pw"}}}"#);
+        assert_eq!(
+            out.config.to_canonical_json(),
+            format!(r#"{{"auths":{{"registry.internal.corp":{{"auth":"{}","password":"pw","username":"ci"}}}}}}"#, b64("ci:pw"))
+        );
+        assert_eq!(
+            out.rewrites,
+            vec![KeyRewrite { from: "https://registry.internal.corp/v2/".into(), to: "registry.internal.corp".into() }]
+        );
+        assert!(out.warnings.is_empty());
+    }
+
+    #[test]
+    fn auth_alone_is_decoded_padded_or_not() {
+        let padded = b64("user:passw");
+        let unpadded = padded.trim_end_matches('=');
+        assert_ne!(padded, unpadded, "test needs a padded value");
+        for auth in [padded.as_str(), unpadded] {
+            let out = ok(&format!(r#"{{"auths":{{"quay.io":{{"auth":"{auth}"}}}}}}"#));
+            assert_eq!(out.config.auths["quay.io"], RegistryAuth { username: "user".into(), password: "passw".into() });
+        }
+    }
+
+    #[test]
+    fn password_may_contain_colons() {
+        let out = ok(&format!(r#"{{"auths":{{"quay.io":{{"auth":"{}"}}}}}}"#, b64("user:pa:ss")));
+        assert_eq!(out.config.auths["quay.io"].password, "pa:ss");
+    }
+
+    #[test]
+    fn legacy_dockercfg_is_accepted() {
+        let out = ok(r#"{"https://index.docker.io/v1/":{"username":"u","password":"p","email":"u@example.com"}}"#);
+        assert_eq!(out.config.registries().collect::<Vec<_>>(), vec!["docker.io"]);
+        assert!(out.warnings.is_empty(), "email is silently dropped: {:?}", out.warnings);
+    }
+
+    #[test]
+    fn agreeing_auth_and_fields_are_accepted() {
+        let input = format!(r#"{{"auths":{{"quay.io":{{"username":"u","password":"p","auth":"{}"}}}}}}"#, b64("u:p"));
+        assert_eq!(ok(&input).config.auths.len(), 1);
+    }
+
+    #[test]
+    fn duplicates_with_equal_credentials_merge() {
+        let out = ok(r#"{"auths":{
+            "https://registry.corp/v2/":{"username":"u","password":"p"},
+            "registry.corp":{"username":"u","password":"p"}}}"#);
+        assert_eq!(out.config.registries().collect::<Vec<_>>(), vec!["registry.corp"]);
+        assert!(matches!(&out.warnings[..], [ConfigWarning::Merged { to, .. }] if to == "registry.corp"));
+    }
+
+    #[test]
+    fn warnings_are_values() {
+        let out = ok(r#"{"credsStore":"desktop","auths":{
+            "http://registry.lan":{"username":"u","password":"p","identitytoken":"t"},
+            "*.example.com":{"username":"u","password":"p"}}}"#);
+        let shown: Vec<String> = out.warnings.iter().map(ToString::to_string).collect();
+        assert!(shown.iter().any(|w| w.contains("credsStore")), "{shown:?}");
+        assert!(shown.iter().any(|w| w.contains("identitytoken")), "{shown:?}");
+        assert!(shown.iter().any(|w| w.contains("plain-http")), "{shown:?}");
+        assert!(shown.iter().any(|w| w.contains("wildcard")), "{shown:?}");
+    }
+
+    #[test]
+    fn every_rejection_names_its_entry() {
+        let cases: Vec<(String, ConfigProblem)> = vec![
+            ("not json".into(), ConfigProblem::NotJson("syntax error at line 1 column 2".into())),
+            ("{".into(), ConfigProblem::NotJson("unexpected end of input at line 1 column 1".into())),
+            ("[]".into(), ConfigProblem::NotAnObject),
+            (r#"{"auths":[]}"#.into(), ConfigProblem::AuthsNotAnObject),
+            (r#"{"auths":{}}"#.into(), ConfigProblem::NoEntries),
+            ("{}".into(), ConfigProblem::NoEntries),
+            (r#"{"credsStore":"desktop"}"#.into(), ConfigProblem::NoEntries),
+            (r#"{"auths":{"quay.io":"x"}}"#.into(), ConfigProblem::EntryNotAnObject { key: "quay.io".into() }),
+            (
+                r#"{"auths":{"quay.io":{"username":1,"password":"p"}}}"#.into(),
+                ConfigProblem::FieldNotAString { key: "quay.io".into(), field: "username" },
+            ),
+            (r#"{"auths":{"quay.io":{}}}"#.into(), ConfigProblem::NoCredentials { key: "quay.io".into() }),
+            (
+                r#"{"auths":{"quay.io":{"username":"","password":""}}}"#.into(),
+                ConfigProblem::NoCredentials { key: "quay.io".into() },
+            ),
+            (
+                format!(r#"{{"auths":{{"quay.io":{{"auth":"{}"}}}}}}"#, b64(":")),
+                ConfigProblem::NoCredentials { key: "quay.io".into() },
+            ),
+            (
+                r#"{"auths":{"quay.io":{"username":"u"}}}"#.into(),
+                ConfigProblem::EmptyField { key: "quay.io".into(), field: "password" },
+            ),
+            (
+                r#"{"auths":{"quay.io":{"password":"p"}}}"#.into(),
+                ConfigProblem::EmptyField { key: "quay.io".into(), field: "username" },
+            ),
+            (r#"{"auths":{"quay.io":{"auth":"%%%"}}}"#.into(), ConfigProblem::AuthNotBase64 { key: "quay.io".into() }),
+            (
+                format!(r#"{{"auths":{{"quay.io":{{"auth":"{}"}}}}}}"#, STANDARD.encode([0xff, 0xfe, b':', b'a'])),
+                ConfigProblem::AuthNotUtf8 { key: "quay.io".into() },
+            ),
+            (
+                format!(r#"{{"auths":{{"quay.io":{{"auth":"{}"}}}}}}"#, b64("nocolon")),
+                ConfigProblem::AuthNotUserPassword { key: "quay.io".into() },
+            ),
+            (
+                format!(r#"{{"auths":{{"quay.io":{{"auth":"{}","username":"v"}}}}}}"#, b64("u:p")),
+                ConfigProblem::AuthDisagrees { key: "quay.io".into(), field: "username" },
+            ),
+            (
+                format!(r#"{{"auths":{{"quay.io":{{"auth":"{}","password":"q"}}}}}}"#, b64("u:p")),
+                ConfigProblem::AuthDisagrees { key: "quay.io".into(), field: "password" },
+            ),
+            (
+                r#"{"auths":{"quay.io":{"username":"a:b","password":"p"}}}"#.into(),
+                ConfigProblem::UsernameHasColon { key: "quay.io".into() },
+            ),
+            (
+                r#"{"auths":{"bad host":{"username":"u","password":"p"}}}"#.into(),
+                ConfigProblem::InvalidKey {
+                    key: "bad host".into(),
+                    problem: KeyProblem::InvalidHostLabel("bad host".into()),
+                },
+            ),
+            (
+                r#"{"auths":{"https://index.docker.io/v1/":{"username":"u","password":"p"},
+                             "docker.io":{"username":"u","password":"q"}}}"#
+                    .into(),
+                ConfigProblem::ConflictingDuplicates {
+                    first: "docker.io".into(),
+                    second: "https://index.docker.io/v1/".into(),
+                    canonical: "docker.io".into(),
+                },
+            ),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(problems(&input), vec![expected], "{input}");
+        }
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let found = problems(r#"{"auths":{"a.io":{},"ftp://b.io":{"username":"u","password":"p"},"c.io":{"username":"u"}}}"#);
+        assert_eq!(found.len(), 3, "{found:?}");
+    }
+
+    #[test]
+    fn messages_never_contain_credential_values() {
+        let secret = "s3cr3t-Value";
+        let inputs = [
+            format!(r#"{{"auths":{{"quay.io":{{"auth":"{}","password":"{secret}"}}}}}}"#, b64("u:other")),
+            format!(r#"{{"auths":{{"quay.io":{{"username":"{secret}:x","password":"{secret}"}}}}}}"#),
+            format!(r#"{{"auths":{{"quay.io":{{"username":"u","password":{{"{secret}":1}}}}}}}}"#),
+            format!(r#"{{"auths":{{"quay.io":{{"username":"u","password":"{secret}"}}, "x":"{secret}"}}}}"#),
+            format!(r#"{{"auths":{{"quay.io":{{"auth":"{secret}"}}}}}}"#),
+            format!(r#"{{"auths":{{"quay.io":{{"password":"{secret}" "#),
+        ];
+        for input in inputs {
+            let err = normalize_docker_config(input.as_bytes()).expect_err("invalid");
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        let ok = ok(&format!(r#"{{"auths":{{"quay.io":{{"username":"u","password":"{secret}"}}}}}}"#));
+        assert!(!format!("{ok:?}").contains(secret));
+    }
+
+    #[test]
+    fn basic_auth_source_builds_one_entry_per_registry() {
+        let out = docker_config_from_basic_auth(&["https://Registry.Corp/v2/".into(), "quay.io/org".into()], "u", "p")
+            .unwrap();
+        assert_eq!(out.config.registries().collect::<Vec<_>>(), vec!["quay.io/org", "registry.corp"]);
+        let empty = docker_config_from_basic_auth(&["quay.io".into()], "u", "").unwrap_err();
+        assert_eq!(empty.problems, vec![ConfigProblem::EmptyField { key: "quay.io".into(), field: "password" }]);
+        assert_eq!(docker_config_from_basic_auth(&[], "u", "p").unwrap_err().problems, vec![ConfigProblem::NoEntries]);
+    }
+
+    #[test]
+    fn retain_registries_keeps_the_allow_list() {
+        let mut config = ok(r#"{"auths":{"a.io":{"username":"u","password":"p"},"b.io":{"username":"u","password":"p"}}}"#).config;
+        config.retain_registries(&["b.io".into()]);
+        assert_eq!(config.registries().collect::<Vec<_>>(), vec!["b.io"]);
+    }
+}

@@ -1,0 +1,320 @@
+//! Canonical form of one registry key of a docker config (`"https://host/v2/"`, `"quay.io/org"`).
+//!
+//! The kubelet (`pkg/credentialprovider`, keyring.go) turns each key into a matcher: it drops the
+//! scheme, drops a leading `/v1/` or `/v2/` path segment, and then matches an image when the
+//! dot-separated host parts glob-match one by one (case-sensitive), the ports are equal, and the
+//! key's path is a string prefix of the image's repository path. Docker Hub images reach it as
+//! `docker.io/<repo>`. The canonical key written here is the one that makes the kubelet match
+//! exactly the images the key's author meant.
+
+use std::fmt;
+
+use thiserror::Error;
+
+/// The host every Docker Hub image carries once the kubelet has normalized the image name.
+pub const DOCKER_HUB: &str = "docker.io";
+
+/// Other names of Docker Hub that the kubelet would never match against `docker.io/...` images
+/// (except `index.docker.io` without a path, which it special-cases; with a path it fails too).
+const DOCKER_HUB_ALIASES: &[&str] = &["index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"];
+
+/// A registry key in canonical form, with what is worth warning about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryKey {
+    /// `host[:port][/repository/path]`, host lowercased, no scheme, no API suffix, no trailing slash.
+    pub canonical: String,
+    pub warnings: Vec<KeyWarning>,
+}
+
+/// Something legal but risky about a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyWarning {
+    /// The host contains a glob (`*.amazonaws.com`): it matches every registry of that shape.
+    WildcardHost,
+    /// The key said `http://`: the kubelet ignores the scheme, but the registry may not speak TLS.
+    PlainHttp,
+}
+
+impl fmt::Display for KeyWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyWarning::WildcardHost => "wildcard host: the credential is sent to every registry matching it",
+            KeyWarning::PlainHttp => "plain-http registry: the scheme is dropped, and the registry must be trusted as insecure by the node",
+        })
+    }
+}
+
+/// Why a key cannot be used. Messages describe the key's shape; the key itself is named by the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum KeyProblem {
+    #[error("the registry key is empty")]
+    Empty,
+    #[error("unsupported scheme `{0}`: only https:// and http:// registries exist")]
+    UnsupportedScheme(String),
+    #[error("the key carries user information before `@`; credentials belong in the entry, not the key")]
+    UserInfo,
+    #[error("query strings and fragments have no meaning in a registry key")]
+    QueryOrFragment,
+    #[error("the host is empty")]
+    EmptyHost,
+    #[error("host label `{0}` is not a DNS label (letters, digits, `-`, and the globs `*` or `?`)")]
+    InvalidHostLabel(String),
+    #[error("glob character classes (`[...]`) in hosts are not supported")]
+    CharacterClass,
+    #[error("port `{0}` is not a number from 1 to 65535")]
+    InvalidPort(String),
+    #[error("repository path component `{0}` is not valid (lowercase letters and digits, separated by `.`, `_`, `__` or `-`)")]
+    InvalidPathComponent(String),
+}
+
+/// Turns a key as written by a person or a tool into its canonical form.
+pub fn normalize_registry_key(raw: &str) -> Result<RegistryKey, KeyProblem> {
+    let mut warnings = Vec::new();
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(KeyProblem::Empty);
+    }
+    let rest = match trimmed.split_once("://") {
+        Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+            "https" => rest,
+            "http" => {
+                warnings.push(KeyWarning::PlainHttp);
+                rest
+            }
+            _ => return Err(KeyProblem::UnsupportedScheme(scheme.to_owned())),
+        },
+        None => trimmed,
+    };
+    if rest.contains(['?', '#']) {
+        return Err(KeyProblem::QueryOrFragment);
+    }
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority.contains('@') {
+        return Err(KeyProblem::UserInfo);
+    }
+    let (host, port) = split_port(authority)?;
+    let host = normalize_host(host)?;
+    if host.contains(['*', '?']) {
+        warnings.push(KeyWarning::WildcardHost);
+    }
+    let path = repository_path(path)?;
+
+    let host = if port.is_none() && DOCKER_HUB_ALIASES.contains(&host.as_str()) {
+        DOCKER_HUB.to_owned()
+    } else {
+        host
+    };
+    let mut canonical = host;
+    if let Some(port) = port {
+        canonical.push(':');
+        canonical.push_str(port);
+    }
+    for component in path {
+        canonical.push('/');
+        canonical.push_str(component);
+    }
+    Ok(RegistryKey { canonical, warnings })
+}
+
+/// Splits `host:port` (or `[v6]:port`), validating the port.
+fn split_port(authority: &str) -> Result<(&str, Option<&str>), KeyProblem> {
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        match bracketed.split_once(']') {
+            Some((_, after)) => {
+                let host = &authority[..authority.len() - after.len()];
+                match after {
+                    "" => (host, None),
+                    _ => match after.strip_prefix(':') {
+                        Some(port) => (host, Some(port)),
+                        None => return Err(KeyProblem::InvalidHostLabel(authority.to_owned())),
+                    },
+                }
+            }
+            None => return Err(KeyProblem::InvalidHostLabel(authority.to_owned())),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if let Some(port) = port {
+        let valid = !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && matches!(port.parse::<u32>(), Ok(1..=65535));
+        if !valid {
+            return Err(KeyProblem::InvalidPort(port.to_owned()));
+        }
+    }
+    Ok((host, port))
+}
+
+/// Lowercases and validates a host: DNS labels (globs allowed) or a bracketed IPv6 address.
+fn normalize_host(host: &str) -> Result<String, KeyProblem> {
+    if host.is_empty() {
+        return Err(KeyProblem::EmptyHost);
+    }
+    let host = host.to_ascii_lowercase();
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        let valid = !v6.is_empty() && v6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        return if valid { Ok(host) } else { Err(KeyProblem::InvalidHostLabel(host)) };
+    }
+    if host.contains('[') {
+        return Err(KeyProblem::CharacterClass);
+    }
+    for label in host.split('.') {
+        let is_glob = label.contains(['*', '?']);
+        let charset_ok = label.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'*' | b'?'));
+        let edges_ok = is_glob || !(label.starts_with('-') || label.ends_with('-'));
+        if label.is_empty() || label.len() > 63 || !charset_ok || !edges_ok {
+            return Err(KeyProblem::InvalidHostLabel(label.to_owned()));
+        }
+    }
+    Ok(host)
+}
+
+/// The repository scope of a key: path components after the kubelet's API-suffix stripping.
+fn repository_path(path: &str) -> Result<Vec<&str>, KeyProblem> {
+    let path = path.trim_end_matches('/');
+    let mut components: Vec<&str> = if path.is_empty() { Vec::new() } else { path.split('/').collect() };
+    // `/v1/` and `/v2/` name the registry API, not a repository; the kubelet strips them when
+    // followed by a slash, and a bare trailing `/v2` means the same to the person who wrote it.
+    // `V2` can never be a repository (they are lowercase), so case does not matter here.
+    if components.first().is_some_and(|c| c.eq_ignore_ascii_case("v1") || c.eq_ignore_ascii_case("v2")) {
+        components.remove(0);
+    }
+    for component in &components {
+        if !is_repository_component(component) {
+            return Err(KeyProblem::InvalidPathComponent((*component).to_owned()));
+        }
+    }
+    Ok(components)
+}
+
+/// The distribution reference grammar's path component: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
+fn is_repository_component(component: &str) -> bool {
+    let bytes = component.as_bytes();
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if bytes.is_empty() || !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if alnum(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && !alnum(bytes[i]) {
+            i += 1;
+        }
+        let separator = &component[start..i];
+        let valid = matches!(separator, "." | "_" | "__") || separator.bytes().all(|b| b == b'-');
+        if !valid {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canonical(raw: &str) -> String {
+        normalize_registry_key(raw).expect(raw).canonical
+    }
+
+    #[test]
+    fn scheme_and_api_suffix_are_stripped() {
+        assert_eq!(canonical("https://registry.internal.corp/v2/"), "registry.internal.corp");
+        assert_eq!(canonical("https://registry.internal.corp/v1/"), "registry.internal.corp");
+        assert_eq!(canonical("registry.internal.corp/v2"), "registry.internal.corp");
+        assert_eq!(canonical("https://registry.internal.corp/"), "registry.internal.corp");
+        assert_eq!(canonical("  registry.internal.corp \n"), "registry.internal.corp");
+    }
+
+    #[test]
+    fn api_suffix_before_a_path_is_dropped_like_the_kubelet_does() {
+        assert_eq!(canonical("https://quay.io/v2/org/"), "quay.io/org");
+    }
+
+    #[test]
+    fn repository_scope_is_kept() {
+        assert_eq!(canonical("quay.io/org"), "quay.io/org");
+        assert_eq!(canonical("quay.io/org/team/"), "quay.io/org/team");
+        assert_eq!(canonical("ghcr.io/my-org/sub_team.x"), "ghcr.io/my-org/sub_team.x");
+    }
+
+    #[test]
+    fn host_is_lowercased_and_port_kept() {
+        assert_eq!(canonical("HTTPS://Registry.Corp:5000/V2/"), "registry.corp:5000");
+        assert_eq!(canonical("localhost:5000"), "localhost:5000");
+        assert_eq!(canonical("[::1]:5000"), "[::1]:5000");
+    }
+
+    #[test]
+    fn docker_hub_aliases_become_docker_io() {
+        for alias in [
+            "https://index.docker.io/v1/",
+            "index.docker.io",
+            "registry-1.docker.io",
+            "https://registry.hub.docker.com",
+            "docker.io",
+            "DOCKER.IO",
+        ] {
+            assert_eq!(canonical(alias), "docker.io", "{alias}");
+        }
+        assert_eq!(canonical("index.docker.io/myorg"), "docker.io/myorg");
+    }
+
+    #[test]
+    fn docker_hub_alias_with_a_port_is_another_registry() {
+        assert_eq!(canonical("index.docker.io:5000"), "index.docker.io:5000");
+    }
+
+    #[test]
+    fn wildcard_and_plain_http_are_warnings() {
+        let key = normalize_registry_key("*.dkr.ecr.us-east-1.amazonaws.com").unwrap();
+        assert_eq!(key.warnings, vec![KeyWarning::WildcardHost]);
+        let key = normalize_registry_key("http://registry.lan").unwrap();
+        assert_eq!(key.canonical, "registry.lan");
+        assert_eq!(key.warnings, vec![KeyWarning::PlainHttp]);
+    }
+
+    #[test]
+    fn rejections_name_the_problem() {
+        let cases = [
+            ("", KeyProblem::Empty),
+            ("   ", KeyProblem::Empty),
+            ("ftp://registry.corp", KeyProblem::UnsupportedScheme("ftp".into())),
+            ("https://user:pw@registry.corp", KeyProblem::UserInfo),
+            ("registry.corp/?x=1", KeyProblem::QueryOrFragment),
+            ("https:///v2/", KeyProblem::EmptyHost),
+            ("registry..corp", KeyProblem::InvalidHostLabel(String::new())),
+            ("-registry.corp", KeyProblem::InvalidHostLabel("-registry".into())),
+            ("reg_istry.corp", KeyProblem::InvalidHostLabel("reg_istry".into())),
+            ("registry.[ab].corp", KeyProblem::CharacterClass),
+            ("registry.corp:", KeyProblem::InvalidPort(String::new())),
+            ("registry.corp:99999", KeyProblem::InvalidPort("99999".into())),
+            ("registry.corp:0", KeyProblem::InvalidPort("0".into())),
+            ("registry.corp:http", KeyProblem::InvalidPort("http".into())),
+            ("quay.io/MyOrg", KeyProblem::InvalidPathComponent("MyOrg".into())),
+            ("quay.io/org//team", KeyProblem::InvalidPathComponent(String::new())),
+            ("quay.io/org..x", KeyProblem::InvalidPathComponent("org..x".into())),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(normalize_registry_key(raw), Err(expected), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn repository_component_grammar() {
+        for ok in ["a", "a.b", "a_b", "a__b", "a-b", "a---b", "0x"] {
+            assert!(is_repository_component(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a___b", "a._b", "A", "a.", ".a"] {
+            assert!(!is_repository_component(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! regcred-operator: keeps a normalized image pull secret in every selected namespace and on the
+//! selected ServiceAccounts, and checks pull-secret mistakes offline and live.
+//!
+//! - [`credential`]: docker config parsing and normalization (pure).
+//! - [`crd`]: the `RegistryCredential` custom resource.
+//! - [`cli`]: the subcommands of the `regcred-operator` binary.
+
+pub mod cli;
+pub mod credential;
+pub mod crd;

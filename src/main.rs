@@ -1,0 +1,18 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use regcred_operator::cli::{Cli, Command, crd, normalize};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Normalize(args) => {
+            normalize::run(&args, &mut std::io::stdin().lock(), &mut std::io::stdout().lock(), &mut std::io::stderr())
+        }
+        Command::Crd => {
+            print!("{}", crd::crd_yaml());
+            0
+        }
+    };
+    ExitCode::from(code)
+}
