@@ -31,11 +31,7 @@ const REGISTRY: &str = r"^(https?://)?[A-Za-z0-9*?]([-A-Za-z0-9*?.]*)(:[0-9]{1,5
     shortname = "regcred",
     status = "RegistryCredentialStatus",
     doc = "Declares an image pull credential and the namespaces and ServiceAccounts that receive it.",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
-    ),
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
     printcolumn(name = "Synced", type_ = "string", json_path = ".status.synced"),
     printcolumn(name = "Registries", type_ = "string", json_path = ".status.registries"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")

@@ -6,5 +6,5 @@
 //! - [`cli`]: the subcommands of the `regcred-operator` binary.
 
 pub mod cli;
-pub mod credential;
 pub mod crd;
+pub mod credential;

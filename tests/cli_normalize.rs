@@ -22,7 +22,8 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn stdin_is_normalized_to_stdout() {
-    let out = normalize(&[], r#"{"auths":{"https://registry.internal.corp/v2/":{"username":"ci","password":"hunter2"}}}"#);
+    let out =
+        normalize(&[], r#"{"auths":{"https://registry.internal.corp/v2/":{"username":"ci","password":"hunter2"}}}"#);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         text(&out.stdout),
@@ -47,7 +48,8 @@ fn file_argument_is_read() {
 
 #[test]
 fn every_reason_goes_to_stderr_with_exit_1() {
-    let out = normalize(&["-"], r#"{"auths":{"a.io":{},"b.io":{"username":"u","password":"TopSecret","auth":"dTpw"}}}"#);
+    let out =
+        normalize(&["-"], r#"{"auths":{"a.io":{},"b.io":{"username":"u","password":"TopSecret","auth":"dTpw"}}}"#);
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     let stderr = text(&out.stderr);

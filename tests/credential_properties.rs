@@ -43,7 +43,11 @@ fn spelled(canonical: &str, variant: u8) -> String {
     };
     let host = if variant & 1 == 1 { host.to_ascii_uppercase() } else { host };
     let scheme = ["", "https://", "HTTPS://"][usize::from(variant / 2) % 3];
-    let suffix = if rest.contains('/') { ["", "/", "/"][usize::from(variant) % 3] } else { ["", "/", "/v2/", "/v1/", "/v2"][usize::from(variant) % 5] };
+    let suffix = if rest.contains('/') {
+        ["", "/", "/"][usize::from(variant) % 3]
+    } else {
+        ["", "/", "/v2/", "/v1/", "/v2"][usize::from(variant) % 5]
+    };
     format!("  {scheme}{host}{rest}{suffix} ")
 }
 

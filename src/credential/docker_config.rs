@@ -350,7 +350,10 @@ mod tests {
         let out = ok(r#"{"auths":{"https://registry.internal.corp/v2/":{"username":"ci","password":"pw"}}}"#);
         assert_eq!(
             out.config.to_canonical_json(),
-            format!(r#"{{"auths":{{"registry.internal.corp":{{"auth":"{}","password":"pw","username":"ci"}}}}}}"#, b64("ci:pw"))
+            format!(
+                r#"{{"auths":{{"registry.internal.corp":{{"auth":"{}","password":"pw","username":"ci"}}}}}}"#,
+                b64("ci:pw")
+            )
         );
         assert_eq!(
             out.rewrites,
@@ -488,7 +491,8 @@ mod tests {
 
     #[test]
     fn all_problems_are_reported_together() {
-        let found = problems(r#"{"auths":{"a.io":{},"ftp://b.io":{"username":"u","password":"p"},"c.io":{"username":"u"}}}"#);
+        let found =
+            problems(r#"{"auths":{"a.io":{},"ftp://b.io":{"username":"u","password":"p"},"c.io":{"username":"u"}}}"#);
         assert_eq!(found.len(), 3, "{found:?}");
     }
 
@@ -524,7 +528,8 @@ mod tests {
 
     #[test]
     fn retain_registries_keeps_the_allow_list() {
-        let mut config = ok(r#"{"auths":{"a.io":{"username":"u","password":"p"},"b.io":{"username":"u","password":"p"}}}"#).config;
+        let mut config =
+            ok(r#"{"auths":{"a.io":{"username":"u","password":"p"},"b.io":{"username":"u","password":"p"}}}"#).config;
         config.retain_registries(&["b.io".into()]);
         assert_eq!(config.registries().collect::<Vec<_>>(), vec!["b.io"]);
     }

@@ -39,7 +39,9 @@ impl fmt::Display for KeyWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             KeyWarning::WildcardHost => "wildcard host: the credential is sent to every registry matching it",
-            KeyWarning::PlainHttp => "plain-http registry: the scheme is dropped, and the registry must be trusted as insecure by the node",
+            KeyWarning::PlainHttp => {
+                "plain-http registry: the scheme is dropped, and the registry must be trusted as insecure by the node"
+            }
         })
     }
 }
@@ -63,7 +65,9 @@ pub enum KeyProblem {
     CharacterClass,
     #[error("port `{0}` is not a number from 1 to 65535")]
     InvalidPort(String),
-    #[error("repository path component `{0}` is not valid (lowercase letters and digits, separated by `.`, `_`, `__` or `-`)")]
+    #[error(
+        "repository path component `{0}` is not valid (lowercase letters and digits, separated by `.`, `_`, `__` or `-`)"
+    )]
     InvalidPathComponent(String),
 }
 
@@ -99,11 +103,7 @@ pub fn normalize_registry_key(raw: &str) -> Result<RegistryKey, KeyProblem> {
     }
     let path = repository_path(path)?;
 
-    let host = if port.is_none() && DOCKER_HUB_ALIASES.contains(&host.as_str()) {
-        DOCKER_HUB.to_owned()
-    } else {
-        host
-    };
+    let host = if port.is_none() && DOCKER_HUB_ALIASES.contains(&host.as_str()) { DOCKER_HUB.to_owned() } else { host };
     let mut canonical = host;
     if let Some(port) = port {
         canonical.push(':');

@@ -1,0 +1,7 @@
+//! Integration tests against the real control plane that `tests/cluster/up.sh` starts.
+//!
+//! They read `KUBECONFIG`. Without it they skip with a printed reason, except with `CI=true`,
+//! where a missing control plane is a failure.
+
+mod control_plane;
+mod support;

@@ -1,0 +1,162 @@
+//! Test support: clients, throwaway namespaces, watch-based waits, ServiceAccount identities.
+
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::runtime::watcher::{self, watch_object};
+use kube::{Api, Client, Config, Resource};
+use serde::de::DeserializeOwned;
+
+/// Label on every namespace the tests create, so a leftover can be traced to the tests.
+pub const TEST_LABEL: &str = "regcred.dev/test";
+
+/// An admin client for the cluster in `KUBECONFIG`, or `None` (with the reason printed) when the
+/// tests may skip. With `CI=true` a missing cluster panics: CI never skips these tests.
+pub async fn admin_client() -> Option<Client> {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but KUBECONFIG is not set: the control plane did not start"
+        );
+        eprintln!("skipped: KUBECONFIG is not set; start a control plane with tests/cluster/up.sh");
+        return None;
+    }
+    let client = Client::try_default().await.expect("a client from KUBECONFIG");
+    client.apiserver_version().await.expect("the API server in KUBECONFIG answers");
+    Some(client)
+}
+
+/// Evaluates to the admin client, or returns from the test when it may skip.
+#[macro_export]
+macro_rules! cluster_or_skip {
+    () => {
+        match $crate::support::admin_client().await {
+            Some(client) => client,
+            None => return,
+        }
+    };
+}
+
+/// A namespace for one test, deleted when dropped (also when the test panics).
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    /// Creates `<prefix>-<pid>-<n>` with the test label and `labels`.
+    pub async fn create(client: &Client, prefix: &str, labels: &[(&str, &str)]) -> TestNamespace {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        create_namespace(client, &name, labels).await;
+        TestNamespace { name, client: client.clone() }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let (client, name) = (self.client.clone(), self.name.clone());
+        // Drop cannot await; a short-lived runtime on its own thread finishes the delete.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
+            });
+        })
+        .join();
+    }
+}
+
+pub async fn create_namespace(client: &Client, name: &str, labels: &[(&str, &str)]) -> Namespace {
+    let mut all_labels: std::collections::BTreeMap<String, String> =
+        labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    all_labels.insert(TEST_LABEL.to_owned(), "true".to_owned());
+    let namespace = Namespace {
+        metadata: ObjectMeta { name: Some(name.to_owned()), labels: Some(all_labels), ..Default::default() },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.expect("namespace created")
+}
+
+/// Waits, by watching the object, until `condition` holds for it (`None` = absent). Panics with
+/// `what` and the last state seen on timeout.
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    condition: impl Fn(Option<&K>) -> bool,
+) -> Option<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let mut last: Option<K> = None;
+    let watch = async {
+        let mut stream = watch_object(api.clone(), name).boxed();
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(object) => {
+                    if condition(object.as_ref()) {
+                        return object;
+                    }
+                    last = object;
+                }
+                // The watcher retries by itself; an error here is worth seeing but not fatal.
+                Err(error) => eprintln!("wait_for({what}): watch error: {error}"),
+            }
+        }
+        unreachable!("watch_object never ends")
+    };
+    match tokio::time::timeout(timeout, watch).await {
+        Ok(object) => object,
+        Err(_) => panic!("timed out after {timeout:?} waiting for {what}; last seen: {last:#?}"),
+    }
+}
+
+/// Waits, by watching a list, until `condition` holds for all objects the list selects.
+pub async fn wait_for_list<K>(
+    api: &Api<K>,
+    config: watcher::Config,
+    what: &str,
+    timeout: Duration,
+    condition: impl Fn(&[K]) -> bool,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, writer) = kube::runtime::reflector::store();
+    let mut stream = kube::runtime::reflector(writer, watcher::watcher(api.clone(), config)).boxed();
+    let wait = async {
+        loop {
+            let objects: Vec<K> = reader.state().iter().map(|o| (**o).clone()).collect();
+            if reader.wait_until_ready().await.is_ok() && condition(&objects) {
+                return;
+            }
+            stream.try_next().await.expect("watch stream");
+        }
+    };
+    if tokio::time::timeout(timeout, wait).await.is_err() {
+        let objects: Vec<K> = reader.state().iter().map(|o| (**o).clone()).collect();
+        panic!("timed out after {timeout:?} waiting for {what}; last seen: {objects:#?}");
+    }
+}
+
+/// A client that authenticates as ServiceAccount `namespace/name` with a TokenRequest token, so
+/// that what it may do is exactly what RBAC grants that account.
+pub async fn service_account_client(admin: &Client, namespace: &str, name: &str) -> Client {
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
+        ..Default::default()
+    };
+    let token = accounts.create_token_request(name, &PostParams::default(), &request).await.expect("token request");
+    let token = token.status.and_then(|s| s.token).expect("token request status");
+    let mut config = Config::infer().await.expect("kubeconfig");
+    config.auth_info = kube::config::AuthInfo { token: Some(token.into()), ..Default::default() };
+    Client::try_from(config).expect("service account client")
+}
