@@ -3,8 +3,12 @@
 //!
 //! - [`credential`]: docker config parsing and normalization (pure).
 //! - [`crd`]: the `RegistryCredential` custom resource.
+//! - [`controller`]: the reconciling controller (`regcred-operator run`).
 //! - [`cli`]: the subcommands of the `regcred-operator` binary.
 
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod credential;
+pub mod metrics;
+pub mod telemetry;

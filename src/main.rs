@@ -1,13 +1,17 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use regcred_operator::cli::{Cli, Command, crd, normalize};
+use regcred_operator::cli::{Cli, Command, crd, normalize, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Normalize(args) => {
             normalize::run(&args, &mut std::io::stdin().lock(), &mut std::io::stdout().lock(), &mut std::io::stderr())
+        }
+        Command::Run(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            runtime.block_on(run::run(args))
         }
         Command::Crd => {
             print!("{}", crd::crd_yaml());

@@ -2,6 +2,7 @@
 
 pub mod crd;
 pub mod normalize;
+pub mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -17,6 +18,8 @@ pub struct Cli {
 pub enum Command {
     /// Normalize docker config JSON (FILE, or stdin): canonical JSON on stdout, problems on stderr.
     Normalize(normalize::NormalizeArgs),
+    /// Run the controller against the cluster in KUBECONFIG (or in-cluster configuration).
+    Run(run::RunArgs),
     /// Print the RegistryCredential CustomResourceDefinition as YAML.
     Crd,
 }

@@ -1,0 +1,172 @@
+//! The reconciling controller behind `regcred-operator run`.
+//!
+//! One reconcile per RegistryCredential: it reads the caches (namespaces, the ServiceAccounts,
+//! the managed Secrets, the source Secrets), asks the pure [`plan`] what should change, and
+//! writes only that, namespaces concurrently. Watches on every kind map each event back to the
+//! RegistryCredentials it concerns, so drift is repaired as it happens; a periodic resync is the
+//! safety net and writes nothing when converged.
+
+mod context;
+pub mod labels;
+pub mod plan;
+mod reconcile;
+pub mod selection;
+pub mod source;
+mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt, stream};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+use tracing::{info, warn};
+
+use context::{Backoff, Context};
+pub use context::{Settings, Stores};
+use labels::{CREDENTIAL_LABEL, managed_selector};
+
+use crate::crd::RegistryCredential;
+use crate::metrics::Metrics;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("writing status: {0}")]
+    Status(#[source] kube::Error),
+    #[error("cleanup incomplete: {0}")]
+    Cleanup(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A watch feeding a cache, yielding each object it sees so the controller can map it.
+fn cached_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        // managedFields are most of an object's size and the planner never reads them.
+        .modify(|object: &mut K| object.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
+}
+
+/// The caches and the controller; `run` drives them until `shutdown` resolves.
+pub struct Operator {
+    controller: Controller<RegistryCredential>,
+    context: Arc<Context>,
+}
+
+impl Operator {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Operator {
+        let mut credential_watch = watcher::Config::default();
+        if let Some(selector) = &settings.credential_selector {
+            credential_watch = credential_watch.labels(selector);
+        }
+        let credentials: Api<RegistryCredential> = Api::all(client.clone());
+        let controller = Controller::new(credentials, credential_watch.clone())
+            .with_config(controller::Config::default().concurrency(4));
+        let credential_store = controller.store();
+
+        let (namespaces, namespace_events) =
+            cached_watch(Api::<Namespace>::all(client.clone()), watcher::Config::default());
+        let (service_accounts, account_events) =
+            cached_watch(Api::<ServiceAccount>::all(client.clone()), watcher::Config::default());
+        let (managed_secrets, managed_events) =
+            cached_watch(Api::<Secret>::all(client.clone()), watcher::Config::default().labels(&managed_selector()));
+        let mut source_namespaces = std::collections::BTreeMap::new();
+        let mut source_events = Vec::new();
+        for namespace in &settings.source_namespaces {
+            let (store, events) =
+                cached_watch(Api::<Secret>::namespaced(client.clone(), namespace), watcher::Config::default());
+            source_namespaces.insert(namespace.clone(), store);
+            source_events.push(events.boxed());
+        }
+
+        let all = credential_store.clone();
+        let by_account = credential_store.clone();
+        let by_source = credential_store.clone();
+        let controller = controller
+            // A namespace appearing, changing labels or terminating concerns every credential.
+            .watches_stream(namespace_events, move |_: Namespace| refs(&all, |_| true))
+            .watches_stream(account_events, move |account: ServiceAccount| {
+                let name = account.name_any();
+                refs(&by_account, |c| {
+                    c.spec.service_accounts.names.iter().any(|n| n == "*" || *n == name) || touched_by(c, &account)
+                })
+            })
+            .watches_stream(managed_events, |secret: Secret| {
+                secret.labels().get(CREDENTIAL_LABEL).map(|name| ObjectRef::new(name))
+            })
+            .watches_stream(stream::select_all(source_events), move |secret: Secret| {
+                let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+                refs(&by_source, |c| {
+                    c.spec.source.secret_ref.as_ref().is_some_and(|r| r.namespace == namespace && r.name == name)
+                })
+            });
+
+        let stores =
+            Stores { credentials: credential_store, namespaces, managed_secrets, service_accounts, source_namespaces };
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter { controller: "regcred-operator".into(), instance: instance_name() },
+        );
+        let context = Arc::new(Context { client, settings, stores, recorder, metrics, backoff: Backoff::default() });
+        Operator { controller, context }
+    }
+
+    /// The caches, for readiness checks.
+    pub fn stores(&self) -> Stores {
+        self.context.stores.clone()
+    }
+
+    /// Runs until `shutdown` resolves, then lets in-flight reconciles finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+        info!(sources = ?self.context.settings.source_namespaces, "controller starting");
+        self.controller
+            .graceful_shutdown_on(shutdown)
+            .run(reconcile::reconcile, reconcile::error_policy, self.context)
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    match error {
+                        controller::Error::ReconcilerFailed(..) => {} // logged by error_policy
+                        other => warn!(error = %other, "controller"),
+                    }
+                }
+            })
+            .await;
+        info!("controller stopped");
+    }
+}
+
+/// References to the credentials in `store` that `filter` keeps.
+fn refs(
+    store: &Store<RegistryCredential>,
+    filter: impl Fn(&RegistryCredential) -> bool,
+) -> Vec<ObjectRef<RegistryCredential>> {
+    store.state().iter().filter(|c| filter(c)).map(|c| ObjectRef::from_obj(c.as_ref())).collect()
+}
+
+/// Whether the operator recorded an entry of this credential on the ServiceAccount (so that
+/// an account leaving the selection is cleaned).
+fn touched_by(credential: &RegistryCredential, account: &ServiceAccount) -> bool {
+    labels::added_pull_secrets(account).contains(credential.spec.secret_name.as_str())
+}
+
+fn instance_name() -> Option<String> {
+    std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok())
+}

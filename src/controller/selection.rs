@@ -1,0 +1,187 @@
+//! Which namespaces and ServiceAccounts a RegistryCredential selects. Pure functions.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+
+use crate::crd::RegistryCredentialSpec;
+
+/// Namespaces that a glob never selects: only an exact include entry does.
+pub const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
+
+/// `*` matches any run of characters (also none), `?` exactly one.
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    let (pattern, name) = (pattern.as_bytes(), name.as_bytes());
+    let (mut p, mut n) = (0, 0);
+    // Position after the last `*` and the name position it was tried at, for backtracking.
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p + 1, n));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == name[n] => {
+                p += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((after_star, tried)) => {
+                    p = after_star;
+                    n = tried + 1;
+                    star = Some((after_star, tried + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Whether the credential selects a namespace with this name and these labels.
+pub fn selects_namespace(spec: &RegistryCredentialSpec, name: &str, labels: &BTreeMap<String, String>) -> bool {
+    let filter = &spec.namespaces;
+    let included = if SYSTEM_NAMESPACES.contains(&name) {
+        filter.include.iter().any(|pattern| pattern == name)
+    } else {
+        filter.include.iter().any(|pattern| glob_matches(pattern, name))
+    };
+    included
+        && !filter.exclude.iter().any(|pattern| glob_matches(pattern, name))
+        && spec.namespace_selector.as_ref().is_none_or(|selector| label_selector_matches(selector, labels))
+}
+
+/// Whether the credential selects the ServiceAccount with this name.
+pub fn selects_service_account(spec: &RegistryCredentialSpec, name: &str) -> bool {
+    spec.service_accounts.names.iter().any(|selected| selected == "*" || selected == name)
+}
+
+/// Kubernetes LabelSelector semantics: all of matchLabels and matchExpressions must hold.
+/// An unknown operator matches nothing, so a typo never selects every namespace.
+pub fn label_selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_match = selector
+        .match_labels
+        .as_ref()
+        .is_none_or(|required| required.iter().all(|(key, value)| labels.get(key) == Some(value)));
+    labels_match
+        && selector.match_expressions.iter().flatten().all(|requirement| requirement_matches(requirement, labels))
+}
+
+fn requirement_matches(requirement: &LabelSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
+    let value = labels.get(&requirement.key);
+    let values = requirement.values.as_deref().unwrap_or_default();
+    match requirement.operator.as_str() {
+        "In" => value.is_some_and(|v| values.contains(v)),
+        "NotIn" => value.is_none_or(|v| !values.contains(v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{CredentialSource, NamespaceFilter, SecretReference, ServiceAccountSelector};
+
+    fn spec(include: &[&str], exclude: &[&str], selector: Option<LabelSelector>) -> RegistryCredentialSpec {
+        RegistryCredentialSpec {
+            source: CredentialSource {
+                secret_ref: Some(SecretReference { namespace: "regcred-system".into(), name: "s".into() }),
+            },
+            registries: Vec::new(),
+            secret_name: "regcred".into(),
+            namespace_selector: selector,
+            namespaces: NamespaceFilter {
+                include: include.iter().map(|s| s.to_string()).collect(),
+                exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            },
+            service_accounts: ServiceAccountSelector { names: vec!["default".into(), "builder".into()] },
+            on_conflict: Default::default(),
+            prune: true,
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn globs() {
+        for (pattern, name) in [
+            ("*", "x"),
+            ("*", ""),
+            ("team-*", "team-a"),
+            ("t?am", "team"),
+            ("*-prod", "pay-prod"),
+            ("a*b*c", "axxbyyc"),
+        ] {
+            assert!(glob_matches(pattern, name), "{pattern} {name}");
+        }
+        for (pattern, name) in
+            [("team-*", "tea"), ("t?am", "tam"), ("*-prod", "prod"), ("a*b*c", "axxbyy"), ("abc", "abcd")]
+        {
+            assert!(!glob_matches(pattern, name), "{pattern} {name}");
+        }
+    }
+
+    #[test]
+    fn exclude_wins_over_include() {
+        let spec = spec(&["team-*"], &["team-sandbox"], None);
+        assert!(selects_namespace(&spec, "team-a", &labels(&[])));
+        assert!(!selects_namespace(&spec, "team-sandbox", &labels(&[])));
+        assert!(!selects_namespace(&spec, "other", &labels(&[])));
+    }
+
+    #[test]
+    fn system_namespaces_need_an_exact_include() {
+        let all = spec(&["*", "kube-*"], &[], None);
+        for system in SYSTEM_NAMESPACES {
+            assert!(!selects_namespace(&all, system, &labels(&[])), "{system}");
+        }
+        let explicit = spec(&["kube-system"], &[], None);
+        assert!(selects_namespace(&explicit, "kube-system", &labels(&[])));
+    }
+
+    #[test]
+    fn label_selector_narrows_the_globs() {
+        let selector = LabelSelector {
+            match_labels: Some(labels(&[("team", "payments")])),
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: "NotIn".into(),
+                values: Some(vec!["sandbox".into()]),
+            }]),
+        };
+        let spec = spec(&["*"], &[], Some(selector));
+        assert!(selects_namespace(&spec, "a", &labels(&[("team", "payments")])));
+        assert!(!selects_namespace(&spec, "a", &labels(&[("team", "payments"), ("tier", "sandbox")])));
+        assert!(!selects_namespace(&spec, "a", &labels(&[("team", "search")])));
+    }
+
+    #[test]
+    fn requirement_operators() {
+        let present = labels(&[("k", "v")]);
+        let req = |op: &str, values: &[&str]| LabelSelectorRequirement {
+            key: "k".into(),
+            operator: op.into(),
+            values: Some(values.iter().map(|s| s.to_string()).collect()),
+        };
+        assert!(requirement_matches(&req("In", &["v"]), &present));
+        assert!(!requirement_matches(&req("In", &["w"]), &present));
+        assert!(requirement_matches(&req("NotIn", &["w"]), &present));
+        assert!(requirement_matches(&req("Exists", &[]), &present));
+        assert!(!requirement_matches(&req("DoesNotExist", &[]), &present));
+        assert!(requirement_matches(&req("DoesNotExist", &[]), &labels(&[])));
+        assert!(!requirement_matches(&req("Typo", &[]), &present));
+    }
+
+    #[test]
+    fn service_accounts_by_name_or_star() {
+        let mut spec = spec(&["*"], &[], None);
+        assert!(selects_service_account(&spec, "builder"));
+        assert!(!selects_service_account(&spec, "other"));
+        spec.service_accounts.names = vec!["*".into()];
+        assert!(selects_service_account(&spec, "other"));
+    }
+}

@@ -1,0 +1,205 @@
+//! The RegistryCredential's status and Events: computed from a reconcile's outcome, written only
+//! when they change.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::warn;
+
+use super::context::Context;
+use super::labels::FIELD_MANAGER;
+use super::source::{ResolvedSource, SourceProblem};
+use super::{Error, Result};
+use crate::crd::{NamespaceCounts, RegistryCredential, RegistryCredentialStatus, SyncFailure};
+
+/// At most this many failures are listed in status; the counts cover the rest.
+pub const MAX_LISTED_FAILURES: usize = 20;
+
+/// Why a namespace could not be synced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncFailureDetail {
+    pub reason: String,
+    pub message: String,
+}
+
+pub type NamespaceOutcome = std::result::Result<(), SyncFailureDetail>;
+
+pub fn failure(reason: &str, message: impl Into<String>) -> SyncFailureDetail {
+    SyncFailureDetail { reason: reason.to_owned(), message: message.into() }
+}
+
+/// The status a reconcile's outcome describes. `previous` keeps `lastTransitionTime` stable
+/// while the Ready status does not change.
+pub fn desired_status(
+    credential: &RegistryCredential,
+    matched: &BTreeSet<String>,
+    name_conflicts: &BTreeMap<String, String>,
+    outcomes: &BTreeMap<String, NamespaceOutcome>,
+    source: std::result::Result<&ResolvedSource, &SourceProblem>,
+) -> RegistryCredentialStatus {
+    let secret_name = &credential.spec.secret_name;
+    let mut failures: Vec<SyncFailure> = name_conflicts
+        .iter()
+        .map(|(namespace, winner)| SyncFailure {
+            namespace: namespace.clone(),
+            reason: "NameConflict".into(),
+            message: format!(
+                "RegistryCredential {winner} claims Secret {secret_name} here and takes precedence (older)"
+            ),
+        })
+        .chain(outcomes.iter().filter(|(ns, _)| matched.contains(*ns)).filter_map(|(namespace, outcome)| {
+            outcome.as_ref().err().map(|f| SyncFailure {
+                namespace: namespace.clone(),
+                reason: f.reason.clone(),
+                message: f.message.clone(),
+            })
+        }))
+        .collect();
+    failures.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+    let failed = failures.len() as u32;
+    let total = matched.len() as u32;
+    let synced = if source.is_ok() { total.saturating_sub(failed) } else { 0 };
+    failures.truncate(MAX_LISTED_FAILURES);
+
+    let (ready, reason, message) = match source {
+        Err(problem) => ("False", problem.reason().to_owned(), problem.to_string()),
+        Ok(_) if failed > 0 => {
+            ("False", "SyncFailed".to_owned(), format!("{failed} of {total} namespaces failed; see status.failures"))
+        }
+        Ok(_) => ("True", "Synced".to_owned(), format!("{synced}/{total} namespaces")),
+    };
+    let previous = credential.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+    let last_transition_time = match previous {
+        Some(previous) if previous.status == ready => previous.last_transition_time.clone(),
+        _ => Time(k8s_openapi::jiff::Timestamp::now()),
+    };
+    let (registries, normalized) = match source {
+        Ok(source) => (source.registries.clone(), source.rewrites.clone()),
+        Err(_) => (Vec::new(), Vec::new()),
+    };
+    RegistryCredentialStatus {
+        observed_generation: credential.metadata.generation,
+        conditions: vec![Condition {
+            type_: "Ready".into(),
+            status: ready.into(),
+            reason,
+            message,
+            observed_generation: credential.metadata.generation,
+            last_transition_time,
+        }],
+        synced: Some(format!("{synced}/{total}")),
+        namespaces: Some(NamespaceCounts { matched: total, synced, failed }),
+        failures,
+        registries,
+        normalized,
+    }
+}
+
+/// Writes the status when it differs from the current one, and records the Events it implies.
+pub async fn publish(
+    credential: &RegistryCredential,
+    ctx: &Context,
+    matched: &BTreeSet<String>,
+    name_conflicts: &BTreeMap<String, String>,
+    outcomes: &BTreeMap<String, NamespaceOutcome>,
+    source: std::result::Result<&ResolvedSource, &SourceProblem>,
+) -> Result<()> {
+    let status = desired_status(credential, matched, name_conflicts, outcomes, source);
+    let name = credential.name_any();
+    ctx.metrics.set_managed_namespaces(&name, status.namespaces.map_or(0, |n| n.synced));
+    for event in events(credential.status.as_ref(), &status, outcomes) {
+        record(ctx, credential, event).await;
+    }
+    if credential.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<RegistryCredential> = Api::all(ctx.client.clone());
+    let patch = json!({
+        "apiVersion": RegistryCredential::api_version(&()),
+        "kind": RegistryCredential::kind(&()),
+        "status": status,
+    });
+    ctx.metrics.api_write("registrycredential", "status");
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::Status)?;
+    Ok(())
+}
+
+/// The Events a new status implies, compared with the previous one: changes written, a source
+/// turning bad, new conflicts. Repeating the same state records nothing.
+fn events(
+    previous: Option<&RegistryCredentialStatus>,
+    status: &RegistryCredentialStatus,
+    outcomes: &BTreeMap<String, NamespaceOutcome>,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    let ready = &status.conditions[0];
+    let was = previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == "Ready"));
+    if ready.reason.starts_with("Source") && was.is_none_or(|w| w.reason != ready.reason || w.message != ready.message)
+    {
+        events.push(Event {
+            type_: EventType::Warning,
+            reason: ready.reason.clone(),
+            note: Some(format!("{}; existing copies are left in place", ready.message)),
+            action: "ReadSource".into(),
+            secondary: None,
+        });
+    }
+    let written = outcomes.values().filter(|o| o.is_ok()).count();
+    if written > 0 {
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: "Synced".into(),
+            note: Some(format!("updated {written} namespaces; {}", status.synced.as_deref().unwrap_or_default())),
+            action: "Sync".into(),
+            secondary: None,
+        });
+    }
+    let known: BTreeSet<(&str, &str)> =
+        previous.iter().flat_map(|p| &p.failures).map(|f| (f.namespace.as_str(), f.reason.as_str())).collect();
+    let new_conflicts: Vec<&SyncFailure> = status
+        .failures
+        .iter()
+        .filter(|f| f.reason.ends_with("Conflict") && !known.contains(&(f.namespace.as_str(), f.reason.as_str())))
+        .collect();
+    if let Some(first) = new_conflicts.first() {
+        events.push(Event {
+            type_: EventType::Warning,
+            reason: first.reason.clone(),
+            note: Some(format!(
+                "{} namespaces: {}{}",
+                new_conflicts.len(),
+                first.message,
+                if new_conflicts.len() > 1 { " (and others; see status.failures)" } else { "" }
+            )),
+            action: "Sync".into(),
+            secondary: None,
+        });
+    }
+    events
+}
+
+/// Records the Event for a finished cleanup.
+pub async fn record_cleanup(credential: &RegistryCredential, ctx: &Context, namespaces: usize) {
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Cleanup".into(),
+        note: Some(format!("removed copies and ServiceAccount entries from {namespaces} namespaces")),
+        action: "Cleanup".into(),
+        secondary: None,
+    };
+    record(ctx, credential, event).await;
+    ctx.metrics.forget_credential(&credential.name_any());
+}
+
+async fn record(ctx: &Context, credential: &RegistryCredential, event: Event) {
+    ctx.metrics.api_write("event", "create");
+    if let Err(error) = ctx.recorder.publish(&event, &credential.object_ref(&())).await {
+        warn!(credential = %credential.name_any(), %error, "could not record Event");
+    }
+}

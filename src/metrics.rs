@@ -1,0 +1,132 @@
+//! Prometheus metrics (text exposition via prometheus-client). Labels carry names of objects and
+//! kinds of work, never anything read from a credential.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    resource: &'static str,
+    verb: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialLabels {
+    credential: String,
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    reconciles: Family<ResultLabels, Counter>,
+    reconcile_duration: Histogram,
+    api_writes: Family<WriteLabels, Counter>,
+    sync_failures: Family<ReasonLabels, Counter>,
+    patch_conflicts: Counter,
+    managed_namespaces: Family<CredentialLabels, Gauge>,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("regcred");
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        registry.register("reconciles", "RegistryCredential reconciles by result", reconciles.clone());
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Time one RegistryCredential reconcile takes",
+            prometheus_client::registry::Unit::Seconds,
+            reconcile_duration.clone(),
+        );
+        let api_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "api_writes",
+            "Write requests sent to the API server, by resource and verb",
+            api_writes.clone(),
+        );
+        let sync_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register("sync_failures", "Namespaces that failed to sync, by reason", sync_failures.clone());
+        let patch_conflicts = Counter::default();
+        registry.register(
+            "service_account_patch_conflicts",
+            "Guarded ServiceAccount patches refused because the ServiceAccount changed meanwhile",
+            patch_conflicts.clone(),
+        );
+        let managed_namespaces = Family::<CredentialLabels, Gauge>::default();
+        registry.register(
+            "managed_namespaces",
+            "Namespaces holding the current copy, by RegistryCredential",
+            managed_namespaces.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register("leader", "1 when this replica holds the leader Lease", leader.clone());
+        Metrics {
+            registry: Mutex::new(registry),
+            reconciles,
+            reconcile_duration,
+            api_writes,
+            sync_failures,
+            patch_conflicts,
+            managed_namespaces,
+            leader,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_reconcile(&self, duration: Duration, ok: bool) {
+        self.reconciles.get_or_create(&ResultLabels { result: if ok { "success" } else { "error" } }).inc();
+        self.reconcile_duration.observe(duration.as_secs_f64());
+    }
+
+    pub fn api_write(&self, resource: &'static str, verb: &'static str) {
+        self.api_writes.get_or_create(&WriteLabels { resource, verb }).inc();
+    }
+
+    pub fn sync_failure(&self, reason: &str) {
+        self.sync_failures.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+    }
+
+    pub fn patch_conflict(&self) {
+        self.patch_conflicts.inc();
+    }
+
+    pub fn set_managed_namespaces(&self, credential: &str, count: u32) {
+        self.managed_namespaces
+            .get_or_create(&CredentialLabels { credential: credential.to_owned() })
+            .set(count.into());
+    }
+
+    pub fn forget_credential(&self, credential: &str) {
+        self.managed_namespaces.remove(&CredentialLabels { credential: credential.to_owned() });
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        let registry = self.registry.lock().expect("metrics registry lock");
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("writing to a String cannot fail");
+        text
+    }
+}
