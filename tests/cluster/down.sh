@@ -23,10 +23,11 @@ if [[ ! -e "$DIR/.regcred-cluster" && -n "$(ls -A -- "$DIR")" ]]; then
   exit 1
 fi
 
-# Watchdog first (when it is the caller, it exec'd this script, so its pid no
-# longer looks like a watchdog and pid_of skips it); then clients before servers.
-for name in watchdog "${PIECES[@]}"; do
-  stop_piece "$DIR" "$name"
-done
+# Watchdog and apiserver clients with the apiserver; etcd last, since the
+# apiserver still writes to it while shutting down. (When the watchdog is the
+# caller it exec'd this script: its pid no longer looks like a watchdog, so
+# pid_of skips it.)
+stop_pieces "$DIR" watchdog kube-controller-manager kube-apiserver
+stop_pieces "$DIR" etcd
 rm -rf -- "$DIR"
 log "stopped and removed $DIR"

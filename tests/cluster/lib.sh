@@ -12,9 +12,6 @@ BIN_DIR="$REGCRED_CACHE/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
 # Seconds each piece may take to become ready / to stop before SIGKILL.
 READY_TIMEOUT="${REGCRED_CP_READY_TIMEOUT:-120}"
 STOP_GRACE="${REGCRED_CP_STOP_GRACE:-10}"
-# Stop order matters: clients of the apiserver first, etcd last.
-PIECES=(kube-controller-manager kube-apiserver etcd)
-# (up.sh may add a "watchdog" piece too; see watchdog.sh.)
 
 log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -60,34 +57,48 @@ start_piece() {
   # shellcheck disable=SC2016  # $$ and $@ expand in the child shell.
   nohup setsid bash -c 'echo "$$" >"$0"; exec "$@"' "$dir/$name.pid" "${cmd[@]}" \
     >>"$dir/$name.log" 2>&1 </dev/null &
-  for ((i = 0; i < 50; i++)); do
-    [[ -s "$dir/$name.pid" ]] && return 0
-    sleep 0.1
+  # Started once the pid names the exec'd program (not the wrapper shell).
+  for ((i = 0; i < 100; i++)); do
+    pid_of "$dir" "$name" >/dev/null && return 0
+    sleep 0.05
   done
-  fail "$name" "$dir/$name.log" "did not start"
+  fail "$name" "$dir/$name.log" "did not start (or exited at once)"
 }
 
-# stop_piece DIR NAME: SIGTERM the process group, SIGKILL after STOP_GRACE s.
-# Quiet no-op when it is not running.
-stop_piece() {
-  local dir="$1" name="$2" pid waited=0
-  if ! pid="$(pid_of "$dir" "$name")"; then
-    rm -f "$dir/$name.pid"
-    return 0
-  fi
-  log "stopping $name (pid $pid)"
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null || kill -0 -- "-$pid" 2>/dev/null; do
+# stop_pieces DIR NAME...: SIGTERM each running piece's process group at once,
+# wait for all of them, SIGKILL what is left after STOP_GRACE seconds. Quiet
+# no-op for pieces that are not running. (Sequence dependent pieces with
+# separate calls: the apiserver needs etcd while it shuts down.)
+stop_pieces() {
+  local dir="$1" name pid waited=0 alive
+  shift
+  local pids=()
+  for name in "$@"; do
+    if pid="$(pid_of "$dir" "$name")"; then
+      log "stopping $name (pid $pid)"
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+  done
+  while ((${#pids[@]} > 0)); do
+    alive=()
+    for pid in "${pids[@]}"; do
+      if kill -0 "$pid" 2>/dev/null || kill -0 -- "-$pid" 2>/dev/null; then alive+=("$pid"); fi
+    done
+    pids=("${alive[@]}")
+    ((${#pids[@]} > 0)) || break
     if ((waited >= STOP_GRACE * 10)); then
-      log "$name did not exit within ${STOP_GRACE}s: SIGKILL"
-      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+      log "pids ${pids[*]} did not exit within ${STOP_GRACE}s: SIGKILL"
+      for pid in "${pids[@]}"; do
+        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+      done
       sleep 0.2
       break
     fi
     sleep 0.1
     waited=$((waited + 1))
   done
-  rm -f "$dir/$name.pid"
+  for name in "$@"; do rm -f "$dir/$name.pid"; done
 }
 
 # curl_admin DIR URL...: curl as the admin user (system:masters), trusting our CA.

@@ -19,7 +19,7 @@ DIR="$(cd "$1" && pwd)"
 . "$DIR/env"
 
 T0=$SECONDS
-stop_piece "$DIR" kube-apiserver
+stop_pieces "$DIR" kube-apiserver
 log "starting kube-apiserver again on $APISERVER_URL"
 start_piece "$DIR" kube-apiserver
 wait_until "$DIR" kube-apiserver apiserver_ready "$DIR"

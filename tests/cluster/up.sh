@@ -33,7 +33,7 @@ fi
 
 T0=$SECONDS
 # Builds only on a cold cache; its stdout (the bin dir) is not ours to print.
-"$CLUSTER_SCRIPTS_DIR/build.sh" >/dev/null
+bash "$CLUSTER_SCRIPTS_DIR/build.sh" >/dev/null
 
 mkdir -p "$1"
 DIR="$(cd "$1" && pwd)"
@@ -47,8 +47,8 @@ UP_OK=0
 on_exit() {
   if ((UP_OK == 0)); then
     log "up.sh did not finish: stopping what it started (logs kept in $DIR)"
-    local name
-    for name in watchdog "${PIECES[@]}"; do stop_piece "$DIR" "$name"; done
+    stop_pieces "$DIR" watchdog kube-controller-manager kube-apiserver
+    stop_pieces "$DIR" etcd
   fi
 }
 trap on_exit EXIT
@@ -116,13 +116,13 @@ write_cmd() {
 
 # --- etcd -----------------------------------------------------------------------
 write_cmd etcd "$BIN_DIR/etcd" \
-  --name=default \
+  --name=regcred-test \
   --data-dir="$DIR/etcd-data" \
   --listen-client-urls="$ETCD_URL" \
   --advertise-client-urls="$ETCD_URL" \
   --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
   --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
-  --initial-cluster="default=http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster="regcred-test=http://127.0.0.1:$ETCD_PEER_PORT" \
   --unsafe-no-fsync
 log "starting etcd on $ETCD_URL"
 start_piece "$DIR" etcd
@@ -136,6 +136,11 @@ APISERVER_LOAD_FLAGS=(
   --max-requests-inflight=2000
   --max-mutating-requests-inflight=1000
 )
+# Fast SIGTERM: by default the apiserver's HTTP shutdown waits up to
+# --request-timeout (60 s) for open watches; with this it answers 429 +
+# Retry-After while it drains and then closes connections after 2 s, so
+# restart-apiserver.sh and down.sh take seconds.
+APISERVER_SHUTDOWN_FLAGS=(--shutdown-send-retry-after=true)
 write_cmd kube-apiserver "$BIN_DIR/kube-apiserver" \
   --etcd-servers="$ETCD_URL" \
   --bind-address=127.0.0.1 \
@@ -151,7 +156,8 @@ write_cmd kube-apiserver "$BIN_DIR/kube-apiserver" \
   --service-account-key-file="$PKI/sa.pub" \
   --service-account-signing-key-file="$PKI/sa.key" \
   --service-cluster-ip-range=10.0.0.0/24 \
-  "${APISERVER_LOAD_FLAGS[@]}"
+  "${APISERVER_LOAD_FLAGS[@]}" \
+  "${APISERVER_SHUTDOWN_FLAGS[@]}"
 log "starting kube-apiserver on $APISERVER_URL"
 start_piece "$DIR" kube-apiserver
 wait_until "$DIR" kube-apiserver apiserver_ready "$DIR"
@@ -226,7 +232,7 @@ wait_until "$DIR" kube-controller-manager default_sa_exists
 
 # --- optional watchdog ------------------------------------------------------------
 if [[ -n "${REGCRED_CP_WATCH_PID:-}" ]]; then
-  write_cmd watchdog "$CLUSTER_SCRIPTS_DIR/watchdog.sh" "$DIR" "$REGCRED_CP_WATCH_PID"
+  write_cmd watchdog bash "$CLUSTER_SCRIPTS_DIR/watchdog.sh" "$DIR" "$REGCRED_CP_WATCH_PID"
   start_piece "$DIR" watchdog
   log "watchdog: down.sh $DIR will run when pid $REGCRED_CP_WATCH_PID exits"
 fi

@@ -12,4 +12,4 @@ pid="$2"
 while kill -0 "$pid" 2>/dev/null; do
   sleep 1
 done
-exec "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/down.sh" "$dir"
+exec bash "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/down.sh" "$dir"

@@ -45,7 +45,6 @@ macro_rules! cluster_or_skip {
 /// A namespace for one test, deleted when dropped (also when the test panics).
 pub struct TestNamespace {
     pub name: String,
-    client: Client,
 }
 
 impl TestNamespace {
@@ -54,18 +53,21 @@ impl TestNamespace {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let name = format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         create_namespace(client, &name, labels).await;
-        TestNamespace { name, client: client.clone() }
+        TestNamespace { name }
     }
 }
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let (client, name) = (self.client.clone(), self.name.clone());
-        // Drop cannot await; a short-lived runtime on its own thread finishes the delete.
+        let name = self.name.clone();
+        // Drop cannot await, and the test's own client is bound to the runtime this blocks; a
+        // new client on a short-lived runtime of its own finishes the delete.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async move {
-                let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
+                if let Ok(client) = Client::try_default().await {
+                    let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
+                }
             });
         })
         .join();
