@@ -23,6 +23,8 @@ const REGISTRY: &str = r"^(https?://)?[A-Za-z0-9*?]([-A-Za-z0-9*?.]*)(:[0-9]{1,5
 /// A credential for pulling images, copied as a normalized `kubernetes.io/dockerconfigjson` Secret
 /// into every selected namespace and added to the `imagePullSecrets` of the selected
 /// ServiceAccounts there.
+// Each printcolumn(...) repeats the same keys, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[kube(
     group = "regcred.dev",

@@ -8,7 +8,7 @@ use futures::{StreamExt, stream};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -133,7 +133,7 @@ async fn sync_namespace(
     let secret_name = &credential.spec.secret_name;
     match (work.secret, source) {
         (Some(SecretChange::Create), Some(source)) => create_copy(credential, ctx, &secrets, source).await?,
-        (Some(SecretChange::Update), Some(source)) => apply_copy(credential, ctx, &secrets, source).await?,
+        (Some(SecretChange::Update), Some(source)) => apply_copy(credential, ctx, &secrets, source, true).await?,
         (Some(SecretChange::Delete), _) => delete_copy(ctx, &secrets, secret_name).await?,
         (Some(_), None) | (None, _) => {}
     }
@@ -183,57 +183,60 @@ fn desired_copy(credential: &RegistryCredential, namespace: &str, source: &Resol
     }
 }
 
-/// Creates the copy. A plain create fails when any Secret of that name exists, so an unmanaged
-/// Secret is never overwritten by accident; `onConflict` then decides.
+/// Creates the copy where the cache has none. The cache only holds managed Secrets, so an
+/// unmanaged Secret of the same name is looked for first: it is never overwritten unless
+/// `onConflict: Adopt` says so.
 async fn create_copy(
     credential: &RegistryCredential,
     ctx: &Context,
     secrets: &Api<Secret>,
     source: &ResolvedSource,
 ) -> NamespaceOutcome {
-    let namespace = secrets.namespace().unwrap_or_default();
-    let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
-    ctx.metrics.api_write("secret", "create");
-    match secrets.create(&params, &desired_copy(credential, namespace, source)).await {
-        Ok(_) => Ok(()),
-        Err(e) if is_status(&e, 409) => {
-            let name = &credential.spec.secret_name;
-            let existing = secrets.get(name).await.map_err(|e| api_failure("SecretReadFailed", &e))?;
-            let managed = existing.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE);
-            if managed || credential.spec.on_conflict == OnConflict::Adopt {
-                apply_copy(credential, ctx, secrets, source).await
-            } else {
-                Err(status::failure(
-                    "SecretConflict",
-                    format!(
-                        "Secret {name} exists and is not managed by regcred-operator; set onConflict: Adopt to take it over"
-                    ),
-                ))
-            }
+    let name = &credential.spec.secret_name;
+    let existing = secrets.get_opt(name).await.map_err(|e| api_failure("SecretReadFailed", &e))?;
+    let managed = existing
+        .as_ref()
+        .is_some_and(|s| s.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE));
+    match existing {
+        // Not forced: should an unmanaged Secret appear meanwhile, the apply conflicts instead
+        // of taking its fields.
+        None => apply_copy(credential, ctx, secrets, source, false).await,
+        Some(_) if managed || credential.spec.on_conflict == OnConflict::Adopt => {
+            apply_copy(credential, ctx, secrets, source, true).await
         }
-        Err(e) => Err(api_failure("SecretWriteFailed", &e)),
+        Some(_) => Err(unmanaged_conflict(name)),
     }
 }
 
-/// Writes the copy with server-side apply; forced, because the copy is ours by label or adoption.
+fn unmanaged_conflict(name: &str) -> status::SyncFailureDetail {
+    status::failure(
+        "SecretConflict",
+        format!("Secret {name} exists and is not managed by regcred-operator; set onConflict: Adopt to take it over"),
+    )
+}
+
+/// Writes the copy with server-side apply under the operator's field manager. `force` takes
+/// over fields from other managers: right for a copy that is ours by label or adoption.
 async fn apply_copy(
     credential: &RegistryCredential,
     ctx: &Context,
     secrets: &Api<Secret>,
     source: &ResolvedSource,
+    force: bool,
 ) -> NamespaceOutcome {
     let namespace = secrets.namespace().unwrap_or_default();
-    let mut copy = desired_copy(credential, namespace, source);
-    copy.metadata.managed_fields = None;
+    let copy = desired_copy(credential, namespace, source);
     let patch = Patch::Apply(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": copy.metadata, "type": copy.type_, "data": copy.data,
     }));
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    params.force = force;
     ctx.metrics.api_write("secret", "apply");
-    secrets
-        .patch(&credential.spec.secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &patch)
-        .await
-        .map(drop)
-        .map_err(|e| api_failure("SecretWriteFailed", &e))
+    match secrets.patch(&credential.spec.secret_name, &params, &patch).await {
+        Ok(_) => Ok(()),
+        Err(e) if !force && is_status(&e, 409) => Err(unmanaged_conflict(&credential.spec.secret_name)),
+        Err(e) => Err(api_failure("SecretWriteFailed", &e)),
+    }
 }
 
 async fn delete_copy(ctx: &Context, secrets: &Api<Secret>, name: &str) -> NamespaceOutcome {

@@ -43,11 +43,13 @@ if all_cached; then
   exit 0
 fi
 
-# Temp outputs live next to their final name (same filesystem: mv is atomic),
-# so an interrupted build never leaves a file that looks cached.
-TMP_OUT=""
-cleanup() { if [[ -n "$TMP_OUT" ]]; then rm -f "$TMP_OUT"; fi; }
-trap cleanup EXIT
+# Temp outputs (.NAME.tmp.PID) live next to their final name (same
+# filesystem: mv is atomic), so an interrupted build never leaves a file that
+# looks cached. Leftovers of a killed build go now (we hold the lock), ours on exit.
+rm -f "$BIN_DIR"/.*.tmp.*
+trap 'rm -f "$BIN_DIR"/.*.tmp."$$"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # run_step PIECE LOGFILE CMD...: run CMD with its output in LOGFILE; on failure
 # name the piece and show the log tail. errexit is re-armed in a subshell that
@@ -74,9 +76,13 @@ run_step() {
 gen_module() {
   local dir="$1" modpath="$2" module="$3" version="$4" pin="$5"
   shift 5
-  local gomod edits=() line tool
-  gomod="$(cd "$WORK_ROOT" && GOWORK=off go mod download -json "$module@$version" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+  local json gomod edits=() line tool
+  # On failure the JSON carries the reason ("Error"): show it in the log.
+  if ! json="$(cd "$WORK_ROOT" && GOWORK=off go mod download -json "$module@$version")"; then
+    printf '%s\n' "$json"
+    return 1
+  fi
+  gomod="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])' <<<"$json")"
   echo "upstream go.mod: $gomod"
   # Emits go mod edit flags: -go=, -godebug=, -replace= (requirements that
   # upstream replaces with a local directory only; guards like
@@ -111,12 +117,12 @@ for r in m.get("Replace") or []:
 # build_bin DIR NAME PACKAGE LDFLAGS
 build_bin() {
   local dir="$1" name="$2" pkg="$3" ldflags="$4"
-  TMP_OUT="$BIN_DIR/.$name.tmp.$$"
+  # ($$ is the script's pid even in run_step's subshell: the EXIT trap's glob.)
+  local tmp="$BIN_DIR/.$name.tmp.$$"
   cd "$dir"
-  GOWORK=off CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$TMP_OUT" "$pkg"
-  "$TMP_OUT" --version 2>&1 | head -n 3 || true
-  mv -f "$TMP_OUT" "$BIN_DIR/$name"
-  TMP_OUT=""
+  GOWORK=off CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp" "$pkg"
+  "$tmp" --version 2>&1 | head -n 3 || true
+  mv -f "$tmp" "$BIN_DIR/$name"
 }
 
 TIMINGS=()

@@ -60,6 +60,9 @@ start_piece() {
   # Started once the pid names the exec'd program (not the wrapper shell).
   for ((i = 0; i < 100; i++)); do
     pid_of "$dir" "$name" >/dev/null && return 0
+    if [[ -s "$dir/$name.pid" ]] && ! kill -0 "$(<"$dir/$name.pid")" 2>/dev/null; then
+      break # exited already (bad flag, missing file...): its log says why
+    fi
     sleep 0.05
   done
   fail "$name" "$dir/$name.log" "did not start (or exited at once)"

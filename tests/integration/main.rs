@@ -4,4 +4,6 @@
 //! where a missing control plane is a failure.
 
 mod control_plane;
+mod controller;
+mod operator;
 mod support;

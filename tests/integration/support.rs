@@ -136,7 +136,8 @@ pub async fn wait_for_list<K>(
     let wait = async {
         loop {
             let objects: Vec<K> = reader.state().iter().map(|o| (**o).clone()).collect();
-            if reader.wait_until_ready().await.is_ok() && condition(&objects) {
+            let listed = futures::FutureExt::now_or_never(reader.wait_until_ready()).is_some();
+            if listed && condition(&objects) {
                 return;
             }
             stream.try_next().await.expect("watch stream");
