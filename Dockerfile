@@ -1,0 +1,17 @@
+# syntax=docker/dockerfile:1
+# Build: a static musl binary, so the runtime image needs no libc.
+FROM rust:1.95-alpine AS build
+RUN apk add --no-cache musl-dev
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked --bin regcred-operator \
+ && strip target/release/regcred-operator
+
+# Run: distroless static, non-root (uid 65532), nothing but the binary and CA certificates.
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /src/target/release/regcred-operator /usr/local/bin/regcred-operator
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/regcred-operator"]
+CMD ["run", "--log-format", "json"]
