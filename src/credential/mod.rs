@@ -1,13 +1,16 @@
-//! The credential library: docker config JSON parsing, validation and normalization.
+//! The credential library: docker config JSON parsing, validation and normalization, and the
+//! matching of image references against registry keys.
 //!
 //! Pure code: no I/O, no Kubernetes types. The controller and the CLI are built on it, so the
 //! operator and `regcred-operator normalize` always agree on what a valid credential is.
 
 mod docker_config;
+mod image_reference;
 mod registry_key;
 
 pub use docker_config::{
     ConfigProblem, ConfigWarning, DockerConfig, InvalidDockerConfig, KeyRewrite, Normalized, RegistryAuth,
     docker_config_from_basic_auth, normalize_docker_config,
 };
+pub use image_reference::{ImageReference, ImageReferenceError, covering_key, key_matches_image, kubelet_key};
 pub use registry_key::{DOCKER_HUB, KeyProblem, KeyWarning, RegistryKey, normalize_registry_key};
