@@ -14,6 +14,16 @@ fn committed_crd_equals_generated_crd() {
 }
 
 #[test]
+fn helm_chart_crd_equals_generated_crd() {
+    // Helm installs crds/ of the chart as is; a chart CRD that lags the generated one would
+    // install a schema the operator does not speak.
+    assert!(
+        include_str!("../charts/regcred-operator/crds/registrycredentials.regcred.dev.yaml") == crd_yaml(),
+        "charts/regcred-operator/crds/registrycredentials.regcred.dev.yaml is stale: run `cargo run -- crd > charts/regcred-operator/crds/registrycredentials.regcred.dev.yaml`"
+    );
+}
+
+#[test]
 fn sample_is_a_valid_registry_credential() {
     let sample: RegistryCredential =
         serde_norway::from_str(include_str!("../config/samples/registrycredential.yaml")).unwrap();

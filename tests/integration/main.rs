@@ -6,4 +6,5 @@
 mod control_plane;
 mod controller;
 mod operator;
+mod packaging;
 mod support;

@@ -1,0 +1,430 @@
+//! The install manifests: `kustomize build config/default` and the Helm chart, rendered by the
+//! tools built from their Go modules (tests/cluster/build-tools.sh), checked for what an
+//! installation relies on, and applied server-side to the real control plane.
+//!
+//! The control plane has no scheduler and no deployment controller: the operator's Pods never
+//! run here. What is tested is that the API server accepts every object as rendered.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use kube::api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::discovery::{self, Scope};
+use kube::{Api, Client};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::cluster_or_skip;
+use crate::control_plane::install_crd;
+
+const NAMESPACE: &str = "regcred-system";
+const NAME: &str = "regcred-operator";
+const IMAGE: &str = "ghcr.io/regcred/regcred-operator:0.1.0";
+const FIELD_MANAGER: &str = "regcred-packaging-tests";
+/// The Helm render applied to the cluster uses its own release and namespace, so that it never
+/// rewrites the RBAC objects that the operator tests running at the same time rely on.
+const HELM_TEST_RELEASE: &str = "regcred-pkgtest";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory with kustomize, helm and kubectl: `REGCRED_TOOLS_BIN` (tests/run.sh sets it),
+/// else what tests/cluster/build-tools.sh prints (it builds them on first use, cached after).
+/// `None` (with the reason printed) when the tests may skip; with `CI=true` they never do.
+fn tools() -> Option<&'static Path> {
+    static TOOLS: OnceLock<Option<PathBuf>> = OnceLock::new();
+    TOOLS
+        .get_or_init(|| {
+            if let Some(dir) = std::env::var_os("REGCRED_TOOLS_BIN").filter(|d| !d.is_empty()) {
+                return Some(PathBuf::from(dir));
+            }
+            let script = repo().join("tests/cluster/build-tools.sh");
+            let output = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output();
+            match output {
+                Ok(output) if output.status.success() => {
+                    Some(PathBuf::from(String::from_utf8(output.stdout).expect("a path").trim()))
+                }
+                other => {
+                    assert!(
+                        std::env::var("CI").as_deref() != Ok("true"),
+                        "CI=true but {} failed ({other:?}): kustomize and helm are required",
+                        script.display()
+                    );
+                    eprintln!("skipped: {} failed (needs Go); see its output above", script.display());
+                    None
+                }
+            }
+        })
+        .as_deref()
+}
+
+macro_rules! tools_or_skip {
+    () => {
+        match tools() {
+            Some(dir) => dir,
+            None => return,
+        }
+    };
+}
+
+/// Runs a tool from the tools directory in the repository root; its stdout.
+fn run_tool(tools: &Path, tool: &str, args: &[&str]) -> String {
+    let output = Command::new(tools.join(tool))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
+    assert!(
+        output.status.success(),
+        "{tool} {} failed ({}):\n{}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+/// Every non-empty document of a multi-document YAML stream.
+fn documents(text: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(text)
+        .map(|document| Value::deserialize(document).expect("valid YAML"))
+        .filter(|value| !value.is_null())
+        .collect()
+}
+
+fn read_documents(path: &str) -> Vec<Value> {
+    documents(&std::fs::read_to_string(repo().join(path)).unwrap())
+}
+
+fn kustomize_default(tools: &Path) -> Vec<Value> {
+    documents(&run_tool(tools, "kustomize", &["build", "config/default"]))
+}
+
+fn helm_template(tools: &Path, release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["template", release, "charts/regcred-operator", "--namespace", namespace, "--include-crds"];
+    args.extend_from_slice(extra);
+    documents(&run_tool(tools, "helm", &args))
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name} in {:#?}", identities(objects)))
+}
+
+/// (kind, namespace, name) of every object.
+fn identities(objects: &[Value]) -> BTreeSet<(String, String, String)> {
+    objects
+        .iter()
+        .map(|o| {
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            (text(&o["kind"]), text(&o["metadata"]["namespace"]), text(&o["metadata"]["name"]))
+        })
+        .collect()
+}
+
+/// `value` with every number as a float, so that `0` and `0.0` compare equal.
+fn numbers_as_floats(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => json!(n.as_f64()),
+        Value::Array(items) => Value::Array(items.iter().map(numbers_as_floats).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), numbers_as_floats(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// What the operator's Deployment must say, however it was rendered.
+fn assert_operator_deployment(deployment: &Value, origin: &str) {
+    let spec = &deployment["spec"];
+    assert_eq!(spec["replicas"], 2, "{origin}: two replicas, one leader");
+    let selector = &spec["selector"]["matchLabels"];
+    assert_eq!(selector, &json!({"app.kubernetes.io/name": NAME, "app.kubernetes.io/instance": NAME}), "{origin}");
+    for (key, value) in selector.as_object().unwrap() {
+        assert_eq!(&spec["template"]["metadata"]["labels"][key], value, "{origin}: the selector selects the Pods");
+    }
+
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], NAME, "{origin}");
+    assert_eq!(pod["terminationGracePeriodSeconds"], 30, "{origin}");
+    let pod_security = &pod["securityContext"];
+    assert_eq!(pod_security["runAsNonRoot"], true, "{origin}");
+    assert_eq!(pod_security["runAsUser"], 65532, "{origin}");
+    assert_eq!(pod_security["seccompProfile"]["type"], "RuntimeDefault", "{origin}");
+
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1, "{origin}");
+    let container = &containers[0];
+    assert_eq!(container["image"], IMAGE, "{origin}");
+    assert_eq!(container["args"], json!(["run", "--log-format", "json"]), "{origin}");
+    let env = container["env"].as_array().unwrap();
+    for (name, field) in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")] {
+        let var = env.iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("{origin}: no {name}"));
+        assert_eq!(var["valueFrom"]["fieldRef"]["fieldPath"], field, "{origin}: {name} from the downward API");
+    }
+    assert_eq!(container["ports"], json!([{"name": "http", "containerPort": 8080, "protocol": "TCP"}]), "{origin}");
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert_eq!(container[probe]["httpGet"], json!({"path": path, "port": "http"}), "{origin}: {probe}");
+    }
+    let resources = &container["resources"];
+    for quantity in ["/requests/cpu", "/requests/memory", "/limits/cpu", "/limits/memory"] {
+        assert!(resources.pointer(quantity).is_some_and(Value::is_string), "{origin}: resources{quantity}");
+    }
+    let security = &container["securityContext"];
+    assert_eq!(security["allowPrivilegeEscalation"], false, "{origin}");
+    assert_eq!(security["readOnlyRootFilesystem"], true, "{origin}");
+    assert_eq!(security["capabilities"]["drop"], json!(["ALL"]), "{origin}");
+}
+
+/// The whole install, however it was rendered (release regcred-operator in regcred-system).
+fn assert_operator_install(objects: &[Value], origin: &str) {
+    let deployment = find(objects, "Deployment", NAME);
+    assert_operator_deployment(deployment, origin);
+
+    let budget = find(objects, "PodDisruptionBudget", NAME);
+    assert_eq!(budget["spec"]["minAvailable"], 1, "{origin}");
+    assert_eq!(budget["spec"]["selector"], deployment["spec"]["selector"], "{origin}: the PDB covers the Deployment");
+    let service = find(objects, "Service", "regcred-operator-metrics");
+    assert_eq!(service["spec"]["selector"], deployment["spec"]["selector"]["matchLabels"], "{origin}");
+
+    // Every namespaced object lands in the operator's namespace.
+    for object in objects {
+        let kind = object["kind"].as_str().unwrap();
+        if !matches!(kind, "Namespace" | "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding") {
+            assert_eq!(object["metadata"]["namespace"], NAMESPACE, "{origin}: {kind} {}", object["metadata"]["name"]);
+        }
+    }
+
+    // The CRD is the generated one. kustomize re-serializes it (`0.0` becomes `0`): compare the
+    // content, numbers by value.
+    let generated = &read_documents("crds/registrycredentials.regcred.dev.yaml")[0];
+    let crd = find(objects, "CustomResourceDefinition", "registrycredentials.regcred.dev");
+    assert!(
+        numbers_as_floats(&crd["spec"]) == numbers_as_floats(&generated["spec"]),
+        "{origin}: the CRD differs from crds/registrycredentials.regcred.dev.yaml"
+    );
+
+    // RBAC: exactly config/rbac's rules, bound to the ServiceAccount the Deployment runs as.
+    let rbac: Vec<Value> = ["cluster_role.yaml", "leader_election_role.yaml"]
+        .iter()
+        .flat_map(|file| read_documents(&format!("config/rbac/{file}")))
+        .collect();
+    let subject = json!([{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}]);
+    find(objects, "ServiceAccount", NAME);
+    for (kind, binding, name) in
+        [("ClusterRole", "ClusterRoleBinding", NAME), ("Role", "RoleBinding", "regcred-operator-leader-election")]
+    {
+        assert_eq!(find(objects, kind, name)["rules"], find(&rbac, kind, name)["rules"], "{origin}: {kind} rules");
+        let bound = find(objects, binding, name);
+        assert_eq!(bound["subjects"], subject, "{origin}: {binding}");
+        assert_eq!(bound["roleRef"]["name"], name, "{origin}: {binding}");
+    }
+}
+
+#[test]
+fn kustomize_default_renders_the_operator_install() {
+    let tools = tools_or_skip!();
+    let objects = kustomize_default(tools);
+    assert_operator_install(&objects, "kustomize build config/default");
+    let namespace = find(&objects, "Namespace", NAMESPACE);
+    assert_eq!(
+        namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted",
+        "the operator's namespace enforces the restricted Pod Security Standard its Pods meet"
+    );
+    // The samples are their own kustomization, not part of the install.
+    let samples = documents(&run_tool(tools, "kustomize", &["build", "config/samples"]));
+    assert_eq!(samples.len(), 1);
+    assert_eq!(samples[0]["kind"], "RegistryCredential");
+    assert!(!identities(&objects).iter().any(|(kind, _, _)| kind == "RegistryCredential"));
+}
+
+#[test]
+fn helm_chart_renders_the_same_install_as_kustomize() {
+    let tools = tools_or_skip!();
+    let chart = helm_template(tools, NAME, NAMESPACE, &[]);
+    assert_operator_install(&chart, "helm template");
+    let kustomized = kustomize_default(tools);
+
+    // The same objects, except the Namespace: `helm install --create-namespace` makes that one.
+    let mut expected = identities(&kustomized);
+    expected.remove(&("Namespace".to_owned(), String::new(), NAMESPACE.to_owned()));
+    assert_eq!(identities(&chart), expected);
+    // With the same content where it matters; labels differ (Helm's own).
+    for (kind, name, pointer) in [
+        ("Deployment", NAME, "/spec/template/spec"),
+        ("Deployment", NAME, "/spec/selector"),
+        ("PodDisruptionBudget", NAME, "/spec"),
+        ("Service", "regcred-operator-metrics", "/spec"),
+    ] {
+        assert_eq!(
+            find(&chart, kind, name).pointer(pointer),
+            find(&kustomized, kind, name).pointer(pointer),
+            "{kind}/{name} {pointer}: the chart and config/default differ"
+        );
+    }
+}
+
+#[test]
+fn helm_values_reach_the_manifests() {
+    let tools = tools_or_skip!();
+    let chart = helm_template(
+        tools,
+        "shard-a",
+        "platform",
+        &[
+            "--set",
+            "replicaCount=3,image.tag=0.2.0,logFormat=text,sourceNamespaces={platform,vault-sync}",
+            "--set",
+            "credentialSelector=shard=a,extraArgs={--concurrency=64},namespace.create=true",
+            "--set",
+            "serviceAccount.name=puller,podDisruptionBudget.enabled=false,service.enabled=false",
+            "--set",
+            "nodeSelector.pool=system,resources.limits.memory=256Mi",
+        ],
+    );
+    let name = "shard-a-regcred-operator";
+    let deployment = find(&chart, "Deployment", name);
+    assert_eq!(deployment["metadata"]["namespace"], "platform");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "puller");
+    assert_eq!(pod["nodeSelector"], json!({"pool": "system"}));
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "ghcr.io/regcred/regcred-operator:0.2.0");
+    assert_eq!(container["resources"]["limits"]["memory"], "256Mi");
+    assert_eq!(
+        container["args"],
+        json!([
+            "run",
+            "--log-format",
+            "text",
+            "--source-namespace=platform",
+            "--source-namespace=vault-sync",
+            "--credential-selector=shard=a",
+            "--concurrency=64"
+        ])
+    );
+    let namespace = find(&chart, "Namespace", "platform");
+    assert_eq!(namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
+    find(&chart, "ServiceAccount", "puller");
+    assert_eq!(find(&chart, "ClusterRoleBinding", name)["subjects"][0]["name"], "puller");
+    assert_eq!(find(&chart, "RoleBinding", &format!("{name}-leader-election"))["subjects"][0]["namespace"], "platform");
+    let kinds: BTreeSet<String> = identities(&chart).into_iter().map(|(kind, _, _)| kind).collect();
+    assert!(!kinds.contains("PodDisruptionBudget") && !kinds.contains("Service"), "{kinds:?}");
+
+    // A mistyped value is refused by the chart's schema, not rendered into a broken Deployment.
+    let output = Command::new(tools.join("helm"))
+        .args(["template", "x", "charts/regcred-operator", "--set", "logFormat=yaml"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("logFormat"));
+}
+
+#[test]
+fn helm_lint_passes() {
+    let tools = tools_or_skip!();
+    run_tool(tools, "helm", &["lint", "--strict", "charts/regcred-operator"]);
+}
+
+/// Server-side applies every object (force, one field manager: applying again is a no-op) and
+/// returns what the API server stored.
+async fn apply_all(client: &Client, objects: &[Value], origin: &str) -> Vec<DynamicObject> {
+    let mut stored = Vec::new();
+    for object in objects {
+        let (kind, name) = (object["kind"].as_str().unwrap(), object["metadata"]["name"].as_str().unwrap());
+        let api_version = object["apiVersion"].as_str().unwrap();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (resource, capabilities) = discovery::pinned_kind(client, &gvk)
+            .await
+            .unwrap_or_else(|e| panic!("{origin}: {api_version} {kind} is not served: {e}"));
+        let api: Api<DynamicObject> = match capabilities.scope {
+            Scope::Namespaced => {
+                let namespace = object["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{origin}: namespaced {kind}/{name} without a namespace"));
+                Api::namespaced_with(client.clone(), namespace, &resource)
+            }
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+        };
+        let applied = api
+            .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
+            .await
+            .unwrap_or_else(|e| panic!("{origin}: the API server refused {kind}/{name}: {e}"));
+        stored.push(applied);
+    }
+    stored
+}
+
+fn stored<'a>(objects: &'a [DynamicObject], kind: &str, name: &str) -> &'a DynamicObject {
+    objects
+        .iter()
+        .find(|o| o.types.as_ref().is_some_and(|t| t.kind == kind) && o.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("{kind}/{name} was not applied"))
+}
+
+#[tokio::test]
+async fn kustomize_and_helm_renders_apply_server_side() {
+    let client = cluster_or_skip!();
+    let tools = tools_or_skip!();
+    // Established before anything else, so the sample below can be validated against it.
+    install_crd(&client).await;
+
+    // kustomize: the real names. They are the ones the operator tests install from config/rbac,
+    // with the same rules, so applying them changes nothing those tests rely on.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    let preexisting = deployments.get_opt(NAME).await.unwrap().is_some();
+    let kustomized = kustomize_default(tools);
+    let applied = apply_all(&client, &kustomized, "kustomize").await;
+    assert_eq!(applied.len(), kustomized.len());
+    let deployment = stored(&applied, "Deployment", NAME);
+    assert_eq!(deployment.data["spec"]["replicas"], 2);
+    assert_eq!(deployment.data["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(stored(&applied, "PodDisruptionBudget", NAME).data["spec"]["minAvailable"], 1);
+    // Applying the same render again is a no-op: nothing fights over a field.
+    let again = apply_all(&client, &kustomized, "kustomize (again)").await;
+    for (first, second) in applied.iter().zip(&again) {
+        assert_eq!(first.metadata.resource_version, second.metadata.resource_version, "{:?}", first.metadata.name);
+    }
+
+    // The sample passes the CRD's schema and CEL rules (dry run: no operator acts on it here).
+    let credentials: Api<DynamicObject> =
+        Api::all_with(client.clone(), &kube::api::ApiResource::erase::<regcred_operator::crd::RegistryCredential>(&()));
+    let sample = &read_documents("config/samples/registrycredential.yaml")[0];
+    credentials
+        .patch("internal-corp", &PatchParams::apply(FIELD_MANAGER).force().dry_run(), &Patch::Apply(sample))
+        .await
+        .expect("the sample passes the CRD's validation");
+
+    // Helm: a release of its own, in a namespace the chart creates.
+    let namespace = format!("{HELM_TEST_RELEASE}-{}", std::process::id());
+    let chart = helm_template(tools, HELM_TEST_RELEASE, &namespace, &["--set", "namespace.create=true"]);
+    let applied = apply_all(&client, &chart, "helm").await;
+    let name = format!("{HELM_TEST_RELEASE}-regcred-operator");
+    assert_eq!(stored(&applied, "Deployment", &name).data["spec"]["replicas"], 2);
+    assert_eq!(
+        stored(&applied, "ClusterRoleBinding", &name).data["subjects"][0],
+        json!({"kind": "ServiceAccount", "name": name, "namespace": namespace})
+    );
+
+    // Clean up what only this test made: the Helm release, and the Deployment, PDB and Service
+    // of config/default unless they were there before (a real installation in KUBECONFIG).
+    let background = DeleteParams::background();
+    let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).delete(&namespace, &background).await;
+    let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(client.clone()).delete(&name, &background).await;
+    let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone()).delete(&name, &background).await;
+    if !preexisting {
+        let _ = deployments.delete(NAME, &background).await;
+        let _ = Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(client.clone(), NAMESPACE)
+            .delete(NAME, &background)
+            .await;
+        let _ = Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), NAMESPACE)
+            .delete("regcred-operator-metrics", &background)
+            .await;
+    }
+}
