@@ -6,6 +6,17 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# kubectl, kustomize and helm for the packaging tests (tests/integration/packaging.rs), built
+# from their Go modules on first use and cached like the control plane.
+if tools_bin="$(bash tests/cluster/build-tools.sh)"; then
+  export REGCRED_TOOLS_BIN="$tools_bin"
+elif [[ "${CI:-}" == "true" ]]; then
+  echo "kustomize and helm could not be built; CI never skips the packaging tests" >&2
+  exit 1
+else
+  echo "kustomize and helm could not be built: the packaging tests will skip (see the message above)" >&2
+fi
+
 if [[ -z "${KUBECONFIG:-}" ]]; then
   cluster_dir="$(mktemp -d "${TMPDIR:-/tmp}/regcred-cp.XXXXXX")"
   trap 'bash tests/cluster/down.sh "$cluster_dir" >/dev/null 2>&1 || true' EXIT
