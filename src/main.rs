@@ -1,13 +1,16 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use regcred_operator::cli::{Cli, Command, crd, normalize, run};
+use regcred_operator::cli::{Cli, Command, crd, lint, normalize, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Normalize(args) => {
             normalize::run(&args, &mut std::io::stdin().lock(), &mut std::io::stdout().lock(), &mut std::io::stderr())
+        }
+        Command::Lint(args) => {
+            lint::run(&args, &mut std::io::stdin().lock(), &mut std::io::stdout().lock(), &mut std::io::stderr())
         }
         Command::Run(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");

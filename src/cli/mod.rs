@@ -1,7 +1,9 @@
 //! The subcommands of the `regcred-operator` binary.
 
 pub mod crd;
+pub mod lint;
 pub mod normalize;
+pub mod pull_secret;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Normalize docker config JSON (FILE, or stdin): canonical JSON on stdout, problems on stderr.
     Normalize(normalize::NormalizeArgs),
+    /// Find pull-secret mistakes in manifest files (YAML or JSON); exit 0 clean, 1 findings, 2 unreadable.
+    Lint(lint::LintArgs),
     /// Run the controller against the cluster in KUBECONFIG (or in-cluster configuration).
     Run(run::RunArgs),
     /// Print the RegistryCredential CustomResourceDefinition as YAML.

@@ -1,0 +1,421 @@
+//! Manifest files as documents: the value of each YAML or JSON document, and the line each of its
+//! fields starts on, so a finding can point at `file:line`.
+//!
+//! The values are built from the parser's events rather than through serde, because serde drops
+//! positions. Scalars resolve by the YAML 1.2 core schema; anchors, aliases and `<<` merge keys are
+//! expanded. Mappings keep their order, so `--fix` writes fields back where they were.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span};
+use serde_norway::{Mapping, Number, Value};
+use thiserror::Error;
+
+/// One step into a document: a mapping key or a sequence index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// Where a field is in a document: `spec.imagePullSecrets[0].name`, `data[".dockerconfigjson"]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct FieldPath(Vec<Segment>);
+
+impl FieldPath {
+    pub fn root() -> FieldPath {
+        FieldPath::default()
+    }
+
+    /// This path extended by mapping keys, in order.
+    pub fn keys(&self, keys: &[&str]) -> FieldPath {
+        let mut path = self.clone();
+        path.0.extend(keys.iter().map(|key| Segment::Key((*key).to_owned())));
+        path
+    }
+
+    /// This path followed by `other`.
+    pub fn join(&self, other: &FieldPath) -> FieldPath {
+        let mut path = self.clone();
+        path.0.extend(other.0.iter().cloned());
+        path
+    }
+
+    pub fn index(&self, index: usize) -> FieldPath {
+        let mut path = self.clone();
+        path.0.push(Segment::Index(index));
+        path
+    }
+
+    pub fn segments(&self) -> &[Segment] {
+        &self.0
+    }
+
+    fn parent(&self) -> Option<FieldPath> {
+        let (_, parent) = self.0.split_last()?;
+        Some(FieldPath(parent.to_vec()))
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, segment) in self.0.iter().enumerate() {
+            match segment {
+                Segment::Index(index) => write!(f, "[{index}]")?,
+                Segment::Key(key) if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
+                    if i > 0 {
+                        f.write_str(".")?;
+                    }
+                    f.write_str(key)?;
+                }
+                Segment::Key(key) => write!(f, "[{key:?}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One document of a manifest file.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// The file it came from, as given on the command line (`<stdin>` for `-`).
+    pub source: String,
+    /// Position in the file, from 1.
+    pub number: usize,
+    pub value: Value,
+    /// The line each field starts on, from 1.
+    lines: HashMap<FieldPath, usize>,
+}
+
+impl Document {
+    /// The line of the field, or of its nearest ancestor that exists.
+    pub fn line_of(&self, path: &FieldPath) -> usize {
+        let mut path = Some(path.clone());
+        while let Some(current) = path {
+            if let Some(line) = self.lines.get(&current) {
+                return *line;
+            }
+            path = current.parent();
+        }
+        1
+    }
+
+    /// The value at `path`, if every step exists.
+    pub fn get(&self, path: &FieldPath) -> Option<&Value> {
+        lookup(&self.value, path)
+    }
+
+    /// Sets the value at `path`, creating missing mappings on the way; `false` when a step goes
+    /// through something that is not a mapping or a sequence index that does not exist.
+    pub fn set(&mut self, path: &FieldPath, value: Value) -> bool {
+        let mut current = &mut self.value;
+        for segment in path.segments() {
+            current = match (segment, current) {
+                (Segment::Key(key), Value::Mapping(mapping)) => {
+                    mapping.entry(Value::String(key.clone())).or_insert(Value::Mapping(Mapping::new()))
+                }
+                (Segment::Index(index), Value::Sequence(items)) => match items.get_mut(*index) {
+                    Some(item) => item,
+                    None => return false,
+                },
+                _ => return false,
+            };
+        }
+        *current = value;
+        true
+    }
+}
+
+/// The value at `path` below `value`.
+pub fn lookup<'v>(value: &'v Value, path: &FieldPath) -> Option<&'v Value> {
+    path.segments().iter().try_fold(value, |current, segment| match segment {
+        Segment::Key(key) => current.get(key.as_str()),
+        Segment::Index(index) => current.get(*index),
+    })
+}
+
+/// A file that is not YAML or JSON. The parser's message names a position, never the content.
+#[derive(Debug, Error)]
+#[error("{source_name}: line {line} column {column}: {reason}")]
+pub struct ManifestError {
+    pub source_name: String,
+    pub line: usize,
+    pub column: usize,
+    pub reason: String,
+}
+
+/// Every non-empty document of a YAML (or JSON, which is YAML) text.
+pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Document>, ManifestError> {
+    let error = |e: ScanError| ManifestError {
+        source_name: source.to_owned(),
+        line: e.marker().line(),
+        column: e.marker().col() + 1,
+        reason: e.info().to_owned(),
+    };
+    let mut builder = Builder { parser: Parser::new_from_str(text), anchors: HashMap::new(), lines: HashMap::new() };
+    let mut documents = Vec::new();
+    let mut number = 0;
+    while let Some((event, _)) = builder.parser.next().transpose().map_err(error)? {
+        match event {
+            Event::DocumentStart(_) => {
+                number += 1;
+                let value = builder.next_node(&FieldPath::root()).map_err(error)?;
+                let lines = std::mem::take(&mut builder.lines);
+                builder.anchors.clear();
+                if !value.is_null() {
+                    documents.push(Document { source: source.to_owned(), number, value, lines });
+                }
+            }
+            Event::StreamEnd => break,
+            _ => {}
+        }
+    }
+    Ok(documents)
+}
+
+struct Builder<'input> {
+    parser: Parser<'input, saphyr_parser::StrInput<'input>>,
+    anchors: HashMap<usize, Value>,
+    lines: HashMap<FieldPath, usize>,
+}
+
+impl Builder<'_> {
+    fn next_event(&mut self) -> Result<(Event<'_>, Span), ScanError> {
+        self.parser.next().unwrap_or_else(|| Ok((Event::StreamEnd, Span::empty(Default::default()))))
+    }
+
+    /// Reads one node starting at the next event; records its line under `path`.
+    fn next_node(&mut self, path: &FieldPath) -> Result<Value, ScanError> {
+        let (event, span) = self.next_event()?;
+        let event = event.into_owned_event();
+        self.lines.insert(path.clone(), span.start.line());
+        self.node(event, path)
+    }
+
+    fn node(&mut self, event: OwnedEvent, path: &FieldPath) -> Result<Value, ScanError> {
+        let (value, anchor) = match event {
+            OwnedEvent::Scalar { text, plain, string_tag, anchor } => {
+                (if plain && !string_tag { resolve_plain(&text) } else { Value::String(text) }, anchor)
+            }
+            OwnedEvent::Alias(anchor) => (self.anchors.get(&anchor).cloned().unwrap_or(Value::Null), 0),
+            OwnedEvent::SequenceStart(anchor) => {
+                let mut items = Vec::new();
+                loop {
+                    let (event, span) = self.next_event()?;
+                    let event = event.into_owned_event();
+                    if matches!(event, OwnedEvent::End) {
+                        break;
+                    }
+                    let item_path = path.index(items.len());
+                    self.lines.insert(item_path.clone(), span.start.line());
+                    items.push(self.node(event, &item_path)?);
+                }
+                (Value::Sequence(items), anchor)
+            }
+            OwnedEvent::MappingStart(anchor) => (Value::Mapping(self.mapping(path)?), anchor),
+            OwnedEvent::End => (Value::Null, 0),
+        };
+        if anchor != 0 {
+            self.anchors.insert(anchor, value.clone());
+        }
+        Ok(value)
+    }
+
+    fn mapping(&mut self, path: &FieldPath) -> Result<Mapping, ScanError> {
+        let mut mapping = Mapping::new();
+        let mut merged = Mapping::new();
+        loop {
+            let (event, span) = self.next_event()?;
+            let event = event.into_owned_event();
+            if matches!(event, OwnedEvent::End) {
+                break;
+            }
+            let line = span.start.line();
+            let key = self.node(event, &FieldPath::root())?;
+            let key_text = match &key {
+                Value::String(s) => s.clone(),
+                other => serde_norway::to_string(other).unwrap_or_default().trim_end().to_owned(),
+            };
+            let value_path = path.keys(&[&key_text]);
+            self.lines.insert(value_path.clone(), line);
+            let value = self.next_node(&value_path)?;
+            // The value's own line would point past the key for block values.
+            self.lines.insert(value_path, line);
+            if key_text == "<<" {
+                let sources = match value {
+                    Value::Sequence(items) => items,
+                    single => vec![single],
+                };
+                for source in sources {
+                    if let Value::Mapping(source) = source {
+                        for (k, v) in source {
+                            merged.entry(k).or_insert(v);
+                        }
+                    }
+                }
+            } else {
+                mapping.insert(key, value);
+            }
+        }
+        // Keys written in the mapping win over merged ones.
+        for (k, v) in merged {
+            mapping.entry(k).or_insert(v);
+        }
+        Ok(mapping)
+    }
+}
+
+/// The events the builder needs, detached from the input's lifetime.
+enum OwnedEvent {
+    Scalar {
+        text: String,
+        plain: bool,
+        string_tag: bool,
+        anchor: usize,
+    },
+    Alias(usize),
+    SequenceStart(usize),
+    MappingStart(usize),
+    /// The end of a sequence, a mapping, a document or the stream.
+    End,
+}
+
+trait IntoOwnedEvent {
+    fn into_owned_event(self) -> OwnedEvent;
+}
+
+impl IntoOwnedEvent for Event<'_> {
+    fn into_owned_event(self) -> OwnedEvent {
+        match self {
+            Event::Scalar(text, style, anchor, tag) => OwnedEvent::Scalar {
+                text: text.into_owned(),
+                plain: style == ScalarStyle::Plain,
+                string_tag: tag.is_some_and(|tag| tag.suffix == "str" || tag.suffix.ends_with(":str")),
+                anchor,
+            },
+            Event::Alias(anchor) => OwnedEvent::Alias(anchor),
+            Event::SequenceStart(anchor, _) => OwnedEvent::SequenceStart(anchor),
+            Event::MappingStart(anchor, _) => OwnedEvent::MappingStart(anchor),
+            _ => OwnedEvent::End,
+        }
+    }
+}
+
+/// The YAML 1.2 core schema for plain scalars: null, booleans, integers, floats, else a string.
+fn resolve_plain(text: &str) -> Value {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let integer = if !unsigned.is_empty() && unsigned.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse::<i64>().ok()
+    } else if let Some(hex) = text.strip_prefix("0x") {
+        i64::from_str_radix(hex, 16).ok()
+    } else if let Some(octal) = text.strip_prefix("0o") {
+        i64::from_str_radix(octal, 8).ok()
+    } else {
+        None
+    };
+    if let Some(n) = integer {
+        return Value::Number(Number::from(n));
+    }
+    let looks_numeric = unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+        && unsigned.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
+    if let Some(n) = text.parse::<f64>().ok().filter(|_| looks_numeric) {
+        return Value::Number(Number::from(n));
+    }
+    Value::String(text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn documents(text: &str) -> Vec<Document> {
+        parse_documents("test.yaml", text).unwrap()
+    }
+
+    #[test]
+    fn documents_and_lines() {
+        let text = "\
+apiVersion: v1
+kind: Secret
+metadata:
+  name: reg-cred
+---
+# a comment
+---
+apiVersion: v1
+kind: Pod
+spec:
+  imagePullSecrets:
+  - name: regcred
+  containers:
+    - name: app
+      image: registry.internal.corp/app:v2.1.0
+";
+        let docs = documents(text);
+        assert_eq!(docs.len(), 2, "the empty document is skipped");
+        assert_eq!((docs[0].number, docs[1].number), (1, 3));
+        let pull_secret = FieldPath::root().keys(&["spec", "imagePullSecrets"]).index(0).keys(&["name"]);
+        assert_eq!(docs[1].get(&pull_secret).and_then(Value::as_str), Some("regcred"));
+        assert_eq!(docs[1].line_of(&pull_secret), 12);
+        let image = FieldPath::root().keys(&["spec", "containers"]).index(0).keys(&["image"]);
+        assert_eq!(docs[1].line_of(&image), 15);
+        assert_eq!(docs[1].line_of(&FieldPath::root().keys(&["spec", "containers"]).index(0)), 14);
+        assert_eq!(docs[1].line_of(&FieldPath::root().keys(&["spec", "missing", "deeper"])), 10);
+        assert_eq!(docs[0].line_of(&FieldPath::root().keys(&["metadata", "name"])), 4);
+    }
+
+    #[test]
+    fn json_is_read_with_lines() {
+        let docs =
+            documents("{\n  \"kind\": \"Secret\",\n  \"data\": {\n    \".dockerconfigjson\": \"e30=\"\n  }\n}\n");
+        let key = FieldPath::root().keys(&["data", ".dockerconfigjson"]);
+        assert_eq!(docs[0].get(&key).and_then(Value::as_str), Some("e30="));
+        assert_eq!(docs[0].line_of(&key), 4);
+        assert_eq!(key.to_string(), r#"data[".dockerconfigjson"]"#);
+    }
+
+    #[test]
+    fn scalars_resolve_by_the_core_schema() {
+        let docs = documents("a: 1\nb: '1'\nc: true\nd: ~\ne: 1.5\nf: v1.2\ng: !!str 7\nh: 0x1f\n");
+        let v = &docs[0].value;
+        assert_eq!(v["a"], Value::Number(1.into()));
+        assert_eq!(v["b"], Value::String("1".into()));
+        assert_eq!(v["c"], Value::Bool(true));
+        assert_eq!(v["d"], Value::Null);
+        assert_eq!(v["e"], Value::Number(1.5.into()));
+        assert_eq!(v["f"], Value::String("v1.2".into()));
+        assert_eq!(v["g"], Value::String("7".into()));
+        assert_eq!(v["h"], Value::Number(31.into()));
+    }
+
+    #[test]
+    fn anchors_aliases_and_merge_keys_expand() {
+        let docs = documents("base: &b {name: x, image: a}\nuse: *b\nmerged:\n  <<: *b\n  image: c\n");
+        let v = &docs[0].value;
+        assert_eq!(v["use"]["image"], Value::String("a".into()));
+        assert_eq!(v["merged"]["name"], Value::String("x".into()));
+        assert_eq!(v["merged"]["image"], Value::String("c".into()));
+    }
+
+    #[test]
+    fn syntax_errors_name_the_position() {
+        let err = parse_documents("bad.yaml", "a: [1, 2\nb: c\n").unwrap_err();
+        assert_eq!(err.source_name, "bad.yaml");
+        assert!(err.line >= 1, "{err}");
+    }
+
+    #[test]
+    fn set_creates_missing_mappings() {
+        let mut doc = documents("metadata: {name: a}\n").remove(0);
+        assert!(doc.set(&FieldPath::root().keys(&["metadata", "namespace"]), Value::String("prod".into())));
+        assert_eq!(doc.value["metadata"]["namespace"], Value::String("prod".into()));
+        assert!(!doc.set(&FieldPath::root().keys(&["metadata", "name", "x"]), Value::Null));
+    }
+}
