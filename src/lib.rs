@@ -10,5 +10,6 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod credential;
+pub mod leader_election;
 pub mod metrics;
 pub mod telemetry;

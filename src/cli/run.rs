@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -14,6 +15,7 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::controller::{Operator, Settings, Stores};
+use crate::leader_election::{Leadership, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::telemetry::{self, LogFormat};
 
@@ -45,6 +47,26 @@ pub struct RunArgs {
     #[arg(long, env = "REGCRED_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
 
+    /// Elect one active replica through a Lease; off runs this process as the only one.
+    #[arg(long, env = "REGCRED_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Name of the leader election Lease.
+    #[arg(long, env = "REGCRED_LEASE_NAME", default_value = "regcred-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the Lease. Default: the namespace the operator runs in, or regcred-system.
+    #[arg(long, env = "REGCRED_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// Seconds a Lease outlives its last renewal: the longest a crashed leader delays a standby.
+    #[arg(long, env = "REGCRED_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+
+    /// Seconds before expiry at which the leader renews the Lease.
+    #[arg(long, env = "REGCRED_LEASE_GRACE_SECONDS", default_value_t = 5)]
+    pub lease_grace_seconds: u64,
+
     /// Log format.
     #[arg(long, env = "REGCRED_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -66,6 +88,22 @@ impl RunArgs {
     }
 }
 
+impl RunArgs {
+    fn lease_settings(&self) -> LeaseSettings {
+        let pod = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "regcred-operator".into());
+        LeaseSettings {
+            name: self.lease_name.clone(),
+            namespace: self.lease_namespace.clone().unwrap_or_else(own_namespace),
+            // The pid keeps two processes on one host (tests, a local run) from sharing an identity.
+            identity: format!("{pod}-{}", std::process::id()),
+            duration_seconds: self.lease_duration_seconds.max(2),
+            grace_seconds: self.lease_grace_seconds.clamp(1, self.lease_duration_seconds.max(2) - 1),
+        }
+    }
+}
+
 fn own_namespace() -> String {
     std::env::var("POD_NAMESPACE")
         .ok()
@@ -75,7 +113,15 @@ fn own_namespace() -> String {
         .unwrap_or_else(|| DEFAULT_SOURCE_NAMESPACE.to_owned())
 }
 
-/// Runs until SIGTERM or SIGINT; returns the exit code.
+/// Why the controller stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Signal,
+    LostLease,
+}
+
+/// Runs until SIGTERM or SIGINT (exit 0), or until the Lease is lost (exit 1, so that the
+/// replica restarts clean); returns the exit code.
 pub async fn run(args: RunArgs) -> u8 {
     telemetry::init(args.log_format);
     let client = match Client::try_default().await {
@@ -86,8 +132,9 @@ pub async fn run(args: RunArgs) -> u8 {
         }
     };
     let metrics = Arc::new(Metrics::default());
-    let operator = Operator::new(client, args.settings(), metrics.clone());
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let operator = Operator::new(client.clone(), args.settings(), metrics.clone());
+    let (stop_tx, stop_rx) = watch::channel(None::<Stop>);
+    let leading = Arc::new(AtomicBool::new(false));
 
     let listener = match tokio::net::TcpListener::bind(args.http_addr).await {
         Ok(listener) => listener,
@@ -97,20 +144,67 @@ pub async fn run(args: RunArgs) -> u8 {
         }
     };
     info!(addr = %listener.local_addr().map_or(args.http_addr, |a| a), "serving /metrics, /healthz, /readyz");
-    let server = tokio::spawn(serve(listener, metrics, operator.stores(), stopped(stop_rx.clone())));
+    let probes = Probes { metrics: metrics.clone(), stores: operator.stores(), leading: leading.clone() };
+    let server = tokio::spawn(serve(listener, probes, stopped(stop_rx.clone())));
 
+    let signal_tx = stop_tx.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         info!("shutdown requested: finishing in-flight work");
-        let _ = stop_tx.send(true);
+        let _ = signal_tx.send(Some(Stop::Signal));
     });
-    operator.run(stopped(stop_rx)).await;
+
+    let mut leadership = None;
+    if args.leader_election {
+        let mut election = match Leadership::join(client, &args.lease_settings()).await {
+            Ok(election) => election,
+            Err(error) => {
+                error!(%error, "cannot join leader election");
+                return 1;
+            }
+        };
+        tokio::select! {
+            acquired = election.acquired() => if !acquired {
+                error!("leader election ended before this replica was elected");
+                return 1;
+            },
+            _ = stopped(stop_rx.clone()) => {
+                election.release().await;
+                let _ = server.await;
+                return 0;
+            }
+        }
+        info!("elected leader");
+        let mut is_leader = election.subscribe();
+        let lost_tx = stop_tx.clone();
+        let lost_watch = tokio::spawn(async move {
+            if is_leader.wait_for(|leading| !*leading).await.is_ok() {
+                error!("lost the leader Lease: stopping");
+                let _ = lost_tx.send(Some(Stop::LostLease));
+            }
+        });
+        leadership = Some((election, lost_watch));
+    }
+    leading.store(true, Ordering::Relaxed);
+    metrics.set_leader(true);
+
+    operator.run(stopped(stop_rx.clone())).await;
+
+    metrics.set_leader(false);
+    let lost = *stop_rx.borrow() == Some(Stop::LostLease);
+    if let Some((election, lost_watch)) = leadership {
+        // The watch holds a receiver too; the Lease is released only once all are gone.
+        lost_watch.abort();
+        let _ = lost_watch.await;
+        election.release().await;
+    }
+    let _ = stop_tx.send(Some(Stop::Signal));
     let _ = server.await;
-    0
+    if lost { 1 } else { 0 }
 }
 
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stopped| *stopped).await;
+async fn stopped(mut stop: watch::Receiver<Option<Stop>>) {
+    let _ = stop.wait_for(Option::is_some).await;
 }
 
 async fn shutdown_signal() {
@@ -125,12 +219,19 @@ async fn shutdown_signal() {
 struct Probes {
     metrics: Arc<Metrics>,
     stores: Stores,
+    /// A standby replica is ready as it is: it has nothing to sync until elected.
+    leading: Arc<AtomicBool>,
+}
+
+impl Probes {
+    fn ready(&self) -> bool {
+        !self.leading.load(Ordering::Relaxed) || self.stores.is_ready()
+    }
 }
 
 async fn serve(
     listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    stores: Stores,
+    probes: Probes,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let app = Router::new()
@@ -139,14 +240,10 @@ async fn serve(
         .route(
             "/readyz",
             get(|State(p): State<Probes>| async move {
-                if p.stores.is_ready() {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "caches syncing")
-                }
+                if p.ready() { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "caches syncing") }
             }),
         )
-        .with_state(Probes { metrics, stores });
+        .with_state(probes);
     if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
         error!(%error, "HTTP server failed");
     }

@@ -100,6 +100,7 @@ impl Operator {
         let all = credential_store.clone();
         let by_account = credential_store.clone();
         let by_source = credential_store.clone();
+        let by_copy = credential_store.clone();
         let controller = controller
             // A namespace appearing, changing labels or terminating concerns every credential.
             .watches_stream(namespace_events, move |_: Namespace| refs(&all, |_| true))
@@ -109,8 +110,13 @@ impl Operator {
                     c.spec.service_accounts.names.iter().any(|n| n == "*" || *n == name) || touched_by(c, &account)
                 })
             })
-            .watches_stream(managed_events, |secret: Secret| {
-                secret.labels().get(CREDENTIAL_LABEL).map(|name| ObjectRef::new(name))
+            // Only copies of credentials this instance manages (another may run with a selector).
+            .watches_stream(managed_events, move |secret: Secret| {
+                secret
+                    .labels()
+                    .get(CREDENTIAL_LABEL)
+                    .map(|name| ObjectRef::new(name))
+                    .filter(|r| by_copy.get(r).is_some())
             })
             .watches_stream(stream::select_all(source_events), move |secret: Secret| {
                 let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());

@@ -199,6 +199,8 @@ fn spawn(
     Command::new(env!("CARGO_BIN_EXE_regcred-operator"))
         .args(["run", "--credential-selector", &selector, "--source-namespace", source_namespace])
         .args(["--http-addr", "127.0.0.1:0"])
+        // One Lease per test: the tests' operators must not wait for each other.
+        .args(["--lease-name", &format!("regcred-test-{instance}")])
         .args(extra_args)
         .env("KUBECONFIG", kubeconfig)
         // Debug level: the secret-leak test wants every line the operator could ever write.
