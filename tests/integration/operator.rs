@@ -94,8 +94,19 @@ impl OperatorProcess {
     /// Starts `regcred-operator run` for the RegistryCredentials labelled with `instance`,
     /// trusting `source_namespace`, and waits until it serves its probes.
     pub async fn start(admin: &Client, instance: &str, source_namespace: &str, extra_args: &[&str]) -> OperatorProcess {
+        Self::start_replica(admin, instance, "0", source_namespace, extra_args).await
+    }
+
+    /// Like `start`, for one of several replicas of the same instance (they share its Lease).
+    pub async fn start_replica(
+        admin: &Client,
+        instance: &str,
+        replica: &str,
+        source_namespace: &str,
+        extra_args: &[&str],
+    ) -> OperatorProcess {
         install(admin).await;
-        let dir = std::env::temp_dir().join(format!("regcred-operator-{instance}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("regcred-operator-{instance}-{replica}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let kubeconfig = operator_kubeconfig(admin, &dir).await;
         let child = spawn(&dir, 1, &kubeconfig, instance, source_namespace, extra_args);
