@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::cluster_or_skip;
-use crate::control_plane::install_crd;
+use crate::support::install_crd;
 
 const NAMESPACE: &str = "regcred-system";
 const NAME: &str = "regcred-operator";
@@ -307,6 +307,8 @@ fn helm_values_reach_the_manifests() {
             "--concurrency=64"
         ])
     );
+    let lease = container["env"].as_array().unwrap().iter().find(|e| e["name"] == "REGCRED_LEASE_NAME").cloned();
+    assert_eq!(lease, Some(json!({"name": "REGCRED_LEASE_NAME", "value": name})), "a Lease of its own");
     let namespace = find(&chart, "Namespace", "platform");
     assert_eq!(namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
     find(&chart, "ServiceAccount", "puller");
