@@ -16,12 +16,15 @@ mod status;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::ResetTimerBackoff;
+use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -47,7 +50,23 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How long a broken watch waits before it retries. The default grows to 30 s and stays there
+/// for two minutes, so after an API server restart the operator would sit out half a minute of
+/// events; a 5 s cap resumes within seconds, at the cost of a few more retries during an outage.
+fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
+    let builder = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(builder.into(), Duration::from_secs(30))
+}
+
 /// A watch feeding a cache, yielding each object it sees so the controller can map it.
+///
+/// The watch retries with its own backoff and its errors stop here: the controller pauses all
+/// of its triggers after any error it sees, so one watch's hiccup would delay every other.
 fn cached_watch<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -57,11 +76,20 @@ where
 {
     let (reader, writer) = reflector::store();
     let stream = watcher(api, config)
-        .default_backoff()
+        .backoff(watch_backoff())
         // managedFields are most of an object's size and the planner never reads them.
         .modify(|object: &mut K| object.meta_mut().managed_fields = None)
         .reflect(writer)
-        .touched_objects();
+        .touched_objects()
+        .filter_map(|event| async move {
+            match event {
+                Ok(object) => Some(Ok(object)),
+                Err(error) => {
+                    warn!(kind = %K::kind(&()), %error, "watch interrupted; retrying");
+                    None
+                }
+            }
+        });
     (reader, stream)
 }
 
@@ -79,7 +107,8 @@ impl Operator {
         }
         let credentials: Api<RegistryCredential> = Api::all(client.clone());
         let controller = Controller::new(credentials, credential_watch.clone())
-            .with_config(controller::Config::default().concurrency(4));
+            .with_config(controller::Config::default().concurrency(4))
+            .trigger_backoff(watch_backoff());
         let credential_store = controller.store();
 
         let (namespaces, namespace_events) =

@@ -4,15 +4,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::Status;
-use kube::{Api, CustomResourceExt, ResourceExt};
+use kube::{Api, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
 use serde_json::json;
 
 use crate::cluster_or_skip;
-use crate::support::{TestNamespace, service_account_client, wait_for};
+use crate::support::{TestNamespace, install_crd, service_account_client, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -27,19 +26,6 @@ async fn new_namespace_gets_its_default_service_account() {
     let namespace = TestNamespace::create(&client, "cp-default-sa", &[]).await;
     let account = default_service_account(&client, &namespace.name).await;
     assert_eq!(account.namespace().as_deref(), Some(namespace.name.as_str()));
-}
-
-pub async fn install_crd(client: &kube::Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = RegistryCredential::crd();
-    let name = crd.name_any();
-    crds.patch(&name, &PatchParams::apply("regcred-tests").force(), &Patch::Apply(&crd)).await.expect("CRD applied");
-    wait_for(&crds, &name, "the CRD to be established", TIMEOUT, |crd| {
-        crd.and_then(|c| c.status.as_ref())
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"))
-    })
-    .await;
 }
 
 fn api_error(error: kube::Error) -> Status {

@@ -5,188 +5,19 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
-
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::cluster_or_skip;
-use crate::operator::{INSTANCE_LABEL, OperatorProcess};
+use crate::fixture::*;
+use crate::operator::OperatorProcess;
 use crate::support::{TestNamespace, wait_for, wait_for_list};
-
-const TIMEOUT: Duration = Duration::from_secs(30);
-const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-const RECORD: &str = "regcred.dev/added-pull-secrets";
-/// Labels a test's namespaces so its RegistryCredentials select only those.
-const TEST_SELECT_LABEL: &str = "regcred.dev/test-select";
-
-/// One test's world: its source namespace, its operator, its credentials.
-struct Fixture {
-    admin: Client,
-    instance: String,
-    source: TestNamespace,
-    operator: OperatorProcess,
-    extra_args: Vec<&'static str>,
-}
-
-impl Fixture {
-    async fn start(admin: Client, test: &str, extra_args: &[&'static str]) -> Fixture {
-        let instance = format!("{test}-{}", std::process::id());
-        let source = TestNamespace::create(&admin, "src", &[]).await;
-        let operator = OperatorProcess::start(&admin, &instance, &source.name, extra_args).await;
-        Fixture { admin, instance, source, operator, extra_args: extra_args.to_vec() }
-    }
-
-    async fn restart_operator(&mut self) {
-        self.operator.restart(&self.admin, &self.instance, &self.source.name, &self.extra_args).await;
-    }
-
-    /// A namespace this test's credentials select (or not, with `selected = false`).
-    async fn namespace(&self, selected: bool) -> TestNamespace {
-        let value = if selected { self.instance.as_str() } else { "no" };
-        TestNamespace::create(&self.admin, "ns", &[(TEST_SELECT_LABEL, value)]).await
-    }
-
-    /// Creates a source Secret of type dockerconfigjson holding `config`.
-    async fn put_source(&self, name: &str, config: &Value) {
-        put_docker_config(&self.admin, &self.source.name, name, config).await;
-    }
-
-    fn credential(&self, name: &str, spec: Value) -> RegistryCredential {
-        let mut full = json!({
-            "source": {"secretRef": {"namespace": self.source.name, "name": "pull"}},
-            "namespaceSelector": {"matchLabels": {TEST_SELECT_LABEL: self.instance}},
-        });
-        merge(&mut full, spec);
-        serde_json::from_value(json!({
-            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential",
-            "metadata": {"name": format!("{name}-{}", self.instance), "labels": {INSTANCE_LABEL: self.instance}},
-            "spec": full,
-        }))
-        .unwrap()
-    }
-
-    async fn apply(&self, credential: &RegistryCredential) -> RegistryCredential {
-        let api: Api<RegistryCredential> = Api::all(self.admin.clone());
-        let mut body = serde_json::to_value(credential).unwrap();
-        body.as_object_mut().unwrap().remove("status");
-        api.patch(&credential.name_any(), &PatchParams::apply("regcred-tests").force(), &Patch::Apply(&body))
-            .await
-            .unwrap()
-    }
-
-    async fn delete(&self, credential: &RegistryCredential) {
-        let api: Api<RegistryCredential> = Api::all(self.admin.clone());
-        api.delete(&credential.name_any(), &DeleteParams::default()).await.unwrap();
-        wait_for(&api, &credential.name_any(), "the RegistryCredential to be gone", TIMEOUT, |c| c.is_none()).await;
-    }
-
-    async fn wait_ready(&self, credential: &RegistryCredential, status: &str, reason: &str) -> RegistryCredential {
-        let api: Api<RegistryCredential> = Api::all(self.admin.clone());
-        let what = format!("Ready={status} ({reason})");
-        wait_for(&api, &credential.name_any(), &what, TIMEOUT, |c| {
-            c.and_then(|c| c.status.as_ref())
-                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-                .is_some_and(|c| c.status == status && c.reason == reason)
-        })
-        .await
-        .unwrap()
-    }
-}
-
-fn merge(base: &mut Value, patch: Value) {
-    match (base, patch) {
-        (Value::Object(base), Value::Object(patch)) => {
-            for (key, value) in patch {
-                merge(base.entry(key).or_insert(Value::Null), value);
-            }
-        }
-        (base, patch) => *base = patch,
-    }
-}
-
-fn docker_config(registry: &str, username: &str, password: &str) -> Value {
-    json!({"auths": {registry: {"username": username, "password": password}}})
-}
-
-/// The canonical payload the operator writes for one registry.
-fn canonical(registry: &str, username: &str, password: &str) -> String {
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
-    format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}","password":"{password}","username":"{username}"}}}}}}"#)
-}
-
-async fn put_docker_config(admin: &Client, namespace: &str, name: &str, config: &Value) {
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "type": "kubernetes.io/dockerconfigjson",
-        "stringData": {".dockerconfigjson": config.to_string()},
-    }))
-    .unwrap();
-    let api: Api<Secret> = Api::namespaced(admin.clone(), namespace);
-    let mut body = serde_json::to_value(&secret).unwrap();
-    body["apiVersion"] = json!("v1");
-    body["kind"] = json!("Secret");
-    api.patch(name, &PatchParams::apply("regcred-tests").force(), &Patch::Apply(&body)).await.unwrap();
-}
-
-fn payload(secret: &Secret) -> Option<String> {
-    secret.data.as_ref()?.get(".dockerconfigjson").map(|v| String::from_utf8(v.0.clone()).unwrap())
-}
-
-async fn wait_for_copy(admin: &Client, namespace: &str, name: &str, expected: &str) -> Secret {
-    let api: Api<Secret> = Api::namespaced(admin.clone(), namespace);
-    wait_for(&api, name, &format!("copy {namespace}/{name} with the expected payload"), TIMEOUT, |s| {
-        s.and_then(payload).as_deref() == Some(expected)
-    })
-    .await
-    .unwrap()
-}
-
-async fn wait_for_no_copy(admin: &Client, namespace: &str, name: &str) {
-    let api: Api<Secret> = Api::namespaced(admin.clone(), namespace);
-    wait_for(&api, name, &format!("copy {namespace}/{name} to be gone"), TIMEOUT, |s| s.is_none()).await;
-}
-
-fn entries(account: &ServiceAccount) -> Vec<String> {
-    account.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect()
-}
-
-async fn wait_for_entries(admin: &Client, namespace: &str, account: &str, expected: &[&str]) -> ServiceAccount {
-    let api: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
-    wait_for(
-        &api,
-        account,
-        &format!("ServiceAccount {namespace}/{account} imagePullSecrets == {expected:?}"),
-        TIMEOUT,
-        |a| a.is_some_and(|a| entries(a) == expected),
-    )
-    .await
-    .unwrap()
-}
-
-async fn set_entries(admin: &Client, namespace: &str, account: &str, names: &[&str]) {
-    let api: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
-    let list: Vec<Value> = names.iter().map(|n| json!({"name": n})).collect();
-    api.patch(account, &PatchParams::default(), &Patch::Merge(json!({"imagePullSecrets": list}))).await.unwrap();
-}
-
-async fn create_account(admin: &Client, namespace: &str, name: &str, entries: &[&str]) {
-    let list: Vec<Value> = entries.iter().map(|n| json!({"name": n})).collect();
-    let account: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": name}, "imagePullSecrets": list})).unwrap();
-    Api::<ServiceAccount>::namespaced(admin.clone(), namespace).create(&PostParams::default(), &account).await.unwrap();
-}
-
-async fn relabel(admin: &Client, namespace: &str, value: &str) {
-    let patch = json!({"metadata": {"labels": {TEST_SELECT_LABEL: value}}});
-    Api::<Namespace>::all(admin.clone()).patch(namespace, &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
-}
 
 #[tokio::test]
 async fn copies_reach_namespaces_created_before_and_after_the_credential() {
@@ -412,21 +243,6 @@ async fn two_credentials_claiming_one_name_have_a_deterministic_winner() {
     wait_for_event(&events, &name, "NameConflict").await;
 }
 
-async fn wait_for_event(events: &Api<Event>, regarding: &str, reason: &str) -> Event {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        let found = events.list(&ListParams::default()).await.unwrap().items.into_iter().find(|e| {
-            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(regarding)
-                && e.reason.as_deref() == Some(reason)
-        });
-        if let Some(event) = found {
-            return event;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no {reason} Event for {regarding}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn an_invalid_source_keeps_the_working_copies() {
     let admin = cluster_or_skip!();
@@ -550,14 +366,6 @@ async fn converged_state_costs_no_writes_and_a_new_namespace_costs_two() {
     assert_eq!((new.0 - after.0, new.1 - after.1), (1.0, 1.0), "a new namespace costs one Secret write and one patch");
 }
 
-async fn wait_for_metric(operator: &OperatorProcess, sample: &str, at_least: f64) {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while operator.metric(sample).await < at_least {
-        assert!(tokio::time::Instant::now() < deadline, "{sample} did not reach {at_least}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_sentinel_password_appears_in_no_log_event_or_status() {
     let admin = cluster_or_skip!();
@@ -623,23 +431,6 @@ async fn probes_and_metrics_are_served() {
     assert_eq!(fx.operator.metric("regcred_api_writes_total{resource=\"serviceaccount\",verb=\"patch\"}").await, 1.0);
     let managed = format!("regcred_managed_namespaces{{credential=\"{}\"}}", credential.name_any());
     assert_eq!(fx.operator.metric(&managed).await, 1.0);
-}
-
-/// Counts, from the API server's side, how often each copy of `credential` is written.
-async fn count_copy_writes(admin: Client, credential: String, writes: Arc<Mutex<BTreeMap<String, Vec<String>>>>) {
-    let config = watcher::Config::default().labels(&format!("regcred.dev/credential={credential}"));
-    let mut events = watcher::watcher(Api::<Secret>::all(admin), config).boxed();
-    while let Some(Ok(event)) = events.next().await {
-        if let watcher::Event::Apply(secret) | watcher::Event::InitApply(secret) = event {
-            let key = format!("{}/{}", secret.namespace().unwrap(), secret.name_any());
-            let version = secret.resource_version().unwrap();
-            let mut writes = writes.lock().unwrap();
-            let versions = writes.entry(key).or_default();
-            if !versions.contains(&version) {
-                versions.push(version);
-            }
-        }
-    }
 }
 
 #[tokio::test]

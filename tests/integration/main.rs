@@ -5,6 +5,8 @@
 
 mod control_plane;
 mod controller;
+mod doctor;
+mod fixture;
 mod operator;
 mod packaging;
 mod support;

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::control_plane::install_crd;
+use crate::support::install_crd;
 
 /// The namespace of the operator's ServiceAccount, as config/rbac declares it.
 pub const OPERATOR_NAMESPACE: &str = "regcred-system";

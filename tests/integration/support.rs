@@ -7,9 +7,11 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, watch_object};
-use kube::{Api, Client, Config, Resource};
+use kube::{Api, Client, Config, CustomResourceExt, Resource, ResourceExt};
+use regcred_operator::crd::RegistryCredential;
 use serde::de::DeserializeOwned;
 
 /// Label on every namespace the tests create, so a leftover can be traced to the tests.
@@ -162,4 +164,18 @@ pub async fn service_account_client(admin: &Client, namespace: &str, name: &str)
     let mut config = Config::infer().await.expect("kubeconfig");
     config.auth_info = kube::config::AuthInfo { token: Some(token.into()), ..Default::default() };
     Client::try_from(config).expect("service account client")
+}
+
+/// Installs the generated CRD with server-side apply and waits until it is served.
+pub async fn install_crd(client: &kube::Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = RegistryCredential::crd();
+    let name = crd.name_any();
+    crds.patch(&name, &PatchParams::apply("regcred-tests").force(), &Patch::Apply(&crd)).await.expect("CRD applied");
+    wait_for(&crds, &name, "the CRD to be established", Duration::from_secs(60), |crd| {
+        crd.and_then(|c| c.status.as_ref())
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+    })
+    .await;
 }
