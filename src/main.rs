@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use regcred_operator::cli::{Cli, Command, crd, lint, normalize, run};
+use regcred_operator::cli::{Cli, Command, crd, doctor, lint, normalize, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -11,6 +11,10 @@ fn main() -> ExitCode {
         }
         Command::Lint(args) => {
             lint::run(&args, &mut std::io::stdin().lock(), &mut std::io::stdout().lock(), &mut std::io::stderr())
+        }
+        Command::Doctor(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            runtime.block_on(doctor::run(&args, &mut std::io::stdout().lock(), &mut std::io::stderr()))
         }
         Command::Run(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");

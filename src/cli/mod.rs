@@ -1,6 +1,7 @@
 //! The subcommands of the `regcred-operator` binary.
 
 pub mod crd;
+pub mod doctor;
 pub mod lint;
 pub mod normalize;
 pub mod pull_secret;
@@ -22,6 +23,8 @@ pub enum Command {
     Normalize(normalize::NormalizeArgs),
     /// Find pull-secret mistakes in manifest files (YAML or JSON); exit 0 clean, 1 findings, 2 unreadable.
     Lint(lint::LintArgs),
+    /// Explain, from the cluster, why a Pod cannot pull its images, with the commands that fix it.
+    Doctor(doctor::DoctorArgs),
     /// Run the controller against the cluster in KUBECONFIG (or in-cluster configuration).
     Run(run::RunArgs),
     /// Print the RegistryCredential CustomResourceDefinition as YAML.
