@@ -245,3 +245,276 @@ pub fn record_with(account: &ServiceAccount, name: &str, added: bool) -> String 
     }
     record.into_iter().collect::<Vec<_>>().join(",")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::LocalObjectReference;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+    use serde_json::json;
+
+    use super::*;
+    use crate::controller::labels::{ADDED_PULL_SECRETS_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+
+    const PAYLOAD: &str = r#"{"auths":{"registry.test":{"auth":"dTpw","password":"p","username":"u"}}}"#;
+
+    fn credential(name: &str, created: i64, spec: serde_json::Value) -> RegistryCredential {
+        let mut full = json!({"source": {"secretRef": {"namespace": "regcred-system", "name": "src"}},
+                              "namespaceSelector": {"matchLabels": {"team": "a"}}});
+        full.as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
+        let mut credential: RegistryCredential = serde_json::from_value(json!({
+            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential",
+            "metadata": {"name": name, "uid": format!("uid-{name}")}, "spec": full,
+        }))
+        .unwrap();
+        credential.metadata.creation_timestamp =
+            Some(Time(k8s_openapi::jiff::Timestamp::from_second(created).unwrap()));
+        credential
+    }
+
+    fn namespace(name: &str, team: &str) -> Namespace {
+        Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(BTreeMap::from([("team".to_owned(), team.to_owned())])),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn account(namespace: &str, name: &str, entries: &[&str], record: Option<&str>) -> ServiceAccount {
+        let mut account = ServiceAccount {
+            metadata: ObjectMeta { name: Some(name.into()), namespace: Some(namespace.into()), ..Default::default() },
+            image_pull_secrets: Some(entries.iter().map(|e| LocalObjectReference { name: e.to_string() }).collect()),
+            ..Default::default()
+        };
+        if let Some(record) = record {
+            account.metadata.annotations =
+                Some(BTreeMap::from([(ADDED_PULL_SECRETS_ANNOTATION.to_owned(), record.to_owned())]));
+        }
+        account
+    }
+
+    /// A copy as the operator writes it for `owner`, holding `payload`.
+    fn copy(namespace: &str, name: &str, owner: &RegistryCredential, payload: &str) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                labels: Some(BTreeMap::from([
+                    (MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned()),
+                    (CREDENTIAL_LABEL.to_owned(), owner.name_any()),
+                ])),
+                owner_references: Some(vec![OwnerReference {
+                    uid: owner.metadata.uid.clone().unwrap(),
+                    name: owner.name_any(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            type_: Some(DOCKER_CONFIG_JSON_TYPE.into()),
+            data: Some(BTreeMap::from([(DOCKER_CONFIG_JSON_KEY.to_owned(), ByteString(payload.as_bytes().to_vec()))])),
+            ..Default::default()
+        }
+    }
+
+    fn state<'a>(
+        credentials: &'a [RegistryCredential],
+        namespaces: &'a [Namespace],
+        secrets: &'a [Secret],
+        accounts: &'a [ServiceAccount],
+    ) -> ClusterState<'a> {
+        ClusterState {
+            credentials: credentials.iter().collect(),
+            namespaces: namespaces.iter().collect(),
+            managed_secrets: secrets.iter().collect(),
+            service_accounts: accounts.iter().collect(),
+        }
+    }
+
+    #[test]
+    fn a_selected_namespace_without_a_copy_gets_one_and_its_accounts_an_entry() {
+        let rc = credential("rc", 1, json!({}));
+        let credentials = [rc.clone()];
+        let namespaces = [namespace("a1", "a"), namespace("b1", "b")];
+        let accounts = [
+            account("a1", "default", &["mine"], None),
+            account("a1", "other", &[], None),
+            account("b1", "default", &[], None),
+        ];
+        let plan = plan(&rc, &state(&credentials, &namespaces, &[], &accounts), Some(PAYLOAD));
+        assert_eq!(plan.matched.iter().collect::<Vec<_>>(), vec!["a1"]);
+        assert_eq!(
+            plan.work.get("a1"),
+            Some(&NamespaceWork {
+                secret: Some(SecretChange::Create),
+                add_to: vec!["default".into()],
+                ..Default::default()
+            })
+        );
+        assert_eq!(plan.work.len(), 1, "nothing for the unselected namespace");
+    }
+
+    #[test]
+    fn converged_state_plans_nothing() {
+        let rc = credential("rc", 1, json!({}));
+        let credentials = [rc.clone()];
+        let namespaces = [namespace("a1", "a")];
+        let secrets = [copy("a1", "regcred", &rc, PAYLOAD)];
+        let accounts = [account("a1", "default", &["regcred"], Some("regcred"))];
+        let plan = plan(&rc, &state(&credentials, &namespaces, &secrets, &accounts), Some(PAYLOAD));
+        assert!(plan.work.is_empty(), "{plan:?}");
+        assert_eq!(plan.matched.len(), 1);
+    }
+
+    #[test]
+    fn a_stale_or_edited_copy_is_updated() {
+        let rc = credential("rc", 1, json!({}));
+        let credentials = [rc.clone()];
+        let namespaces = [namespace("a1", "a")];
+        let mut retyped = copy("a1", "regcred", &rc, PAYLOAD);
+        retyped.type_ = Some("Opaque".into());
+        for secret in [copy("a1", "regcred", &rc, "{}"), retyped] {
+            let secrets = [secret];
+            let plan = plan(&rc, &state(&credentials, &namespaces, &secrets, &[]), Some(PAYLOAD));
+            assert_eq!(plan.work["a1"].secret, Some(SecretChange::Update));
+        }
+    }
+
+    #[test]
+    fn an_unusable_source_plans_no_change_at_all() {
+        let rc = credential("rc", 1, json!({}));
+        let credentials = [rc.clone()];
+        let namespaces = [namespace("a1", "a"), namespace("b1", "b")];
+        let secrets = [copy("b1", "regcred", &rc, PAYLOAD)];
+        let plan = plan(&rc, &state(&credentials, &namespaces, &secrets, &[]), None);
+        assert!(plan.work.is_empty(), "neither create nor prune: {plan:?}");
+        assert_eq!(plan.matched.len(), 1);
+    }
+
+    #[test]
+    fn a_namespace_that_stops_matching_is_pruned_of_the_operators_entries_only() {
+        let rc = credential("rc", 1, json!({}));
+        let credentials = [rc.clone()];
+        let namespaces = [namespace("b1", "b")];
+        let secrets = [copy("b1", "regcred", &rc, PAYLOAD)];
+        let accounts = [
+            account("b1", "default", &["mine", "regcred"], Some("regcred")),
+            account("b1", "users", &["regcred"], None),
+        ];
+        let plan = plan(&rc, &state(&credentials, &namespaces, &secrets, &accounts), Some(PAYLOAD));
+        assert_eq!(
+            plan.work.get("b1"),
+            Some(&NamespaceWork {
+                secret: Some(SecretChange::Delete),
+                remove_from: vec![("default".into(), "regcred".into())],
+                ..Default::default()
+            })
+        );
+    }
+
+    #[test]
+    fn without_prune_a_namespace_that_stops_matching_keeps_its_copy() {
+        let rc = credential("rc", 1, json!({"prune": false}));
+        let credentials = [rc.clone()];
+        let namespaces = [namespace("b1", "b")];
+        let secrets = [copy("b1", "regcred", &rc, PAYLOAD)];
+        let accounts = [account("b1", "default", &["regcred"], Some("regcred"))];
+        assert!(plan(&rc, &state(&credentials, &namespaces, &secrets, &accounts), Some(PAYLOAD)).work.is_empty());
+    }
+
+    #[test]
+    fn terminating_namespaces_are_neither_matched_nor_touched() {
+        let rc = credential("rc", 1, json!({}));
+        let credentials = [rc.clone()];
+        let mut terminating = namespace("a1", "a");
+        terminating.status = Some(k8s_openapi::api::core::v1::NamespaceStatus {
+            phase: Some("Terminating".into()),
+            ..Default::default()
+        });
+        let namespaces = [terminating];
+        let plan = plan(&rc, &state(&credentials, &namespaces, &[], &[]), Some(PAYLOAD));
+        assert_eq!(plan, Plan::default());
+    }
+
+    #[test]
+    fn the_older_credential_wins_a_secret_name_and_the_name_breaks_ties() {
+        let older = credential("zeta", 1, json!({}));
+        let newer = credential("alpha", 2, json!({}));
+        let tie = credential("beta", 1, json!({}));
+        let credentials = [older.clone(), newer.clone(), tie.clone()];
+        let namespaces = [namespace("a1", "a")];
+        let cluster = state(&credentials, &namespaces, &[], &[]);
+        assert!(plan(&newer, &cluster, Some(PAYLOAD)).name_conflicts.contains_key("a1"));
+        assert_eq!(plan(&tie, &cluster, Some(PAYLOAD)).name_conflicts.get("a1"), None, "same second: beta < zeta");
+        assert_eq!(plan(&older, &cluster, Some(PAYLOAD)).name_conflicts.get("a1").map(String::as_str), Some("beta"));
+        assert!(plan(&newer, &cluster, Some(PAYLOAD)).work.is_empty(), "a loser writes nothing");
+    }
+
+    #[test]
+    fn the_winner_takes_over_a_copy_of_the_loser() {
+        let winner = credential("a", 1, json!({}));
+        let loser = credential("b", 2, json!({}));
+        let credentials = [winner.clone(), loser.clone()];
+        let namespaces = [namespace("a1", "a")];
+        let secrets = [copy("a1", "regcred", &loser, PAYLOAD)];
+        let plan = plan(&winner, &state(&credentials, &namespaces, &secrets, &[]), Some(PAYLOAD));
+        assert_eq!(plan.work["a1"].secret, Some(SecretChange::Update));
+    }
+
+    #[test]
+    fn a_renamed_secret_replaces_the_old_copy_and_entry() {
+        let rc = credential("rc", 1, json!({"secretName": "pull"}));
+        let credentials = [rc.clone()];
+        let namespaces = [namespace("a1", "a")];
+        let secrets = [copy("a1", "regcred", &rc, PAYLOAD)];
+        let accounts = [account("a1", "default", &["regcred"], Some("regcred"))];
+        let work = &plan(&rc, &state(&credentials, &namespaces, &secrets, &accounts), Some(PAYLOAD)).work["a1"];
+        assert_eq!(work.secret, Some(SecretChange::Create));
+        assert_eq!(work.delete_stale_secrets, vec!["regcred"]);
+        assert_eq!(work.add_to, vec!["default"]);
+        assert_eq!(work.remove_from, vec![("default".to_owned(), "regcred".to_owned())]);
+    }
+
+    #[test]
+    fn an_account_leaving_the_selection_loses_the_recorded_entry() {
+        let rc = credential("rc", 1, json!({"serviceAccounts": {"names": ["default"]}}));
+        let credentials = [rc.clone()];
+        let namespaces = [namespace("a1", "a")];
+        let secrets = [copy("a1", "regcred", &rc, PAYLOAD)];
+        let accounts = [
+            account("a1", "default", &["regcred"], Some("regcred")),
+            account("a1", "builder", &["regcred"], Some("regcred")),
+        ];
+        let work = &plan(&rc, &state(&credentials, &namespaces, &secrets, &accounts), Some(PAYLOAD)).work["a1"];
+        assert_eq!(work.remove_from, vec![("builder".to_owned(), "regcred".to_owned())]);
+    }
+
+    #[test]
+    fn cleanup_removes_copies_and_recorded_entries_another_credential_does_not_want() {
+        let leaving = credential("leaving", 1, json!({}));
+        let staying = credential("staying", 2, json!({"namespaceSelector": {"matchLabels": {"team": "b"}}}));
+        let credentials = [leaving.clone(), staying.clone()];
+        let namespaces = [namespace("a1", "a"), namespace("b1", "b")];
+        let secrets = [copy("a1", "regcred", &leaving, PAYLOAD), copy("b1", "regcred", &leaving, PAYLOAD)];
+        let accounts = [
+            account("a1", "default", &["regcred"], Some("regcred")),
+            account("b1", "default", &["regcred"], Some("regcred")),
+        ];
+        let work = plan_cleanup(&leaving, &state(&credentials, &namespaces, &secrets, &accounts));
+        assert_eq!(work["a1"].secret, Some(SecretChange::Delete));
+        assert_eq!(work["a1"].remove_from, vec![("default".to_owned(), "regcred".to_owned())]);
+        assert_eq!(work["b1"].secret, Some(SecretChange::Delete));
+        assert!(work["b1"].remove_from.is_empty(), "'staying' still wants that entry in b1");
+    }
+
+    #[test]
+    fn record_with_adds_and_removes_names() {
+        let account = account("a1", "default", &[], Some("other,regcred"));
+        assert_eq!(record_with(&account, "new", true), "new,other,regcred");
+        assert_eq!(record_with(&account, "regcred", false), "other");
+    }
+}

@@ -120,3 +120,98 @@ fn canonical_registries(registries: &[String]) -> Result<Vec<String>, SourceProb
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::ByteString;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use serde_json::json;
+
+    use super::*;
+
+    fn spec(registries: &[&str]) -> RegistryCredentialSpec {
+        serde_json::from_value(json!({
+            "source": {"secretRef": {"namespace": "regcred-system", "name": "src"}},
+            "registries": registries,
+        }))
+        .unwrap()
+    }
+
+    fn secret(type_: &str, data: &[(&str, &str)]) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some("src".into()),
+                namespace: Some("regcred-system".into()),
+                ..Default::default()
+            },
+            type_: Some(type_.into()),
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    fn trusted() -> Vec<String> {
+        vec!["regcred-system".into()]
+    }
+
+    const TWO_REGISTRIES: &str =
+        r#"{"auths":{"https://a.test/v2/":{"username":"u","password":"p"},"b.test":{"username":"u","password":"p"}}}"#;
+
+    #[test]
+    fn a_docker_config_source_is_normalized() {
+        let resolved = resolve_source(
+            &spec(&[]),
+            Some(&secret(DOCKER_CONFIG_JSON_TYPE, &[(DOCKER_CONFIG_JSON_KEY, TWO_REGISTRIES)])),
+            &trusted(),
+        )
+        .unwrap();
+        assert_eq!(resolved.registries, vec!["a.test", "b.test"]);
+        assert_eq!(resolved.rewrites, vec![KeyRewrite { from: "https://a.test/v2/".into(), to: "a.test".into() }]);
+    }
+
+    #[test]
+    fn registries_are_an_allow_list_compared_after_normalization() {
+        let source = secret(DOCKER_CONFIG_JSON_TYPE, &[(DOCKER_CONFIG_JSON_KEY, TWO_REGISTRIES)]);
+        let resolved = resolve_source(&spec(&["https://B.test/v2/"]), Some(&source), &trusted()).unwrap();
+        assert_eq!(resolved.registries, vec!["b.test"]);
+        let none = resolve_source(&spec(&["c.test"]), Some(&source), &trusted()).unwrap_err();
+        assert_eq!(none.reason(), "SourceInvalid");
+        assert!(none.to_string().contains("no entry for any registry in spec.registries"), "{none}");
+    }
+
+    #[test]
+    fn legacy_dockercfg_and_basic_auth_sources() {
+        let dockercfg = secret(DOCKERCFG_TYPE, &[(DOCKERCFG_KEY, r#"{"a.test":{"username":"u","password":"p"}}"#)]);
+        assert_eq!(resolve_source(&spec(&[]), Some(&dockercfg), &trusted()).unwrap().registries, vec!["a.test"]);
+        let basic = secret("kubernetes.io/basic-auth", &[("username", "u"), ("password", "p")]);
+        assert_eq!(
+            resolve_source(&spec(&["quay.io/org"]), Some(&basic), &trusted()).unwrap().registries,
+            vec!["quay.io/org"]
+        );
+        let error = resolve_source(&spec(&[]), Some(&basic), &trusted()).unwrap_err();
+        assert!(matches!(error, SourceProblem::RegistriesRequired { .. }), "{error}");
+    }
+
+    #[test]
+    fn unusable_sources_name_the_reason() {
+        let untrusted = resolve_source(&spec(&[]), None, &["elsewhere".into()]).unwrap_err();
+        assert_eq!(untrusted.reason(), "SourceNotTrusted");
+        assert_eq!(resolve_source(&spec(&[]), None, &trusted()).unwrap_err().reason(), "SourceNotFound");
+        let opaque = secret("Opaque", &[("token", "x")]);
+        assert!(matches!(
+            resolve_source(&spec(&[]), Some(&opaque), &trusted()),
+            Err(SourceProblem::NoCredentialKeys { .. })
+        ));
+        let invalid = secret(DOCKER_CONFIG_JSON_TYPE, &[(DOCKER_CONFIG_JSON_KEY, r#"{"auths":{"a.test":{}}}"#)]);
+        let error = resolve_source(&spec(&[]), Some(&invalid), &trusted()).unwrap_err();
+        assert!(error.to_string().starts_with("source Secret regcred-system/src: invalid docker config"), "{error}");
+        let bad_registry = resolve_source(&spec(&["ftp://x"]), Some(&invalid), &trusted()).unwrap_err();
+        assert!(bad_registry.to_string().starts_with("spec.registries[0] \"ftp://x\""), "{bad_registry}");
+    }
+}
