@@ -208,17 +208,20 @@ fn is_sandbox(event: &PodEvent) -> bool {
 /// The pause image is pulled by the container runtime for the sandbox, with the node's
 /// credentials: no pull secret of any Pod is ever used for it.
 fn sandbox_cause(events: &[PodEvent]) -> Option<Cause> {
-    let event = events.iter().find(|e| is_sandbox(e))?;
-    let image = quoted_image(&event.message);
+    let sandbox: Vec<&PodEvent> = events.iter().filter(|e| is_sandbox(e)).collect();
+    if sandbox.is_empty() {
+        return None;
+    }
+    let image = sandbox.iter().find_map(|e| quoted_image(&e.message));
     let shown = image.map(|i| format!(" {i}")).unwrap_or_default();
     let registry = image.and_then(|i| ImageReference::parse(i).ok()).map(|r| r.registry);
-    let mut details = vec![
-        format!("event {}: {}", event.reason, one_line(&event.message)),
-        format!(
-            "the sandbox (pause) image{shown} is pulled by the container runtime on the node with the node's credentials; imagePullSecrets never apply to it, so fixing this Pod's pull secrets cannot help"
-        ),
-    ];
-    if event.message.contains("error getting credentials") {
+    let mut details: Vec<String> =
+        sandbox.iter().map(|e| format!("event {}: {}", e.reason, one_line(&e.message))).collect();
+    details.dedup();
+    details.push(format!(
+        "the sandbox (pause) image{shown} is pulled by the container runtime on the node with the node's credentials; imagePullSecrets never apply to it, so fixing this Pod's pull secrets cannot help"
+    ));
+    if sandbox.iter().any(|e| e.message.contains("error getting credentials")) {
         details.push(
             "the node's credential helper failed: the `secret ... not found` in the message is the helper's own lookup, not this Pod's imagePullSecrets".to_owned(),
         );
@@ -323,14 +326,14 @@ fn missing_cause(name: &str, namespace: &str, evidence: &Evidence) -> Cause {
 
     if let Some(candidate) = close_here.first() {
         details.push(format!("Secret {candidate:?} exists in {namespace}: a near miss of {name:?}"));
-        commands.push(copy_secret(namespace, candidate, namespace, name));
+        commands.extend(copy_secret(namespace, candidate, namespace, name));
     }
     if !same_name_elsewhere.is_empty() {
         details.push(format!(
             "Secret {name:?} exists in {}: the kubelet only reads Secrets from the Pod's own namespace",
             listed(&same_name_elsewhere)
         ));
-        commands.push(copy_secret(same_name_elsewhere[0], name, namespace, name));
+        commands.extend(copy_secret(same_name_elsewhere[0], name, namespace, name));
     }
     for (other_namespace, candidate) in close_elsewhere.iter().take(SHOWN) {
         details.push(format!(
@@ -338,7 +341,7 @@ fn missing_cause(name: &str, namespace: &str, evidence: &Evidence) -> Cause {
         ));
     }
     if let Some((other_namespace, candidate)) = close_elsewhere.first() {
-        commands.push(copy_secret(other_namespace, candidate, namespace, name));
+        commands.extend(copy_secret(other_namespace, candidate, namespace, name));
     }
     if commands.is_empty() {
         commands.push(format!(
@@ -383,10 +386,16 @@ fn listed(items: &[&str]) -> String {
     shown
 }
 
-fn copy_secret(from_namespace: &str, from: &str, to_namespace: &str, to: &str) -> String {
-    format!(
-        "kubectl get secret {from} -n {from_namespace} -o json | jq '.metadata |= {{name: \"{to}\", namespace: \"{to_namespace}\"}}' | kubectl apply -f -"
-    )
+/// Checks a Secret's docker config, then copies it under the wanted name and namespace.
+fn copy_secret(from_namespace: &str, from: &str, to_namespace: &str, to: &str) -> [String; 2] {
+    [
+        format!(
+            "kubectl get secret {from} -n {from_namespace} -o jsonpath='{{.data.\\{DOCKER_CONFIG_JSON_KEY}}}' | base64 -d | regcred-operator normalize   # check it first"
+        ),
+        format!(
+            "kubectl get secret {from} -n {from_namespace} -o json | jq '.metadata |= {{name: \"{to}\", namespace: \"{to_namespace}\"}}' | kubectl apply -f -"
+        ),
+    ]
 }
 
 /// Why the Pod's spec has no pull secret: the race with the ServiceAccount, or nothing provides one.
