@@ -43,7 +43,9 @@ declare -A TEAM=([demo-payments-api]=payments [demo-payments-sandbox]=payments
   [demo-payments-batch]=payments [demo-frontend]=web)
 
 T0=$SECONDS
-step() { printf '\n\033[1m==> %s\033[0m  (%ss)\n' "$*" "$((SECONDS - T0))" >&2; }
+BOLD="" PLAIN=""
+if [[ -t 2 ]]; then BOLD=$'\033[1m' PLAIN=$'\033[0m'; fi
+step() { printf '\n%s==> %s%s  (%ss)\n' "$BOLD" "$*" "$PLAIN" "$((SECONDS - T0))" >&2; }
 note() { printf '    %s\n' "$*" >&2; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 now_ms() { date +%s%3N; }
@@ -314,7 +316,8 @@ The demo is left running ($((SECONDS - T0))s so far).
   export KUBECONFIG=$DEMO_KUBECONFIG
   export PATH=$tools_bin:\$PATH      # kubectl $(kubectl version --client 2>/dev/null | sed -n 's/Client Version: //p') built from its Go module
   kubectl get regcred
-  kubectl create namespace shop && kubectl label namespace shop team=payments && kubectl get sa default -n shop -o yaml
+  kubectl create namespace shop && kubectl label namespace shop team=payments
+  kubectl get serviceaccount default -n shop -o jsonpath='{.imagePullSecrets}'   # [{"name":"regcred"}]
 Operator: pid $OPERATOR_PID, log $DEMO_DIR/operator.log, metrics http://$addr/metrics
 Stop it all: bash scripts/demo.sh --down
 EOF
