@@ -240,6 +240,26 @@ fn stdin_multi_document_json_and_yaml() {
 }
 
 #[test]
+fn legacy_dockercfg_secrets_cover_images_and_keep_their_format() {
+    let legacy = r#"{"https://registry.corp:5000/v1/":{"username":"u","password":"p","email":"u@example.com"}}"#;
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: legacy}}\ntype: kubernetes.io/dockercfg\nstringData:\n  .dockercfg: '{legacy}'\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  imagePullSecrets: [{{name: legacy}}]\n  containers:\n  - {{name: a, image: registry.corp:5000/team/a:1}}\n  - {{name: b, image: registry.corp/team/b:1}}\n"
+    );
+    let out = lint(&["--format", "json", "-"], &yaml);
+    assert_eq!(
+        findings(&out),
+        vec![
+            ("RC003".into(), "warning".into(), 6, r#"stringData[".dockercfg"]"#.into()),
+            ("RC012".into(), "warning".into(), 15, "spec.containers[1].image".into()),
+        ],
+        "the port-5000 key covers only the port-5000 image"
+    );
+    let fixed = lint(&["--fix", "-"], &yaml);
+    let docs = documents(&fixed.stdout);
+    assert_eq!(docs[0]["stringData"][".dockercfg"], legacy, "a legacy config is not rewritten into another format");
+}
+
+#[test]
 fn invalid_images_and_registry_credentials_are_findings() {
     let yaml = "\
 apiVersion: v1
