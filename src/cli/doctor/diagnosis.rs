@@ -521,7 +521,7 @@ fn pull_secrets_written(account: &ServiceAccount) -> Option<(String, Timestamp)>
 }
 
 /// Why the credential does not select the namespace, or `None` when it does.
-pub fn why_not_selected(
+fn why_not_selected(
     credential: &RegistryCredential,
     namespace: &str,
     labels: Option<&BTreeMap<String, String>>,

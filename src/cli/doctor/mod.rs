@@ -81,7 +81,7 @@ pub async fn run(args: &DoctorArgs, stdout: &mut dyn Write, stderr: &mut dyn Wri
 
 /// Reads everything the diagnosis needs. Only the Pod is required; what else cannot be read is
 /// returned as a note, and the diagnosis goes on without it.
-pub async fn gather(client: &Client, namespace: &str, name: &str) -> Result<(Evidence, Vec<String>), DoctorError> {
+async fn gather(client: &Client, namespace: &str, name: &str) -> Result<(Evidence, Vec<String>), DoctorError> {
     let mut unchecked = Vec::new();
     let mut note = |what: &str, error: kube::Error| unchecked.push(format!("{what}: {error}"));
 
