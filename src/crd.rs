@@ -181,11 +181,11 @@ pub struct RegistryCredentialStatus {
 #[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct NamespaceCounts {
     /// Namespaces selected by this RegistryCredential.
-    pub matched: u32,
+    pub matched: i32,
     /// Selected namespaces holding the current copy, with every selected ServiceAccount patched.
-    pub synced: u32,
+    pub synced: i32,
     /// Selected namespaces where syncing failed.
-    pub failed: u32,
+    pub failed: i32,
 }
 
 /// Why one namespace is not synced.

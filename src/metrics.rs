@@ -108,7 +108,7 @@ impl Metrics {
         self.patch_conflicts.inc();
     }
 
-    pub fn set_managed_namespaces(&self, credential: &str, count: u32) {
+    pub fn set_managed_namespaces(&self, credential: &str, count: i32) {
         self.managed_namespaces
             .get_or_create(&CredentialLabels { credential: credential.to_owned() })
             .set(count.into());

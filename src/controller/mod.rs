@@ -13,6 +13,7 @@ mod reconcile;
 pub mod selection;
 pub mod source;
 mod status;
+mod trim;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("writing status: {0}")]
     Status(#[source] kube::Error),
+    #[error("listing Secrets: {0}")]
+    ListSecrets(#[source] kube::Error),
     #[error("cleanup incomplete: {0}")]
     Cleanup(String),
 }
@@ -70,26 +73,24 @@ fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
 fn cached_watch<K>(
     api: Api<K>,
     config: watcher::Config,
+    trim_object: fn(&mut K),
 ) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
-        .backoff(watch_backoff())
-        // managedFields are most of an object's size and the planner never reads them.
-        .modify(|object: &mut K| object.meta_mut().managed_fields = None)
-        .reflect(writer)
-        .touched_objects()
-        .filter_map(|event| async move {
-            match event {
-                Ok(object) => Some(Ok(object)),
-                Err(error) => {
-                    warn!(kind = %K::kind(&()), %error, "watch interrupted; retrying");
-                    None
+    let stream =
+        watcher(api, config).backoff(watch_backoff()).modify(trim_object).reflect(writer).touched_objects().filter_map(
+            |event| async move {
+                match event {
+                    Ok(object) => Some(Ok(object)),
+                    Err(error) => {
+                        warn!(kind = %K::kind(&()), %error, "watch interrupted; retrying");
+                        None
+                    }
                 }
-            }
-        });
+            },
+        );
     (reader, stream)
 }
 
@@ -112,16 +113,22 @@ impl Operator {
         let credential_store = controller.store();
 
         let (namespaces, namespace_events) =
-            cached_watch(Api::<Namespace>::all(client.clone()), watcher::Config::default());
+            cached_watch(Api::<Namespace>::all(client.clone()), watcher::Config::default(), trim::namespace);
         let (service_accounts, account_events) =
-            cached_watch(Api::<ServiceAccount>::all(client.clone()), watcher::Config::default());
-        let (managed_secrets, managed_events) =
-            cached_watch(Api::<Secret>::all(client.clone()), watcher::Config::default().labels(&managed_selector()));
+            cached_watch(Api::<ServiceAccount>::all(client.clone()), watcher::Config::default(), trim::service_account);
+        let (managed_secrets, managed_events) = cached_watch(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default().labels(&managed_selector()),
+            trim::managed_secret,
+        );
         let mut source_namespaces = std::collections::BTreeMap::new();
         let mut source_events = Vec::new();
         for namespace in &settings.source_namespaces {
-            let (store, events) =
-                cached_watch(Api::<Secret>::namespaced(client.clone(), namespace), watcher::Config::default());
+            let (store, events) = cached_watch(
+                Api::<Secret>::namespaced(client.clone(), namespace),
+                watcher::Config::default(),
+                trim::source_secret,
+            );
             source_namespaces.insert(namespace.clone(), store);
             source_events.push(events.boxed());
         }

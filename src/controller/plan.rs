@@ -103,14 +103,17 @@ pub fn plan(credential: &RegistryCredential, state: &ClusterState, payload: Opti
     let me = credential.name_any();
     let secret_name = credential.spec.secret_name.as_str();
     let spec = &credential.spec;
-    let my_secrets: HashMap<(&str, &str), &Secret> = state
-        .managed_secrets
-        .iter()
-        .filter(|s| s.labels().get(CREDENTIAL_LABEL) == Some(&me) || s.name_any() == secret_name)
-        .map(|s| {
-            ((s.metadata.namespace.as_deref().unwrap_or_default(), s.metadata.name.as_deref().unwrap_or_default()), *s)
-        })
-        .collect();
+    // Per namespace: the copies of this credential, and any managed copy under its secret name
+    // (another credential's, which the winner of the name takes over).
+    let mut copies_by_namespace: HashMap<&str, Vec<&Secret>> = HashMap::new();
+    for secret in &state.managed_secrets {
+        if secret.labels().get(CREDENTIAL_LABEL) == Some(&me) || secret.name_any() == secret_name {
+            copies_by_namespace
+                .entry(secret.metadata.namespace.as_deref().unwrap_or_default())
+                .or_default()
+                .push(secret);
+        }
+    }
     let mut accounts_by_namespace: HashMap<&str, Vec<&ServiceAccount>> = HashMap::new();
     for account in &state.service_accounts {
         accounts_by_namespace
@@ -141,7 +144,8 @@ pub fn plan(credential: &RegistryCredential, state: &ClusterState, payload: Opti
         }
         let Some(payload) = payload else { continue };
         let accounts = accounts_by_namespace.get(ns).map(Vec::as_slice).unwrap_or_default();
-        let current = my_secrets.get(&(ns, secret_name)).copied();
+        let copies = copies_by_namespace.get(ns).map(Vec::as_slice).unwrap_or_default();
+        let current = copies.iter().copied().find(|s| s.metadata.name.as_deref() == Some(secret_name));
         let owned_by_me = current.is_some_and(|s| s.labels().get(CREDENTIAL_LABEL) == Some(&me));
         let mut work = NamespaceWork::default();
 
@@ -171,10 +175,11 @@ pub fn plan(credential: &RegistryCredential, state: &ClusterState, payload: Opti
         }
 
         // Copies under a name this credential no longer uses, and the entries that pointed at them.
-        for ((secret_ns, name), secret) in &my_secrets {
-            if *secret_ns == ns && *name != secret_name && secret.labels().get(CREDENTIAL_LABEL) == Some(&me) {
-                work.delete_stale_secrets.push((*name).to_owned());
-                work.remove_from.extend(removable_entries(state, credential, name, namespace, accounts));
+        for secret in copies {
+            let name = secret.name_any();
+            if name != secret_name && secret.labels().get(CREDENTIAL_LABEL) == Some(&me) {
+                work.remove_from.extend(removable_entries(state, credential, &name, namespace, accounts));
+                work.delete_stale_secrets.push(name);
             }
         }
         work.delete_stale_secrets.sort();
@@ -188,17 +193,17 @@ pub fn plan(credential: &RegistryCredential, state: &ClusterState, payload: Opti
 /// The cleanup when `credential` is deleted: its copies and the entries the operator added for them.
 pub fn plan_cleanup(credential: &RegistryCredential, state: &ClusterState) -> BTreeMap<String, NamespaceWork> {
     let me = credential.name_any();
+    let namespaces: HashMap<&str, &Namespace> =
+        state.namespaces.iter().map(|n| (n.metadata.name.as_deref().unwrap_or_default(), *n)).collect();
+    let accounts = accounts_by_namespace(state);
     let mut work: BTreeMap<String, NamespaceWork> = BTreeMap::new();
     for secret in state.managed_secrets.iter().filter(|s| s.labels().get(CREDENTIAL_LABEL) == Some(&me)) {
-        let ns = secret.metadata.namespace.clone().unwrap_or_default();
-        let Some(namespace) = state.namespaces.iter().find(|n| n.metadata.name.as_deref() == Some(&ns)) else {
-            continue;
-        };
-        let accounts: Vec<&ServiceAccount> =
-            state.service_accounts.iter().copied().filter(|a| a.metadata.namespace.as_deref() == Some(&ns)).collect();
-        let entry = work.entry(ns).or_default();
+        let ns = secret.metadata.namespace.as_deref().unwrap_or_default();
+        let Some(namespace) = namespaces.get(ns) else { continue };
+        let in_namespace = accounts.get(ns).map(Vec::as_slice).unwrap_or_default();
+        let entry = work.entry(ns.to_owned()).or_default();
         let name = secret.name_any();
-        entry.remove_from.extend(removable_entries(state, credential, &name, namespace, &accounts));
+        entry.remove_from.extend(removable_entries(state, credential, &name, namespace, in_namespace));
         if name == credential.spec.secret_name {
             entry.secret = Some(SecretChange::Delete);
         } else {
@@ -206,6 +211,14 @@ pub fn plan_cleanup(credential: &RegistryCredential, state: &ClusterState) -> BT
         }
     }
     work
+}
+
+fn accounts_by_namespace<'a>(state: &ClusterState<'a>) -> HashMap<&'a str, Vec<&'a ServiceAccount>> {
+    let mut by_namespace: HashMap<&str, Vec<&ServiceAccount>> = HashMap::new();
+    for account in &state.service_accounts {
+        by_namespace.entry(account.metadata.namespace.as_deref().unwrap_or_default()).or_default().push(account);
+    }
+    by_namespace
 }
 
 /// Entries for `secret_name` that the operator added and no other live credential still wants.

@@ -1,6 +1,6 @@
 //! The thin I/O layer: reads the caches, asks [`plan`](super::plan) what to change, writes it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -8,7 +8,7 @@ use futures::{StreamExt, stream};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -60,21 +60,38 @@ async fn sync(credential: &RegistryCredential, ctx: &Context) -> Result<Action> 
         resolve_source(&credential.spec, secret.as_deref(), &ctx.settings.source_namespaces)
     };
     let payload = source.as_ref().ok().map(|s| s.payload.as_str());
+    let started = Instant::now();
     let plan = {
         let snapshot = ctx.stores.snapshot();
         let state = snapshot.state();
         plan(credential, &state, payload)
     };
+    let planned = started.elapsed();
     if let Err(problem) = &source {
         info!(credential = %name, reason = problem.reason(), %problem, "source unusable; copies left as they are");
     }
 
     let outcomes = match &source {
-        Ok(resolved) => execute(credential, ctx, plan.work, Some(resolved)).await,
+        Ok(resolved) => {
+            let creates = plan.work.values().any(|w| w.secret == Some(SecretChange::Create));
+            let existing =
+                if creates { same_named_secrets(ctx, &credential.spec.secret_name).await? } else { HashMap::new() };
+            execute(credential, ctx, plan.work, Some((resolved, &existing))).await
+        }
         Err(_) => BTreeMap::new(),
     };
+    let written = started.elapsed();
     let failed = outcomes.values().any(|o| o.is_err()) || !plan.name_conflicts.is_empty();
     status::publish(credential, ctx, &plan.matched, &plan.name_conflicts, &outcomes, source.as_ref()).await?;
+    debug!(
+        credential = %name,
+        matched = plan.matched.len(),
+        changed = outcomes.len(),
+        plan_ms = planned.as_millis() as u64,
+        write_ms = (written - planned).as_millis() as u64,
+        status_ms = (started.elapsed() - written).as_millis() as u64,
+        "synced"
+    );
     if failed || source.is_err() {
         Ok(Action::requeue(ctx.backoff.next_delay(&name)))
     } else {
@@ -100,13 +117,36 @@ async fn cleanup(credential: &RegistryCredential, ctx: &Context) -> Result<Actio
     Ok(Action::await_change())
 }
 
+/// Where a Secret named `name` exists, and whether it is managed by the operator. The cache holds
+/// only managed Secrets, so before creating copies one metadata-only list (not a read per
+/// namespace) finds the unmanaged Secrets a copy must never overwrite.
+async fn same_named_secrets(ctx: &Context, name: &str) -> Result<HashMap<String, bool>> {
+    let api: Api<Secret> = Api::all(ctx.client.clone());
+    let mut params = ListParams::default().fields(&format!("metadata.name={name}")).limit(500);
+    let mut found = HashMap::new();
+    loop {
+        let page = api.list_metadata(&params).await.map_err(Error::ListSecrets)?;
+        for secret in &page.items {
+            let managed = secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE);
+            found.insert(secret.namespace().unwrap_or_default(), managed);
+        }
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(found),
+        }
+    }
+}
+
+/// A usable source, with where Secrets of the copy's name already exist (namespace -> managed).
+type SourceAndExisting<'a> = (&'a ResolvedSource, &'a HashMap<String, bool>);
+
 /// Carries out the work of each namespace, namespaces concurrently; one namespace's failure
 /// never stops the others.
 async fn execute(
     credential: &RegistryCredential,
     ctx: &Context,
     work: BTreeMap<String, NamespaceWork>,
-    source: Option<&ResolvedSource>,
+    source: Option<SourceAndExisting<'_>>,
 ) -> BTreeMap<String, NamespaceOutcome> {
     stream::iter(work)
         .map(|(namespace, work)| async move {
@@ -127,13 +167,15 @@ async fn sync_namespace(
     ctx: &Context,
     namespace: &str,
     work: &NamespaceWork,
-    source: Option<&ResolvedSource>,
+    source: Option<SourceAndExisting<'_>>,
 ) -> NamespaceOutcome {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let secret_name = &credential.spec.secret_name;
     match (work.secret, source) {
-        (Some(SecretChange::Create), Some(source)) => create_copy(credential, ctx, &secrets, source).await?,
-        (Some(SecretChange::Update), Some(source)) => apply_copy(credential, ctx, &secrets, source, true).await?,
+        (Some(SecretChange::Create), Some((source, existing))) => {
+            create_copy(credential, ctx, &secrets, source, existing.get(namespace).copied()).await?
+        }
+        (Some(SecretChange::Update), Some((source, _))) => apply_copy(credential, ctx, &secrets, source, true).await?,
         (Some(SecretChange::Delete), _) => delete_copy(ctx, &secrets, secret_name).await?,
         (Some(_), None) | (None, _) => {}
     }
@@ -183,28 +225,24 @@ fn desired_copy(credential: &RegistryCredential, namespace: &str, source: &Resol
     }
 }
 
-/// Creates the copy where the cache has none. The cache only holds managed Secrets, so an
-/// unmanaged Secret of the same name is looked for first: it is never overwritten unless
-/// `onConflict: Adopt` says so.
+/// Creates the copy where the cache has none. `existing` says whether a Secret of that name
+/// is there (`Some(managed)`): an unmanaged one is never overwritten unless `onConflict: Adopt`.
 async fn create_copy(
     credential: &RegistryCredential,
     ctx: &Context,
     secrets: &Api<Secret>,
     source: &ResolvedSource,
+    existing: Option<bool>,
 ) -> NamespaceOutcome {
-    let name = &credential.spec.secret_name;
-    let existing = secrets.get_opt(name).await.map_err(|e| api_failure("SecretReadFailed", &e))?;
-    let managed = existing
-        .as_ref()
-        .is_some_and(|s| s.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE));
     match existing {
         // Not forced: should an unmanaged Secret appear meanwhile, the apply conflicts instead
         // of taking its fields.
         None => apply_copy(credential, ctx, secrets, source, false).await,
-        Some(_) if managed || credential.spec.on_conflict == OnConflict::Adopt => {
+        // Ours, and the cache had not seen it yet; or adopted.
+        Some(managed) if managed || credential.spec.on_conflict == OnConflict::Adopt => {
             apply_copy(credential, ctx, secrets, source, true).await
         }
-        Some(_) => Err(unmanaged_conflict(name)),
+        Some(_) => Err(unmanaged_conflict(&credential.spec.secret_name)),
     }
 }
 

@@ -60,8 +60,8 @@ pub fn desired_status(
         }))
         .collect();
     failures.sort_by(|a, b| a.namespace.cmp(&b.namespace));
-    let failed = failures.len() as u32;
-    let total = matched.len() as u32;
+    let failed = i32::try_from(failures.len()).unwrap_or(i32::MAX);
+    let total = i32::try_from(matched.len()).unwrap_or(i32::MAX);
     let synced = if source.is_ok() { total.saturating_sub(failed) } else { 0 };
     failures.truncate(MAX_LISTED_FAILURES);
 
