@@ -174,8 +174,9 @@ async fn create_namespaces(client: &Client, observed: &Shared, names: &[String],
 }
 
 /// The same writes the operator makes (one Secret, one ServiceAccount patch per namespace),
-/// from a plain client at `concurrency`; then undone, untimed.
-async fn raw_writes(client: &Client, namespaces: &[String], concurrency: usize) -> Duration {
+/// from a plain client at `concurrency`; then undone, untimed. `server_side_apply` writes the
+/// Secret as the operator does instead of with a plain create, to show what that costs.
+async fn raw_writes(client: &Client, namespaces: &[String], concurrency: usize, server_side_apply: bool) -> Duration {
     let payload = canonical("raw");
     let started = Instant::now();
     stream::iter(namespaces)
@@ -185,7 +186,15 @@ async fn raw_writes(client: &Client, namespaces: &[String], concurrency: usize) 
                 let secret: Secret = serde_json::from_value(json!({"metadata": {"name": RAW_SECRET},
                     "type": "kubernetes.io/dockerconfigjson", "stringData": {".dockerconfigjson": payload}}))
                 .unwrap();
-                Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &secret).await?;
+                let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+                if server_side_apply {
+                    let mut body = serde_json::to_value(&secret).unwrap();
+                    body["apiVersion"] = json!("v1");
+                    body["kind"] = json!("Secret");
+                    secrets.patch(RAW_SECRET, &PatchParams::apply("regcred-bench"), &Patch::Apply(&body)).await?;
+                } else {
+                    secrets.create(&PostParams::default(), &secret).await?;
+                }
                 let patch = json!({"imagePullSecrets": [{"name": RAW_SECRET}]});
                 Api::<ServiceAccount>::namespaced(client, ns)
                     .patch("default", &PatchParams::default(), &Patch::Merge(patch))
@@ -273,6 +282,15 @@ impl Operator {
             .sum()
     }
 
+    /// CPU seconds (user + system) the operator has used, from /proc.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+
     /// (current, peak) resident set size in MiB, from /proc.
     fn rss_mib(&self) -> (f64, f64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
@@ -311,7 +329,10 @@ struct SizeResult {
     raw_seconds: f64,
     raw_best_concurrency: usize,
     raw_by_concurrency: BTreeMap<usize, f64>,
+    raw_apply_seconds: f64,
     operator_seconds: f64,
+    /// CPU the operator itself used while converging (it shares the 2 cores with the API server).
+    operator_cpu_seconds: f64,
     ratio: f64,
     secret_writes: f64,
     service_account_writes: f64,
@@ -361,12 +382,16 @@ async fn main() {
 
         let mut raw_by_concurrency = BTreeMap::new();
         for &concurrency in &args.raw_concurrency {
-            let took = raw_writes(&client, &all, concurrency).await;
+            let took = raw_writes(&client, &all, concurrency, false).await;
             eprintln!("[{size}] raw client, concurrency {concurrency}: {took:.2?}");
             raw_by_concurrency.insert(concurrency, took.as_secs_f64());
         }
         let (&raw_best_concurrency, &raw_seconds) =
             raw_by_concurrency.iter().min_by(|a, b| a.1.total_cmp(b.1)).unwrap();
+        let raw_apply_seconds = raw_writes(&client, &all, raw_best_concurrency, true).await.as_secs_f64();
+        eprintln!(
+            "[{size}] raw client, Secrets by server-side apply, concurrency {raw_best_concurrency}: {raw_apply_seconds:.2}s"
+        );
 
         put_source(&client, "first").await;
         let operator = Operator::start(&args.operator, 18_080 + index as u16, &args.operator_args);
@@ -377,6 +402,7 @@ async fn main() {
             "spec": {"source": {"secretRef": {"namespace": SOURCE_NAMESPACE, "name": "pull"}}, "secretName": secret_name,
                      "namespaceSelector": {"matchExpressions": [{"key": TIER_LABEL, "operator": "In", "values": tiers}]}}});
         let expected = canonical("first");
+        let cpu_before = operator.cpu_seconds();
         let started = Instant::now();
         apply(&credentials, &name, body).await;
         let done = until(&observed, "the operator to converge", Duration::from_secs(900), |o| {
@@ -384,6 +410,7 @@ async fn main() {
         })
         .await;
         let operator_seconds = (done - started).as_secs_f64();
+        let operator_cpu_seconds = operator.cpu_seconds() - cpu_before;
         let settled = operator.reconciles().await;
         while operator.reconciles().await == settled {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -446,7 +473,9 @@ async fn main() {
             raw_seconds,
             raw_best_concurrency,
             raw_by_concurrency,
+            raw_apply_seconds,
             operator_seconds,
+            operator_cpu_seconds,
             ratio: operator_seconds / raw_seconds,
             secret_writes: delta(&after, &before, "secret"),
             service_account_writes: delta(&after, &before, "serviceaccount"),
@@ -505,17 +534,19 @@ fn report(args: &Args, version: &str, namespaces: usize, results: &[SizeResult])
         .map(|cmd| cmd.lines().filter(|l| l.contains("inflight")).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "(cluster from KUBECONFIG: flags unknown)".into());
     let mut table = String::from(
-        "| namespaces | raw client | operator | ratio | Secret writes | SA patches | status writes | peak RSS | resync writes (Secret/SA/status) | rotation | new namespace p50/p90/p99 |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| namespaces | raw client | raw, Secrets by SSA | operator (its CPU) | ratio | Secret writes | SA patches | status writes | peak RSS | resync writes (Secret/SA/status) | rotation | new namespace p50/p90/p99 |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in results {
         let latency =
             r.new_namespace_ms.map_or("-".into(), |[p50, p90, p99]| format!("{p50:.0} / {p90:.0} / {p99:.0} ms"));
         table.push_str(&format!(
-            "| {} | {:.2} s (c={}) | {:.2} s | {:.2} | {} | {} | {} | {:.1} MiB | {}/{}/{} | {:.2} s | {} |\n",
+            "| {} | {:.2} s (c={}) | {:.2} s | {:.2} s ({:.1} s) | {:.2} | {} | {} | {} | {:.1} MiB | {}/{}/{} | {:.2} s | {} |\n",
             r.namespaces,
             r.raw_seconds,
             r.raw_best_concurrency,
+            r.raw_apply_seconds,
             r.operator_seconds,
+            r.operator_cpu_seconds,
             r.ratio,
             r.secret_writes,
             r.service_account_writes,
@@ -538,6 +569,7 @@ fn report(args: &Args, version: &str, namespaces: usize, results: &[SizeResult])
     let markdown = format!(
         "# Benchmark results\n\nProduced by `bash scripts/bench.sh` (examples/bench.rs).\n\n{table}\n{context}\n\n\
          - *raw client*: the same writes (one Secret create, one ServiceAccount patch per namespace) from a plain kube client at the best of the tried concurrencies.\n\
+         - *raw, Secrets by SSA*: the same, with the Secrets written by server-side apply as the operator writes them (same concurrency).\n\
          - *operator*: from applying the RegistryCredential until every namespace holds the copy and lists it on its default ServiceAccount, as seen by watches.\n\
          - *writes*: the operator's own `regcred_api_writes_total`, counted from start to convergence; *resync writes*: after a forced reconcile of the converged state.\n\
          - *new namespace*: {} namespaces created at once; from each default ServiceAccount appearing to it listing the secret, both seen by the benchmark's watch.\n",

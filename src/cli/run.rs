@@ -36,7 +36,7 @@ pub struct RunArgs {
     pub credential_selector: Option<String>,
 
     /// Namespaces written concurrently within one reconcile.
-    #[arg(long, env = "REGCRED_CONCURRENCY", default_value_t = 32)]
+    #[arg(long, env = "REGCRED_CONCURRENCY", default_value_t = 64)]
     pub concurrency: usize,
 
     /// Seconds between safety-net resyncs of a converged RegistryCredential.

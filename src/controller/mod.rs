@@ -45,7 +45,7 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("writing status: {0}")]
     Status(#[source] kube::Error),
-    #[error("listing Secrets: {0}")]
+    #[error("looking for Secrets of the copy's name: {0}")]
     ListSecrets(#[source] kube::Error),
     #[error("cleanup incomplete: {0}")]
     Cleanup(String),
