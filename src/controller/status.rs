@@ -155,7 +155,11 @@ fn events(
         events.push(Event {
             type_: EventType::Normal,
             reason: "Synced".into(),
-            note: Some(format!("updated {written} namespaces; {}", status.synced.as_deref().unwrap_or_default())),
+            note: Some(format!(
+                "wrote changes to {written} namespace{}; {} synced",
+                if written == 1 { "" } else { "s" },
+                status.synced.as_deref().unwrap_or_default()
+            )),
             action: "Sync".into(),
             secondary: None,
         });
