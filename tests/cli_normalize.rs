@@ -1,19 +1,11 @@
 //! `regcred-operator normalize` as scripts use it: stdin or FILE, stdout, stderr, exit code.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::Output;
 
 fn normalize(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_regcred-operator"))
-        .arg("normalize")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    common::run_cli("normalize", args, stdin)
 }
 
 fn text(bytes: &[u8]) -> String {

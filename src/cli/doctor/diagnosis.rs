@@ -33,6 +33,17 @@ pub struct Evidence {
     pub events: Vec<PodEvent>,
 }
 
+impl Evidence {
+    /// The `imagePullSecrets` entries of the Pod's ServiceAccount as it is now.
+    pub fn service_account_pull_secrets(&self) -> Vec<String> {
+        self.service_account
+            .iter()
+            .flat_map(|sa| sa.image_pull_secrets.iter().flatten())
+            .map(|r| r.name.clone())
+            .collect()
+    }
+}
+
 #[derive(Debug)]
 pub enum SecretLookup {
     Found {
@@ -400,12 +411,7 @@ fn copy_secret(from_namespace: &str, from: &str, to_namespace: &str, to: &str) -
 
 /// Why the Pod's spec has no pull secret: the race with the ServiceAccount, or nothing provides one.
 fn no_pull_secret_causes(evidence: &Evidence, namespace: &str, account: &str) -> Vec<Cause> {
-    let sa_secrets: Vec<String> = evidence
-        .service_account
-        .iter()
-        .flat_map(|sa| sa.image_pull_secrets.iter().flatten())
-        .map(|r| r.name.clone())
-        .collect();
+    let sa_secrets = evidence.service_account_pull_secrets();
     if !sa_secrets.is_empty() {
         let created_at = evidence.pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
         let patched = evidence.service_account.as_ref().and_then(pull_secrets_written);

@@ -252,12 +252,7 @@ fn print_report(evidence: &Evidence, diagnosis: &Diagnosis, unchecked: &[String]
 
     let _ = writeln!(out, "\nPull secrets:");
     let pod_secrets: Vec<String> = spec.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect();
-    let sa_secrets: Vec<String> = evidence
-        .service_account
-        .iter()
-        .flat_map(|sa| sa.image_pull_secrets.iter().flatten())
-        .map(|r| r.name.clone())
-        .collect();
+    let sa_secrets = evidence.service_account_pull_secrets();
     for (owner, names) in [("Pod spec", &pod_secrets), (&*format!("ServiceAccount {account}"), &sa_secrets)] {
         let shown: Vec<String> =
             names.iter().map(|name| format!("{name} ({})", describe(evidence.secrets.get(name)))).collect();
