@@ -234,7 +234,9 @@ struct Operator {
 }
 
 impl Operator {
-    fn start(binary: &PathBuf, port: u16, extra: &[String]) -> Operator {
+    fn start(binary: &PathBuf, extra: &[String]) -> Operator {
+        // A free port: a fixed one could be held by an operator left over from an interrupted run.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let http = format!("127.0.0.1:{port}");
         let log = std::fs::File::create(std::env::temp_dir().join("regcred-bench-operator.log")).unwrap();
         let child = Command::new(binary)
@@ -280,6 +282,17 @@ impl Operator {
             .filter(|l| l.starts_with("regcred_reconciles_total{"))
             .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
             .sum()
+    }
+
+    /// Waits until a second passes without a reconcile, so late writes are counted.
+    async fn settle(&self) {
+        loop {
+            let reconciles = self.reconciles().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if self.reconciles().await == reconciles {
+                return;
+            }
+        }
     }
 
     /// CPU seconds (user + system) the operator has used, from /proc.
@@ -394,7 +407,7 @@ async fn main() {
         );
 
         put_source(&client, "first").await;
-        let operator = Operator::start(&args.operator, 18_080 + index as u16, &args.operator_args);
+        let operator = Operator::start(&args.operator, &args.operator_args);
         let before = operator.writes().await;
         let secret_name = format!("bench-{size}");
         let name = format!("bench-{size}");
@@ -411,11 +424,7 @@ async fn main() {
         .await;
         let operator_seconds = (done - started).as_secs_f64();
         let operator_cpu_seconds = operator.cpu_seconds() - cpu_before;
-        let settled = operator.reconciles().await;
-        while operator.reconciles().await == settled {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        operator.settle().await;
         let after = operator.writes().await;
         eprintln!("[{size}] operator converged in {operator_seconds:.2}s; writes {after:?}");
 
@@ -426,7 +435,7 @@ async fn main() {
         while operator.reconciles().await < reconciles + 1.0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        operator.settle().await;
         let resynced = operator.writes().await;
 
         // New-namespace latency: a burst of namespaces the credential selects.
