@@ -210,6 +210,24 @@ pub fn plan_cleanup(credential: &RegistryCredential, state: &ClusterState) -> BT
             entry.delete_stale_secrets.push(name);
         }
     }
+    // Entries whose copy someone already deleted still go, in the namespaces this credential selects.
+    let secret_name = credential.spec.secret_name.as_str();
+    for account in &state.service_accounts {
+        let ns = account.metadata.namespace.as_deref().unwrap_or_default();
+        let Some(namespace) = namespaces.get(ns) else { continue };
+        let recorded = added_pull_secrets(account).contains(secret_name);
+        if !recorded
+            || !selects_namespace(&credential.spec, ns, namespace.labels())
+            || wanted_by_another(state, credential, secret_name, namespace, &account.name_any())
+        {
+            continue;
+        }
+        let entry = (account.name_any(), secret_name.to_owned());
+        let namespace_work = work.entry(ns.to_owned()).or_default();
+        if !namespace_work.remove_from.contains(&entry) {
+            namespace_work.remove_from.push(entry);
+        }
+    }
     work
 }
 
@@ -522,6 +540,23 @@ mod tests {
         assert_eq!(work["a1"].remove_from, vec![("default".to_owned(), "regcred".to_owned())]);
         assert_eq!(work["b1"].secret, Some(SecretChange::Delete));
         assert!(work["b1"].remove_from.is_empty(), "'staying' still wants that entry in b1");
+    }
+
+    #[test]
+    fn cleanup_removes_recorded_entries_even_where_the_copy_is_already_gone() {
+        let rc = credential("rc", 1, json!({}));
+        let credentials = [rc.clone()];
+        let namespaces = [namespace("a1", "a"), namespace("b1", "b")];
+        let accounts = [
+            account("a1", "default", &["mine", "regcred"], Some("regcred")),
+            account("b1", "default", &["regcred"], Some("regcred")),
+        ];
+        let work = plan_cleanup(&rc, &state(&credentials, &namespaces, &[], &accounts));
+        assert_eq!(work.len(), 1, "b1 is not selected: its entry belongs to whoever selects it: {work:?}");
+        assert_eq!(
+            work["a1"],
+            NamespaceWork { remove_from: vec![("default".into(), "regcred".into())], ..Default::default() }
+        );
     }
 
     #[test]
