@@ -46,7 +46,7 @@ pub enum Error {
     #[error("writing status: {0}")]
     Status(#[source] kube::Error),
     #[error("looking for Secrets of the copy's name: {0}")]
-    ListSecrets(#[source] kube::Error),
+    FindSameNamedSecrets(#[source] kube::Error),
     #[error("cleanup incomplete: {0}")]
     Cleanup(String),
 }

@@ -140,7 +140,7 @@ async fn same_named_secrets(ctx: &Context, name: &str, namespaces: &[&str]) -> R
             let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
             api.get_metadata_opt_with(name, &GetParams::any()).await.map(|secret| (namespace, secret))
         });
-        for (namespace, secret) in futures::future::try_join_all(reads).await.map_err(Error::ListSecrets)? {
+        for (namespace, secret) in futures::future::try_join_all(reads).await.map_err(Error::FindSameNamedSecrets)? {
             if let Some(secret) = secret {
                 found.insert((*namespace).to_owned(), is_managed(&secret));
             }
@@ -150,7 +150,7 @@ async fn same_named_secrets(ctx: &Context, name: &str, namespaces: &[&str]) -> R
     let api: Api<Secret> = Api::all(ctx.client.clone());
     let mut params = ListParams::default().fields(&format!("metadata.name={name}")).limit(500);
     loop {
-        let page = api.list_metadata(&params).await.map_err(Error::ListSecrets)?;
+        let page = api.list_metadata(&params).await.map_err(Error::FindSameNamedSecrets)?;
         for secret in &page.items {
             found.insert(secret.namespace().unwrap_or_default(), is_managed(secret));
         }
@@ -195,18 +195,18 @@ async fn sync_namespace(
 ) -> NamespaceOutcome {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let secret_name = &credential.spec.secret_name;
-    let existing = source.and_then(|(_, existing)| existing.get(namespace).copied());
-    if work.secret == Some(SecretChange::Create)
-        && existing == Some(false)
-        && credential.spec.on_conflict == OnConflict::Skip
-    {
-        // Nothing is written where the name belongs to someone else, not even the entry.
-        return Err(unmanaged_conflict(secret_name));
-    }
+    // Decided before any write: where the name belongs to someone else, nothing is written,
+    // not even the entry.
+    let create_forced = match (work.secret, source) {
+        (Some(SecretChange::Create), Some((_, existing))) => {
+            Some(create_mode(existing.get(namespace).copied(), credential.spec.on_conflict, secret_name)?)
+        }
+        _ => None,
+    };
     let copy = async {
         match (work.secret, source) {
             (Some(SecretChange::Create), Some((source, _))) => {
-                create_copy(credential, ctx, &secrets, source, existing).await?
+                apply_copy(credential, ctx, &secrets, source, create_forced.unwrap_or_default()).await?
             }
             (Some(SecretChange::Update), Some((source, _))) => {
                 apply_copy(credential, ctx, &secrets, source, true).await?
@@ -269,24 +269,16 @@ fn desired_copy(credential: &RegistryCredential, namespace: &str, source: &Resol
     }
 }
 
-/// Creates the copy where the cache has none. `existing` says whether a Secret of that name
-/// is there (`Some(managed)`): an unmanaged one is never overwritten unless `onConflict: Adopt`.
-async fn create_copy(
-    credential: &RegistryCredential,
-    ctx: &Context,
-    secrets: &Api<Secret>,
-    source: &ResolvedSource,
-    existing: Option<bool>,
-) -> NamespaceOutcome {
+/// How to create a copy where the cache has none, given whether a Secret of that name exists
+/// (`Some(managed)`): `Ok(false)` applies without force, so that an unmanaged Secret appearing
+/// meanwhile conflicts instead of losing its fields; `Ok(true)` forces, for a copy that is ours
+/// (the cache had not seen it yet) or adopted. An unmanaged Secret is never overwritten unless
+/// `onConflict: Adopt`.
+fn create_mode(existing: Option<bool>, on_conflict: OnConflict, name: &str) -> Result<bool, status::SyncFailureDetail> {
     match existing {
-        // Not forced: should an unmanaged Secret appear meanwhile, the apply conflicts instead
-        // of taking its fields.
-        None => apply_copy(credential, ctx, secrets, source, false).await,
-        // Ours, and the cache had not seen it yet; or adopted.
-        Some(managed) if managed || credential.spec.on_conflict == OnConflict::Adopt => {
-            apply_copy(credential, ctx, secrets, source, true).await
-        }
-        Some(_) => Err(unmanaged_conflict(&credential.spec.secret_name)),
+        None => Ok(false),
+        Some(managed) if managed || on_conflict == OnConflict::Adopt => Ok(true),
+        Some(_) => Err(unmanaged_conflict(name)),
     }
 }
 
@@ -438,6 +430,15 @@ mod tests {
             account.annotations_mut().insert(ADDED_PULL_SECRETS_ANNOTATION.into(), record.into());
         }
         account
+    }
+
+    #[test]
+    fn an_unmanaged_secret_is_never_overwritten_unless_adopted() {
+        assert_eq!(create_mode(None, OnConflict::Skip, "regcred"), Ok(false));
+        assert_eq!(create_mode(Some(true), OnConflict::Skip, "regcred"), Ok(true));
+        assert_eq!(create_mode(Some(false), OnConflict::Adopt, "regcred"), Ok(true));
+        let refused = create_mode(Some(false), OnConflict::Skip, "regcred").unwrap_err();
+        assert_eq!(refused.reason, "SecretConflict");
     }
 
     #[test]
