@@ -32,8 +32,8 @@ pub fn failure(reason: &str, message: impl Into<String>) -> SyncFailureDetail {
     SyncFailureDetail { reason: reason.to_owned(), message: message.into() }
 }
 
-/// The status a reconcile's outcome describes. `previous` keeps `lastTransitionTime` stable
-/// while the Ready status does not change.
+/// The status a reconcile's outcome describes. The credential's current status keeps
+/// `lastTransitionTime` stable while the Ready status does not change.
 pub fn desired_status(
     credential: &RegistryCredential,
     matched: &BTreeSet<String>,
@@ -205,5 +205,71 @@ async fn record(ctx: &Context, credential: &RegistryCredential, event: Event) {
     ctx.metrics.api_write("event", "create");
     if let Err(error) = ctx.recorder.publish(&event, &credential.object_ref(&())).await {
         warn!(credential = %credential.name_any(), %error, "could not record Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn credential() -> RegistryCredential {
+        serde_json::from_value(json!({
+            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential",
+            "metadata": {"name": "rc", "generation": 3},
+            "spec": {"source": {"secretRef": {"namespace": "regcred-system", "name": "src"}}},
+        }))
+        .unwrap()
+    }
+
+    fn source() -> ResolvedSource {
+        ResolvedSource {
+            payload: "{}".into(),
+            registries: vec!["registry.test".into()],
+            rewrites: vec![],
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn failures_are_sorted_capped_and_counted_in_full() {
+        let matched: BTreeSet<String> = (0..30).map(|i| format!("ns-{i:02}")).collect();
+        let outcomes: BTreeMap<String, NamespaceOutcome> =
+            matched.iter().rev().map(|ns| (ns.clone(), Err(failure("SecretWriteFailed", "denied")))).collect();
+        let status = desired_status(&credential(), &matched, &BTreeMap::new(), &outcomes, Ok(&source()));
+        assert_eq!(status.failures.len(), MAX_LISTED_FAILURES);
+        assert_eq!(status.failures[0].namespace, "ns-00");
+        assert_eq!(status.namespaces, Some(NamespaceCounts { matched: 30, synced: 0, failed: 30 }));
+        let ready = &status.conditions[0];
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "SyncFailed"));
+        assert_eq!(ready.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn an_unchanged_outcome_keeps_the_status_byte_equal_and_records_no_event() {
+        let matched = BTreeSet::from(["a".to_owned()]);
+        let mut rc = credential();
+        let first = desired_status(&rc, &matched, &BTreeMap::new(), &BTreeMap::new(), Ok(&source()));
+        assert_eq!(first.synced.as_deref(), Some("1/1"));
+        rc.status = Some(first.clone());
+        let again = desired_status(&rc, &matched, &BTreeMap::new(), &BTreeMap::new(), Ok(&source()));
+        assert_eq!(again, first, "lastTransitionTime is kept, so nothing is rewritten");
+        assert!(events(Some(&first), &again, &BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn a_bad_source_is_reported_once_and_conflicts_when_new() {
+        let matched = BTreeSet::from(["a".to_owned()]);
+        let problem = SourceProblem::NotFound { namespace: "regcred-system".into(), name: "src".into() };
+        let bad = desired_status(&credential(), &matched, &BTreeMap::new(), &BTreeMap::new(), Err(&problem));
+        assert_eq!(bad.conditions[0].reason, "SourceNotFound");
+        assert_eq!(events(None, &bad, &BTreeMap::new())[0].reason, "SourceNotFound");
+        assert!(events(Some(&bad), &bad, &BTreeMap::new()).is_empty());
+
+        let conflicts = BTreeMap::from([("a".to_owned(), "older".to_owned())]);
+        let conflicted = desired_status(&credential(), &matched, &conflicts, &BTreeMap::new(), Ok(&source()));
+        assert_eq!(events(None, &conflicted, &BTreeMap::new())[0].reason, "NameConflict");
+        assert!(events(Some(&conflicted), &conflicted, &BTreeMap::new()).is_empty());
     }
 }
