@@ -1,0 +1,3 @@
+module regcred-operator.test/node/pause
+
+go 1.26
