@@ -6,29 +6,29 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::controller::labels::FIELD_MANAGER;
+use crate::controller::FIELD_MANAGER;
 
 #[derive(Debug, Clone)]
-pub struct LeaseSettings {
-    pub name: String,
-    pub namespace: String,
+pub(crate) struct LeaseSettings {
+    pub(crate) name: String,
+    pub(crate) namespace: String,
     /// This replica's name in the Lease's `holderIdentity`.
-    pub identity: String,
+    pub(crate) identity: String,
     /// How long a Lease held by a replica that stopped renewing keeps others waiting.
-    pub duration_seconds: u64,
+    pub(crate) duration_seconds: u64,
     /// How long before expiry the holder renews.
-    pub grace_seconds: u64,
+    pub(crate) grace_seconds: u64,
 }
 
 /// A running election: the Lease is acquired and renewed in the background.
-pub struct Leadership {
+pub(crate) struct Leadership {
     is_leader: watch::Receiver<bool>,
     task: JoinHandle<Result<LeaseManager, LeaseManagerError>>,
 }
 
 impl Leadership {
     /// Joins the election for the Lease (creating it if needed).
-    pub async fn join(client: Client, settings: &LeaseSettings) -> Result<Leadership, LeaseManagerError> {
+    pub(crate) async fn join(client: Client, settings: &LeaseSettings) -> Result<Leadership, LeaseManagerError> {
         let manager = LeaseManagerBuilder::new(client, &settings.name)
             .with_namespace(&settings.namespace)
             .with_identity(&settings.identity)
@@ -43,17 +43,17 @@ impl Leadership {
     }
 
     /// Resolves once this replica holds the Lease; `false` if the election ended first.
-    pub async fn acquired(&mut self) -> bool {
+    pub(crate) async fn acquired(&mut self) -> bool {
         self.is_leader.wait_for(|leading| *leading).await.is_ok()
     }
 
     /// A receiver that turns `false` when this replica loses the Lease.
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
         self.is_leader.clone()
     }
 
     /// Gives the Lease up, so a standby replica takes over without waiting for it to expire.
-    pub async fn release(self) {
+    pub(crate) async fn release(self) {
         let Leadership { is_leader, task } = self;
         // The manager releases the Lease once every receiver is gone.
         drop(is_leader);

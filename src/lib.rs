@@ -7,9 +7,9 @@
 //! - [`cli`]: the subcommands of the `regcred-operator` binary.
 
 pub mod cli;
-pub mod controller;
+mod controller;
 pub mod crd;
 pub mod credential;
-pub mod leader_election;
-pub mod metrics;
-pub mod telemetry;
+mod leader_election;
+mod metrics;
+mod telemetry;

@@ -11,6 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::controller::Reason;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
@@ -32,7 +34,7 @@ struct CredentialLabels {
     credential: String,
 }
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Mutex<Registry>,
     reconciles: Family<ResultLabels, Counter>,
     reconcile_duration: Histogram,
@@ -91,39 +93,39 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn observe_reconcile(&self, duration: Duration, ok: bool) {
+    pub(crate) fn observe_reconcile(&self, duration: Duration, ok: bool) {
         self.reconciles.get_or_create(&ResultLabels { result: if ok { "success" } else { "error" } }).inc();
         self.reconcile_duration.observe(duration.as_secs_f64());
     }
 
-    pub fn api_write(&self, resource: &'static str, verb: &'static str) {
+    pub(crate) fn api_write(&self, resource: &'static str, verb: &'static str) {
         self.api_writes.get_or_create(&WriteLabels { resource, verb }).inc();
     }
 
-    pub fn sync_failure(&self, reason: &str) {
-        self.sync_failures.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+    pub(crate) fn sync_failure(&self, reason: Reason) {
+        self.sync_failures.get_or_create(&ReasonLabels { reason: reason.as_str().to_owned() }).inc();
     }
 
-    pub fn patch_conflict(&self) {
+    pub(crate) fn patch_conflict(&self) {
         self.patch_conflicts.inc();
     }
 
-    pub fn set_managed_namespaces(&self, credential: &str, count: i32) {
+    pub(crate) fn set_managed_namespaces(&self, credential: &str, count: i32) {
         self.managed_namespaces
             .get_or_create(&CredentialLabels { credential: credential.to_owned() })
             .set(count.into());
     }
 
-    pub fn forget_credential(&self, credential: &str) {
+    pub(crate) fn forget_credential(&self, credential: &str) {
         self.managed_namespaces.remove(&CredentialLabels { credential: credential.to_owned() });
     }
 
-    pub fn set_leader(&self, leading: bool) {
+    pub(crate) fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut text = String::new();
         let registry = self.registry.lock().expect("metrics registry lock");
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("writing to a String cannot fail");

@@ -8,7 +8,7 @@ use std::process::Output;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use regcred_operator::cli::lint::check::Code;
+use regcred_operator::cli::lint::Code;
 use serde_json::Value as Json;
 use serde_norway::Value;
 
@@ -298,7 +298,7 @@ fn directories_are_searched_for_manifests_only() {
 
 #[test]
 fn every_finding_code_is_documented_in_the_readme() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cli.md")).unwrap();
     for code in Code::ALL {
         assert!(readme.contains(&format!("| `{}` |", code.id())), "README has no row for {}", code.id());
     }

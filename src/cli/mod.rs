@@ -3,8 +3,8 @@
 pub mod crd;
 pub mod doctor;
 pub mod lint;
+mod near_miss;
 pub mod normalize;
-pub mod pull_secret;
 pub mod run;
 
 use clap::{Parser, Subcommand};

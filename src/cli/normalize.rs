@@ -10,7 +10,7 @@ use crate::credential::normalize_docker_config;
 #[derive(Debug, Args)]
 pub struct NormalizeArgs {
     /// Docker config JSON (`.dockerconfigjson` or legacy `.dockercfg`); stdin when absent or `-`.
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
 }
 
 /// Writes canonical JSON to `stdout`, or every problem to `stderr`; returns the exit code.

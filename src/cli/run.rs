@@ -29,47 +29,47 @@ pub struct RunArgs {
     /// Namespaces whose Secrets RegistryCredentials may use as sources (repeat or comma-separate).
     /// Default: the namespace the operator runs in, or regcred-system outside a cluster.
     #[arg(long = "source-namespace", env = "REGCRED_SOURCE_NAMESPACES", value_delimiter = ',')]
-    pub source_namespaces: Vec<String>,
+    pub(crate) source_namespaces: Vec<String>,
 
     /// Manage only the RegistryCredentials matching this label selector (e.g. `shard=a`).
     #[arg(long, env = "REGCRED_CREDENTIAL_SELECTOR")]
-    pub credential_selector: Option<String>,
+    pub(crate) credential_selector: Option<String>,
 
     /// Namespaces written concurrently within one reconcile.
     #[arg(long, env = "REGCRED_CONCURRENCY", default_value_t = 64)]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
 
     /// Seconds between safety-net resyncs of a converged RegistryCredential.
     #[arg(long, env = "REGCRED_RESYNC_SECONDS", default_value_t = 300)]
-    pub resync_seconds: u64,
+    pub(crate) resync_seconds: u64,
 
     /// Address serving /metrics, /healthz and /readyz.
     #[arg(long, env = "REGCRED_HTTP_ADDR", default_value = "0.0.0.0:8080")]
-    pub http_addr: SocketAddr,
+    pub(crate) http_addr: SocketAddr,
 
     /// Elect one active replica through a Lease; off runs this process as the only one.
     #[arg(long, env = "REGCRED_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
-    pub leader_election: bool,
+    pub(crate) leader_election: bool,
 
     /// Name of the leader election Lease.
     #[arg(long, env = "REGCRED_LEASE_NAME", default_value = "regcred-operator")]
-    pub lease_name: String,
+    pub(crate) lease_name: String,
 
     /// Namespace of the Lease. Default: the namespace the operator runs in, or regcred-system.
     #[arg(long, env = "REGCRED_LEASE_NAMESPACE")]
-    pub lease_namespace: Option<String>,
+    pub(crate) lease_namespace: Option<String>,
 
     /// Seconds a Lease outlives its last renewal: the longest a crashed leader delays a standby.
     #[arg(long, env = "REGCRED_LEASE_DURATION_SECONDS", default_value_t = 15)]
-    pub lease_duration_seconds: u64,
+    pub(crate) lease_duration_seconds: u64,
 
     /// Seconds before expiry at which the leader renews the Lease.
     #[arg(long, env = "REGCRED_LEASE_GRACE_SECONDS", default_value_t = 5)]
-    pub lease_grace_seconds: u64,
+    pub(crate) lease_grace_seconds: u64,
 
     /// Log format.
     #[arg(long, env = "REGCRED_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
 }
 
 impl RunArgs {

@@ -15,32 +15,32 @@ use crate::metrics::Metrics;
 
 /// How the controller runs; from the command line.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Namespaces whose Secrets may be sources; a source anywhere else is refused.
-    pub source_namespaces: Vec<String>,
+    pub(crate) source_namespaces: Vec<String>,
     /// Namespaces written at once within one reconcile.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// How often a converged RegistryCredential is checked again (a safety net; watches drive the rest).
-    pub resync: Duration,
+    pub(crate) resync: Duration,
     /// Only RegistryCredentials matching this label selector are managed by this instance.
-    pub credential_selector: Option<String>,
+    pub(crate) credential_selector: Option<String>,
 }
 
 /// The caches, each filled by one watch.
 #[derive(Clone)]
-pub struct Stores {
-    pub credentials: Store<RegistryCredential>,
-    pub namespaces: Store<Namespace>,
+pub(crate) struct Stores {
+    pub(crate) credentials: Store<RegistryCredential>,
+    pub(crate) namespaces: Store<Namespace>,
     /// Only Secrets labelled as managed by this operator.
-    pub managed_secrets: Store<Secret>,
+    pub(crate) managed_secrets: Store<Secret>,
     /// Only the ServiceAccounts the operator may patch.
-    pub service_accounts: Store<ServiceAccount>,
+    pub(crate) service_accounts: Store<ServiceAccount>,
     /// Secrets of each trusted source namespace.
-    pub source_namespaces: BTreeMap<String, Store<Secret>>,
+    pub(crate) source_namespaces: BTreeMap<String, Store<Secret>>,
 }
 
 impl Stores {
-    pub async fn wait_until_ready(&self) {
+    pub(crate) async fn wait_until_ready(&self) {
         // A dropped writer means the controller is shutting down; nothing to wait for then.
         let _ = self.credentials.wait_until_ready().await;
         let _ = self.namespaces.wait_until_ready().await;
@@ -51,17 +51,17 @@ impl Stores {
         }
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         // `wait_until_ready` resolving at once is the only readiness signal a Store offers.
         futures::FutureExt::now_or_never(self.wait_until_ready()).is_some()
     }
 
     /// A source Secret, when its namespace is trusted and it exists.
-    pub fn source(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+    pub(crate) fn source(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
         self.source_namespaces.get(namespace)?.get(&ObjectRef::new(name).within(namespace))
     }
 
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot {
             credentials: self.credentials.state(),
             namespaces: self.namespaces.state(),
@@ -72,7 +72,7 @@ impl Stores {
 }
 
 /// The caches' contents at one moment, for planning.
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     credentials: Vec<Arc<RegistryCredential>>,
     namespaces: Vec<Arc<Namespace>>,
     managed_secrets: Vec<Arc<Secret>>,
@@ -80,7 +80,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn state(&self) -> ClusterState<'_> {
+    pub(crate) fn state(&self) -> ClusterState<'_> {
         ClusterState {
             credentials: self.credentials.iter().map(Arc::as_ref).collect(),
             namespaces: self.namespaces.iter().map(Arc::as_ref).collect(),
@@ -92,7 +92,7 @@ impl Snapshot {
 
 /// Exponential requeue delay per RegistryCredential while it has failures.
 #[derive(Default)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -100,29 +100,29 @@ impl Backoff {
     const FIRST: Duration = Duration::from_secs(2);
     const MAX: Duration = Duration::from_secs(300);
 
-    pub fn next_delay(&self, credential: &str) -> Duration {
+    pub(crate) fn next_delay(&self, credential: &str) -> Duration {
         let mut failures = self.failures.lock().expect("backoff lock");
         let count = failures.entry(credential.to_owned()).or_default();
         *count = count.saturating_add(1);
         Self::FIRST.saturating_mul(1 << (*count - 1).min(8)).min(Self::MAX)
     }
 
-    pub fn reset(&self, credential: &str) {
+    pub(crate) fn reset(&self, credential: &str) {
         self.failures.lock().expect("backoff lock").remove(credential);
     }
 }
 
-pub struct Context {
-    pub client: Client,
-    pub settings: Settings,
-    pub stores: Stores,
-    pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
-    pub backoff: Backoff,
+pub(crate) struct Context {
+    pub(crate) client: Client,
+    pub(crate) settings: Settings,
+    pub(crate) stores: Stores,
+    pub(crate) recorder: Recorder,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) backoff: Backoff,
 }
 
 impl Context {
-    pub async fn wait_for_caches(&self) {
+    pub(crate) async fn wait_for_caches(&self) {
         self.stores.wait_until_ready().await;
     }
 }

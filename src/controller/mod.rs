@@ -7,11 +7,11 @@
 //! safety net and writes nothing when converged.
 
 mod context;
-pub mod labels;
-pub mod plan;
+mod ownership;
+mod plan;
+mod reason;
 mod reconcile;
-pub mod selection;
-pub mod source;
+mod source;
 mod status;
 mod trim;
 
@@ -33,14 +33,16 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use context::{Backoff, Context};
-pub use context::{Settings, Stores};
-use labels::{CREDENTIAL_LABEL, managed_selector};
+pub(crate) use context::{Settings, Stores};
+pub(crate) use ownership::FIELD_MANAGER;
+use ownership::{AddedPullSecrets, CREDENTIAL_LABEL, managed_selector};
+pub(crate) use reason::Reason;
 
 use crate::crd::RegistryCredential;
 use crate::metrics::Metrics;
 
 #[derive(Debug, Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("writing status: {0}")]
@@ -51,7 +53,7 @@ pub enum Error {
     Cleanup(String),
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// How long a broken watch waits before it retries. The default grows to 30 s and stays there
 /// for two minutes, so after an API server restart the operator would sit out half a minute of
@@ -95,13 +97,13 @@ where
 }
 
 /// The caches and the controller; `run` drives them until `shutdown` resolves.
-pub struct Operator {
+pub(crate) struct Operator {
     controller: Controller<RegistryCredential>,
     context: Arc<Context>,
 }
 
 impl Operator {
-    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Operator {
+    pub(crate) fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Operator {
         let mut credential_watch = watcher::Config::default();
         if let Some(selector) = &settings.credential_selector {
             credential_watch = credential_watch.labels(selector);
@@ -172,12 +174,12 @@ impl Operator {
     }
 
     /// The caches, for readiness checks.
-    pub fn stores(&self) -> Stores {
+    pub(crate) fn stores(&self) -> Stores {
         self.context.stores.clone()
     }
 
     /// Runs until `shutdown` resolves, then lets in-flight reconciles finish.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    pub(crate) async fn run(self, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
         info!(sources = ?self.context.settings.source_namespaces, "controller starting");
         self.controller
             .graceful_shutdown_on(shutdown)
@@ -206,7 +208,7 @@ fn refs(
 /// Whether the operator recorded an entry of this credential on the ServiceAccount (so that
 /// an account leaving the selection is cleaned).
 fn touched_by(credential: &RegistryCredential, account: &ServiceAccount) -> bool {
-    labels::added_pull_secrets(account).contains(credential.spec.secret_name.as_str())
+    AddedPullSecrets::of(account).contains(&credential.spec.secret_name)
 }
 
 fn instance_name() -> Option<String> {

@@ -8,41 +8,42 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::ResourceExt;
 
-use super::labels::{CREDENTIAL_LABEL, DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, added_pull_secrets};
-use super::selection::{selects_namespace, selects_service_account};
+use super::ownership::{AddedPullSecrets, CREDENTIAL_LABEL};
 use crate::crd::RegistryCredential;
+use crate::crd::selection::{selects_namespace, selects_service_account};
+use crate::credential::pull_secret::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE};
 
 /// The cached objects a plan is computed from.
-pub struct ClusterState<'a> {
+pub(crate) struct ClusterState<'a> {
     /// Every RegistryCredential this instance manages, the one being planned among them.
-    pub credentials: Vec<&'a RegistryCredential>,
-    pub namespaces: Vec<&'a Namespace>,
+    pub(crate) credentials: Vec<&'a RegistryCredential>,
+    pub(crate) namespaces: Vec<&'a Namespace>,
     /// Secrets labelled as managed by this operator.
-    pub managed_secrets: Vec<&'a Secret>,
-    pub service_accounts: Vec<&'a ServiceAccount>,
+    pub(crate) managed_secrets: Vec<&'a Secret>,
+    pub(crate) service_accounts: Vec<&'a ServiceAccount>,
 }
 
 /// The changes one RegistryCredential needs, namespace by namespace.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Selected, non-terminating namespaces.
-    pub matched: BTreeSet<String>,
+    pub(crate) matched: BTreeSet<String>,
     /// Namespaces with something to change.
-    pub work: BTreeMap<String, NamespaceWork>,
+    pub(crate) work: BTreeMap<String, NamespaceWork>,
     /// Selected namespaces where another RegistryCredential owns the secret name.
-    pub name_conflicts: BTreeMap<String, String>,
+    pub(crate) name_conflicts: BTreeMap<String, String>,
 }
 
 /// The changes in one namespace.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct NamespaceWork {
-    pub secret: Option<SecretChange>,
+pub(crate) struct NamespaceWork {
+    pub(crate) secret: Option<SecretChange>,
     /// Secrets with a name this credential no longer uses (after a `secretName` change).
-    pub delete_stale_secrets: Vec<String>,
+    pub(crate) delete_stale_secrets: Vec<String>,
     /// ServiceAccounts that need the pull secret entry.
-    pub add_to: Vec<String>,
+    pub(crate) add_to: Vec<String>,
     /// ServiceAccount entries to remove: (ServiceAccount, entry), only entries the operator added.
-    pub remove_from: Vec<(String, String)>,
+    pub(crate) remove_from: Vec<(String, String)>,
 }
 
 impl NamespaceWork {
@@ -55,7 +56,7 @@ impl NamespaceWork {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecretChange {
+pub(crate) enum SecretChange {
     /// No managed copy exists: create one (never overwriting an unmanaged Secret).
     Create,
     /// The managed copy is stale or belongs to a credential that lost the name: apply ours.
@@ -99,7 +100,7 @@ fn wanted_by_another(
 ///
 /// `payload` is the normalized docker config, or `None` when the source is unusable: then
 /// nothing is planned, so a broken source never touches a working copy.
-pub fn plan(credential: &RegistryCredential, state: &ClusterState, payload: Option<&str>) -> Plan {
+pub(crate) fn plan(credential: &RegistryCredential, state: &ClusterState, payload: Option<&str>) -> Plan {
     let me = credential.name_any();
     let secret_name = credential.spec.secret_name.as_str();
     let spec = &credential.spec;
@@ -165,7 +166,7 @@ pub fn plan(credential: &RegistryCredential, state: &ClusterState, payload: Opti
                     if !has_pull_secret(account, secret_name) {
                         work.add_to.push(name);
                     }
-                } else if spec.prune && added_pull_secrets(account).contains(secret_name) {
+                } else if spec.prune && AddedPullSecrets::of(account).contains(secret_name) {
                     work.remove_from.push((name, secret_name.to_owned()));
                 }
             }
@@ -191,7 +192,7 @@ pub fn plan(credential: &RegistryCredential, state: &ClusterState, payload: Opti
 }
 
 /// The cleanup when `credential` is deleted: its copies and the entries the operator added for them.
-pub fn plan_cleanup(credential: &RegistryCredential, state: &ClusterState) -> BTreeMap<String, NamespaceWork> {
+pub(crate) fn plan_cleanup(credential: &RegistryCredential, state: &ClusterState) -> BTreeMap<String, NamespaceWork> {
     let me = credential.name_any();
     let namespaces: HashMap<&str, &Namespace> =
         state.namespaces.iter().map(|n| (n.metadata.name.as_deref().unwrap_or_default(), *n)).collect();
@@ -215,7 +216,7 @@ pub fn plan_cleanup(credential: &RegistryCredential, state: &ClusterState) -> BT
     for account in &state.service_accounts {
         let ns = account.metadata.namespace.as_deref().unwrap_or_default();
         let Some(namespace) = namespaces.get(ns) else { continue };
-        let recorded = added_pull_secrets(account).contains(secret_name);
+        let recorded = AddedPullSecrets::of(account).contains(secret_name);
         if !recorded
             || !selects_namespace(&credential.spec, ns, namespace.labels())
             || wanted_by_another(state, credential, secret_name, namespace, &account.name_any())
@@ -249,7 +250,7 @@ fn removable_entries(
 ) -> Vec<(String, String)> {
     accounts
         .iter()
-        .filter(|account| added_pull_secrets(account).contains(secret_name))
+        .filter(|account| AddedPullSecrets::of(account).contains(secret_name))
         .filter(|account| !wanted_by_another(state, credential, secret_name, namespace, &account.name_any()))
         .map(|account| (account.name_any(), secret_name.to_owned()))
         .collect()
@@ -266,17 +267,6 @@ fn copy_is_current(secret: &Secret, credential: &RegistryCredential, payload: &s
         && secret.labels().get(CREDENTIAL_LABEL) == Some(&credential.name_any())
 }
 
-/// The annotation value after adding or removing `name` from the operator's record.
-pub fn record_with(account: &ServiceAccount, name: &str, added: bool) -> String {
-    let mut record: BTreeSet<String> = added_pull_secrets(account).into_iter().map(str::to_owned).collect();
-    if added {
-        record.insert(name.to_owned());
-    } else {
-        record.remove(name);
-    }
-    record.into_iter().collect::<Vec<_>>().join(",")
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -287,7 +277,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::controller::labels::{ADDED_PULL_SECRETS_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+    use crate::controller::ownership::{ADDED_PULL_SECRETS_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
     const PAYLOAD: &str = r#"{"auths":{"registry.test":{"auth":"dTpw","password":"p","username":"u"}}}"#;
 
@@ -557,12 +547,5 @@ mod tests {
             work["a1"],
             NamespaceWork { remove_from: vec![("default".into(), "regcred".into())], ..Default::default() }
         );
-    }
-
-    #[test]
-    fn record_with_adds_and_removes_names() {
-        let account = account("a1", "default", &[], Some("other,regcred"));
-        assert_eq!(record_with(&account, "new", true), "new,other,regcred");
-        assert_eq!(record_with(&account, "regcred", false), "other");
     }
 }

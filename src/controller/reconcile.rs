@@ -17,21 +17,23 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::context::Context;
-use super::labels::{
-    ADDED_PULL_SECRETS_ANNOTATION, CREDENTIAL_LABEL, DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, FIELD_MANAGER,
-    FINALIZER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, added_pull_secrets,
+use super::ownership::{
+    ADDED_PULL_SECRETS_ANNOTATION, AddedPullSecrets, CREDENTIAL_LABEL, FIELD_MANAGER, FINALIZER, MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
 };
-use super::plan::{NamespaceWork, SecretChange, plan, plan_cleanup, record_with};
+use super::plan::{NamespaceWork, SecretChange, plan, plan_cleanup};
+use super::reason::Reason;
 use super::source::{ResolvedSource, resolve_source};
-use super::status::{self, NamespaceOutcome};
+use super::status::{self, NamespaceFailure, NamespaceOutcome};
 use super::{Error, Result};
 use crate::crd::{OnConflict, RegistryCredential};
+use crate::credential::pull_secret::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE};
 
 /// Attempts at a guarded ServiceAccount patch before the namespace is reported as failed.
 const PATCH_ATTEMPTS: usize = 5;
 
 /// The controller's entry point for one RegistryCredential.
-pub async fn reconcile(credential: Arc<RegistryCredential>, ctx: Arc<Context>) -> Result<Action> {
+pub(crate) async fn reconcile(credential: Arc<RegistryCredential>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     ctx.wait_for_caches().await;
     let api: Api<RegistryCredential> = Api::all(ctx.client.clone());
@@ -48,7 +50,7 @@ pub async fn reconcile(credential: Arc<RegistryCredential>, ctx: Arc<Context>) -
 }
 
 /// Requeue after a failed reconcile, with a backoff per RegistryCredential.
-pub fn error_policy(credential: Arc<RegistryCredential>, error: &Error, ctx: Arc<Context>) -> Action {
+pub(crate) fn error_policy(credential: Arc<RegistryCredential>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(credential = %credential.name_any(), %error, "reconcile failed");
     Action::requeue(ctx.backoff.next_delay(&credential.name_any()))
 }
@@ -68,7 +70,7 @@ async fn sync(credential: &RegistryCredential, ctx: &Context) -> Result<Action> 
     };
     let planned = started.elapsed();
     if let Err(problem) = &source {
-        info!(credential = %name, reason = problem.reason(), %problem, "source unusable; copies left as they are");
+        info!(credential = %name, reason = %problem.reason(), %problem, "source unusable; copies left as they are");
     }
 
     let outcomes = match &source {
@@ -80,7 +82,7 @@ async fn sync(credential: &RegistryCredential, ctx: &Context) -> Result<Action> 
                 .map(|(ns, _)| ns.as_str())
                 .collect();
             let existing = same_named_secrets(ctx, &credential.spec.secret_name, &creates).await?;
-            execute(credential, ctx, plan.work, Some((resolved, &existing))).await
+            execute(credential, ctx, plan.work, Writing::Sync { source: resolved, existing: &existing }).await
         }
         Err(_) => BTreeMap::new(),
     };
@@ -110,7 +112,7 @@ async fn cleanup(credential: &RegistryCredential, ctx: &Context) -> Result<Actio
         plan_cleanup(credential, &snapshot.state())
     };
     let namespaces = work.len();
-    let outcomes = execute(credential, ctx, work, None).await;
+    let outcomes = execute(credential, ctx, work, Writing::Cleanup).await;
     let failures: Vec<String> =
         outcomes.iter().filter_map(|(ns, o)| o.as_ref().err().map(|f| format!("{ns}: {}", f.message))).collect();
     if !failures.is_empty() {
@@ -124,15 +126,28 @@ async fn cleanup(credential: &RegistryCredential, ctx: &Context) -> Result<Actio
 /// Below this many copies to create, each namespace is asked on its own; above it, one list.
 const LIST_INSTEAD_OF_READS: usize = 500;
 
+/// A Secret of the copy's name found where the cache has no copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExistingSecret {
+    /// Labelled as ours: the cache had not seen it yet.
+    Managed,
+    /// Someone else's: never overwritten unless `onConflict: Adopt`.
+    Unmanaged,
+}
+
 /// In which of `namespaces` a Secret named `name` exists, and whether it is managed by the
 /// operator. The cache holds only managed Secrets, so before creating copies this finds the
 /// unmanaged Secrets a copy must never overwrite. A few namespaces (a new namespace, the usual
 /// case) are read one by one from the API server's watch cache; many (a rollout) take one
 /// metadata-only list, which costs the API server a scan of every Secret (about 250 ms at 10,000
 /// namespaces) but saves a round trip per namespace.
-async fn same_named_secrets(ctx: &Context, name: &str, namespaces: &[&str]) -> Result<HashMap<String, bool>> {
+async fn same_named_secrets(ctx: &Context, name: &str, namespaces: &[&str]) -> Result<HashMap<String, ExistingSecret>> {
     let is_managed = |secret: &PartialObjectMeta<Secret>| {
-        secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
+        if secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE) {
+            ExistingSecret::Managed
+        } else {
+            ExistingSecret::Unmanaged
+        }
     };
     let mut found = HashMap::new();
     if namespaces.len() < LIST_INSTEAD_OF_READS {
@@ -161,8 +176,14 @@ async fn same_named_secrets(ctx: &Context, name: &str, namespaces: &[&str]) -> R
     }
 }
 
-/// A usable source, with where Secrets of the copy's name already exist (namespace -> managed).
-type SourceAndExisting<'a> = (&'a ResolvedSource, &'a HashMap<String, bool>);
+/// What the writes of a reconcile are for.
+#[derive(Clone, Copy)]
+enum Writing<'a> {
+    /// Bring namespaces to the usable `source`, knowing where Secrets of the copy's name exist.
+    Sync { source: &'a ResolvedSource, existing: &'a HashMap<String, ExistingSecret> },
+    /// The RegistryCredential is being deleted: only removals.
+    Cleanup,
+}
 
 /// Carries out the work of each namespace, namespaces concurrently; one namespace's failure
 /// never stops the others.
@@ -170,13 +191,13 @@ async fn execute(
     credential: &RegistryCredential,
     ctx: &Context,
     work: BTreeMap<String, NamespaceWork>,
-    source: Option<SourceAndExisting<'_>>,
+    writing: Writing<'_>,
 ) -> BTreeMap<String, NamespaceOutcome> {
     stream::iter(work)
         .map(|(namespace, work)| async move {
-            let outcome = sync_namespace(credential, ctx, &namespace, &work, source).await;
+            let outcome = sync_namespace(credential, ctx, &namespace, &work, writing).await;
             if let Err(failure) = &outcome {
-                ctx.metrics.sync_failure(&failure.reason);
+                ctx.metrics.sync_failure(failure.reason);
                 debug!(credential = %credential.name_any(), %namespace, reason = %failure.reason, message = %failure.message, "namespace not synced");
             }
             (namespace, outcome)
@@ -191,28 +212,29 @@ async fn sync_namespace(
     ctx: &Context,
     namespace: &str,
     work: &NamespaceWork,
-    source: Option<SourceAndExisting<'_>>,
+    writing: Writing<'_>,
 ) -> NamespaceOutcome {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let secret_name = &credential.spec.secret_name;
     // Decided before any write: where the name belongs to someone else, nothing is written,
     // not even the entry.
-    let create_forced = match (work.secret, source) {
-        (Some(SecretChange::Create), Some((_, existing))) => {
+    let create_mode = match (work.secret, writing) {
+        (Some(SecretChange::Create), Writing::Sync { existing, .. }) => {
             Some(create_mode(existing.get(namespace).copied(), credential.spec.on_conflict, secret_name)?)
         }
         _ => None,
     };
     let copy = async {
-        match (work.secret, source) {
-            (Some(SecretChange::Create), Some((source, _))) => {
-                apply_copy(credential, ctx, &secrets, source, create_forced.unwrap_or_default()).await?
+        match (work.secret, writing) {
+            (Some(SecretChange::Create), Writing::Sync { source, .. }) => {
+                let mode = create_mode.unwrap_or(CreateMode::KeepOthersFields);
+                apply_copy(credential, ctx, &secrets, source, mode).await?
             }
-            (Some(SecretChange::Update), Some((source, _))) => {
-                apply_copy(credential, ctx, &secrets, source, true).await?
+            (Some(SecretChange::Update), Writing::Sync { source, .. }) => {
+                apply_copy(credential, ctx, &secrets, source, CreateMode::TakeOver).await?
             }
             (Some(SecretChange::Delete), _) => delete_copy(ctx, &secrets, secret_name).await?,
-            (Some(_), None) | (None, _) => {}
+            (Some(_), Writing::Cleanup) | (None, _) => {}
         }
         for stale in &work.delete_stale_secrets {
             delete_copy(ctx, &secrets, stale).await?;
@@ -222,14 +244,14 @@ async fn sync_namespace(
     let entries = async {
         let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
         for account in &work.add_to {
-            update_pull_secrets(ctx, &accounts, account, Some(secret_name), &[]).await?;
+            edit_pull_secrets(ctx, &accounts, account, &PullSecretEdit::Add(secret_name)).await?;
         }
         let mut removals: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (account, entry) in &work.remove_from {
             removals.entry(account).or_default().push(entry);
         }
         for (account, entries) in removals {
-            update_pull_secrets(ctx, &accounts, account, None, &entries).await?;
+            edit_pull_secrets(ctx, &accounts, account, &PullSecretEdit::Remove(entries)).await?;
         }
         Ok(())
     };
@@ -269,34 +291,45 @@ fn desired_copy(credential: &RegistryCredential, namespace: &str, source: &Resol
     }
 }
 
-/// How to create a copy where the cache has none, given whether a Secret of that name exists
-/// (`Some(managed)`): `Ok(false)` applies without force, so that an unmanaged Secret appearing
-/// meanwhile conflicts instead of losing its fields; `Ok(true)` forces, for a copy that is ours
-/// (the cache had not seen it yet) or adopted. An unmanaged Secret is never overwritten unless
-/// `onConflict: Adopt`.
-fn create_mode(existing: Option<bool>, on_conflict: OnConflict, name: &str) -> Result<bool, status::SyncFailureDetail> {
+/// How a copy is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CreateMode {
+    /// Apply without force: an unmanaged Secret appearing meanwhile conflicts instead of losing
+    /// its fields.
+    KeepOthersFields,
+    /// Apply with force: the copy is ours (the cache had not seen it yet), or adopted.
+    TakeOver,
+}
+
+/// How to create a copy where the cache has none, given the Secret of that name found there.
+/// An unmanaged Secret is never overwritten unless `onConflict: Adopt`.
+fn create_mode(
+    existing: Option<ExistingSecret>,
+    on_conflict: OnConflict,
+    name: &str,
+) -> Result<CreateMode, NamespaceFailure> {
     match existing {
-        None => Ok(false),
-        Some(managed) if managed || on_conflict == OnConflict::Adopt => Ok(true),
-        Some(_) => Err(unmanaged_conflict(name)),
+        None => Ok(CreateMode::KeepOthersFields),
+        Some(ExistingSecret::Managed) => Ok(CreateMode::TakeOver),
+        Some(ExistingSecret::Unmanaged) if on_conflict == OnConflict::Adopt => Ok(CreateMode::TakeOver),
+        Some(ExistingSecret::Unmanaged) => Err(unmanaged_conflict(name)),
     }
 }
 
-fn unmanaged_conflict(name: &str) -> status::SyncFailureDetail {
+fn unmanaged_conflict(name: &str) -> NamespaceFailure {
     status::failure(
-        "SecretConflict",
+        Reason::SecretConflict,
         format!("Secret {name} exists and is not managed by regcred-operator; set onConflict: Adopt to take it over"),
     )
 }
 
-/// Writes the copy with server-side apply under the operator's field manager. `force` takes
-/// over fields from other managers: right for a copy that is ours by label or adoption.
+/// Writes the copy with server-side apply under the operator's field manager.
 async fn apply_copy(
     credential: &RegistryCredential,
     ctx: &Context,
     secrets: &Api<Secret>,
     source: &ResolvedSource,
-    force: bool,
+    mode: CreateMode,
 ) -> NamespaceOutcome {
     let namespace = secrets.namespace().unwrap_or_default();
     let copy = desired_copy(credential, namespace, source);
@@ -304,12 +337,14 @@ async fn apply_copy(
         "apiVersion": "v1", "kind": "Secret", "metadata": copy.metadata, "type": copy.type_, "data": copy.data,
     }));
     let mut params = PatchParams::apply(FIELD_MANAGER);
-    params.force = force;
+    params.force = mode == CreateMode::TakeOver;
     ctx.metrics.api_write("secret", "apply");
     match secrets.patch(&credential.spec.secret_name, &params, &patch).await {
         Ok(_) => Ok(()),
-        Err(e) if !force && is_status(&e, 409) => Err(unmanaged_conflict(&credential.spec.secret_name)),
-        Err(e) => Err(api_failure("SecretWriteFailed", &e)),
+        Err(e) if mode == CreateMode::KeepOthersFields && is_status(&e, 409) => {
+            Err(unmanaged_conflict(&credential.spec.secret_name))
+        }
+        Err(e) => Err(api_failure(Reason::SecretWriteFailed, &e)),
     }
 }
 
@@ -318,19 +353,27 @@ async fn delete_copy(ctx: &Context, secrets: &Api<Secret>, name: &str) -> Namesp
     match secrets.delete(name, &DeleteParams::default()).await {
         Ok(_) => Ok(()),
         Err(e) if is_status(&e, 404) => Ok(()),
-        Err(e) => Err(api_failure("SecretDeleteFailed", &e)),
+        Err(e) => Err(api_failure(Reason::SecretDeleteFailed, &e)),
     }
 }
 
-/// Appends `add` to a ServiceAccount's `imagePullSecrets` and removes `remove` from it, touching
-/// only entries the operator added. The list is atomic, so the patch carries the
-/// resourceVersion it was computed from and is recomputed from a fresh read on conflict.
-async fn update_pull_secrets(
+/// A change to a ServiceAccount's `imagePullSecrets`.
+#[derive(Debug)]
+enum PullSecretEdit<'a> {
+    /// Append the entry after the others, unless present, and record it as the operator's.
+    Add(&'a str),
+    /// Remove these entries, but only those the operator recorded as its own.
+    Remove(Vec<&'a str>),
+}
+
+/// Edits a ServiceAccount's `imagePullSecrets`, touching only entries the operator added. The
+/// list is atomic, so the patch carries the resourceVersion it was computed from and is
+/// recomputed from a fresh read on conflict.
+async fn edit_pull_secrets(
     ctx: &Context,
     accounts: &Api<ServiceAccount>,
     name: &str,
-    add: Option<&str>,
-    remove: &[&str],
+    edit: &PullSecretEdit<'_>,
 ) -> NamespaceOutcome {
     let namespace = accounts.namespace().unwrap_or_default();
     let mut account = match ctx.stores.service_accounts.get(&ObjectRef::new(name).within(namespace)) {
@@ -338,7 +381,7 @@ async fn update_pull_secrets(
         None => return Ok(()),
     };
     for _ in 0..PATCH_ATTEMPTS {
-        let Some(patch) = pull_secrets_patch(&account, add, remove) else { return Ok(()) };
+        let Some(patch) = pull_secrets_patch(&account, edit) else { return Ok(()) };
         ctx.metrics.api_write("serviceaccount", "patch");
         match accounts
             .patch(
@@ -354,49 +397,45 @@ async fn update_pull_secrets(
                 account = match accounts.get_opt(name).await {
                     Ok(Some(fresh)) => fresh,
                     Ok(None) => return Ok(()),
-                    Err(e) => return Err(api_failure("ServiceAccountReadFailed", &e)),
+                    Err(e) => return Err(api_failure(Reason::ServiceAccountReadFailed, &e)),
                 };
             }
             Err(e) if is_status(&e, 404) => return Ok(()),
-            Err(e) => return Err(api_failure("ServiceAccountPatchFailed", &e)),
+            Err(e) => return Err(api_failure(Reason::ServiceAccountPatchFailed, &e)),
         }
     }
     Err(status::failure(
-        "ServiceAccountPatchConflict",
+        Reason::ServiceAccountPatchConflict,
         format!("ServiceAccount {name} kept changing during {PATCH_ATTEMPTS} attempts to patch it"),
     ))
 }
 
 /// The merge patch for the change, guarded by the resourceVersion it was computed from, or
 /// `None` when the ServiceAccount already is as wanted.
-fn pull_secrets_patch(account: &ServiceAccount, add: Option<&str>, remove: &[&str]) -> Option<serde_json::Value> {
+fn pull_secrets_patch(account: &ServiceAccount, edit: &PullSecretEdit) -> Option<serde_json::Value> {
     let mut entries = account.image_pull_secrets.clone().unwrap_or_default();
-    let mut record = account.clone();
-    let mut changed = false;
-    if let Some(add) = add
-        && !entries.iter().any(|e| e.name == add)
-    {
-        entries.push(k8s_openapi::api::core::v1::LocalObjectReference { name: add.to_owned() });
-        let value = record_with(&record, add, true);
-        record.annotations_mut().insert(ADDED_PULL_SECRETS_ANNOTATION.to_owned(), value);
-        changed = true;
-    }
-    for entry in remove {
-        if added_pull_secrets(&record).contains(entry) {
-            entries.retain(|e| e.name != *entry);
-            let value = record_with(&record, entry, false);
-            record.annotations_mut().insert(ADDED_PULL_SECRETS_ANNOTATION.to_owned(), value);
-            changed = true;
+    let mut record = AddedPullSecrets::of(account);
+    match edit {
+        PullSecretEdit::Add(name) => {
+            if entries.iter().any(|e| e.name == *name) {
+                return None;
+            }
+            entries.push(k8s_openapi::api::core::v1::LocalObjectReference { name: (*name).to_owned() });
+            record.insert(name);
+        }
+        PullSecretEdit::Remove(names) => {
+            let ours: Vec<&str> = names.iter().copied().filter(|name| record.contains(name)).collect();
+            if ours.is_empty() {
+                return None;
+            }
+            entries.retain(|e| !ours.contains(&e.name.as_str()));
+            ours.iter().for_each(|name| record.remove(name));
         }
     }
-    if !changed {
-        return None;
-    }
-    let record_value = record.annotations().get(ADDED_PULL_SECRETS_ANNOTATION).filter(|v| !v.is_empty()).cloned();
     Some(json!({
         "metadata": {
             "resourceVersion": account.resource_version(),
-            "annotations": { ADDED_PULL_SECRETS_ANNOTATION: record_value },
+            "annotations": { ADDED_PULL_SECRETS_ANNOTATION: record.annotation() },
         },
         "imagePullSecrets": entries,
     }))
@@ -407,7 +446,7 @@ fn is_status(error: &kube::Error, code: u16) -> bool {
 }
 
 /// A failure from an API error; API messages name objects and fields, not Secret data.
-fn api_failure(reason: &str, error: &kube::Error) -> status::SyncFailureDetail {
+fn api_failure(reason: Reason, error: &kube::Error) -> NamespaceFailure {
     status::failure(reason, error.to_string())
 }
 
@@ -434,16 +473,17 @@ mod tests {
 
     #[test]
     fn an_unmanaged_secret_is_never_overwritten_unless_adopted() {
-        assert_eq!(create_mode(None, OnConflict::Skip, "regcred"), Ok(false));
-        assert_eq!(create_mode(Some(true), OnConflict::Skip, "regcred"), Ok(true));
-        assert_eq!(create_mode(Some(false), OnConflict::Adopt, "regcred"), Ok(true));
-        let refused = create_mode(Some(false), OnConflict::Skip, "regcred").unwrap_err();
-        assert_eq!(refused.reason, "SecretConflict");
+        use ExistingSecret::{Managed, Unmanaged};
+        assert_eq!(create_mode(None, OnConflict::Skip, "regcred"), Ok(CreateMode::KeepOthersFields));
+        assert_eq!(create_mode(Some(Managed), OnConflict::Skip, "regcred"), Ok(CreateMode::TakeOver));
+        assert_eq!(create_mode(Some(Unmanaged), OnConflict::Adopt, "regcred"), Ok(CreateMode::TakeOver));
+        let refused = create_mode(Some(Unmanaged), OnConflict::Skip, "regcred").unwrap_err();
+        assert_eq!(refused.reason, Reason::SecretConflict);
     }
 
     #[test]
     fn add_appends_after_the_users_entries_and_records_it() {
-        let patch = pull_secrets_patch(&account(&["mine", "other"], None), Some("regcred"), &[]).unwrap();
+        let patch = pull_secrets_patch(&account(&["mine", "other"], None), &PullSecretEdit::Add("regcred")).unwrap();
         assert_eq!(
             patch,
             json!({"metadata": {"resourceVersion": "7", "annotations": {ADDED_PULL_SECRETS_ANNOTATION: "regcred"}},
@@ -453,17 +493,24 @@ mod tests {
 
     #[test]
     fn an_entry_already_present_is_neither_added_nor_recorded() {
-        assert_eq!(pull_secrets_patch(&account(&["regcred"], None), Some("regcred"), &[]), None);
+        assert_eq!(pull_secrets_patch(&account(&["regcred"], None), &PullSecretEdit::Add("regcred")), None);
     }
 
     #[test]
     fn remove_takes_only_recorded_entries_and_drops_an_empty_record() {
-        let patch = pull_secrets_patch(&account(&["mine", "regcred"], Some("regcred")), None, &["regcred"]).unwrap();
+        let patch = pull_secrets_patch(
+            &account(&["mine", "regcred"], Some("regcred")),
+            &PullSecretEdit::Remove(vec!["regcred"]),
+        )
+        .unwrap();
         assert_eq!(
             patch,
             json!({"metadata": {"resourceVersion": "7", "annotations": {ADDED_PULL_SECRETS_ANNOTATION: null}},
                    "imagePullSecrets": [{"name": "mine"}]})
         );
-        assert_eq!(pull_secrets_patch(&account(&["mine", "regcred"], None), None, &["regcred"]), None);
+        assert_eq!(
+            pull_secrets_patch(&account(&["mine", "regcred"], None), &PullSecretEdit::Remove(vec!["regcred"])),
+            None
+        );
     }
 }

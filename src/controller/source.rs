@@ -4,8 +4,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use thiserror::Error;
 
-use super::labels::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_KEY, DOCKERCFG_TYPE};
+use super::reason::Reason;
 use crate::crd::RegistryCredentialSpec;
+use crate::credential::pull_secret::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_KEY, DOCKERCFG_TYPE};
 use crate::credential::{
     InvalidDockerConfig, KeyProblem, KeyRewrite, Normalized, docker_config_from_basic_auth, normalize_docker_config,
     normalize_registry_key,
@@ -13,18 +14,18 @@ use crate::credential::{
 
 /// A usable source: the canonical docker config JSON and what status shows about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolvedSource {
+pub(crate) struct ResolvedSource {
     /// Canonical `.dockerconfigjson`; a credential, never logged.
-    pub payload: String,
-    pub registries: Vec<String>,
-    pub rewrites: Vec<KeyRewrite>,
+    pub(crate) payload: String,
+    pub(crate) registries: Vec<String>,
+    pub(crate) rewrites: Vec<KeyRewrite>,
     /// Warnings, already rendered; they name keys and fields, never values.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Why a source cannot be used. Messages name the Secret and the problem, never a value.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum SourceProblem {
+pub(crate) enum SourceProblem {
     #[error("source Secret {namespace}/{name} is not in a namespace the operator trusts for sources ({trusted})")]
     NotTrusted { namespace: String, name: String, trusted: String },
     #[error("source Secret {namespace}/{name} not found")]
@@ -47,17 +48,17 @@ pub enum SourceProblem {
 
 impl SourceProblem {
     /// The condition reason and Event reason for this problem.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> Reason {
         match self {
-            SourceProblem::NotTrusted { .. } => "SourceNotTrusted",
-            SourceProblem::NotFound { .. } => "SourceNotFound",
-            _ => "SourceInvalid",
+            SourceProblem::NotTrusted { .. } => Reason::SourceNotTrusted,
+            SourceProblem::NotFound { .. } => Reason::SourceNotFound,
+            _ => Reason::SourceInvalid,
         }
     }
 }
 
 /// Resolves the source of `spec`, given the source Secret from the cache (`None` when absent).
-pub fn resolve_source(
+pub(crate) fn resolve_source(
     spec: &RegistryCredentialSpec,
     secret: Option<&Secret>,
     trusted_namespaces: &[String],
@@ -181,7 +182,7 @@ mod tests {
         let resolved = resolve_source(&spec(&["https://B.test/v2/"]), Some(&source), &trusted()).unwrap();
         assert_eq!(resolved.registries, vec!["b.test"]);
         let none = resolve_source(&spec(&["c.test"]), Some(&source), &trusted()).unwrap_err();
-        assert_eq!(none.reason(), "SourceInvalid");
+        assert_eq!(none.reason(), Reason::SourceInvalid);
         assert!(none.to_string().contains("no entry for any registry in spec.registries"), "{none}");
     }
 
@@ -201,8 +202,8 @@ mod tests {
     #[test]
     fn unusable_sources_name_the_reason() {
         let untrusted = resolve_source(&spec(&[]), None, &["elsewhere".into()]).unwrap_err();
-        assert_eq!(untrusted.reason(), "SourceNotTrusted");
-        assert_eq!(resolve_source(&spec(&[]), None, &trusted()).unwrap_err().reason(), "SourceNotFound");
+        assert_eq!(untrusted.reason(), Reason::SourceNotTrusted);
+        assert_eq!(resolve_source(&spec(&[]), None, &trusted()).unwrap_err().reason(), Reason::SourceNotFound);
         let opaque = secret("Opaque", &[("token", "x")]);
         assert!(matches!(
             resolve_source(&spec(&[]), Some(&opaque), &trusted()),

@@ -11,30 +11,31 @@ use serde_json::json;
 use tracing::warn;
 
 use super::context::Context;
-use super::labels::FIELD_MANAGER;
+use super::ownership::FIELD_MANAGER;
+use super::reason::{Category, Reason};
 use super::source::{ResolvedSource, SourceProblem};
 use super::{Error, Result};
 use crate::crd::{NamespaceCounts, RegistryCredential, RegistryCredentialStatus, SyncFailure};
 
 /// At most this many failures are listed in status; the counts cover the rest.
-pub const MAX_LISTED_FAILURES: usize = 20;
+pub(crate) const MAX_LISTED_FAILURES: usize = 20;
 
 /// Why a namespace could not be synced.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncFailureDetail {
-    pub reason: String,
-    pub message: String,
+pub(crate) struct NamespaceFailure {
+    pub(crate) reason: Reason,
+    pub(crate) message: String,
 }
 
-pub type NamespaceOutcome = std::result::Result<(), SyncFailureDetail>;
+pub(crate) type NamespaceOutcome = std::result::Result<(), NamespaceFailure>;
 
-pub fn failure(reason: &str, message: impl Into<String>) -> SyncFailureDetail {
-    SyncFailureDetail { reason: reason.to_owned(), message: message.into() }
+pub(crate) fn failure(reason: Reason, message: impl Into<String>) -> NamespaceFailure {
+    NamespaceFailure { reason, message: message.into() }
 }
 
 /// The status a reconcile's outcome describes. The credential's current status keeps
 /// `lastTransitionTime` stable while the Ready status does not change.
-pub fn desired_status(
+pub(crate) fn desired_status(
     credential: &RegistryCredential,
     matched: &BTreeSet<String>,
     name_conflicts: &BTreeMap<String, String>,
@@ -46,7 +47,7 @@ pub fn desired_status(
         .iter()
         .map(|(namespace, winner)| SyncFailure {
             namespace: namespace.clone(),
-            reason: "NameConflict".into(),
+            reason: Reason::NameConflict.to_string(),
             message: format!(
                 "RegistryCredential {winner} claims Secret {secret_name} here and takes precedence (older)"
             ),
@@ -54,7 +55,7 @@ pub fn desired_status(
         .chain(outcomes.iter().filter(|(ns, _)| matched.contains(*ns)).filter_map(|(namespace, outcome)| {
             outcome.as_ref().err().map(|f| SyncFailure {
                 namespace: namespace.clone(),
-                reason: f.reason.clone(),
+                reason: f.reason.to_string(),
                 message: f.message.clone(),
             })
         }))
@@ -66,11 +67,11 @@ pub fn desired_status(
     failures.truncate(MAX_LISTED_FAILURES);
 
     let (ready, reason, message) = match source {
-        Err(problem) => ("False", problem.reason().to_owned(), problem.to_string()),
+        Err(problem) => ("False", problem.reason(), problem.to_string()),
         Ok(_) if failed > 0 => {
-            ("False", "SyncFailed".to_owned(), format!("{failed} of {total} namespaces failed; see status.failures"))
+            ("False", Reason::SyncFailed, format!("{failed} of {total} namespaces failed; see status.failures"))
         }
-        Ok(_) => ("True", "Synced".to_owned(), format!("{synced}/{total} namespaces")),
+        Ok(_) => ("True", Reason::Synced, format!("{synced}/{total} namespaces")),
     };
     let previous = credential.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
     let last_transition_time = match previous {
@@ -86,7 +87,7 @@ pub fn desired_status(
         conditions: vec![Condition {
             type_: "Ready".into(),
             status: ready.into(),
-            reason,
+            reason: reason.to_string(),
             message,
             observed_generation: credential.metadata.generation,
             last_transition_time,
@@ -100,7 +101,7 @@ pub fn desired_status(
 }
 
 /// Writes the status when it differs from the current one, and records the Events it implies.
-pub async fn publish(
+pub(crate) async fn publish(
     credential: &RegistryCredential,
     ctx: &Context,
     matched: &BTreeSet<String>,
@@ -140,7 +141,9 @@ fn events(
     let mut events = Vec::new();
     let ready = &status.conditions[0];
     let was = previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == "Ready"));
-    if ready.reason.starts_with("Source") && was.is_none_or(|w| w.reason != ready.reason || w.message != ready.message)
+    let category = |reason: &str| reason.parse::<Reason>().ok().map(Reason::category);
+    if category(&ready.reason) == Some(Category::Source)
+        && was.is_none_or(|w| w.reason != ready.reason || w.message != ready.message)
     {
         events.push(Event {
             type_: EventType::Warning,
@@ -154,7 +157,7 @@ fn events(
     if written > 0 {
         events.push(Event {
             type_: EventType::Normal,
-            reason: "Synced".into(),
+            reason: Reason::Synced.to_string(),
             note: Some(format!(
                 "wrote changes to {written} namespace{}; {} synced",
                 if written == 1 { "" } else { "s" },
@@ -169,7 +172,10 @@ fn events(
     let new_conflicts: Vec<&SyncFailure> = status
         .failures
         .iter()
-        .filter(|f| f.reason.ends_with("Conflict") && !known.contains(&(f.namespace.as_str(), f.reason.as_str())))
+        .filter(|f| {
+            category(&f.reason) == Some(Category::Conflict)
+                && !known.contains(&(f.namespace.as_str(), f.reason.as_str()))
+        })
         .collect();
     if let Some(first) = new_conflicts.first() {
         events.push(Event {
@@ -189,7 +195,7 @@ fn events(
 }
 
 /// Records the Event for a finished cleanup.
-pub async fn record_cleanup(credential: &RegistryCredential, ctx: &Context, namespaces: usize) {
+pub(crate) async fn record_cleanup(credential: &RegistryCredential, ctx: &Context, namespaces: usize) {
     let event = Event {
         type_: EventType::Normal,
         reason: "Cleanup".into(),
@@ -236,7 +242,7 @@ mod tests {
     fn failures_are_sorted_capped_and_counted_in_full() {
         let matched: BTreeSet<String> = (0..30).map(|i| format!("ns-{i:02}")).collect();
         let outcomes: BTreeMap<String, NamespaceOutcome> =
-            matched.iter().rev().map(|ns| (ns.clone(), Err(failure("SecretWriteFailed", "denied")))).collect();
+            matched.iter().rev().map(|ns| (ns.clone(), Err(failure(Reason::SecretWriteFailed, "denied")))).collect();
         let status = desired_status(&credential(), &matched, &BTreeMap::new(), &outcomes, Ok(&source()));
         assert_eq!(status.failures.len(), MAX_LISTED_FAILURES);
         assert_eq!(status.failures[0].namespace, "ns-00");

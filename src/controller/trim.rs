@@ -6,10 +6,10 @@
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::labels::ADDED_PULL_SECRETS_ANNOTATION;
+use super::ownership::ADDED_PULL_SECRETS_ANNOTATION;
 
 /// Name, labels, and whether it is terminating.
-pub fn namespace(namespace: &mut Namespace) {
+pub(crate) fn namespace(namespace: &mut Namespace) {
     let meta = std::mem::take(&mut namespace.metadata);
     namespace.metadata = ObjectMeta {
         name: meta.name,
@@ -25,7 +25,7 @@ pub fn namespace(namespace: &mut Namespace) {
 }
 
 /// Name, resourceVersion (the guard of every patch), `imagePullSecrets` and the operator's record.
-pub fn service_account(account: &mut ServiceAccount) {
+pub(crate) fn service_account(account: &mut ServiceAccount) {
     let meta = std::mem::take(&mut account.metadata);
     let record = meta.annotations.and_then(|mut a| a.remove_entry(ADDED_PULL_SECRETS_ANNOTATION));
     account.metadata = ObjectMeta {
@@ -40,7 +40,7 @@ pub fn service_account(account: &mut ServiceAccount) {
 }
 
 /// What decides whether a copy is current: labels, owners, type and data.
-pub fn managed_secret(secret: &mut Secret) {
+pub(crate) fn managed_secret(secret: &mut Secret) {
     let meta = std::mem::take(&mut secret.metadata);
     secret.metadata = ObjectMeta {
         name: meta.name,
@@ -54,7 +54,7 @@ pub fn managed_secret(secret: &mut Secret) {
 }
 
 /// Sources are few: only managedFields go.
-pub fn source_secret(secret: &mut Secret) {
+pub(crate) fn source_secret(secret: &mut Secret) {
     secret.metadata.managed_fields = None;
 }
 

@@ -6,6 +6,7 @@
 
 mod docker_config;
 mod image_reference;
+pub mod pull_secret;
 mod registry_key;
 
 pub use docker_config::{

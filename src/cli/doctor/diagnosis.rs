@@ -11,31 +11,33 @@ use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use crate::cli::pull_secret::{PullSecretReading, near_misses, read_pull_secret};
-use crate::controller::labels::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE};
-use crate::controller::selection::{SYSTEM_NAMESPACES, glob_matches, label_selector_matches, selects_service_account};
+use crate::cli::near_miss::near_misses;
 use crate::crd::RegistryCredential;
+use crate::crd::selection::{SYSTEM_NAMESPACES, glob_matches, label_selector_matches, selects_service_account};
+use crate::credential::pull_secret::{
+    DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, PullSecretReading, read_pull_secret,
+};
 use crate::credential::{ImageReference, key_matches_image, normalize_registry_key};
 
 /// What `doctor` read about one Pod. Secret data is held only to be parsed, never shown.
 #[derive(Debug, Default)]
-pub struct Evidence {
-    pub pod: Pod,
+pub(crate) struct Evidence {
+    pub(crate) pod: Pod,
     /// The labels of the Pod's namespace, if it could be read.
-    pub namespace_labels: Option<BTreeMap<String, String>>,
-    pub service_account: Option<ServiceAccount>,
+    pub(crate) namespace_labels: Option<BTreeMap<String, String>>,
+    pub(crate) service_account: Option<ServiceAccount>,
     /// Every Secret the Pod spec or its ServiceAccount names.
-    pub secrets: BTreeMap<String, SecretLookup>,
+    pub(crate) secrets: BTreeMap<String, SecretLookup>,
     /// `(namespace, name)` of the Secrets in the cluster (metadata only, every namespace when
     /// allowed), for near misses and same-named Secrets elsewhere.
-    pub secret_names: Vec<(String, String)>,
-    pub credentials: Vec<RegistryCredential>,
-    pub events: Vec<PodEvent>,
+    pub(crate) secret_names: Vec<(String, String)>,
+    pub(crate) credentials: Vec<RegistryCredential>,
+    pub(crate) events: Vec<PodEvent>,
 }
 
 impl Evidence {
     /// The `imagePullSecrets` entries of the Pod's ServiceAccount as it is now.
-    pub fn service_account_pull_secrets(&self) -> Vec<String> {
+    pub(crate) fn service_account_pull_secrets(&self) -> Vec<String> {
         self.service_account
             .iter()
             .flat_map(|sa| sa.image_pull_secrets.iter().flatten())
@@ -45,7 +47,7 @@ impl Evidence {
 }
 
 #[derive(Debug)]
-pub enum SecretLookup {
+pub(crate) enum SecretLookup {
     Found {
         secret_type: Option<String>,
         data: BTreeMap<String, Vec<u8>>,
@@ -57,39 +59,39 @@ pub enum SecretLookup {
 
 /// An Event about the Pod, from core/v1 or events.k8s.io/v1.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodEvent {
-    pub reason: String,
-    pub message: String,
-    pub warning: bool,
-    pub count: i32,
+pub(crate) struct PodEvent {
+    pub(crate) reason: String,
+    pub(crate) message: String,
+    pub(crate) warning: bool,
+    pub(crate) count: i32,
 }
 
 /// One likely cause, with the commands that remove it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cause {
+pub(crate) struct Cause {
     /// Lower is more likely to be what blocks the Pod.
-    pub rank: u8,
-    pub summary: String,
-    pub details: Vec<String>,
-    pub commands: Vec<String>,
+    pub(crate) rank: u8,
+    pub(crate) summary: String,
+    pub(crate) details: Vec<String>,
+    pub(crate) commands: Vec<String>,
 }
 
 /// How one container image fares with the Pod's pull secrets.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageCheck {
-    pub container: String,
-    pub image: String,
+pub(crate) struct ImageCheck {
+    pub(crate) container: String,
+    pub(crate) image: String,
     /// The registry, or why the reference does not parse.
-    pub registry: Result<String, String>,
+    pub(crate) registry: Result<String, String>,
     /// `(secret, key)` the kubelet would use.
-    pub covered_by: Option<(String, String)>,
+    pub(crate) covered_by: Option<(String, String)>,
 }
 
 #[derive(Debug, Default)]
-pub struct Diagnosis {
-    pub images: Vec<ImageCheck>,
+pub(crate) struct Diagnosis {
+    pub(crate) images: Vec<ImageCheck>,
     /// Most likely first.
-    pub causes: Vec<Cause>,
+    pub(crate) causes: Vec<Cause>,
 }
 
 const RANK_SANDBOX: u8 = 0;
@@ -100,7 +102,7 @@ const RANK_RACE: u8 = 4;
 const RANK_NOT_PROVIDED: u8 = 5;
 const RANK_REFUSED: u8 = 6;
 
-pub fn diagnose(evidence: &Evidence) -> Diagnosis {
+pub(crate) fn diagnose(evidence: &Evidence) -> Diagnosis {
     let pod = &evidence.pod;
     let namespace = pod.namespace().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();

@@ -4,7 +4,7 @@
 //! This module reads the cluster and prints; [`diagnosis`] decides, without I/O. Only names, types
 //! and registry hosts are printed: Secret data is parsed in memory and never shown.
 
-pub mod diagnosis;
+pub(crate) mod diagnosis;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -23,11 +23,11 @@ use crate::crd::RegistryCredential;
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     #[command(subcommand)]
-    pub target: DoctorTarget,
+    pub(crate) target: DoctorTarget,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum DoctorTarget {
+pub(crate) enum DoctorTarget {
     /// Diagnose a Pod stuck pulling its images (ContainerCreating, ErrImagePull, ImagePullBackOff).
     Pod(PodArgs),
 }
@@ -35,14 +35,14 @@ pub enum DoctorTarget {
 #[derive(Debug, Args)]
 pub struct PodArgs {
     /// The Pod's name.
-    pub name: String,
+    pub(crate) name: String,
     /// The Pod's namespace; default: the kubeconfig context's namespace.
     #[arg(short = 'n', long)]
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
 }
 
 #[derive(Debug, Error)]
-pub enum DoctorError {
+pub(crate) enum DoctorError {
     #[error("no Kubernetes client (set KUBECONFIG or run in a cluster): {0}")]
     NoClient(#[source] kube::Error),
     #[error("Pod {namespace}/{name} not found")]

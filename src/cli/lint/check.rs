@@ -15,10 +15,12 @@ use serde::{Serialize, Serializer};
 use serde_norway::Value;
 
 use super::manifest::{Document, FieldPath, lookup};
-use crate::cli::pull_secret::{PullSecretReading, near_misses, read_pull_secret};
-use crate::controller::labels::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE};
-use crate::controller::selection::{selects_namespace, selects_service_account};
+use crate::cli::near_miss::near_misses;
 use crate::crd::RegistryCredentialSpec;
+use crate::crd::selection::{selects_namespace, selects_service_account};
+use crate::credential::pull_secret::{
+    DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, PullSecretReading, read_pull_secret,
+};
 use crate::credential::{
     ConfigProblem, ConfigWarning, ImageReference, InvalidDockerConfig, Normalized, covering_key, kubelet_key,
     normalize_registry_key,

@@ -14,41 +14,41 @@ use thiserror::Error;
 
 /// One step into a document: a mapping key or a sequence index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Segment {
+pub(crate) enum Segment {
     Key(String),
     Index(usize),
 }
 
 /// Where a field is in a document: `spec.imagePullSecrets[0].name`, `data[".dockerconfigjson"]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct FieldPath(Vec<Segment>);
+pub(crate) struct FieldPath(Vec<Segment>);
 
 impl FieldPath {
-    pub fn root() -> FieldPath {
+    pub(crate) fn root() -> FieldPath {
         FieldPath::default()
     }
 
     /// This path extended by mapping keys, in order.
-    pub fn keys(&self, keys: &[&str]) -> FieldPath {
+    pub(crate) fn keys(&self, keys: &[&str]) -> FieldPath {
         let mut path = self.clone();
         path.0.extend(keys.iter().map(|key| Segment::Key((*key).to_owned())));
         path
     }
 
     /// This path followed by `other`.
-    pub fn join(&self, other: &FieldPath) -> FieldPath {
+    pub(crate) fn join(&self, other: &FieldPath) -> FieldPath {
         let mut path = self.clone();
         path.0.extend(other.0.iter().cloned());
         path
     }
 
-    pub fn index(&self, index: usize) -> FieldPath {
+    pub(crate) fn index(&self, index: usize) -> FieldPath {
         let mut path = self.clone();
         path.0.push(Segment::Index(index));
         path
     }
 
-    pub fn segments(&self) -> &[Segment] {
+    pub(crate) fn segments(&self) -> &[Segment] {
         &self.0
     }
 
@@ -78,19 +78,19 @@ impl fmt::Display for FieldPath {
 
 /// One document of a manifest file.
 #[derive(Debug, Clone)]
-pub struct Document {
+pub(crate) struct Document {
     /// The file it came from, as given on the command line (`<stdin>` for `-`).
-    pub source: String,
+    pub(crate) source: String,
     /// Position in the file, from 1.
-    pub number: usize,
-    pub value: Value,
+    pub(crate) number: usize,
+    pub(crate) value: Value,
     /// The line each field starts on, from 1.
     lines: HashMap<FieldPath, usize>,
 }
 
 impl Document {
     /// The line of the field, or of its nearest ancestor that exists.
-    pub fn line_of(&self, path: &FieldPath) -> usize {
+    pub(crate) fn line_of(&self, path: &FieldPath) -> usize {
         let mut path = Some(path.clone());
         while let Some(current) = path {
             if let Some(line) = self.lines.get(&current) {
@@ -101,14 +101,9 @@ impl Document {
         1
     }
 
-    /// The value at `path`, if every step exists.
-    pub fn get(&self, path: &FieldPath) -> Option<&Value> {
-        lookup(&self.value, path)
-    }
-
     /// Sets the value at `path`, creating missing mappings on the way; `false` when a step goes
     /// through something that is not a mapping or a sequence index that does not exist.
-    pub fn set(&mut self, path: &FieldPath, value: Value) -> bool {
+    pub(crate) fn set(&mut self, path: &FieldPath, value: Value) -> bool {
         let mut current = &mut self.value;
         for segment in path.segments() {
             current = match (segment, current) {
@@ -128,7 +123,7 @@ impl Document {
 }
 
 /// The value at `path` below `value`.
-pub fn lookup<'v>(value: &'v Value, path: &FieldPath) -> Option<&'v Value> {
+pub(crate) fn lookup<'v>(value: &'v Value, path: &FieldPath) -> Option<&'v Value> {
     path.segments().iter().try_fold(value, |current, segment| match segment {
         Segment::Key(key) => current.get(key.as_str()),
         Segment::Index(index) => current.get(*index),
@@ -138,15 +133,15 @@ pub fn lookup<'v>(value: &'v Value, path: &FieldPath) -> Option<&'v Value> {
 /// A file that is not YAML or JSON. The parser's message names a position, never the content.
 #[derive(Debug, Error)]
 #[error("{source_name}: line {line} column {column}: {reason}")]
-pub struct ManifestError {
-    pub source_name: String,
-    pub line: usize,
-    pub column: usize,
-    pub reason: String,
+pub(crate) struct ManifestError {
+    pub(crate) source_name: String,
+    pub(crate) line: usize,
+    pub(crate) column: usize,
+    pub(crate) reason: String,
 }
 
 /// Every non-empty document of a YAML (or JSON, which is YAML) text.
-pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Document>, ManifestError> {
+pub(crate) fn parse_documents(source: &str, text: &str) -> Result<Vec<Document>, ManifestError> {
     let error = |e: ScanError| ManifestError {
         source_name: source.to_owned(),
         line: e.marker().line(),
@@ -362,7 +357,7 @@ spec:
         assert_eq!(docs.len(), 2, "the empty document is skipped");
         assert_eq!((docs[0].number, docs[1].number), (1, 3));
         let pull_secret = FieldPath::root().keys(&["spec", "imagePullSecrets"]).index(0).keys(&["name"]);
-        assert_eq!(docs[1].get(&pull_secret).and_then(Value::as_str), Some("regcred"));
+        assert_eq!(lookup(&docs[1].value, &pull_secret).and_then(Value::as_str), Some("regcred"));
         assert_eq!(docs[1].line_of(&pull_secret), 12);
         let image = FieldPath::root().keys(&["spec", "containers"]).index(0).keys(&["image"]);
         assert_eq!(docs[1].line_of(&image), 15);
@@ -376,7 +371,7 @@ spec:
         let docs =
             documents("{\n  \"kind\": \"Secret\",\n  \"data\": {\n    \".dockerconfigjson\": \"e30=\"\n  }\n}\n");
         let key = FieldPath::root().keys(&["data", ".dockerconfigjson"]);
-        assert_eq!(docs[0].get(&key).and_then(Value::as_str), Some("e30="));
+        assert_eq!(lookup(&docs[0].value, &key).and_then(Value::as_str), Some("e30="));
         assert_eq!(docs[0].line_of(&key), 4);
         assert_eq!(key.to_string(), r#"data[".dockerconfigjson"]"#);
     }

@@ -4,14 +4,15 @@
 //! [`manifest`] turns files into documents with line numbers, [`check`] is the pure analysis, and
 //! this module does the reading and the printing.
 
-pub mod check;
-pub mod manifest;
+mod check;
+pub(crate) mod manifest;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 
+pub use check::Code;
 use check::{Finding, Report, Severity, check};
 use manifest::{Document, parse_documents};
 
@@ -24,19 +25,19 @@ pub struct LintArgs {
     /// Print the corrected manifests on stdout instead of the findings; what could not be fixed
     /// goes to stderr.
     #[arg(long)]
-    pub fix: bool,
+    pub(crate) fix: bool,
 
     /// How findings are printed.
     #[arg(long, value_enum, default_value = "text")]
-    pub format: Format,
+    pub(crate) format: Format,
 
     /// Manifest files, directories (searched recursively for *.yaml, *.yml, *.json), or `-` for stdin.
     #[arg(required = true)]
-    pub paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Text,
     Json,
 }

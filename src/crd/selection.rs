@@ -7,10 +7,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use crate::crd::RegistryCredentialSpec;
 
 /// Namespaces that a glob never selects: only an exact include entry does.
-pub const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
+pub(crate) const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
 
 /// `*` matches any run of characters (also none), `?` exactly one.
-pub fn glob_matches(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob_matches(pattern: &str, name: &str) -> bool {
     let (pattern, name) = (pattern.as_bytes(), name.as_bytes());
     let (mut p, mut n) = (0, 0);
     // Position after the last `*` and the name position it was tried at, for backtracking.
@@ -39,7 +39,7 @@ pub fn glob_matches(pattern: &str, name: &str) -> bool {
 }
 
 /// Whether the credential selects a namespace with this name and these labels.
-pub fn selects_namespace(spec: &RegistryCredentialSpec, name: &str, labels: &BTreeMap<String, String>) -> bool {
+pub(crate) fn selects_namespace(spec: &RegistryCredentialSpec, name: &str, labels: &BTreeMap<String, String>) -> bool {
     let filter = &spec.namespaces;
     let included = if SYSTEM_NAMESPACES.contains(&name) {
         filter.include.iter().any(|pattern| pattern == name)
@@ -52,13 +52,13 @@ pub fn selects_namespace(spec: &RegistryCredentialSpec, name: &str, labels: &BTr
 }
 
 /// Whether the credential selects the ServiceAccount with this name.
-pub fn selects_service_account(spec: &RegistryCredentialSpec, name: &str) -> bool {
+pub(crate) fn selects_service_account(spec: &RegistryCredentialSpec, name: &str) -> bool {
     spec.service_accounts.names.iter().any(|selected| selected == "*" || selected == name)
 }
 
 /// Kubernetes LabelSelector semantics: all of matchLabels and matchExpressions must hold.
 /// An unknown operator matches nothing, so a typo never selects every namespace.
-pub fn label_selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+pub(crate) fn label_selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let labels_match = selector
         .match_labels
         .as_ref()

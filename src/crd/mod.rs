@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::credential::KeyRewrite;
 
+pub mod selection;
+
 /// A DNS-1123 subdomain: the name of a Secret or ServiceAccount.
 const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 /// A DNS-1123 label: the name of a namespace.

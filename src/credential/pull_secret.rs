@@ -1,19 +1,24 @@
-//! What a Secret named in `imagePullSecrets` gives the kubelet, shared by `lint` (on manifests)
-//! and `doctor` (on the cluster). Pure: callers hand in the Secret's type and decoded data.
+//! What a Secret named in `imagePullSecrets` gives the kubelet: the pull-secret types, their data
+//! keys, and how the kubelet reads them. Used by the controller (sources and copies), `lint` (on
+//! manifests) and `doctor` (on the cluster). Pure: callers hand in the Secret's type and decoded data.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::controller::labels::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_KEY, DOCKERCFG_TYPE};
-use crate::credential::{
-    ImageReference, InvalidDockerConfig, Normalized, covering_key, kubelet_key, normalize_docker_config,
-};
+use super::{ImageReference, InvalidDockerConfig, Normalized, covering_key, kubelet_key, normalize_docker_config};
+
+/// The Secret type of a docker config JSON pull secret, and the data key the kubelet reads.
+pub(crate) const DOCKER_CONFIG_JSON_TYPE: &str = "kubernetes.io/dockerconfigjson";
+pub(crate) const DOCKER_CONFIG_JSON_KEY: &str = ".dockerconfigjson";
+/// The legacy `.dockercfg` pull secret: its type and data key.
+pub(crate) const DOCKERCFG_TYPE: &str = "kubernetes.io/dockercfg";
+pub(crate) const DOCKERCFG_KEY: &str = ".dockercfg";
 
 /// How the kubelet reads one Secret as a pull secret (`MakeDockerKeyring` in
 /// pkg/credentialprovider/secrets: the type and the data key must agree, or the Secret is skipped).
 #[derive(Debug)]
-pub enum PullSecretReading {
+pub(crate) enum PullSecretReading {
     /// The type and data key agree; the config is checked by the credential library.
     Config {
         data_key: &'static str,
@@ -30,7 +35,7 @@ pub enum PullSecretReading {
 }
 
 /// Reads a Secret of `secret_type` (absent = `Opaque`) with already decoded `data`.
-pub fn read_pull_secret(secret_type: Option<&str>, data: &BTreeMap<String, Vec<u8>>) -> PullSecretReading {
+pub(crate) fn read_pull_secret(secret_type: Option<&str>, data: &BTreeMap<String, Vec<u8>>) -> PullSecretReading {
     let secret_type = secret_type.unwrap_or("Opaque");
     let expected_key = match secret_type {
         DOCKER_CONFIG_JSON_TYPE => Some(DOCKER_CONFIG_JSON_KEY),
@@ -71,7 +76,7 @@ fn registry_keys(config: &[u8], legacy: bool) -> Option<Vec<String>> {
 impl PullSecretReading {
     /// The keys as the kubelet files them (scheme and `/v1/`, `/v2/` dropped, nothing else), when
     /// the config is valid.
-    pub fn kubelet_keys(&self) -> Option<Vec<String>> {
+    pub(crate) fn kubelet_keys(&self) -> Option<Vec<String>> {
         match self {
             PullSecretReading::Config { registry_keys: Some(keys), normalized: Ok(_), .. } => {
                 Some(keys.iter().map(|key| kubelet_key(key)).collect())
@@ -82,7 +87,7 @@ impl PullSecretReading {
 
     /// The key, as written, that the kubelet would use for `image`; `None` when no key covers it or
     /// the config is not usable.
-    pub fn covering_key(&self, image: &ImageReference) -> Option<&str> {
+    pub(crate) fn covering_key(&self, image: &ImageReference) -> Option<&str> {
         let PullSecretReading::Config { registry_keys: Some(keys), normalized: Ok(_), .. } = self else {
             return None;
         };
@@ -92,27 +97,9 @@ impl PullSecretReading {
     }
 
     /// Whether the kubelet gets credentials out of this Secret at all.
-    pub fn is_usable(&self) -> bool {
+    pub(crate) fn is_usable(&self) -> bool {
         self.kubelet_keys().is_some()
     }
-}
-
-/// Names close enough to `wanted` to be a typo of it (`reg-cred` for `regcred`), closest first.
-pub fn near_misses<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
-    let squash = |name: &str| name.chars().filter(|c| !matches!(c, '-' | '.' | '_')).collect::<String>();
-    let mut close: Vec<(usize, &str)> = candidates
-        .into_iter()
-        .filter(|candidate| *candidate != wanted)
-        .filter_map(|candidate| {
-            let distance = strsim::damerau_levenshtein(wanted, candidate);
-            // Up to two edits, and never more than a third of the name: `db` is not a typo of `ab`.
-            let typo = distance <= 2 && distance * 3 <= wanted.len().max(candidate.len());
-            (typo || squash(wanted) == squash(candidate)).then_some((distance, candidate))
-        })
-        .collect();
-    close.sort();
-    close.dedup();
-    close.into_iter().map(|(_, name)| name).collect()
 }
 
 #[cfg(test)]
@@ -160,13 +147,5 @@ mod tests {
         let reading = read_pull_secret(Some(DOCKER_CONFIG_JSON_TYPE), &data(&[(DOCKER_CONFIG_JSON_KEY, empty)]));
         assert!(!reading.is_usable());
         assert_eq!(reading.covering_key(&ImageReference::parse("registry.internal.corp/app").unwrap()), None);
-    }
-
-    #[test]
-    fn near_misses_are_typos_closest_first() {
-        assert_eq!(near_misses("regcred", ["reg-cred", "other", "regcred"]), vec!["reg-cred"]);
-        assert_eq!(near_misses("regcred", ["regcerd", "reg-cred-old", "reg_cred"]), vec!["reg_cred", "regcerd"]);
-        assert!(near_misses("ab", ["db", "cd"]).is_empty());
-        assert_eq!(near_misses("pull-secret", ["pullsecret", "pull.secret"]), vec!["pull.secret", "pullsecret"]);
     }
 }

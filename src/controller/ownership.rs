@@ -1,0 +1,75 @@
+//! How the operator marks what it owns: the labels on its copies, its field manager, its
+//! finalizer, and the record of the `imagePullSecrets` entries it added to a ServiceAccount.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::ResourceExt;
+
+/// The field manager of every write, so `managedFields` shows what is ours.
+pub(crate) const FIELD_MANAGER: &str = "regcred-operator";
+/// On every Secret the operator creates; the managed-Secret watch selects on it.
+pub(crate) const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub(crate) const MANAGED_BY_VALUE: &str = "regcred-operator";
+/// The RegistryCredential a copy belongs to.
+pub(crate) const CREDENTIAL_LABEL: &str = "regcred.dev/credential";
+/// On a ServiceAccount: the `imagePullSecrets` entries the operator added (comma-separated), so
+/// cleanup removes exactly those and never an entry a person or another tool put there.
+pub(crate) const ADDED_PULL_SECRETS_ANNOTATION: &str = "regcred.dev/added-pull-secrets";
+/// Finalizer on RegistryCredentials: cleanup runs before the object goes away.
+pub(crate) const FINALIZER: &str = "regcred.dev/cleanup";
+
+/// The label selector of the managed-Secret watch.
+pub(crate) fn managed_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
+}
+
+/// The `imagePullSecrets` entries the operator added to one ServiceAccount, as recorded in its
+/// [`ADDED_PULL_SECRETS_ANNOTATION`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct AddedPullSecrets(BTreeSet<String>);
+
+impl AddedPullSecrets {
+    /// The record on `account` (empty when it has none).
+    pub(crate) fn of(account: &ServiceAccount) -> Self {
+        Self::parse(account.annotations().get(ADDED_PULL_SECRETS_ANNOTATION).map(String::as_str))
+    }
+
+    pub(crate) fn parse(annotation: Option<&str>) -> Self {
+        let names = annotation.unwrap_or_default().split(',').map(str::trim).filter(|name| !name.is_empty());
+        AddedPullSecrets(names.map(str::to_owned).collect())
+    }
+
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+
+    pub(crate) fn insert(&mut self, name: &str) {
+        self.0.insert(name.to_owned());
+    }
+
+    pub(crate) fn remove(&mut self, name: &str) {
+        self.0.remove(name);
+    }
+
+    /// The annotation value, `None` when nothing is recorded (the annotation then goes).
+    pub(crate) fn annotation(&self) -> Option<String> {
+        (!self.0.is_empty()).then(|| self.0.iter().map(String::as_str).collect::<Vec<_>>().join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_reads_tolerantly_and_writes_sorted() {
+        let mut record = AddedPullSecrets::parse(Some(" regcred, ,other"));
+        assert!(record.contains("regcred") && record.contains("other"));
+        record.insert("new");
+        assert_eq!(record.annotation().as_deref(), Some("new,other,regcred"));
+        record.remove("regcred");
+        assert_eq!(record.annotation().as_deref(), Some("new,other"));
+        assert_eq!(AddedPullSecrets::parse(None).annotation(), None);
+    }
+}

@@ -1,0 +1,128 @@
+//! Why a RegistryCredential, or one of its namespaces, is or is not synced: one typed reason
+//! behind the Ready condition, `status.failures`, Events and the failure metric. The strings are
+//! stable API: scripts, alerts and `kubectl wait` read them.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A condition, failure or Event reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Reason {
+    /// Every selected namespace holds the current copy.
+    Synced,
+    /// Some selected namespaces failed; `status.failures` says which and why.
+    SyncFailed,
+    /// The source Secret is in a namespace the operator does not trust for sources.
+    SourceNotTrusted,
+    /// The source Secret does not exist.
+    SourceNotFound,
+    /// The source Secret holds no usable credential.
+    SourceInvalid,
+    /// An older RegistryCredential claims the same Secret name in the namespace.
+    NameConflict,
+    /// A Secret of the copy's name exists and is not the operator's (`onConflict: Skip`).
+    SecretConflict,
+    /// Writing the copy failed.
+    SecretWriteFailed,
+    /// Deleting a copy failed.
+    SecretDeleteFailed,
+    /// Reading a ServiceAccount to patch it failed.
+    ServiceAccountReadFailed,
+    /// Patching a ServiceAccount's `imagePullSecrets` failed.
+    ServiceAccountPatchFailed,
+    /// A ServiceAccount changed under every guarded patch attempt.
+    ServiceAccountPatchConflict,
+}
+
+/// What kind of trouble a reason is: the label of metrics and the rule for Events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Category {
+    /// Nothing is wrong.
+    Healthy,
+    /// The source Secret cannot be used; existing copies stay as they are.
+    Source,
+    /// Another owner holds the name; a person has to decide.
+    Conflict,
+    /// The API server refused or failed a write; retried with backoff.
+    Api,
+}
+
+impl Reason {
+    pub(crate) const ALL: [Reason; 12] = [
+        Reason::Synced,
+        Reason::SyncFailed,
+        Reason::SourceNotTrusted,
+        Reason::SourceNotFound,
+        Reason::SourceInvalid,
+        Reason::NameConflict,
+        Reason::SecretConflict,
+        Reason::SecretWriteFailed,
+        Reason::SecretDeleteFailed,
+        Reason::ServiceAccountReadFailed,
+        Reason::ServiceAccountPatchFailed,
+        Reason::ServiceAccountPatchConflict,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Reason::Synced => "Synced",
+            Reason::SyncFailed => "SyncFailed",
+            Reason::SourceNotTrusted => "SourceNotTrusted",
+            Reason::SourceNotFound => "SourceNotFound",
+            Reason::SourceInvalid => "SourceInvalid",
+            Reason::NameConflict => "NameConflict",
+            Reason::SecretConflict => "SecretConflict",
+            Reason::SecretWriteFailed => "SecretWriteFailed",
+            Reason::SecretDeleteFailed => "SecretDeleteFailed",
+            Reason::ServiceAccountReadFailed => "ServiceAccountReadFailed",
+            Reason::ServiceAccountPatchFailed => "ServiceAccountPatchFailed",
+            Reason::ServiceAccountPatchConflict => "ServiceAccountPatchConflict",
+        }
+    }
+
+    pub(crate) fn category(self) -> Category {
+        match self {
+            Reason::Synced => Category::Healthy,
+            Reason::SourceNotTrusted | Reason::SourceNotFound | Reason::SourceInvalid => Category::Source,
+            Reason::NameConflict | Reason::SecretConflict => Category::Conflict,
+            Reason::SyncFailed
+            | Reason::SecretWriteFailed
+            | Reason::SecretDeleteFailed
+            | Reason::ServiceAccountReadFailed
+            | Reason::ServiceAccountPatchFailed
+            | Reason::ServiceAccountPatchConflict => Category::Api,
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A reason string this version does not know (written by another version of the operator).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct UnknownReason;
+
+impl FromStr for Reason {
+    type Err = UnknownReason;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Reason::ALL.into_iter().find(|reason| reason.as_str() == s).ok_or(UnknownReason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_round_trips_through_its_stable_string() {
+        for reason in Reason::ALL {
+            assert_eq!(reason.as_str().parse(), Ok(reason));
+            assert!(reason.as_str().chars().all(|c| c.is_ascii_alphanumeric()), "CamelCase: {reason}");
+        }
+        assert_eq!("Nope".parse::<Reason>(), Err(UnknownReason));
+    }
+}
