@@ -38,7 +38,9 @@ const REGISTRY: &str = r"^(https?://)?[A-Za-z0-9*?]([-A-Za-z0-9*?.]*)(:[0-9]{1,5
     printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
     printcolumn(name = "Synced", type_ = "string", json_path = ".status.synced"),
     printcolumn(name = "Registries", type_ = "string", json_path = ".status.registries"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("size(self.metadata.name) <= 63")
+        .message("the name of a RegistryCredential is a label value on its copies: at most 63 characters")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RegistryCredentialSpec {
@@ -81,6 +83,20 @@ pub struct RegistryCredentialSpec {
     /// Remove the copy and the ServiceAccount references from namespaces that stop matching.
     #[serde(default = "default_true")]
     pub prune: bool,
+
+    /// Add `secretName` to the `imagePullSecrets` of every Pod created in a selected namespace
+    /// under a selected ServiceAccount, also when the Pod lists pull secrets of its own. Done at
+    /// admission by the MutatingAdmissionPolicy installed with the operator (Kubernetes 1.36+),
+    /// so Pods created before the ServiceAccount is patched get it too.
+    #[serde(default = "default_true")]
+    pub inject_into_pods: bool,
+
+    /// Evict Pods in selected namespaces that wait in `ErrImagePull` / `ImagePullBackOff`
+    /// without `secretName` in their `imagePullSecrets`, when a controller owns them, so that it
+    /// creates them again with the secret. PodDisruptionBudgets are respected; bare Pods are
+    /// only reported, never deleted.
+    #[serde(default)]
+    pub evict_stuck_pods: bool,
 }
 
 /// The source of the credential.

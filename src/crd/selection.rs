@@ -99,6 +99,8 @@ mod tests {
             service_accounts: ServiceAccountSelector { names: vec!["default".into(), "builder".into()] },
             on_conflict: Default::default(),
             prune: true,
+            inject_into_pods: true,
+            evict_stuck_pods: false,
         }
     }
 

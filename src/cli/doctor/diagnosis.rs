@@ -642,6 +642,8 @@ mod tests {
                 service_accounts: Default::default(),
                 on_conflict: Default::default(),
                 prune: true,
+                inject_into_pods: true,
+                evict_stuck_pods: false,
             },
         )
     }
