@@ -60,7 +60,7 @@ for source in "${SOURCES[@]}"; do
   log "downloading $modver"
   # -json reports the zip's path even when the module asks for a newer Go (then "Error" is set
   # too, after the download).
-  json="$(cd "$workdir" && GOWORK=off GOFLAGS= GOTOOLCHAIN=local go mod download -json "$modver" 2>/dev/null || true)"
+  json="$(cd "$workdir" && { GOWORK=off GOFLAGS='' GOTOOLCHAIN=local go mod download -json "$modver" 2>/dev/null || true; })"
   zip="$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read() or "{}").get("Zip",""))' <<<"$json")"
   if [[ -z "$zip" || ! -f "$zip" ]]; then
     log "FAILED: go mod download $modver gave no zip: $json"

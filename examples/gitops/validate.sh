@@ -28,7 +28,7 @@ check() { # NAME COMMAND...
   if out="$("$@" 2>&1)"; then
     passed=$((passed + 1)); printf 'ok    %s\n' "$name"
   else
-    failed=$((failed + 1)); printf 'FAIL  %s\n%s\n' "$name" "$(sed 's/^/      /' <<<"$out")"
+    failed=$((failed + 1)); printf 'FAIL  %s\n' "$name"; printf '      %s\n' "${out//$'\n'/$'\n'      }"
   fi
 }
 dry_apply() { # DIR: render and dry-run server-side apply with strict field validation
@@ -64,7 +64,9 @@ cleanup() { ((${#created[@]} == 0)) || kubectl delete namespace "${created[@]}" 
 trap cleanup EXIT
 
 # Argo CD: the Applications against argoproj.io's Application CRD.
-check "argocd/: Applications valid against Argo CD $(. "$here/tool-versions.env"; echo "$ARGOCD_VERSION")'s CRD" dry_apply argocd
+# shellcheck source=SCRIPTDIR/tool-versions.env
+. "$here/tool-versions.env"
+check "argocd/: Applications valid against Argo CD $ARGOCD_VERSION's CRD" dry_apply argocd
 # Flux: the Kustomizations (dependsOn, wait, spec.ignore) and the GitRepository.
 check "flux/: Kustomizations and GitRepository valid against Flux's CRDs" dry_apply flux
 # The platform Application's content, wave by wave; Flux applies the same directories.

@@ -45,7 +45,7 @@ logfile="$OUT_DIR/build.log"
 log "building from $SRC_DIR (cli-utils $cli_utils; log: $logfile)"
 # The module is its own (GOWORK=off); go.sum pins every dependency, so -mod=readonly never
 # edits the clone.
-if ! (cd "$SRC_DIR" && GOWORK=off GOFLAGS=-mod=readonly CGO_ENABLED=0 \
+if ! (cd "$SRC_DIR" && GOWORK=off GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 \
   go build -trimpath -ldflags "-s -w" -o "$tmp" .) >"$logfile" 2>&1; then
   log "FAILED: go build (full log: $logfile)"
   tail -n 40 "$logfile" >&2
