@@ -16,6 +16,8 @@
 # A cached run does no Go work and no apt work (milliseconds); a cold one takes minutes.
 #
 # Usage: tests/cluster/build-node.sh        (prints the node's bin directory on stdout)
+#        tests/cluster/build-node.sh --image-tool   (only ocimage and pause, no apt; prints
+#                                                    their directory: scripts/build-image.sh)
 # Env:   REGCRED_CACHE (default ~/.cache/regcred-operator)
 #        REGCRED_NODE_NO_APT=1   never run apt-get (fail instead when a package is missing)
 set -euo pipefail
@@ -41,6 +43,16 @@ declare -A PIECE_BINS=(
 )
 NODE_BIN_DIR="$REGCRED_CACHE/bin/node-kubelet-$K8S_VERSION-containerd-$CONTAINERD_VERSION-registry-$DISTRIBUTION_VERSION-local-$LOCAL_HASH"
 
+if [[ "${1:-}" == --image-tool ]]; then
+  PIECES=(local)
+  NODE_BIN_DIR="$REGCRED_CACHE/bin/node-local-$LOCAL_HASH"
+  REGCRED_NODE_NO_APT=1
+  apt_needed() { false; }
+else
+  apt_needed() { true; }
+fi
+
+wanted() { [[ " ${PIECES[*]} " == *" $1 "* ]]; }
 piece_dir() { printf '%s\n' "$REGCRED_CACHE/bin/node-$1-${PIECE_VERSION[$1]}"; }
 have() {
   local b
@@ -72,7 +84,7 @@ all_cached() {
   for p in "${PIECES[@]}"; do
     for b in ${PIECE_BINS[$p]}; do [[ -x "$NODE_BIN_DIR/$b" ]] || return 1; done
   done
-  [[ -z "$(apt_missing)" ]]
+  ! apt_needed || [[ -z "$(apt_missing)" ]]
 }
 
 # Fast path: no lock, no go, no apt.
@@ -113,7 +125,8 @@ install_apt() {
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
     --no-install-recommends "${APT_PACKAGES[@]}"
 }
-mapfile -t missing < <(apt_missing)
+missing=()
+apt_needed && mapfile -t missing < <(apt_missing)
 if ((${#missing[@]})); then
   if [[ -n "${REGCRED_NODE_NO_APT:-}" ]]; then
     log "FAILED: build-node: missing Debian packages: ${missing[*]} (REGCRED_NODE_NO_APT is set)"
@@ -145,7 +158,7 @@ if ! have local; then
 fi
 
 # --- registry (distribution v3) --------------------------------------------------------
-if ! have registry; then
+if wanted registry && ! have registry; then
   OUT_DIR="$(piece_dir registry)"
   mkdir -p "$OUT_DIR"
   dir="$WORK_ROOT/registry-$DISTRIBUTION_VERSION"
@@ -172,7 +185,7 @@ build_containerd() {
     fi
   done
 }
-if ! have containerd; then
+if wanted containerd && ! have containerd; then
   OUT_DIR="$(piece_dir containerd)"
   mkdir -p "$OUT_DIR"
   dir="$WORK_ROOT/containerd-$CONTAINERD_VERSION"
@@ -187,7 +200,7 @@ if ! have containerd; then
 fi
 
 # --- kubelet, kube-scheduler: k8s.io/kubernetes with its staging modules pinned, as in build.sh
-if ! have kubelet; then
+if wanted kubelet && ! have kubelet; then
   OUT_DIR="$(piece_dir kubelet)"
   mkdir -p "$OUT_DIR"
   dir="$WORK_ROOT/kubelet-$K8S_VERSION"
@@ -205,6 +218,7 @@ fi
 
 for p in "${PIECES[@]}"; do
   have "$p" || { log "FAILED: build-node: $p missing from $(piece_dir "$p") after build"; exit 1; }
+  [[ "$(piece_dir "$p")" == "$NODE_BIN_DIR" ]] && continue
   for b in ${PIECE_BINS[$p]}; do ln -sfn "$(piece_dir "$p")/$b" "$NODE_BIN_DIR/$b"; done
 done
 all_cached || { log "FAILED: build-node: binaries missing from $NODE_BIN_DIR after build"; exit 1; }
