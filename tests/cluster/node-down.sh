@@ -32,15 +32,18 @@ fi
 CP="$(<"$DIR/.regcred-node")"
 ID="$(node_id "$DIR")"
 T0=$SECONDS
-problems=()
+rm -f -- "$DIR/.down-problems"
 
 # Nothing below needs the registry or the scheduler.
 stop_pieces "$DIR" node-watchdog kube-scheduler registry
 
-for N in "$DIR"/node-*/; do
-  N="${N%/}"
-  [[ -d "$N" ]] || continue
-  sock="$N/containerd/containerd.sock"
+# problem TEXT: recorded for the summary (from the per-node subshells too).
+problem() { printf '%s\n' "$*" >>"$DIR/.down-problems"; }
+
+# teardown_node N: one kubelet + containerd and what they left outside DIR.
+teardown_node() {
+  local N="$1"
+  local sock="$N/containerd/containerd.sock" ctr tasks t cgroot shims pid br l
   # The kubelet first: it would restart what we kill below.
   stop_pieces "$N" kubelet
   # Every Pod's containers, while containerd still runs: kill, then delete the tasks, so the
@@ -62,7 +65,7 @@ for N in "$DIR"/node-*/; do
   # run in their own sessions; found by this node's socket path in their arguments).
   if [[ -s "$N/cgroup-root" ]]; then
     cgroot="$(<"$N/cgroup-root")"
-    kill_cgroup_tree "$cgroot" || problems+=("cgroups /sys/fs/cgroup/*/$cgroot not all removed")
+    kill_cgroup_tree "$cgroot" || problem "cgroups /sys/fs/cgroup/*/$cgroot not all removed"
   fi
   mapfile -t shims < <(pids_with_arg "$sock")
   for pid in "${shims[@]}"; do
@@ -74,7 +77,7 @@ for N in "$DIR"/node-*/; do
   if [[ -s "$N/bridge" ]]; then
     br="$(<"$N/bridge")"
     if ip link show "$br" >/dev/null 2>&1; then
-      ip link delete "$br" 2>/dev/null || problems+=("bridge $br not deleted")
+      ip link delete "$br" 2>/dev/null || problem "bridge $br not deleted"
     fi
   fi
   # Files outside DIR: kubelet's log links pointing into this node, CNI results of its network.
@@ -90,11 +93,17 @@ for N in "$DIR"/node-*/; do
     grep -lsF -- "\"$N/" "$CNI_RESULTS"/* | while IFS= read -r f; do rm -f -- "$f"; done
     rmdir "$CNI_RESULTS" /var/lib/cni 2>/dev/null || true
   fi
+}
+
+# The nodes in parallel (each takes a few seconds, mostly waiting for processes to exit).
+for N in "$DIR"/node-*/; do
+  [[ -d "$N" ]] && teardown_node "${N%/}" &
 done
+wait
 
 # Mounts below DIR (netns, rootfs, Pod volumes, kubelet's root bind mount) before removing it.
 if ! unmount_under "$DIR"; then
-  problems+=("still mounted: $(mounts_under "$DIR" | tr '\n' ' ')")
+  problem "still mounted: $(mounts_under "$DIR" | tr '\n' ' ')"
 fi
 
 # Shared hard-coded paths: containerd's shim sockets and fifos (dead ones only), and the
@@ -136,8 +145,9 @@ if [[ -n "$CP" && -f "$CP/env" && -f "$CP/pki/admin.key" ]]; then
   done
 fi
 
-if ((${#problems[@]})); then
-  for p in "${problems[@]}"; do log "WARNING: node-down: $p"; done
+if [[ -s "$DIR/.down-problems" ]]; then
+  while IFS= read -r p; do log "WARNING: node-down: $p"; done <"$DIR/.down-problems"
+  rm -f -- "$DIR/.down-problems"
 fi
 if [[ -n "${REGCRED_NODE_KEEP_DIR:-}" ]]; then
   log "stopped node $DIR in $((SECONDS - T0))s (directory kept)"
