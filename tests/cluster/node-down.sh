@@ -35,7 +35,7 @@ T0=$SECONDS
 rm -f -- "$DIR/.down-problems"
 
 # Nothing below needs the registry or the scheduler.
-stop_pieces "$DIR" node-watchdog kube-scheduler registry
+stop_pieces "$DIR" node-watchdog kube-scheduler kube-controller-manager registry
 
 # problem TEXT: recorded for the summary (from the per-node subshells too).
 problem() { printf '%s\n' "$*" >>"$DIR/.down-problems"; }

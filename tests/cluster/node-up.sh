@@ -5,7 +5,9 @@
 # No container engine, no internet: every image is built here (tests/node/ocimage).
 # Needs root (containerd, runc, mounts, cgroups). Loopback only: the registry listens on
 # 127.0.0.1, each kubelet on its own 127.x.y.z (its node name and InternalIP), pods get
-# 127.88.x.y on an isolated bridge. A kube-scheduler places Pods that have no nodeName.
+# 127.88.x.y on an isolated bridge. A kube-scheduler places Pods that have no nodeName, and a
+# second kube-controller-manager runs the workload controllers (deployment, replicaset,
+# disruption, podgc) that the control plane of up.sh leaves out.
 #
 # Usage: tests/cluster/node-up.sh DIR CLUSTER_DIR
 #   DIR must not exist or be empty; CLUSTER_DIR is the directory given to up.sh (its env,
@@ -25,7 +27,7 @@
 #   REGCRED_NODE_COUNT     kubelets to start (default 1); each is a Node named after its IP
 #   REGCRED_CP_WATCH_PID   if set, a detached watchdog runs node-down.sh DIR once that
 #                          process exits (as up.sh does for the control plane)
-#   REGCRED_NODE_NO_SCHEDULER=1   do not start kube-scheduler
+#   REGCRED_NODE_NO_SCHEDULER=1   start neither kube-scheduler nor the workload controllers
 #   REGCRED_CP_READY_TIMEOUT (120), REGCRED_CP_STOP_GRACE (10), REGCRED_CACHE.
 # Stop with tests/cluster/node-down.sh DIR (before or after down.sh CLUSTER_DIR).
 set -euo pipefail
@@ -385,7 +387,10 @@ for ((i = 1; i <= NODE_COUNT; i++)); do
   untaint "${NODE_NAMES[$((i - 1))]}" || fail kubelet "$DIR/node-$i/kubelet.log" "removing the not-ready taint"
 done
 
-# --- scheduler ---------------------------------------------------------------------------
+# --- scheduler and workload controllers ------------------------------------------------------
+# What a Deployment needs beyond the control plane's own controllers (up.sh runs only those the
+# operator relies on): the scheduler, and a second controller-manager running the workload
+# controllers (disjoint from the first's, so both can run without leader election).
 if [[ -z "${REGCRED_NODE_NO_SCHEDULER:-}" ]]; then
   write_cmd "$DIR" kube-scheduler "$NODE_BIN_DIR/kube-scheduler" \
     --kubeconfig="$CP/kubeconfig" \
@@ -393,9 +398,20 @@ if [[ -z "${REGCRED_NODE_NO_SCHEDULER:-}" ]]; then
     --secure-port=0
   log "starting kube-scheduler"
   start_piece "$DIR" kube-scheduler
-  # Running is enough: it places Pods as soon as its informers have synced.
+  write_cmd "$DIR" kube-controller-manager "$REGCRED_CP_BIN_DIR/kube-controller-manager" \
+    --kubeconfig="$CP/kubeconfig" \
+    --controllers=deployment,replicaset,disruption,podgc \
+    --leader-elect=false \
+    --secure-port=0 \
+    --kube-api-qps=100 \
+    --kube-api-burst=200
+  log "starting kube-controller-manager (deployment, replicaset, disruption, podgc)"
+  start_piece "$DIR" kube-controller-manager
+  # Running is enough: they act as soon as their informers have synced.
   sleep 0.5
   pid_of "$DIR" kube-scheduler >/dev/null || fail kube-scheduler "$DIR/kube-scheduler.log" "exited"
+  pid_of "$DIR" kube-controller-manager >/dev/null ||
+    fail kube-controller-manager "$DIR/kube-controller-manager.log" "exited"
 fi
 
 # --- optional watchdog ---------------------------------------------------------------------
@@ -422,6 +438,7 @@ fi
     REGCRED_NODE_KUBELET_LOG "$DIR/node-1/kubelet.log" \
     REGCRED_NODE_CONTAINERD_LOG "$DIR/node-1/containerd.log" \
     REGCRED_NODE_SCHEDULER_LOG "$DIR/kube-scheduler.log" \
+    REGCRED_NODE_CONTROLLER_MANAGER_LOG "$DIR/kube-controller-manager.log" \
     REGCRED_NODE_CONTAINERD_SOCK "$DIR/node-1/containerd/containerd.sock" \
     REGCRED_NODE_BIN_DIR "$NODE_BIN_DIR" \
     REGCRED_NODE_CGROUP_ROOTS "${CGROUP_ROOTS[*]}"
