@@ -67,6 +67,7 @@ impl Stores {
             namespaces: self.namespaces.state(),
             managed_secrets: self.managed_secrets.state(),
             service_accounts: self.service_accounts.state(),
+            source_namespaces: self.source_namespaces.keys().cloned().collect(),
         }
     }
 }
@@ -77,6 +78,7 @@ pub(crate) struct Snapshot {
     namespaces: Vec<Arc<Namespace>>,
     managed_secrets: Vec<Arc<Secret>>,
     service_accounts: Vec<Arc<ServiceAccount>>,
+    source_namespaces: Vec<String>,
 }
 
 impl Snapshot {
@@ -86,6 +88,7 @@ impl Snapshot {
             namespaces: self.namespaces.iter().map(Arc::as_ref).collect(),
             managed_secrets: self.managed_secrets.iter().map(Arc::as_ref).collect(),
             service_accounts: self.service_accounts.iter().map(Arc::as_ref).collect(),
+            source_namespaces: &self.source_namespaces,
         }
     }
 }
@@ -119,6 +122,8 @@ pub(crate) struct Context {
     pub(crate) recorder: Recorder,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) backoff: Backoff,
+    /// Asks the controller to reconcile another RegistryCredential now.
+    pub(crate) retrigger: futures::channel::mpsc::UnboundedSender<ObjectRef<RegistryCredential>>,
 }
 
 impl Context {

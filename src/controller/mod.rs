@@ -70,31 +70,51 @@ fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
 
 /// A watch feeding a cache, yielding each object it sees so the controller can map it.
 ///
-/// The watch retries with its own backoff and its errors stop here: the controller pauses all
-/// of its triggers after any error it sees, so one watch's hiccup would delay every other.
+/// Objects are trimmed to what the planner reads, and only those `keep` accepts enter the cache
+/// (one that stops being accepted leaves it as if deleted). The watch retries with its own
+/// backoff and its errors stop here: the controller pauses all of its triggers after any error
+/// it sees, so one watch's hiccup would delay every other.
 fn cached_watch<K>(
     api: Api<K>,
     config: watcher::Config,
     trim_object: fn(&mut K),
+    keep: fn(&K) -> bool,
 ) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream =
-        watcher(api, config).backoff(watch_backoff()).modify(trim_object).reflect(writer).touched_objects().filter_map(
-            |event| async move {
-                match event {
-                    Ok(object) => Some(Ok(object)),
-                    Err(error) => {
-                        warn!(kind = %K::kind(&()), %error, "watch interrupted; retrying");
-                        None
-                    }
+    let stream = watcher(api, config)
+        .backoff(watch_backoff())
+        .modify(trim_object)
+        .filter_map(move |event| async move {
+            match event {
+                Ok(watcher::Event::Apply(object)) if !keep(&object) => Some(Ok(watcher::Event::Delete(object))),
+                Ok(watcher::Event::InitApply(object)) if !keep(&object) => None,
+                other => Some(other),
+            }
+        })
+        .reflect(writer)
+        .touched_objects()
+        .filter_map(|event| async move {
+            match event {
+                Ok(object) => Some(Ok(object)),
+                Err(error) => {
+                    warn!(kind = %K::kind(&()), %error, "watch interrupted; retrying");
+                    None
                 }
-            },
-        );
+            }
+        });
     (reader, stream)
 }
+
+fn keep_all<K>(_: &K) -> bool {
+    true
+}
+
+/// Objects of at most this many per list page: a tenant can label large Secrets as ours, and a
+/// page of them is held at once while the cache fills.
+const MANAGED_SECRET_PAGE: u32 = 50;
 
 /// The caches and the controller; `run` drives them until `shutdown` resolves.
 pub(crate) struct Operator {
@@ -115,13 +135,18 @@ impl Operator {
         let credential_store = controller.store();
 
         let (namespaces, namespace_events) =
-            cached_watch(Api::<Namespace>::all(client.clone()), watcher::Config::default(), trim::namespace);
-        let (service_accounts, account_events) =
-            cached_watch(Api::<ServiceAccount>::all(client.clone()), watcher::Config::default(), trim::service_account);
+            cached_watch(Api::<Namespace>::all(client.clone()), watcher::Config::default(), trim::namespace, keep_all);
+        let (service_accounts, account_events) = cached_watch(
+            Api::<ServiceAccount>::all(client.clone()),
+            watcher::Config::default(),
+            trim::service_account,
+            keep_all,
+        );
         let (managed_secrets, managed_events) = cached_watch(
             Api::<Secret>::all(client.clone()),
-            watcher::Config::default().labels(&managed_selector()),
+            watcher::Config::default().labels(&managed_selector()).page_size(MANAGED_SECRET_PAGE),
             trim::managed_secret,
+            trim::is_controlled_by_a_credential,
         );
         let mut source_namespaces = std::collections::BTreeMap::new();
         let mut source_events = Vec::new();
@@ -130,6 +155,7 @@ impl Operator {
                 Api::<Secret>::namespaced(client.clone(), namespace),
                 watcher::Config::default(),
                 trim::source_secret,
+                keep_all,
             );
             source_namespaces.insert(namespace.clone(), store);
             source_events.push(events.boxed());
@@ -169,7 +195,11 @@ impl Operator {
             client.clone(),
             Reporter { controller: "regcred-operator".into(), instance: instance_name() },
         );
-        let context = Arc::new(Context { client, settings, stores, recorder, metrics, backoff: Backoff::default() });
+        // Reconciles asked for by other reconciles: the next claimant of a name whose holder left.
+        let (retrigger, retriggered) = futures::channel::mpsc::unbounded();
+        let controller = controller.reconcile_on(retriggered);
+        let context =
+            Arc::new(Context { client, settings, stores, recorder, metrics, backoff: Backoff::default(), retrigger });
         Operator { controller, context }
     }
 

@@ -1,4 +1,4 @@
-//! What should exist where: a pure function of the cached cluster state.
+//! What should exist where: a pure function of the cached cluster state, one namespace at a time.
 //!
 //! The reconciler feeds it the objects from its caches and carries out the returned [`Plan`];
 //! nothing here talks to the API server, so every rule is unit-tested on its own.
@@ -8,19 +8,23 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::ResourceExt;
 
-use super::ownership::{AddedPullSecrets, CREDENTIAL_LABEL};
+use super::ownership::{AddedPullSecrets, CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use super::trim::{CACHED_DIGEST, content_digest};
 use crate::crd::RegistryCredential;
-use crate::crd::selection::{selects_namespace, selects_service_account};
-use crate::credential::pull_secret::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE};
+use crate::crd::selection::{selects_namespace_reserving, selects_service_account};
+use crate::credential::pull_secret::DOCKER_CONFIG_JSON_TYPE;
 
 /// The cached objects a plan is computed from.
 pub(crate) struct ClusterState<'a> {
     /// Every RegistryCredential this instance manages, the one being planned among them.
     pub(crate) credentials: Vec<&'a RegistryCredential>,
     pub(crate) namespaces: Vec<&'a Namespace>,
-    /// Secrets labelled as managed by this operator.
+    /// Secrets labelled as managed by this operator and controlled by a RegistryCredential.
     pub(crate) managed_secrets: Vec<&'a Secret>,
     pub(crate) service_accounts: Vec<&'a ServiceAccount>,
+    /// The namespaces sources are read from: like the system namespaces, selected only by an
+    /// exact include entry, never by a glob.
+    pub(crate) source_namespaces: &'a [String],
 }
 
 /// The changes one RegistryCredential needs, namespace by namespace.
@@ -30,16 +34,36 @@ pub(crate) struct Plan {
     pub(crate) matched: BTreeSet<String>,
     /// Namespaces with something to change.
     pub(crate) work: BTreeMap<String, NamespaceWork>,
-    /// Selected namespaces where another RegistryCredential owns the secret name.
-    pub(crate) name_conflicts: BTreeMap<String, String>,
+    /// Selected namespaces where the copy must not be written, and why.
+    pub(crate) blocked: BTreeMap<String, Blocked>,
+}
+
+/// Why a selected namespace gets no copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Blocked {
+    /// An older RegistryCredential claims the same Secret name here.
+    NameClaimedBy(String),
+    /// A RegistryCredential reads its source from the Secret of that name here: never written.
+    SourceSecret,
+    /// The Secret of that name is controlled by a RegistryCredential this instance does not
+    /// manage (another operator instance's, with another `--credential-selector`).
+    ControlledByAnother(String),
+}
+
+/// A Secret the operator controls, by name and UID: deletes carry the UID as a precondition, so
+/// a Secret that took the name meanwhile is never deleted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct CopyRef {
+    pub(crate) name: String,
+    pub(crate) uid: String,
 }
 
 /// The changes in one namespace.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct NamespaceWork {
     pub(crate) secret: Option<SecretChange>,
-    /// Secrets with a name this credential no longer uses (after a `secretName` change).
-    pub(crate) delete_stale_secrets: Vec<String>,
+    /// Copies under a name this credential no longer uses (after a `secretName` change).
+    pub(crate) delete_stale_secrets: Vec<CopyRef>,
     /// ServiceAccounts that need the pull secret entry.
     pub(crate) add_to: Vec<String>,
     /// ServiceAccount entries to remove: (ServiceAccount, entry), only entries the operator added.
@@ -55,14 +79,14 @@ impl NamespaceWork {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SecretChange {
     /// No managed copy exists: create one (never overwriting an unmanaged Secret).
     Create,
     /// The managed copy is stale or belongs to a credential that lost the name: apply ours.
     Update,
     /// The namespace stopped matching (with `prune`), or the credential is being deleted.
-    Delete,
+    Delete(CopyRef),
 }
 
 /// The order in which credentials claim a secret name in a namespace: oldest first, then by name.
@@ -79,88 +103,139 @@ fn has_pull_secret(account: &ServiceAccount, name: &str) -> bool {
     account.image_pull_secrets.iter().flatten().any(|reference| reference.name == name)
 }
 
-/// Whether some live credential other than `except` places `secret_name` on this ServiceAccount.
-fn wanted_by_another(
-    state: &ClusterState,
-    except: &RegistryCredential,
-    secret_name: &str,
-    namespace: &Namespace,
-    account: &str,
-) -> bool {
-    state.credentials.iter().any(|other| {
-        other.metadata.uid != except.metadata.uid
-            && other.metadata.deletion_timestamp.is_none()
-            && other.spec.secret_name == secret_name
-            && selects_namespace(&other.spec, &namespace.name_any(), namespace.labels())
-            && selects_service_account(&other.spec, account)
-    })
+/// The UID of the RegistryCredential that controls a cached copy.
+fn controller_uid(secret: &Secret) -> Option<&str> {
+    secret.owner_references().iter().find(|o| o.controller == Some(true)).map(|o| o.uid.as_str())
 }
 
-/// The changes that bring the cluster to what `credential` asks for.
-///
-/// `payload` is the normalized docker config, or `None` when the source is unusable: then
-/// nothing is planned, so a broken source never touches a working copy.
-pub(crate) fn plan(credential: &RegistryCredential, state: &ClusterState, payload: Option<&str>) -> Plan {
-    let me = credential.name_any();
-    let secret_name = credential.spec.secret_name.as_str();
-    let spec = &credential.spec;
-    // Per namespace: the copies of this credential, and any managed copy under its secret name
-    // (another credential's, which the winner of the name takes over).
-    let mut copies_by_namespace: HashMap<&str, Vec<&Secret>> = HashMap::new();
-    for secret in &state.managed_secrets {
-        if secret.labels().get(CREDENTIAL_LABEL) == Some(&me) || secret.name_any() == secret_name {
-            copies_by_namespace
-                .entry(secret.metadata.namespace.as_deref().unwrap_or_default())
-                .or_default()
-                .push(secret);
-        }
-    }
-    let mut accounts_by_namespace: HashMap<&str, Vec<&ServiceAccount>> = HashMap::new();
-    for account in &state.service_accounts {
-        accounts_by_namespace
-            .entry(account.metadata.namespace.as_deref().unwrap_or_default())
-            .or_default()
-            .push(account);
-    }
-    let rivals: Vec<&&RegistryCredential> = state
-        .credentials
-        .iter()
-        .filter(|other| {
-            other.spec.secret_name == secret_name
-                && other.metadata.uid != credential.metadata.uid
-                && other.metadata.deletion_timestamp.is_none()
-                && claim_key(other) < claim_key(credential)
-        })
-        .collect();
+fn copy_ref(secret: &Secret) -> CopyRef {
+    CopyRef { name: secret.name_any(), uid: secret.metadata.uid.clone().unwrap_or_default() }
+}
 
-    let mut plan = Plan::default();
-    for namespace in &state.namespaces {
-        if is_terminating(namespace) {
-            continue;
+/// What every namespace's plan shares: the credential, the cluster, and what is derived once.
+struct Planner<'a> {
+    credential: &'a RegistryCredential,
+    state: &'a ClusterState<'a>,
+    my_uid: &'a str,
+    /// Live credentials with the same secret name that claim it before this one.
+    rivals: Vec<&'a RegistryCredential>,
+    /// (namespace, name) of every source Secret of the credentials this instance knows.
+    sources: BTreeSet<(&'a str, &'a str)>,
+    copies_by_namespace: HashMap<&'a str, Vec<&'a Secret>>,
+    accounts_by_namespace: HashMap<&'a str, Vec<&'a ServiceAccount>>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(credential: &'a RegistryCredential, state: &'a ClusterState<'a>) -> Self {
+        let my_uid = credential.metadata.uid.as_deref().unwrap_or_default();
+        let secret_name = credential.spec.secret_name.as_str();
+        let rivals = state
+            .credentials
+            .iter()
+            .copied()
+            .filter(|other| {
+                other.spec.secret_name == secret_name
+                    && other.metadata.uid != credential.metadata.uid
+                    && other.metadata.deletion_timestamp.is_none()
+                    && claim_key(other) < claim_key(credential)
+            })
+            .collect();
+        let sources = state
+            .credentials
+            .iter()
+            .filter_map(|c| c.spec.source.secret_ref.as_ref())
+            .map(|r| (r.namespace.as_str(), r.name.as_str()))
+            .collect();
+        // Per namespace: the copies of this credential, and any copy under its secret name.
+        let mut copies_by_namespace: HashMap<&str, Vec<&Secret>> = HashMap::new();
+        for secret in &state.managed_secrets {
+            if controller_uid(secret) == Some(my_uid) || secret.metadata.name.as_deref() == Some(secret_name) {
+                copies_by_namespace
+                    .entry(secret.metadata.namespace.as_deref().unwrap_or_default())
+                    .or_default()
+                    .push(secret);
+            }
         }
+        Planner {
+            credential,
+            state,
+            my_uid,
+            rivals,
+            sources,
+            copies_by_namespace,
+            accounts_by_namespace: accounts_by_namespace(state),
+        }
+    }
+
+    fn selects(&self, credential: &RegistryCredential, namespace: &Namespace) -> bool {
+        selects_namespace_reserving(
+            &credential.spec,
+            namespace.metadata.name.as_deref().unwrap_or_default(),
+            namespace.labels(),
+            self.state.source_namespaces,
+        )
+    }
+
+    fn accounts(&self, namespace: &str) -> &[&'a ServiceAccount] {
+        self.accounts_by_namespace.get(namespace).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    fn is_known_credential(&self, uid: &str) -> bool {
+        self.state.credentials.iter().any(|c| c.metadata.uid.as_deref() == Some(uid))
+    }
+
+    /// Whether some live credential other than this one places `secret_name` on this ServiceAccount.
+    fn wanted_by_another(&self, secret_name: &str, namespace: &Namespace, account: &str) -> bool {
+        self.state.credentials.iter().any(|other| {
+            other.metadata.uid != self.credential.metadata.uid
+                && other.metadata.deletion_timestamp.is_none()
+                && other.spec.secret_name == secret_name
+                && self.selects(other, namespace)
+                && selects_service_account(&other.spec, account)
+        })
+    }
+
+    /// Entries for `secret_name` that the operator added and no other live credential still wants.
+    fn removable_entries(&self, secret_name: &str, namespace: &Namespace) -> Vec<(String, String)> {
         let ns = namespace.metadata.name.as_deref().unwrap_or_default();
-        let selected = selects_namespace(spec, ns, namespace.labels());
-        if selected {
-            plan.matched.insert(ns.to_owned());
-        }
-        let Some(payload) = payload else { continue };
-        let accounts = accounts_by_namespace.get(ns).map(Vec::as_slice).unwrap_or_default();
-        let copies = copies_by_namespace.get(ns).map(Vec::as_slice).unwrap_or_default();
+        self.accounts(ns)
+            .iter()
+            .filter(|account| AddedPullSecrets::of(account).contains(secret_name))
+            .filter(|account| !self.wanted_by_another(secret_name, namespace, &account.name_any()))
+            .map(|account| (account.name_any(), secret_name.to_owned()))
+            .collect()
+    }
+
+    /// The plan for one namespace, given the digest of the payload the copies should hold.
+    fn namespace(&self, namespace: &Namespace, payload_digest: &str) -> NamespacePlan {
+        let spec = &self.credential.spec;
+        let secret_name = spec.secret_name.as_str();
+        let ns = namespace.metadata.name.as_deref().unwrap_or_default();
+        let copies = self.copies_by_namespace.get(ns).map(Vec::as_slice).unwrap_or_default();
         let current = copies.iter().copied().find(|s| s.metadata.name.as_deref() == Some(secret_name));
-        let owned_by_me = current.is_some_and(|s| s.labels().get(CREDENTIAL_LABEL) == Some(&me));
         let mut work = NamespaceWork::default();
 
-        if selected {
-            if let Some(winner) = rivals.iter().find(|r| selects_namespace(&r.spec, ns, namespace.labels())) {
-                plan.name_conflicts.insert(ns.to_owned(), winner.name_any());
-                continue;
+        if self.selects(self.credential, namespace) {
+            if let Some(winner) = self.rivals.iter().find(|rival| self.selects(rival, namespace)) {
+                return NamespacePlan::Blocked(Blocked::NameClaimedBy(winner.name_any()));
+            }
+            if self.sources.contains(&(ns, secret_name)) {
+                return NamespacePlan::Blocked(Blocked::SourceSecret);
+            }
+            if let Some(secret) = current
+                && let Some(owner) = controller_uid(secret)
+                && owner != self.my_uid
+                && !self.is_known_credential(owner)
+            {
+                let name = secret.owner_references().iter().find(|o| o.uid == owner).map(|o| o.name.clone());
+                return NamespacePlan::Blocked(Blocked::ControlledByAnother(name.unwrap_or_default()));
             }
             work.secret = match current {
                 None => Some(SecretChange::Create),
-                Some(secret) if !copy_is_current(secret, credential, payload) => Some(SecretChange::Update),
+                Some(secret) if !self.copy_is_current(secret, payload_digest) => Some(SecretChange::Update),
                 Some(_) => None,
             };
-            for account in accounts {
+            for account in self.accounts(ns) {
                 let name = account.name_any();
                 if selects_service_account(spec, &name) {
                     if !has_pull_secret(account, secret_name) {
@@ -170,22 +245,63 @@ pub(crate) fn plan(credential: &RegistryCredential, state: &ClusterState, payloa
                     work.remove_from.push((name, secret_name.to_owned()));
                 }
             }
-        } else if spec.prune && owned_by_me {
-            work.secret = Some(SecretChange::Delete);
-            work.remove_from = removable_entries(state, credential, secret_name, namespace, accounts);
+        } else if spec.prune
+            && let Some(mine) = current.filter(|s| controller_uid(s) == Some(self.my_uid))
+        {
+            work.secret = Some(SecretChange::Delete(copy_ref(mine)));
+            work.remove_from = self.removable_entries(secret_name, namespace);
         }
 
         // Copies under a name this credential no longer uses, and the entries that pointed at them.
         for secret in copies {
             let name = secret.name_any();
-            if name != secret_name && secret.labels().get(CREDENTIAL_LABEL) == Some(&me) {
-                work.remove_from.extend(removable_entries(state, credential, &name, namespace, accounts));
-                work.delete_stale_secrets.push(name);
+            if name != secret_name && controller_uid(secret) == Some(self.my_uid) {
+                work.remove_from.extend(self.removable_entries(&name, namespace));
+                work.delete_stale_secrets.push(copy_ref(secret));
             }
         }
         work.delete_stale_secrets.sort();
-        if !work.is_empty() {
-            plan.work.insert(ns.to_owned(), work);
+        NamespacePlan::Work(work)
+    }
+
+    /// Whether a copy already is exactly what this credential writes.
+    fn copy_is_current(&self, secret: &Secret, payload_digest: &str) -> bool {
+        secret.annotations().get(CACHED_DIGEST).map(String::as_str) == Some(payload_digest)
+            && controller_uid(secret) == Some(self.my_uid)
+            && secret.type_.as_deref() == Some(DOCKER_CONFIG_JSON_TYPE)
+            && secret.labels().get(CREDENTIAL_LABEL) == Some(&self.credential.name_any())
+            && secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
+    }
+}
+
+/// One selected or formerly selected namespace's outcome of planning.
+enum NamespacePlan {
+    Work(NamespaceWork),
+    Blocked(Blocked),
+}
+
+/// The changes that bring the cluster to what `credential` asks for.
+///
+/// `payload` is the normalized docker config, or `None` when the source is unusable: then
+/// nothing is planned, so a broken source never touches a working copy.
+pub(crate) fn plan(credential: &RegistryCredential, state: &ClusterState, payload: Option<&str>) -> Plan {
+    let planner = Planner::new(credential, state);
+    let digest = payload.map(|payload| content_digest(payload.as_bytes()));
+    let mut plan = Plan::default();
+    for namespace in state.namespaces.iter().copied().filter(|n| !is_terminating(n)) {
+        let ns = namespace.metadata.name.as_deref().unwrap_or_default();
+        if planner.selects(credential, namespace) {
+            plan.matched.insert(ns.to_owned());
+        }
+        let Some(digest) = &digest else { continue };
+        match planner.namespace(namespace, digest) {
+            NamespacePlan::Work(work) if work.is_empty() => {}
+            NamespacePlan::Work(work) => {
+                plan.work.insert(ns.to_owned(), work);
+            }
+            NamespacePlan::Blocked(blocked) => {
+                plan.blocked.insert(ns.to_owned(), blocked);
+            }
         }
     }
     plan
@@ -193,22 +309,20 @@ pub(crate) fn plan(credential: &RegistryCredential, state: &ClusterState, payloa
 
 /// The cleanup when `credential` is deleted: its copies and the entries the operator added for them.
 pub(crate) fn plan_cleanup(credential: &RegistryCredential, state: &ClusterState) -> BTreeMap<String, NamespaceWork> {
-    let me = credential.name_any();
+    let planner = Planner::new(credential, state);
     let namespaces: HashMap<&str, &Namespace> =
         state.namespaces.iter().map(|n| (n.metadata.name.as_deref().unwrap_or_default(), *n)).collect();
-    let accounts = accounts_by_namespace(state);
     let mut work: BTreeMap<String, NamespaceWork> = BTreeMap::new();
-    for secret in state.managed_secrets.iter().filter(|s| s.labels().get(CREDENTIAL_LABEL) == Some(&me)) {
+    for secret in state.managed_secrets.iter().filter(|s| controller_uid(s) == Some(planner.my_uid)) {
         let ns = secret.metadata.namespace.as_deref().unwrap_or_default();
         let Some(namespace) = namespaces.get(ns) else { continue };
-        let in_namespace = accounts.get(ns).map(Vec::as_slice).unwrap_or_default();
         let entry = work.entry(ns.to_owned()).or_default();
         let name = secret.name_any();
-        entry.remove_from.extend(removable_entries(state, credential, &name, namespace, in_namespace));
+        entry.remove_from.extend(planner.removable_entries(&name, namespace));
         if name == credential.spec.secret_name {
-            entry.secret = Some(SecretChange::Delete);
+            entry.secret = Some(SecretChange::Delete(copy_ref(secret)));
         } else {
-            entry.delete_stale_secrets.push(name);
+            entry.delete_stale_secrets.push(copy_ref(secret));
         }
     }
     // Entries whose copy someone already deleted still go, in the namespaces this credential selects.
@@ -216,10 +330,9 @@ pub(crate) fn plan_cleanup(credential: &RegistryCredential, state: &ClusterState
     for account in &state.service_accounts {
         let ns = account.metadata.namespace.as_deref().unwrap_or_default();
         let Some(namespace) = namespaces.get(ns) else { continue };
-        let recorded = AddedPullSecrets::of(account).contains(secret_name);
-        if !recorded
-            || !selects_namespace(&credential.spec, ns, namespace.labels())
-            || wanted_by_another(state, credential, secret_name, namespace, &account.name_any())
+        if !AddedPullSecrets::of(account).contains(secret_name)
+            || !planner.selects(credential, namespace)
+            || planner.wanted_by_another(secret_name, namespace, &account.name_any())
         {
             continue;
         }
@@ -240,33 +353,6 @@ fn accounts_by_namespace<'a>(state: &ClusterState<'a>) -> HashMap<&'a str, Vec<&
     by_namespace
 }
 
-/// Entries for `secret_name` that the operator added and no other live credential still wants.
-fn removable_entries(
-    state: &ClusterState,
-    credential: &RegistryCredential,
-    secret_name: &str,
-    namespace: &Namespace,
-    accounts: &[&ServiceAccount],
-) -> Vec<(String, String)> {
-    accounts
-        .iter()
-        .filter(|account| AddedPullSecrets::of(account).contains(secret_name))
-        .filter(|account| !wanted_by_another(state, credential, secret_name, namespace, &account.name_any()))
-        .map(|account| (account.name_any(), secret_name.to_owned()))
-        .collect()
-}
-
-/// Whether a managed copy already is exactly what `credential` would write.
-fn copy_is_current(secret: &Secret, credential: &RegistryCredential, payload: &str) -> bool {
-    let data_current =
-        secret.data.as_ref().and_then(|d| d.get(DOCKER_CONFIG_JSON_KEY)).is_some_and(|v| v.0 == payload.as_bytes());
-    let owner_current = secret.owner_references().iter().any(|o| Some(&o.uid) == credential.metadata.uid.as_ref());
-    data_current
-        && owner_current
-        && secret.type_.as_deref() == Some(DOCKER_CONFIG_JSON_TYPE)
-        && secret.labels().get(CREDENTIAL_LABEL) == Some(&credential.name_any())
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -277,7 +363,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::controller::ownership::{ADDED_PULL_SECRETS_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+    use crate::controller::ownership::ADDED_PULL_SECRETS_ANNOTATION;
+    use crate::credential::pull_secret::DOCKER_CONFIG_JSON_KEY;
 
     const PAYLOAD: &str = r#"{"auths":{"registry.test":{"auth":"dTpw","password":"p","username":"u"}}}"#;
 
@@ -319,19 +406,23 @@ mod tests {
         account
     }
 
-    /// A copy as the operator writes it for `owner`, holding `payload`.
+    /// A copy as the operator writes it for `owner`, holding `payload`, as the cache holds it.
     fn copy(namespace: &str, name: &str, owner: &RegistryCredential, payload: &str) -> Secret {
-        Secret {
+        let mut secret = Secret {
             metadata: ObjectMeta {
                 name: Some(name.into()),
+                uid: Some(format!("uid-{namespace}-{name}")),
                 namespace: Some(namespace.into()),
                 labels: Some(BTreeMap::from([
                     (MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned()),
                     (CREDENTIAL_LABEL.to_owned(), owner.name_any()),
                 ])),
                 owner_references: Some(vec![OwnerReference {
+                    api_version: "regcred.dev/v1alpha1".into(),
+                    kind: "RegistryCredential".into(),
                     uid: owner.metadata.uid.clone().unwrap(),
                     name: owner.name_any(),
+                    controller: Some(true),
                     ..Default::default()
                 }]),
                 ..Default::default()
@@ -339,7 +430,13 @@ mod tests {
             type_: Some(DOCKER_CONFIG_JSON_TYPE.into()),
             data: Some(BTreeMap::from([(DOCKER_CONFIG_JSON_KEY.to_owned(), ByteString(payload.as_bytes().to_vec()))])),
             ..Default::default()
-        }
+        };
+        crate::controller::trim::managed_secret(&mut secret);
+        secret
+    }
+
+    fn stale(name: &str, namespace: &str) -> CopyRef {
+        CopyRef { name: name.into(), uid: format!("uid-{namespace}-{name}") }
     }
 
     fn state<'a>(
@@ -353,6 +450,7 @@ mod tests {
             namespaces: namespaces.iter().collect(),
             managed_secrets: secrets.iter().collect(),
             service_accounts: accounts.iter().collect(),
+            source_namespaces: &[],
         }
     }
 
@@ -430,7 +528,7 @@ mod tests {
         assert_eq!(
             plan.work.get("b1"),
             Some(&NamespaceWork {
-                secret: Some(SecretChange::Delete),
+                secret: Some(SecretChange::Delete(stale("regcred", "b1"))),
                 remove_from: vec![("default".into(), "regcred".into())],
                 ..Default::default()
             })
@@ -469,10 +567,49 @@ mod tests {
         let credentials = [older.clone(), newer.clone(), tie.clone()];
         let namespaces = [namespace("a1", "a")];
         let cluster = state(&credentials, &namespaces, &[], &[]);
-        assert!(plan(&newer, &cluster, Some(PAYLOAD)).name_conflicts.contains_key("a1"));
-        assert_eq!(plan(&tie, &cluster, Some(PAYLOAD)).name_conflicts.get("a1"), None, "same second: beta < zeta");
-        assert_eq!(plan(&older, &cluster, Some(PAYLOAD)).name_conflicts.get("a1").map(String::as_str), Some("beta"));
+        assert!(plan(&newer, &cluster, Some(PAYLOAD)).blocked.contains_key("a1"));
+        assert_eq!(plan(&tie, &cluster, Some(PAYLOAD)).blocked.get("a1"), None, "same second: beta < zeta");
+        assert_eq!(
+            plan(&older, &cluster, Some(PAYLOAD)).blocked.get("a1"),
+            Some(&Blocked::NameClaimedBy("beta".into()))
+        );
         assert!(plan(&newer, &cluster, Some(PAYLOAD)).work.is_empty(), "a loser writes nothing");
+    }
+
+    #[test]
+    fn a_source_secret_is_never_planned_for_writing() {
+        // Another credential reads its source from `a1/regcred`: the name is taken for good.
+        let rc = credential("rc", 1, json!({}));
+        let other = credential("other", 2, json!({"source": {"secretRef": {"namespace": "a1", "name": "regcred"}}}));
+        let credentials = [rc.clone(), other];
+        let namespaces = [namespace("a1", "a")];
+        let plan = plan(&rc, &state(&credentials, &namespaces, &[], &[]), Some(PAYLOAD));
+        assert_eq!(plan.blocked.get("a1"), Some(&Blocked::SourceSecret));
+        assert!(plan.work.is_empty());
+    }
+
+    #[test]
+    fn a_copy_controlled_by_a_credential_this_instance_does_not_know_is_left_alone() {
+        let rc = credential("rc", 1, json!({}));
+        let elsewhere = credential("elsewhere", 0, json!({}));
+        let credentials = [rc.clone()];
+        let namespaces = [namespace("a1", "a")];
+        let secrets = [copy("a1", "regcred", &elsewhere, "{}")];
+        let plan = plan(&rc, &state(&credentials, &namespaces, &secrets, &[]), Some(PAYLOAD));
+        assert_eq!(plan.blocked.get("a1"), Some(&Blocked::ControlledByAnother("elsewhere".into())));
+        assert!(plan.work.is_empty(), "neither overwritten nor deleted");
+    }
+
+    #[test]
+    fn the_trusted_source_namespaces_are_not_selected_by_a_glob() {
+        let rc = credential("rc", 1, json!({"namespaceSelector": null}));
+        let credentials = [rc.clone()];
+        let namespaces = [namespace("regcred-system", "a"), namespace("a1", "a")];
+        let sources = ["regcred-system".to_owned()];
+        let mut cluster = state(&credentials, &namespaces, &[], &[]);
+        cluster.source_namespaces = &sources;
+        let plan = plan(&rc, &cluster, Some(PAYLOAD));
+        assert_eq!(plan.matched.iter().collect::<Vec<_>>(), vec!["a1"]);
     }
 
     #[test]
@@ -495,7 +632,7 @@ mod tests {
         let accounts = [account("a1", "default", &["regcred"], Some("regcred"))];
         let work = &plan(&rc, &state(&credentials, &namespaces, &secrets, &accounts), Some(PAYLOAD)).work["a1"];
         assert_eq!(work.secret, Some(SecretChange::Create));
-        assert_eq!(work.delete_stale_secrets, vec!["regcred"]);
+        assert_eq!(work.delete_stale_secrets, vec![stale("regcred", "a1")]);
         assert_eq!(work.add_to, vec!["default"]);
         assert_eq!(work.remove_from, vec![("default".to_owned(), "regcred".to_owned())]);
     }
@@ -526,9 +663,9 @@ mod tests {
             account("b1", "default", &["regcred"], Some("regcred")),
         ];
         let work = plan_cleanup(&leaving, &state(&credentials, &namespaces, &secrets, &accounts));
-        assert_eq!(work["a1"].secret, Some(SecretChange::Delete));
+        assert_eq!(work["a1"].secret, Some(SecretChange::Delete(stale("regcred", "a1"))));
         assert_eq!(work["a1"].remove_from, vec![("default".to_owned(), "regcred".to_owned())]);
-        assert_eq!(work["b1"].secret, Some(SecretChange::Delete));
+        assert_eq!(work["b1"].secret, Some(SecretChange::Delete(stale("regcred", "b1"))));
         assert!(work["b1"].remove_from.is_empty(), "'staying' still wants that entry in b1");
     }
 

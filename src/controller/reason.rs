@@ -22,6 +22,8 @@ pub(crate) enum Reason {
     NameConflict,
     /// A Secret of the copy's name exists and is not the operator's (`onConflict: Skip`).
     SecretConflict,
+    /// The Secret of the copy's name is a RegistryCredential's source: never written.
+    SecretIsSource,
     /// Writing the copy failed.
     SecretWriteFailed,
     /// Deleting a copy failed.
@@ -48,7 +50,7 @@ pub(crate) enum Category {
 }
 
 impl Reason {
-    pub(crate) const ALL: [Reason; 12] = [
+    pub(crate) const ALL: [Reason; 13] = [
         Reason::Synced,
         Reason::SyncFailed,
         Reason::SourceNotTrusted,
@@ -56,6 +58,7 @@ impl Reason {
         Reason::SourceInvalid,
         Reason::NameConflict,
         Reason::SecretConflict,
+        Reason::SecretIsSource,
         Reason::SecretWriteFailed,
         Reason::SecretDeleteFailed,
         Reason::ServiceAccountReadFailed,
@@ -72,6 +75,7 @@ impl Reason {
             Reason::SourceInvalid => "SourceInvalid",
             Reason::NameConflict => "NameConflict",
             Reason::SecretConflict => "SecretConflict",
+            Reason::SecretIsSource => "SecretIsSource",
             Reason::SecretWriteFailed => "SecretWriteFailed",
             Reason::SecretDeleteFailed => "SecretDeleteFailed",
             Reason::ServiceAccountReadFailed => "ServiceAccountReadFailed",
@@ -84,7 +88,7 @@ impl Reason {
         match self {
             Reason::Synced => Category::Healthy,
             Reason::SourceNotTrusted | Reason::SourceNotFound | Reason::SourceInvalid => Category::Source,
-            Reason::NameConflict | Reason::SecretConflict => Category::Conflict,
+            Reason::NameConflict | Reason::SecretConflict | Reason::SecretIsSource => Category::Conflict,
             Reason::SyncFailed
             | Reason::SecretWriteFailed
             | Reason::SecretDeleteFailed
@@ -116,6 +120,34 @@ impl FromStr for Reason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reasons table of docs/reference.md, as (reason, category) rows.
+    fn documented_reasons() -> Vec<(String, String)> {
+        let reference = include_str!("../../docs/reference.md");
+        let table = reference.split("| reason | category | meaning |").nth(1).expect("a reasons table");
+        table
+            .lines()
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                (cells[1].trim_matches('`').to_owned(), cells[2].to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_reference_documents_every_reason_with_its_category_and_no_other() {
+        let category = |reason: Reason| match reason.category() {
+            Category::Healthy => "healthy",
+            Category::Source => "source",
+            Category::Conflict => "conflict",
+            Category::Api => "api",
+        };
+        let expected: Vec<(String, String)> =
+            Reason::ALL.iter().map(|r| (r.as_str().to_owned(), category(*r).to_owned())).collect();
+        assert_eq!(documented_reasons(), expected, "docs/reference.md's reasons table, in Reason::ALL order");
+    }
 
     #[test]
     fn every_reason_round_trips_through_its_stable_string() {

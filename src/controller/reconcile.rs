@@ -8,7 +8,9 @@ use futures::{StreamExt, stream};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{DeleteParams, GetParams, ListParams, ObjectMeta, PartialObjectMeta, Patch, PatchParams};
+use kube::api::{
+    DeleteParams, GetParams, ListParams, ObjectMeta, PartialObjectMeta, Patch, PatchParams, Preconditions,
+};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -21,7 +23,7 @@ use super::ownership::{
     ADDED_PULL_SECRETS_ANNOTATION, AddedPullSecrets, CREDENTIAL_LABEL, FIELD_MANAGER, FINALIZER, MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
 };
-use super::plan::{NamespaceWork, SecretChange, plan, plan_cleanup};
+use super::plan::{CopyRef, NamespaceWork, SecretChange, plan, plan_cleanup};
 use super::reason::Reason;
 use super::source::{ResolvedSource, resolve_source};
 use super::status::{self, NamespaceFailure, NamespaceOutcome};
@@ -81,14 +83,14 @@ async fn sync(credential: &RegistryCredential, ctx: &Context) -> Result<Action> 
                 .filter(|(_, w)| w.secret == Some(SecretChange::Create))
                 .map(|(ns, _)| ns.as_str())
                 .collect();
-            let existing = same_named_secrets(ctx, &credential.spec.secret_name, &creates).await?;
+            let existing = same_named_secrets(ctx, credential, &creates).await?;
             execute(credential, ctx, plan.work, Writing::Sync { source: resolved, existing: &existing }).await
         }
         Err(_) => BTreeMap::new(),
     };
     let written = started.elapsed();
-    let failed = outcomes.values().any(|o| o.is_err()) || !plan.name_conflicts.is_empty();
-    status::publish(credential, ctx, &plan.matched, &plan.name_conflicts, &outcomes, source.as_ref()).await?;
+    let failed = outcomes.values().any(|o| o.is_err()) || !plan.blocked.is_empty();
+    status::publish(credential, ctx, &plan.matched, &plan.blocked, &outcomes, source.as_ref()).await?;
     debug!(
         credential = %name,
         matched = plan.matched.len(),
@@ -120,6 +122,13 @@ async fn cleanup(credential: &RegistryCredential, ctx: &Context) -> Result<Actio
         return Err(Error::Cleanup(failures.join("; ")));
     }
     status::record_cleanup(credential, ctx, namespaces).await;
+    // Whoever lost the secret name to this credential takes the namespaces over now, not at its
+    // next backoff or resync.
+    for rival in ctx.stores.credentials.state() {
+        if rival.spec.secret_name == credential.spec.secret_name && rival.metadata.uid != credential.metadata.uid {
+            let _ = ctx.retrigger.unbounded_send(ObjectRef::from_obj(rival.as_ref()));
+        }
+    }
     Ok(Action::await_change())
 }
 
@@ -129,7 +138,8 @@ const LIST_INSTEAD_OF_READS: usize = 500;
 /// A Secret of the copy's name found where the cache has no copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ExistingSecret {
-    /// Labelled as ours: the cache had not seen it yet.
+    /// Controlled by this RegistryCredential: the cache had not seen it yet, or someone removed
+    /// its labels (then the write restores them).
     Managed,
     /// Someone else's: never overwritten unless `onConflict: Adopt`.
     Unmanaged,
@@ -141,9 +151,15 @@ enum ExistingSecret {
 /// case) are read one by one from the API server's watch cache; many (a rollout) take one
 /// metadata-only list, which costs the API server a scan of every Secret (about 250 ms at 10,000
 /// namespaces) but saves a round trip per namespace.
-async fn same_named_secrets(ctx: &Context, name: &str, namespaces: &[&str]) -> Result<HashMap<String, ExistingSecret>> {
+async fn same_named_secrets(
+    ctx: &Context,
+    credential: &RegistryCredential,
+    namespaces: &[&str],
+) -> Result<HashMap<String, ExistingSecret>> {
+    let name = credential.spec.secret_name.as_str();
     let is_managed = |secret: &PartialObjectMeta<Secret>| {
-        if secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE) {
+        let controller = secret.owner_references().iter().find(|o| o.controller == Some(true));
+        if controller.is_some_and(|owner| Some(&owner.uid) == credential.metadata.uid.as_ref()) {
             ExistingSecret::Managed
         } else {
             ExistingSecret::Unmanaged
@@ -218,14 +234,14 @@ async fn sync_namespace(
     let secret_name = &credential.spec.secret_name;
     // Decided before any write: where the name belongs to someone else, nothing is written,
     // not even the entry.
-    let create_mode = match (work.secret, writing) {
+    let create_mode = match (&work.secret, writing) {
         (Some(SecretChange::Create), Writing::Sync { existing, .. }) => {
             Some(create_mode(existing.get(namespace).copied(), credential.spec.on_conflict, secret_name)?)
         }
         _ => None,
     };
     let copy = async {
-        match (work.secret, writing) {
+        match (&work.secret, writing) {
             (Some(SecretChange::Create), Writing::Sync { source, .. }) => {
                 let mode = create_mode.unwrap_or(CreateMode::KeepOthersFields);
                 apply_copy(credential, ctx, &secrets, source, mode).await?
@@ -233,7 +249,7 @@ async fn sync_namespace(
             (Some(SecretChange::Update), Writing::Sync { source, .. }) => {
                 apply_copy(credential, ctx, &secrets, source, CreateMode::TakeOver).await?
             }
-            (Some(SecretChange::Delete), _) => delete_copy(ctx, &secrets, secret_name).await?,
+            (Some(SecretChange::Delete(copy)), _) => delete_copy(ctx, &secrets, copy).await?,
             (Some(_), Writing::Cleanup) | (None, _) => {}
         }
         for stale in &work.delete_stale_secrets {
@@ -255,11 +271,11 @@ async fn sync_namespace(
         }
         Ok(())
     };
-    // The copy and the entries are independent writes: together they halve a new namespace's
-    // wait. A Pod admitted in the moment between them names a Secret that appears right after,
-    // and the kubelet's next pull attempt finds it.
-    let (copy, entries): (NamespaceOutcome, NamespaceOutcome) = futures::join!(copy, entries);
-    copy.and(entries)
+    // The entries follow the copy, never precede it: an entry naming a Secret that a failed write
+    // left missing would send Pods to pull without credentials. New Pods do not wait for either:
+    // the admission policy names the copy in them already.
+    copy.await?;
+    entries.await
 }
 
 /// The copy as this operator writes it.
@@ -348,11 +364,18 @@ async fn apply_copy(
     }
 }
 
-async fn delete_copy(ctx: &Context, secrets: &Api<Secret>, name: &str) -> NamespaceOutcome {
+/// Deletes a copy, only if it still is the object the cache saw (UID precondition): a Secret
+/// that took the name since is someone else's.
+async fn delete_copy(ctx: &Context, secrets: &Api<Secret>, copy: &CopyRef) -> NamespaceOutcome {
     ctx.metrics.api_write("secret", "delete");
-    match secrets.delete(name, &DeleteParams::default()).await {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions { uid: Some(copy.uid.clone()), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    match secrets.delete(&copy.name, &params).await {
         Ok(_) => Ok(()),
-        Err(e) if is_status(&e, 404) => Ok(()),
+        // Gone, or the name now belongs to another object: nothing of ours to delete.
+        Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
         Err(e) => Err(api_failure(Reason::SecretDeleteFailed, &e)),
     }
 }

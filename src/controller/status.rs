@@ -12,6 +12,7 @@ use tracing::warn;
 
 use super::context::Context;
 use super::ownership::FIELD_MANAGER;
+use super::plan::Blocked;
 use super::reason::{Category, Reason};
 use super::source::{ResolvedSource, SourceProblem};
 use super::{Error, Result};
@@ -38,19 +39,31 @@ pub(crate) fn failure(reason: Reason, message: impl Into<String>) -> NamespaceFa
 pub(crate) fn desired_status(
     credential: &RegistryCredential,
     matched: &BTreeSet<String>,
-    name_conflicts: &BTreeMap<String, String>,
+    blocked: &BTreeMap<String, Blocked>,
     outcomes: &BTreeMap<String, NamespaceOutcome>,
     source: std::result::Result<&ResolvedSource, &SourceProblem>,
 ) -> RegistryCredentialStatus {
     let secret_name = &credential.spec.secret_name;
-    let mut failures: Vec<SyncFailure> = name_conflicts
+    let mut failures: Vec<SyncFailure> = blocked
         .iter()
-        .map(|(namespace, winner)| SyncFailure {
-            namespace: namespace.clone(),
-            reason: Reason::NameConflict.to_string(),
-            message: format!(
-                "RegistryCredential {winner} claims Secret {secret_name} here and takes precedence (older)"
-            ),
+        .map(|(namespace, blocked)| {
+            let (reason, message) = match blocked {
+                Blocked::NameClaimedBy(winner) => (
+                    Reason::NameConflict,
+                    format!("RegistryCredential {winner} claims Secret {secret_name} here and takes precedence (older)"),
+                ),
+                Blocked::ControlledByAnother(owner) => (
+                    Reason::NameConflict,
+                    format!(
+                        "Secret {secret_name} here is controlled by RegistryCredential {owner}, which this operator instance does not manage"
+                    ),
+                ),
+                Blocked::SourceSecret => (
+                    Reason::SecretIsSource,
+                    format!("Secret {secret_name} here is the source of a RegistryCredential; it is never written"),
+                ),
+            };
+            SyncFailure { namespace: namespace.clone(), reason: reason.to_string(), message }
         })
         .chain(outcomes.iter().filter(|(ns, _)| matched.contains(*ns)).filter_map(|(namespace, outcome)| {
             outcome.as_ref().err().map(|f| SyncFailure {
@@ -105,11 +118,11 @@ pub(crate) async fn publish(
     credential: &RegistryCredential,
     ctx: &Context,
     matched: &BTreeSet<String>,
-    name_conflicts: &BTreeMap<String, String>,
+    blocked: &BTreeMap<String, Blocked>,
     outcomes: &BTreeMap<String, NamespaceOutcome>,
     source: std::result::Result<&ResolvedSource, &SourceProblem>,
 ) -> Result<()> {
-    let status = desired_status(credential, matched, name_conflicts, outcomes, source);
+    let status = desired_status(credential, matched, blocked, outcomes, source);
     let name = credential.name_any();
     ctx.metrics.set_managed_namespaces(&name, status.namespaces.map_or(0, |n| n.synced));
     for event in events(credential.status.as_ref(), &status, outcomes) {
@@ -273,7 +286,7 @@ mod tests {
         assert_eq!(events(None, &bad, &BTreeMap::new())[0].reason, "SourceNotFound");
         assert!(events(Some(&bad), &bad, &BTreeMap::new()).is_empty());
 
-        let conflicts = BTreeMap::from([("a".to_owned(), "older".to_owned())]);
+        let conflicts = BTreeMap::from([("a".to_owned(), Blocked::NameClaimedBy("older".to_owned()))]);
         let conflicted = desired_status(&credential(), &matched, &conflicts, &BTreeMap::new(), Ok(&source()));
         assert_eq!(events(None, &conflicted, &BTreeMap::new())[0].reason, "NameConflict");
         assert!(events(Some(&conflicted), &conflicted, &BTreeMap::new()).is_empty());

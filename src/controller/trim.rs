@@ -5,8 +5,16 @@
 
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
 
-use super::ownership::ADDED_PULL_SECRETS_ANNOTATION;
+use sha2::{Digest, Sha256};
+
+use super::ownership::{ADDED_PULL_SECRETS_ANNOTATION, CREDENTIAL_LABEL, MANAGED_BY_LABEL};
+use crate::credential::pull_secret::DOCKER_CONFIG_JSON_KEY;
+
+/// Where the cache keeps a copy's content digest in place of its payload. Only in memory: the
+/// operator never writes this annotation, and never shows the digest (it derives from a credential).
+pub(crate) const CACHED_DIGEST: &str = "regcred.dev/cached-content-digest";
 
 /// Name, labels, and whether it is terminating.
 pub(crate) fn namespace(namespace: &mut Namespace) {
@@ -39,18 +47,44 @@ pub(crate) fn service_account(account: &mut ServiceAccount) {
     account.automount_service_account_token = None;
 }
 
-/// What decides whether a copy is current: labels, owners, type and data.
+/// What decides whether a copy is current: the operator's labels, the controller owner, type,
+/// and a digest of the payload in place of the payload. Whatever a tenant puts in a Secret
+/// labelled as ours, the cache keeps a few hundred bytes of it.
 pub(crate) fn managed_secret(secret: &mut Secret) {
     let meta = std::mem::take(&mut secret.metadata);
+    let digest =
+        secret.data.take().and_then(|mut data| data.remove(DOCKER_CONFIG_JSON_KEY)).map(|v| content_digest(&v.0));
+    let ours = [MANAGED_BY_LABEL, CREDENTIAL_LABEL];
+    let labels = meta.labels.map(|labels| labels.into_iter().filter(|(k, _)| ours.contains(&k.as_str())).collect());
+    let controller =
+        meta.owner_references.map(|owners| owners.into_iter().filter(|o| o.controller == Some(true)).collect());
     secret.metadata = ObjectMeta {
         name: meta.name,
         namespace: meta.namespace,
-        labels: meta.labels,
-        owner_references: meta.owner_references,
+        uid: meta.uid,
+        labels,
+        annotations: digest.map(|digest| [(CACHED_DIGEST.to_owned(), digest)].into()),
+        owner_references: controller,
         resource_version: meta.resource_version,
         ..ObjectMeta::default()
     };
     secret.string_data = None;
+    secret.immutable = None;
+}
+
+/// A digest of a copy's payload, to tell whether the copy is current without keeping it.
+pub(crate) fn content_digest(payload: &[u8]) -> String {
+    Sha256::digest(payload).iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Whether a Secret labelled as managed is controlled by some RegistryCredential: anything else
+/// carrying the label is a tenant's, and stays out of the cache.
+pub(crate) fn is_controlled_by_a_credential(secret: &Secret) -> bool {
+    secret.owner_references().iter().any(|owner| {
+        owner.controller == Some(true)
+            && owner.kind == "RegistryCredential"
+            && owner.api_version.starts_with("regcred.dev/")
+    })
 }
 
 /// Sources are few: only managedFields go.
@@ -81,6 +115,31 @@ mod tests {
                                 "annotations": {ADDED_PULL_SECRETS_ANNOTATION: "regcred"}},
                    "imagePullSecrets": [{"name": "regcred"}]})
         );
+    }
+
+    #[test]
+    fn a_trimmed_copy_keeps_a_digest_in_place_of_the_payload_and_only_our_labels() {
+        let mut copy: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "regcred", "namespace": "a", "resourceVersion": "7", "uid": "u",
+                         "labels": {MANAGED_BY_LABEL: "regcred-operator", CREDENTIAL_LABEL: "rc", "tenant": "x"},
+                         "annotations": {"big": "..."},
+                         "ownerReferences": [
+                             {"apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential", "name": "rc",
+                              "uid": "rc-uid", "controller": true},
+                             {"apiVersion": "v1", "kind": "ConfigMap", "name": "other", "uid": "cm"}]},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {DOCKER_CONFIG_JSON_KEY: "e30=", "extra": "eA=="},
+        }))
+        .unwrap();
+        managed_secret(&mut copy);
+        assert!(copy.data.is_none(), "no payload in the cache");
+        assert_eq!(copy.annotations().get(CACHED_DIGEST), Some(&content_digest(b"{}")));
+        assert_eq!(copy.annotations().len(), 1);
+        assert_eq!(copy.labels().len(), 2);
+        assert_eq!(copy.owner_references().len(), 1);
+        assert!(is_controlled_by_a_credential(&copy));
+        copy.metadata.owner_references = None;
+        assert!(!is_controlled_by_a_credential(&copy), "a label alone does not make a Secret ours");
     }
 
     #[test]

@@ -40,8 +40,20 @@ pub(crate) fn glob_matches(pattern: &str, name: &str) -> bool {
 
 /// Whether the credential selects a namespace with this name and these labels.
 pub(crate) fn selects_namespace(spec: &RegistryCredentialSpec, name: &str, labels: &BTreeMap<String, String>) -> bool {
+    selects_namespace_reserving(spec, name, labels, &[])
+}
+
+/// [`selects_namespace`], where the `reserved` namespaces (the operator's trusted source
+/// namespaces), like the system namespaces, are selected only by an exact include entry: a
+/// default `include: ["*"]` must not put copies beside the sources.
+pub(crate) fn selects_namespace_reserving(
+    spec: &RegistryCredentialSpec,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    reserved: &[String],
+) -> bool {
     let filter = &spec.namespaces;
-    let included = if SYSTEM_NAMESPACES.contains(&name) {
+    let included = if SYSTEM_NAMESPACES.contains(&name) || reserved.iter().any(|r| r == name) {
         filter.include.iter().any(|pattern| pattern == name)
     } else {
         filter.include.iter().any(|pattern| glob_matches(pattern, name))
@@ -143,6 +155,16 @@ mod tests {
         }
         let explicit = spec(&["kube-system"], &[], None);
         assert!(selects_namespace(&explicit, "kube-system", &labels(&[])));
+    }
+
+    #[test]
+    fn source_namespaces_need_an_exact_include() {
+        let reserved = ["regcred-system".to_owned()];
+        let all = spec(&["*", "regcred-*"], &[], None);
+        assert!(!selects_namespace_reserving(&all, "regcred-system", &labels(&[]), &reserved));
+        assert!(selects_namespace_reserving(&all, "regcred-other", &labels(&[]), &reserved));
+        let explicit = spec(&["regcred-system"], &[], None);
+        assert!(selects_namespace_reserving(&explicit, "regcred-system", &labels(&[]), &reserved));
     }
 
     #[test]

@@ -209,10 +209,12 @@ mv -f "$DIR/kubeconfig.tmp" "$DIR/kubeconfig"
 } >"$DIR/env"
 
 # --- kube-controller-manager --------------------------------------------------------
-# Only the controllers the operator relies on: default ServiceAccounts (and
-# their tokens), namespace deletion, ownerReference garbage collection,
-# aggregated ClusterRoles and the kube-root-ca.crt ConfigMap.
-KCM_CONTROLLERS=serviceaccount,serviceaccount-token,namespace,garbagecollector,clusterrole-aggregation,root-ca-cert-publisher
+# Only the controllers the operator relies on or the tests need: default
+# ServiceAccounts (and their tokens), namespace deletion, ownerReference garbage
+# collection, aggregated ClusterRoles, the kube-root-ca.crt ConfigMap, quota
+# usage (a namespace at its Secret quota), ReplicaSets recreating evicted Pods,
+# and PodDisruptionBudget status (which the Eviction API honours).
+KCM_CONTROLLERS=serviceaccount,serviceaccount-token,namespace,garbagecollector,clusterrole-aggregation,root-ca-cert-publisher,resourcequota,replicaset,disruption
 # Load headroom: with the client default (20 QPS, burst 30) the serviceaccount
 # controller alone would need over 8 minutes to give 10,000 new namespaces
 # their default ServiceAccount; with these, 2,000 namespaces take ~4 s here.

@@ -7,6 +7,7 @@ mod control_plane;
 mod controller;
 mod doctor;
 mod fixture;
+mod hardening;
 mod operator;
 mod packaging;
 mod support;

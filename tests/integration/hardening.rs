@@ -1,0 +1,205 @@
+//! What a tenant or a careless admin cannot make the operator do: trust a label, write a source,
+//! point a ServiceAccount at a Secret that is not there, or fight another instance.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ResourceQuota, Secret};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use regcred_operator::crd::RegistryCredential;
+use serde_json::json;
+
+use crate::cluster_or_skip;
+use crate::fixture::*;
+use crate::support::wait_for;
+
+/// A Secret a tenant labelled as if the operator managed it, with no owner.
+async fn put_labelled_secret(admin: &kube::Client, namespace: &str, name: &str, credential: &str) -> Secret {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {MANAGED_BY: "regcred-operator", "regcred.dev/credential": credential}},
+        "type": "Opaque",
+        "stringData": {"note": "a tenant's backup"},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), namespace).create(&PostParams::default(), &secret).await.unwrap()
+}
+
+fn failure_reasons(credential: &RegistryCredential) -> Vec<(String, String)> {
+    credential.status.iter().flat_map(|s| &s.failures).map(|f| (f.namespace.clone(), f.reason.clone())).collect()
+}
+
+#[tokio::test]
+async fn a_secret_labelled_as_ours_by_a_tenant_is_never_deleted() {
+    let admin = cluster_or_skip!();
+    let fx = Fixture::start(admin.clone(), "tenant-label", &[]).await;
+    fx.put_source("pull", &docker_config("registry.example.test", "ci", "pw")).await;
+    let namespace = fx.namespace(true).await;
+    let credential = fx.credential("main", json!({}));
+    let backup = put_labelled_secret(&admin, &namespace.name, "regcred-bak", &credential.name_any()).await;
+    let credential = fx.apply(&credential).await;
+    fx.wait_ready(&credential, "True", "Synced").await;
+
+    // A rename makes every copy under the old name "stale": only copies the credential controls go.
+    let renamed = fx.apply(&fx.credential("main", json!({"secretName": "pull-secret"}))).await;
+    wait_for_copy(&admin, &namespace.name, "pull-secret", &canonical("registry.example.test", "ci", "pw")).await;
+    wait_for_no_copy(&admin, &namespace.name, "regcred").await;
+    fx.delete(&renamed).await;
+    wait_for_no_copy(&admin, &namespace.name, "pull-secret").await;
+
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace.name);
+    let kept = secrets.get("regcred-bak").await.expect("the tenant's Secret survives rename and cleanup");
+    assert_eq!(kept.uid(), backup.uid());
+    assert_eq!(kept.resource_version(), backup.resource_version(), "not even written");
+}
+
+#[tokio::test]
+async fn the_source_secret_is_never_written_adopted_or_selected_by_a_glob() {
+    let admin = cluster_or_skip!();
+    let fx = Fixture::start(admin.clone(), "source-safe", &[]).await;
+    fx.put_source("pull", &docker_config("registry.example.test", "ci", "pw")).await;
+    let source_api: Api<Secret> = Api::namespaced(admin.clone(), &fx.source.name);
+    let before = source_api.get("pull").await.unwrap();
+    // The trusted namespace carries the selecting label, as `include: ["*"]` would reach it.
+    relabel(&admin, &fx.source.name, &fx.instance).await;
+    let other = fx.namespace(true).await;
+    let by_glob = fx.apply(&fx.credential("glob", json!({"secretName": "pull", "onConflict": "Adopt"}))).await;
+    fx.wait_ready(&by_glob, "True", "Synced").await;
+    let api: Api<RegistryCredential> = Api::all(admin.clone());
+    let status = api.get(&by_glob.name_any()).await.unwrap().status.unwrap();
+    assert_eq!(status.synced.as_deref(), Some("1/1"), "only {} is selected", other.name);
+
+    // Named exactly, the namespace is selected, but the source itself is still never written.
+    let named = fx
+        .apply(&fx.credential(
+            "named",
+            json!({"secretName": "pull", "onConflict": "Adopt", "namespaces": {"include": [fx.source.name]}}),
+        ))
+        .await;
+    let refused = fx.wait_ready(&named, "False", "SyncFailed").await;
+    assert_eq!(failure_reasons(&refused), vec![(fx.source.name.clone(), "SecretIsSource".to_owned())]);
+    fx.delete(&named).await;
+    fx.delete(&by_glob).await;
+    let after = source_api.get("pull").await.expect("the source survives its credentials' cleanup");
+    assert_eq!(after.resource_version(), before.resource_version(), "never written, labelled or owned");
+    assert!(after.owner_references().is_empty());
+}
+
+#[tokio::test]
+async fn a_copy_stripped_of_its_labels_is_repaired() {
+    let admin = cluster_or_skip!();
+    let fx = Fixture::start(admin.clone(), "unlabelled", &[]).await;
+    fx.put_source("pull", &docker_config("registry.example.test", "ci", "pw")).await;
+    let namespace = fx.namespace(true).await;
+    let credential = fx.apply(&fx.credential("main", json!({}))).await;
+    wait_for_copy(&admin, &namespace.name, "regcred", &canonical("registry.example.test", "ci", "pw")).await;
+    fx.wait_ready(&credential, "True", "Synced").await;
+
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace.name);
+    let strip = json!({"metadata": {"labels": {MANAGED_BY: null, "regcred.dev/credential": null}}});
+    secrets.patch("regcred", &PatchParams::default(), &Patch::Merge(&strip)).await.unwrap();
+    wait_for(&secrets, "regcred", "the copy's labels restored", TIMEOUT, |s| {
+        s.is_some_and(|s| s.labels().get(MANAGED_BY).map(String::as_str) == Some("regcred-operator"))
+    })
+    .await;
+    // And rotation reaches it again.
+    fx.put_source("pull", &docker_config("registry.example.test", "ci", "rotated")).await;
+    wait_for_copy(&admin, &namespace.name, "regcred", &canonical("registry.example.test", "ci", "rotated")).await;
+    fx.wait_ready(&credential, "True", "Synced").await;
+}
+
+#[tokio::test]
+async fn a_failed_copy_write_never_points_a_service_account_at_a_missing_secret() {
+    let admin = cluster_or_skip!();
+    let fx = Fixture::start(admin.clone(), "quota", &[]).await;
+    fx.put_source("pull", &docker_config("registry.example.test", "ci", "pw")).await;
+    let namespace = fx.namespace(true).await;
+    let credential = fx.apply(&fx.credential("main", json!({}))).await;
+    wait_for_entries(&admin, &namespace.name, "default", &["regcred"]).await;
+    fx.wait_ready(&credential, "True", "Synced").await;
+
+    // The namespace is at its Secret quota: the renamed copy cannot be created.
+    let quota: ResourceQuota =
+        serde_json::from_value(json!({"metadata": {"name": "secrets"}, "spec": {"hard": {"count/secrets": "1"}}}))
+            .unwrap();
+    let quotas: Api<ResourceQuota> = Api::namespaced(admin.clone(), &namespace.name);
+    // Whether or not a quota controller has counted yet, the API server refuses a new Secret.
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    let renamed = fx.apply(&fx.credential("main", json!({"secretName": "renamed"}))).await;
+    let failed = fx.wait_ready(&renamed, "False", "SyncFailed").await;
+    assert_eq!(failure_reasons(&failed), vec![(namespace.name.clone(), "SecretWriteFailed".to_owned())]);
+    // The ServiceAccount still names the copy that exists, and the copy is still there.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for_entries(&admin, &namespace.name, "default", &["regcred"]).await;
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace.name);
+    assert!(secrets.get_opt("regcred").await.unwrap().is_some());
+
+    quotas.delete("secrets", &DeleteParams::default()).await.unwrap();
+    wait_for_entries(&admin, &namespace.name, "default", &["renamed"]).await;
+}
+
+#[tokio::test]
+async fn the_loser_of_a_name_takes_over_as_soon_as_the_winner_is_deleted() {
+    let admin = cluster_or_skip!();
+    let fx = Fixture::start(admin.clone(), "takeover", &[]).await;
+    fx.put_source("pull", &docker_config("registry.example.test", "ci", "first")).await;
+    fx.put_source("pull-2", &docker_config("registry.example.test", "ci", "second")).await;
+    let namespace = fx.namespace(true).await;
+    let winner = fx.apply(&fx.credential("a-first", json!({}))).await;
+    wait_for_copy(&admin, &namespace.name, "regcred", &canonical("registry.example.test", "ci", "first")).await;
+    let loser = fx.apply(&fx.credential("b-second", json!({"source": {"secretRef": {"name": "pull-2"}}}))).await;
+    fx.wait_ready(&loser, "False", "SyncFailed").await;
+    // Let the loser's backoff grow past the wait below (2 s, 4 s, 8 s, ...).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    fx.delete(&winner).await;
+    let api: Api<Secret> = Api::namespaced(admin.clone(), &namespace.name);
+    let expected = canonical("registry.example.test", "ci", "second");
+    wait_for(&api, "regcred", "the loser's copy, within 5 s", Duration::from_secs(5), |s| {
+        s.and_then(payload).as_deref() == Some(expected.as_str())
+    })
+    .await;
+    fx.wait_ready(&loser, "True", "Synced").await;
+}
+
+#[tokio::test]
+async fn two_operator_instances_never_overwrite_each_others_copies() {
+    let admin = cluster_or_skip!();
+    let first = Fixture::start(admin.clone(), "instance-a", &[]).await;
+    let second = Fixture::start(admin.clone(), "instance-b", &[]).await;
+    first.put_source("pull", &docker_config("registry.example.test", "ci", "a")).await;
+    second.put_source("pull", &docker_config("registry.example.test", "ci", "b")).await;
+    let namespace = first.namespace(true).await;
+    let a = first.apply(&first.credential("main", json!({}))).await;
+    let copy = wait_for_copy(&admin, &namespace.name, "regcred", &canonical("registry.example.test", "ci", "a")).await;
+    first.wait_ready(&a, "True", "Synced").await;
+
+    // The second instance's credential selects the same namespace under the same secret name.
+    let b = second
+        .apply(
+            &second
+                .credential("main", json!({"namespaceSelector": {"matchLabels": {TEST_SELECT_LABEL: first.instance}}})),
+        )
+        .await;
+    let blocked = second.wait_ready(&b, "False", "SyncFailed").await;
+    assert_eq!(failure_reasons(&blocked), vec![(namespace.name.clone(), "NameConflict".to_owned())]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace.name);
+    let still = secrets.get("regcred").await.unwrap();
+    assert_eq!(still.resource_version(), copy.resource_version(), "no write fight over the copy");
+    first.wait_ready(&a, "True", "Synced").await;
+}
+
+#[tokio::test]
+async fn a_name_too_long_for_a_label_is_refused_at_apply_time() {
+    let admin = cluster_or_skip!();
+    crate::operator::install(&admin).await;
+    let credential: RegistryCredential = serde_json::from_value(json!({
+        "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential",
+        "metadata": {"name": "x".repeat(64)},
+        "spec": {"source": {"secretRef": {"namespace": "regcred-system", "name": "pull"}}},
+    }))
+    .unwrap();
+    let api: Api<RegistryCredential> = Api::all(admin.clone());
+    let error = api.create(&PostParams::default(), &credential).await.expect_err("a 64-character name is refused");
+    assert!(error.to_string().contains("at most 63 characters"), "{error}");
+}
