@@ -60,7 +60,7 @@ have() {
 }
 
 # Debian packages: what node-up.sh needs from each.
-APT_PACKAGES=(runc containernetworking-plugins busybox-static apache2-utils)
+APT_PACKAGES=(runc containernetworking-plugins busybox-static apache2-utils iproute2)
 apt_missing() {
   local missing=()
   [[ -x /usr/sbin/runc || -x /usr/bin/runc ]] || missing+=(runc)
@@ -70,6 +70,7 @@ apt_missing() {
   done
   [[ -x /bin/busybox || -x /usr/bin/busybox ]] && busybox_is_static || missing+=(busybox-static)
   command -v htpasswd >/dev/null || missing+=(apache2-utils)
+  command -v ip >/dev/null || missing+=(iproute2)
   ((${#missing[@]} == 0)) || printf '%s\n' "${missing[@]}"
 }
 # The test image carries the host's busybox: it must not need a libc.

@@ -22,7 +22,8 @@
 #   REGCRED_NODE_DOCKERCONFIGJSON (a .dockerconfigjson file with the registry's credentials),
 #   REGCRED_NODE_KUBELET_LOG, REGCRED_NODE_CONTAINERD_LOG (first node), REGCRED_NODE_SCHEDULER_LOG,
 #   REGCRED_NODE_CONTAINERD_SOCK (first node), REGCRED_NODE_BIN_DIR (ctr, ocimage, ...),
-#   REGCRED_NODE_CGROUP_ROOTS.
+#   REGCRED_NODE_CGROUP_ROOTS, REGCRED_NODE_APISERVER_HOST/_PORT (what a hostNetwork Pod sets as
+#   KUBERNETES_SERVICE_HOST/_PORT: there is no kube-proxy for the kubernetes Service).
 # Env:
 #   REGCRED_NODE_COUNT     kubelets to start (default 1); each is a Node named after its IP
 #   REGCRED_CP_WATCH_PID   if set, a detached watchdog runs node-down.sh DIR once that
@@ -424,6 +425,8 @@ fi
 {
   printf 'export %s=%q\n' \
     REGCRED_NODE_DIR "$DIR" \
+    REGCRED_NODE_APISERVER_HOST 127.0.0.1 \
+    REGCRED_NODE_APISERVER_PORT "$APISERVER_PORT" \
     REGCRED_NODE_NAME "${NODE_NAMES[0]}" \
     REGCRED_NODE_NAMES "${NODE_NAMES[*]}" \
     REGCRED_REGISTRY "$REGISTRY" \
