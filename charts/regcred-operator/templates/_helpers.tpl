@@ -49,3 +49,70 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "regcred-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/*
+The namespaces the operator trusts for sources (--source-namespace; default the release
+namespace), as a JSON list: the admission policy selects them only by an exact include entry.
+*/}}
+{{- define "regcred-operator.trustedNamespaces" -}}
+{{- if .Values.sourceNamespaces }}
+{{- toJson .Values.sourceNamespaces }}
+{{- else }}
+{{- toJson (list .Release.Namespace) }}
+{{- end }}
+{{- end }}
+
+{{/*
+credentialSelector (a label selector string, as --credential-selector takes it) as a
+LabelSelector in JSON, for the admission policy binding's paramRef: `k=v`, `k==v`, `k!=v`, `k`,
+`!k`, `k in (a,b)`, `k notin (a,b)`, comma-separated. Empty selects every RegistryCredential.
+Anything else (`k>1`) fails the render rather than select other credentials than the operator.
+*/}}
+{{- define "regcred-operator.credentialLabelSelector" -}}
+{{- $selector := trim .Values.credentialSelector }}
+{{- $key := "[^\\s!=<>(),]+" }}
+{{- $labels := dict }}
+{{- $expressions := list }}
+{{- if $selector }}
+{{- $terms := regexFindAll "[^,(]+(\\([^)]*\\))?" $selector -1 }}
+{{- if ne (join "," $terms) $selector }}
+{{- fail (printf "credentialSelector %q is not a label selector" $selector) }}
+{{- end }}
+{{- range $terms }}
+{{- $term := trim . }}
+{{- if regexMatch (printf "^!\\s*%s$" $key) $term }}
+{{- $expressions = append $expressions (dict "key" (trim (trimPrefix "!" $term)) "operator" "DoesNotExist") }}
+{{- else if regexMatch (printf "^%s\\s+(in|notin)\\s*\\([^()]*\\)$" $key) $term }}
+{{- $name := regexReplaceAll (printf "^(%s)\\s+(in|notin)\\s*\\(([^()]*)\\)$" $key) $term "${1}" }}
+{{- $op := regexReplaceAll (printf "^(%s)\\s+(in|notin)\\s*\\(([^()]*)\\)$" $key) $term "${2}" }}
+{{- $inner := trim (regexReplaceAll (printf "^(%s)\\s+(in|notin)\\s*\\(([^()]*)\\)$" $key) $term "${3}") }}
+{{- if not $inner }}
+{{- fail (printf "credentialSelector %q: %q has no values" $selector $term) }}
+{{- end }}
+{{- $values := list }}
+{{- range splitList "," $inner }}
+{{- $values = append $values (trim .) }}
+{{- end }}
+{{- $expressions = append $expressions (dict "key" $name "operator" (ternary "In" "NotIn" (eq $op "in")) "values" $values) }}
+{{- else if regexMatch (printf "^%s\\s*!=\\s*[^\\s!=<>(),]*$" $key) $term }}
+{{- $parts := regexSplit "\\s*!=\\s*" $term 2 }}
+{{- $expressions = append $expressions (dict "key" (index $parts 0) "operator" "NotIn" "values" (list (index $parts 1))) }}
+{{- else if regexMatch (printf "^%s\\s*==?\\s*[^\\s!=<>(),]*$" $key) $term }}
+{{- $parts := regexSplit "\\s*==?\\s*" $term 2 }}
+{{- if hasKey $labels (index $parts 0) }}
+{{- $expressions = append $expressions (dict "key" (index $parts 0) "operator" "In" "values" (list (index $parts 1))) }}
+{{- else }}
+{{- $_ := set $labels (index $parts 0) (index $parts 1) }}
+{{- end }}
+{{- else if regexMatch (printf "^%s$" $key) $term }}
+{{- $expressions = append $expressions (dict "key" $term "operator" "Exists") }}
+{{- else }}
+{{- fail (printf "credentialSelector %q: %q cannot be written as a LabelSelector" $selector $term) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $out := dict }}
+{{- if $labels }}{{ $_ := set $out "matchLabels" $labels }}{{ end }}
+{{- if $expressions }}{{ $_ := set $out "matchExpressions" $expressions }}{{ end }}
+{{- toJson $out }}
+{{- end }}
