@@ -5,7 +5,8 @@
 # as an OCI image layout and optionally pushed to a registry.
 #
 # Usage: scripts/build-image.sh [--binary PATH] [--out DIR] [--push REF] [--archive FILE]
-#   --binary PATH   use this static binary instead of building one
+#   --binary PATH   use this static binary instead of building one (the build uses its own
+#                   target dir, target/image-build, or REGCRED_IMAGE_TARGET_DIR)
 #   --out DIR       OCI image layout to write (default target/image/regcred-operator)
 #   --push REF      push to REF (e.g. "$REGCRED_REGISTRY/regcred/regcred-operator:dev"), plain
 #                   HTTP (loopback test registries); credentials from REGCRED_REGISTRY_USER and
@@ -51,11 +52,14 @@ if [[ -z "$binary" ]]; then
     target="$host"
     flags="-C target-feature=+crt-static"
   fi
-  say "cargo build --release --locked --bin regcred-operator --target $target ${flags:+(RUSTFLAGS=$flags)}"
+  # A target dir of its own: these flags share no artifacts with the usual build, and cargo's
+  # lock on target/ would otherwise hold up every other cargo command for the whole build.
+  target_dir="${REGCRED_IMAGE_TARGET_DIR:-target/image-build}"
+  say "cargo build --release --locked --bin regcred-operator --target $target --target-dir $target_dir ${flags:+(RUSTFLAGS=$flags)}"
   # With --target, RUSTFLAGS reach only the target's crates, not build scripts or proc macros.
   RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }$flags" \
-    cargo build --release --locked --bin regcred-operator --target "$target" >&2
-  binary="target/$target/release/regcred-operator"
+    cargo build --release --locked --bin regcred-operator --target "$target" --target-dir "$target_dir" >&2
+  binary="$target_dir/$target/release/regcred-operator"
 fi
 [[ -x "$binary" ]] || { say "FAILED: $binary is not an executable"; exit 1; }
 if LC_ALL=C ldd "$binary" >/dev/null 2>&1; then

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# The operator as a Pod on the test node, by hand: its image built from this repo's sources
+# (scripts/build-image.sh, no container engine) and pushed to the node's authenticated registry,
+# installed with `kustomize build config/default` plus the test-only overlay below, then:
+#   - both replicas Running and Ready (the kubelet calls /healthz and /readyz),
+#   - one of them holds the Lease,
+#   - a Pod without imagePullSecrets in a selected namespace pulls the private image through
+#     the copy and ServiceAccount entry the in-cluster operator writes,
+#   - deleting the leader's Pod hands the Lease to the other replica (time printed).
+#
+# Test-only overrides (the overlay), each because of the test node, not of the operator:
+#   image            the pushed reference; imagePullSecrets: the registry wants credentials
+#                    for every repository, the operator's own image included
+#   hostNetwork      Pods on the node's isolated bridge can neither reach the API server nor be
+#                    probed by the kubelet (all addresses are loopback)
+#   KUBERNETES_SERVICE_HOST/_PORT   127.0.0.1 and the API server's port: no kube-proxy
+#   REGCRED_HTTP_ADDR=$(POD_IP):8080   with hostNetwork two replicas would both bind
+#                    0.0.0.0:8080; each node has its own IP, so each binds its own
+#
+# Usage: tests/node/operator-pod.sh            (root; starts and stops its own cluster + 2 nodes)
+# Env:   REGCRED_OPERATOR_BINARY=PATH  a static operator binary (skips the cargo build)
+#        REGCRED_SMOKE_KEEP=1          leave everything running
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+REPO="$PWD"
+
+say() { printf '[operator-pod %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { say "FAILED: $*"; exit 1; }
+
+tools_bin="$(bash tests/cluster/build-tools.sh)"
+kubectl() { "$tools_bin/kubectl" "$@"; }
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/regcred-operator-pod.XXXXXX")"
+cp_dir="$work/cp"
+node_dir="$work/node"
+export KUBECACHEDIR="$work/kubectl-cache"
+cleanup() {
+  if [[ -n "${REGCRED_SMOKE_KEEP:-}" ]]; then
+    say "kept: tests/cluster/node-down.sh $node_dir && tests/cluster/down.sh $cp_dir"
+    return
+  fi
+  bash tests/cluster/node-down.sh "$node_dir" >/dev/null 2>&1 || true
+  bash tests/cluster/down.sh "$cp_dir" >/dev/null 2>&1 || true
+  rm -rf -- "$work"
+}
+trap cleanup EXIT
+[[ -n "${REGCRED_SMOKE_KEEP:-}" ]] || export REGCRED_CP_WATCH_PID=$$
+
+eval "$(bash tests/cluster/up.sh "$cp_dir")"
+eval "$(REGCRED_NODE_COUNT=2 bash tests/cluster/node-up.sh "$node_dir" "$cp_dir")"
+# shellcheck source=/dev/null
+. "$REGCRED_NODE_ENV"
+
+# --- image ---------------------------------------------------------------------------------
+image="$REGCRED_REGISTRY/regcred/regcred-operator:e2e"
+t0=$SECONDS
+build_args=(--out "$work/image" --push "$image")
+[[ -n "${REGCRED_OPERATOR_BINARY:-}" ]] && build_args+=(--binary "$REGCRED_OPERATOR_BINARY")
+bash scripts/build-image.sh "${build_args[@]}" >/dev/null
+say "image $image built and pushed in $((SECONDS - t0))s"
+
+# --- install: config/default + the test-only overlay ----------------------------------------
+ns=regcred-system
+kubectl create namespace "$ns" >/dev/null
+kubectl -n "$ns" create secret generic regcred-operator-pull --type=kubernetes.io/dockerconfigjson \
+  --from-file=.dockerconfigjson="$REGCRED_NODE_DOCKERCONFIGJSON" >/dev/null
+mkdir -p "$work/overlay"
+cat >"$work/overlay/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - $REPO/config/default
+images:
+  - name: ghcr.io/regcred/regcred-operator
+    newName: ${image%:*}
+    newTag: ${image##*:}
+patches:
+  - target: {kind: Deployment, name: regcred-operator}
+    patch: |-
+      - op: add
+        path: /spec/template/spec/hostNetwork
+        value: true
+      - op: add
+        path: /spec/template/spec/imagePullSecrets
+        value: [{name: regcred-operator-pull}]
+      - op: add
+        path: /spec/template/spec/containers/0/env/-
+        value: {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+      - op: add
+        path: /spec/template/spec/containers/0/env/-
+        value: {name: REGCRED_HTTP_ADDR, value: "\$(POD_IP):8080"}
+      - op: add
+        path: /spec/template/spec/containers/0/env/-
+        value: {name: KUBERNETES_SERVICE_HOST, value: "$REGCRED_NODE_APISERVER_HOST"}
+      - op: add
+        path: /spec/template/spec/containers/0/env/-
+        value: {name: KUBERNETES_SERVICE_PORT, value: "$REGCRED_NODE_APISERVER_PORT"}
+EOF
+"$tools_bin/kustomize" build --load-restrictor=LoadRestrictionsNone "$work/overlay" >"$work/install.yaml"
+t0=$SECONDS
+kubectl apply --server-side -f "$work/install.yaml" >/dev/null
+kubectl -n "$ns" rollout status deployment/regcred-operator --timeout=180s >&2 ||
+  { kubectl -n "$ns" get pods -o wide >&2; kubectl -n "$ns" get events >&2; die "rollout"; }
+say "both replicas Ready $((SECONDS - t0))s after apply:"
+kubectl -n "$ns" get pods -o wide >&2
+
+lease_holder() { kubectl -n "$ns" get lease regcred-operator -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null || true; }
+for _ in $(seq 150); do [[ -n "$(lease_holder)" ]] && break; sleep 0.2; done
+leader="$(lease_holder)"
+[[ -n "$leader" ]] || die "no Lease holder"
+say "leader: $leader"
+
+# --- the end-to-end pull through the in-cluster operator -------------------------------------
+kubectl -n "$ns" create secret generic e2e-pull --type=kubernetes.io/dockerconfigjson \
+  --from-file=.dockerconfigjson="$REGCRED_NODE_DOCKERCONFIGJSON" >/dev/null
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: regcred.dev/v1alpha1
+kind: RegistryCredential
+metadata: {name: e2e}
+spec:
+  source: {secretRef: {namespace: $ns, name: e2e-pull}}
+  registries: ["$REGCRED_REGISTRY"]
+  secretName: regcred
+  namespaceSelector: {matchLabels: {regcred-e2e: "yes"}}
+  serviceAccounts: {names: [default]}
+EOF
+kubectl create namespace e2e >/dev/null
+kubectl label namespace e2e regcred-e2e=yes >/dev/null
+for _ in $(seq 150); do
+  [[ "$(kubectl -n e2e get serviceaccount default -o 'jsonpath={.imagePullSecrets[*].name}' 2>/dev/null)" == *regcred* ]] && break
+  sleep 0.2
+done
+kubectl create -f - >/dev/null <<EOF
+{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pulls", "namespace": "e2e"},
+ "spec": {"nodeName": "$REGCRED_NODE_NAME", "hostNetwork": true, "terminationGracePeriodSeconds": 1,
+  "containers": [{"name": "app", "image": "$REGCRED_NODE_IMAGE", "imagePullPolicy": "Always"}]}}
+EOF
+for _ in $(seq 150); do
+  [[ "$(kubectl -n e2e get pod pulls -o 'jsonpath={.status.phase}')" == Running ]] && break
+  sleep 0.2
+done
+[[ "$(kubectl -n e2e get pod pulls -o 'jsonpath={.status.phase}')" == Running ]] ||
+  { kubectl -n e2e get events >&2; die "the Pod did not pull through the operator's copy"; }
+say "a Pod without imagePullSecrets pulled the private image through the operator's copy"
+
+# --- leader handover -------------------------------------------------------------------------
+t0=$SECONDS
+kubectl -n "$ns" delete pod "$leader" --wait=false >/dev/null
+new=""
+for _ in $(seq 300); do
+  new="$(lease_holder)"
+  [[ -n "$new" && "$new" != "$leader" ]] && break
+  sleep 0.2
+done
+[[ -n "$new" && "$new" != "$leader" ]] || die "the Lease stayed with $leader"
+say "leader $leader deleted; $new took the Lease after $((SECONDS - t0))s"
+kubectl -n "$ns" rollout status deployment/regcred-operator --timeout=120s >&2
+say "PASS"
