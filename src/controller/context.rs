@@ -122,6 +122,7 @@ pub(crate) struct Context {
     pub(crate) recorder: Recorder,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) backoff: Backoff,
+    pub(crate) contests: super::contest::Contests,
     /// Asks the controller to reconcile another RegistryCredential now.
     pub(crate) retrigger: futures::channel::mpsc::UnboundedSender<ObjectRef<RegistryCredential>>,
 }

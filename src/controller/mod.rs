@@ -6,6 +6,7 @@
 //! RegistryCredentials it concerns, so drift is repaired as it happens; a periodic resync is the
 //! safety net and writes nothing when converged.
 
+mod contest;
 mod context;
 mod ownership;
 mod plan;
@@ -198,8 +199,16 @@ impl Operator {
         // Reconciles asked for by other reconciles: the next claimant of a name whose holder left.
         let (retrigger, retriggered) = futures::channel::mpsc::unbounded();
         let controller = controller.reconcile_on(retriggered);
-        let context =
-            Arc::new(Context { client, settings, stores, recorder, metrics, backoff: Backoff::default(), retrigger });
+        let context = Arc::new(Context {
+            client,
+            settings,
+            stores,
+            recorder,
+            metrics,
+            backoff: Backoff::default(),
+            contests: Default::default(),
+            retrigger,
+        });
         Operator { controller, context }
     }
 

@@ -24,6 +24,8 @@ pub(crate) enum Reason {
     SecretConflict,
     /// The Secret of the copy's name is a RegistryCredential's source: never written.
     SecretIsSource,
+    /// Another writer keeps removing the operator's entry from a ServiceAccount; re-adds back off.
+    Contested,
     /// Writing the copy failed.
     SecretWriteFailed,
     /// Deleting a copy failed.
@@ -50,7 +52,7 @@ pub(crate) enum Category {
 }
 
 impl Reason {
-    pub(crate) const ALL: [Reason; 13] = [
+    pub(crate) const ALL: [Reason; 14] = [
         Reason::Synced,
         Reason::SyncFailed,
         Reason::SourceNotTrusted,
@@ -59,6 +61,7 @@ impl Reason {
         Reason::NameConflict,
         Reason::SecretConflict,
         Reason::SecretIsSource,
+        Reason::Contested,
         Reason::SecretWriteFailed,
         Reason::SecretDeleteFailed,
         Reason::ServiceAccountReadFailed,
@@ -76,6 +79,7 @@ impl Reason {
             Reason::NameConflict => "NameConflict",
             Reason::SecretConflict => "SecretConflict",
             Reason::SecretIsSource => "SecretIsSource",
+            Reason::Contested => "Contested",
             Reason::SecretWriteFailed => "SecretWriteFailed",
             Reason::SecretDeleteFailed => "SecretDeleteFailed",
             Reason::ServiceAccountReadFailed => "ServiceAccountReadFailed",
@@ -88,7 +92,9 @@ impl Reason {
         match self {
             Reason::Synced => Category::Healthy,
             Reason::SourceNotTrusted | Reason::SourceNotFound | Reason::SourceInvalid => Category::Source,
-            Reason::NameConflict | Reason::SecretConflict | Reason::SecretIsSource => Category::Conflict,
+            Reason::NameConflict | Reason::SecretConflict | Reason::SecretIsSource | Reason::Contested => {
+                Category::Conflict
+            }
             Reason::SyncFailed
             | Reason::SecretWriteFailed
             | Reason::SecretDeleteFailed

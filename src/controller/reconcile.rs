@@ -18,6 +18,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
+use super::contest::Readd;
 use super::context::Context;
 use super::ownership::{
     ADDED_PULL_SECRETS_ANNOTATION, AddedPullSecrets, CREDENTIAL_LABEL, FIELD_MANAGER, FINALIZER, MANAGED_BY_LABEL,
@@ -259,8 +260,22 @@ async fn sync_namespace(
     };
     let entries = async {
         let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
+        let mut contested = None;
         for account in &work.add_to {
-            edit_pull_secrets(ctx, &accounts, account, &PullSecretEdit::Add(secret_name)).await?;
+            match readd(ctx, namespace, account, secret_name) {
+                Readd::Now => edit_pull_secrets(ctx, &accounts, account, &PullSecretEdit::Add(secret_name)).await?,
+                Readd::Contested { wait, removals, remover } => {
+                    let remover = remover.unwrap_or_else(|| "an unknown writer".to_owned());
+                    contested = Some(status::failure(
+                        Reason::Contested,
+                        format!(
+                            "ServiceAccount {account}: {remover} removed the {secret_name} entry {removals} times; \
+                             re-adding in {}s",
+                            wait.as_secs().max(1)
+                        ),
+                    ));
+                }
+            }
         }
         let mut removals: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (account, entry) in &work.remove_from {
@@ -269,7 +284,7 @@ async fn sync_namespace(
         for (account, entries) in removals {
             edit_pull_secrets(ctx, &accounts, account, &PullSecretEdit::Remove(entries)).await?;
         }
-        Ok(())
+        contested.map_or(Ok(()), Err)
     };
     // The entries follow the copy, never precede it: an entry naming a Secret that a failed write
     // left missing would send Pods to pull without credentials. New Pods do not wait for either:
@@ -378,6 +393,18 @@ async fn delete_copy(ctx: &Context, secrets: &Api<Secret>, copy: &CopyRef) -> Na
         Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
         Err(e) => Err(api_failure(Reason::SecretDeleteFailed, &e)),
     }
+}
+
+/// Whether to add the entry to `account` now: at once for a first add or a one-off repair; spaced
+/// out when the operator's recorded entry keeps disappearing.
+fn readd(ctx: &Context, namespace: &str, account: &str, secret_name: &str) -> Readd {
+    let Some(cached) = ctx.stores.service_accounts.get(&ObjectRef::new(account).within(namespace)) else {
+        return Readd::Now;
+    };
+    if !AddedPullSecrets::of(&cached).contains(secret_name) {
+        return Readd::Now;
+    }
+    ctx.contests.readd(&format!("{namespace}/{account}"), &cached, std::time::Instant::now())
 }
 
 /// A change to a ServiceAccount's `imagePullSecrets`.

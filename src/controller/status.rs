@@ -86,30 +86,55 @@ pub(crate) fn desired_status(
         }
         Ok(_) => ("True", Reason::Synced, format!("{synced}/{total} namespaces")),
     };
-    let previous = credential.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
-    let last_transition_time = match previous {
-        Some(previous) if previous.status == ready => previous.last_transition_time.clone(),
-        _ => Time(k8s_openapi::jiff::Timestamp::now()),
+    // kstatus (Flux, `kubectl wait`) and Argo CD read these beside Ready: Stalled while a person
+    // has to act, Reconciling while failed writes are retried.
+    let needs_a_person =
+        failures.iter().any(|f| f.reason.parse::<Reason>().is_ok_and(|reason| reason.category() == Category::Conflict));
+    let progress = match source {
+        Err(problem) => Some(("Stalled", problem.reason(), problem.to_string())),
+        Ok(_) if failed > 0 && needs_a_person => Some((
+            "Stalled",
+            Reason::SyncFailed,
+            format!("{failed} of {total} namespaces need a person; see status.failures"),
+        )),
+        Ok(_) if failed > 0 => {
+            Some(("Reconciling", Reason::SyncFailed, format!("retrying {failed} of {total} namespaces with backoff")))
+        }
+        Ok(_) => None,
     };
+    let mut conditions = vec![condition(credential, "Ready", ready, reason, message)];
+    if let Some((type_, reason, message)) = progress {
+        conditions.push(condition(credential, type_, "True", reason, message));
+    }
     let (registries, normalized) = match source {
         Ok(source) => (source.registries.clone(), source.rewrites.clone()),
         Err(_) => (Vec::new(), Vec::new()),
     };
     RegistryCredentialStatus {
         observed_generation: credential.metadata.generation,
-        conditions: vec![Condition {
-            type_: "Ready".into(),
-            status: ready.into(),
-            reason: reason.to_string(),
-            message,
-            observed_generation: credential.metadata.generation,
-            last_transition_time,
-        }],
+        conditions,
         synced: Some(format!("{synced}/{total}")),
         namespaces: Some(NamespaceCounts { matched: total, synced, failed }),
         failures,
         registries,
         normalized,
+    }
+}
+
+/// A condition of this generation; its `lastTransitionTime` stays while its status does not change.
+fn condition(credential: &RegistryCredential, type_: &str, status: &str, reason: Reason, message: String) -> Condition {
+    let previous = credential.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
+    let last_transition_time = match previous {
+        Some(previous) if previous.status == status => previous.last_transition_time.clone(),
+        _ => Time(k8s_openapi::jiff::Timestamp::now()),
+    };
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: credential.metadata.generation,
+        last_transition_time,
     }
 }
 
@@ -263,6 +288,8 @@ mod tests {
         let ready = &status.conditions[0];
         assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "SyncFailed"));
         assert_eq!(ready.observed_generation, Some(3));
+        let retrying = &status.conditions[1];
+        assert_eq!((retrying.type_.as_str(), retrying.status.as_str()), ("Reconciling", "True"), "API failures retry");
     }
 
     #[test]
@@ -283,12 +310,18 @@ mod tests {
         let problem = SourceProblem::NotFound { namespace: "regcred-system".into(), name: "src".into() };
         let bad = desired_status(&credential(), &matched, &BTreeMap::new(), &BTreeMap::new(), Err(&problem));
         assert_eq!(bad.conditions[0].reason, "SourceNotFound");
+        assert_eq!(
+            (bad.conditions[1].type_.as_str(), bad.conditions[1].reason.as_str()),
+            ("Stalled", "SourceNotFound"),
+            "a bad source waits for a person"
+        );
         assert_eq!(events(None, &bad, &BTreeMap::new())[0].reason, "SourceNotFound");
         assert!(events(Some(&bad), &bad, &BTreeMap::new()).is_empty());
 
         let conflicts = BTreeMap::from([("a".to_owned(), Blocked::NameClaimedBy("older".to_owned()))]);
         let conflicted = desired_status(&credential(), &matched, &conflicts, &BTreeMap::new(), Ok(&source()));
         assert_eq!(events(None, &conflicted, &BTreeMap::new())[0].reason, "NameConflict");
+        assert_eq!(conflicted.conditions[1].type_, "Stalled");
         assert!(events(Some(&conflicted), &conflicted, &BTreeMap::new()).is_empty());
     }
 }

@@ -4,7 +4,7 @@
 //! would be most of the operator's memory.
 
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 use kube::ResourceExt;
 
 use sha2::{Digest, Sha256};
@@ -32,15 +32,24 @@ pub(crate) fn namespace(namespace: &mut Namespace) {
     }
 }
 
-/// Name, resourceVersion (the guard of every patch), `imagePullSecrets` and the operator's record.
+/// Name, resourceVersion (the guard of every patch), `imagePullSecrets`, the operator's record,
+/// and which field managers own `imagePullSecrets` (names only: who else writes the list).
 pub(crate) fn service_account(account: &mut ServiceAccount) {
     let meta = std::mem::take(&mut account.metadata);
     let record = meta.annotations.and_then(|mut a| a.remove_entry(ADDED_PULL_SECRETS_ANNOTATION));
+    let list_owners: Vec<ManagedFieldsEntry> = meta
+        .managed_fields
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry.fields_v1.as_ref().is_some_and(|f| f.0.get("f:imagePullSecrets").is_some()))
+        .map(|entry| ManagedFieldsEntry { manager: entry.manager, operation: entry.operation, ..Default::default() })
+        .collect();
     account.metadata = ObjectMeta {
         name: meta.name,
         namespace: meta.namespace,
         resource_version: meta.resource_version,
         annotations: record.map(|entry| [entry].into()),
+        managed_fields: (!list_owners.is_empty()).then_some(list_owners),
         ..ObjectMeta::default()
     };
     account.secrets = None;
@@ -102,7 +111,9 @@ mod tests {
         let mut account: ServiceAccount = serde_json::from_value(json!({
             "metadata": {"name": "default", "namespace": "a", "resourceVersion": "7", "uid": "u",
                          "annotations": {ADDED_PULL_SECRETS_ANNOTATION: "regcred", "kubectl.kubernetes.io/last-applied-configuration": "{}"},
-                         "managedFields": [{"manager": "kubectl"}]},
+                         "managedFields": [{"manager": "kubectl"},
+                                           {"manager": "argocd-controller", "operation": "Apply",
+                                            "fieldsV1": {"f:imagePullSecrets": {}}}]},
             "imagePullSecrets": [{"name": "regcred"}],
             "secrets": [{"name": "token"}],
         }))
@@ -112,7 +123,8 @@ mod tests {
             serde_json::to_value(&account).unwrap(),
             json!({"apiVersion": "v1", "kind": "ServiceAccount",
                    "metadata": {"name": "default", "namespace": "a", "resourceVersion": "7",
-                                "annotations": {ADDED_PULL_SECRETS_ANNOTATION: "regcred"}},
+                                "annotations": {ADDED_PULL_SECRETS_ANNOTATION: "regcred"},
+                                "managedFields": [{"manager": "argocd-controller", "operation": "Apply"}]},
                    "imagePullSecrets": [{"name": "regcred"}]})
         );
     }

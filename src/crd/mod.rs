@@ -169,13 +169,18 @@ pub enum OnConflict {
 }
 
 /// Observed state of a RegistryCredential.
+// The API server defaults a new object's status to generation 0 observed, so that kstatus (Flux,
+// `kubectl wait`) reads it as InProgress until the operator has looked, instead of Current.
 #[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("default" = {"observedGeneration": 0}))]
 pub struct RegistryCredentialStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` is True when every selected namespace holds the current copy.
+    /// `Ready` is True when every selected namespace holds the current copy. `Stalled` is True
+    /// while a person has to act (a bad source, a conflict); `Reconciling` is True while failed
+    /// writes are retried.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// `synced/matched`, for `kubectl get`.

@@ -63,6 +63,21 @@ pub(crate) fn selects_namespace_reserving(
         && spec.namespace_selector.as_ref().is_none_or(|selector| label_selector_matches(selector, labels))
 }
 
+impl RegistryCredentialSpec {
+    /// Whether this credential gives its secret to Pods in `namespace` (with `labels`) running
+    /// as `service_account`, when `reserved` are the operator's source namespaces. The one
+    /// definition that the controller, `lint`, `doctor` and the admission policy's tests share.
+    pub fn selects_pods_of(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        service_account: &str,
+        reserved: &[String],
+    ) -> bool {
+        selects_namespace_reserving(self, namespace, labels, reserved) && selects_service_account(self, service_account)
+    }
+}
+
 /// Whether the credential selects the ServiceAccount with this name.
 pub(crate) fn selects_service_account(spec: &RegistryCredentialSpec, name: &str) -> bool {
     spec.service_accounts.names.iter().any(|selected| selected == "*" || selected == name)

@@ -3,6 +3,7 @@
 //! They read `KUBECONFIG`. Without it they skip with a printed reason, except with `CI=true`,
 //! where a missing control plane is a failure.
 
+mod admission;
 mod control_plane;
 mod controller;
 mod doctor;

@@ -1,0 +1,132 @@
+//! Another writer that keeps removing the operator's `imagePullSecrets` entry (a GitOps tool's
+//! self-heal, a Helm upgrade, a policy) is a contest, not a reason to write in a loop: each
+//! ServiceAccount's re-adds are spaced by a delay that doubles with every removal.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+
+use super::ownership::FIELD_MANAGER;
+
+/// Removals tolerated before re-adds are spaced out: a person's one-off edit is simply repaired.
+const FREE_REPAIRS: u32 = 2;
+const FIRST_DELAY: Duration = Duration::from_secs(5);
+const MAX_DELAY: Duration = Duration::from_secs(300);
+/// A ServiceAccount left alone this long is forgiven.
+const FORGET_AFTER: Duration = Duration::from_secs(900);
+
+/// What is known of the removals of the operator's entry on one ServiceAccount.
+#[derive(Debug, Clone)]
+struct Removals {
+    count: u32,
+    last_readd: Instant,
+    /// The field manager that owned `imagePullSecrets` when the entry was found missing.
+    remover: Option<String>,
+}
+
+/// Whether the operator may re-add its entry now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Readd {
+    /// Re-add now (a first repair, or the backoff has passed).
+    Now,
+    /// Not before `wait` has passed: the entry was removed `removals` times, last by `remover`.
+    Contested { wait: Duration, removals: u32, remover: Option<String> },
+}
+
+/// Per ServiceAccount (`namespace/name`), the removals of the operator's entry.
+#[derive(Default)]
+pub(crate) struct Contests {
+    accounts: Mutex<HashMap<String, Removals>>,
+}
+
+impl Contests {
+    /// Called when the operator finds its recorded entry missing from `account` and wants it
+    /// back: counts the removal and says whether to re-add now.
+    pub(crate) fn readd(&self, key: &str, account: &ServiceAccount, now: Instant) -> Readd {
+        let mut accounts = self.accounts.lock().expect("contests lock");
+        accounts.retain(|_, removals| now.duration_since(removals.last_readd) < FORGET_AFTER);
+        let remover = pull_secrets_owner(account);
+        let Some(removals) = accounts.get_mut(key) else {
+            accounts.insert(key.to_owned(), Removals { count: 1, last_readd: now, remover });
+            return Readd::Now;
+        };
+        let delay = delay_after(removals.count);
+        let since = now.duration_since(removals.last_readd);
+        if since < delay {
+            let wait = delay - since;
+            return Readd::Contested { wait, removals: removals.count, remover: removals.remover.clone() };
+        }
+        removals.count = removals.count.saturating_add(1);
+        removals.last_readd = now;
+        if remover.is_some() {
+            removals.remover = remover;
+        }
+        Readd::Now
+    }
+}
+
+/// The delay before the next re-add after `count` removals.
+fn delay_after(count: u32) -> Duration {
+    if count < FREE_REPAIRS {
+        return Duration::ZERO;
+    }
+    FIRST_DELAY.saturating_mul(1 << (count - FREE_REPAIRS).min(8)).min(MAX_DELAY)
+}
+
+/// The field manager other than ours that owns `imagePullSecrets`, from the managedFields the
+/// cache keeps (only the entries naming that field).
+fn pull_secrets_owner(account: &ServiceAccount) -> Option<String> {
+    account
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|entry| entry.manager.clone())
+        .find(|manager| manager != FIELD_MANAGER)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+    use super::*;
+
+    fn account(manager: &str) -> ServiceAccount {
+        let mut account = ServiceAccount::default();
+        account.metadata.managed_fields =
+            Some(vec![ManagedFieldsEntry { manager: Some(manager.into()), ..Default::default() }]);
+        account
+    }
+
+    #[test]
+    fn a_one_off_removal_is_repaired_at_once_and_a_contest_backs_off_doubling() {
+        let contests = Contests::default();
+        let start = Instant::now();
+        let argo = account("argocd-controller");
+        assert_eq!(contests.readd("a/default", &argo, start), Readd::Now);
+        assert_eq!(contests.readd("a/default", &argo, start), Readd::Now, "a second repair is still free");
+        let third = contests.readd("a/default", &argo, start + Duration::from_secs(1));
+        assert_eq!(
+            third,
+            Readd::Contested { wait: Duration::from_secs(4), removals: 2, remover: Some("argocd-controller".into()) }
+        );
+        assert_eq!(contests.readd("a/default", &argo, start + Duration::from_secs(5)), Readd::Now);
+        let waits: Vec<Duration> = (3..12).map(delay_after).collect();
+        assert_eq!(waits[0], Duration::from_secs(10));
+        assert_eq!(*waits.last().unwrap(), MAX_DELAY, "capped");
+        assert_eq!(contests.readd("b/default", &argo, start), Readd::Now, "per ServiceAccount");
+    }
+
+    #[test]
+    fn a_quiet_service_account_is_forgiven() {
+        let contests = Contests::default();
+        let start = Instant::now();
+        let argo = account("argocd-controller");
+        for _ in 0..3 {
+            contests.readd("a/default", &argo, start);
+        }
+        assert_eq!(contests.readd("a/default", &argo, start + FORGET_AFTER), Readd::Now);
+    }
+}

@@ -1,0 +1,289 @@
+//! The shipped MutatingAdmissionPolicy, as the API server runs it, with no operator running: which
+//! Pods get the copy's name at creation, and that its selection is the controller's.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use regcred_operator::crd::RegistryCredential;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::cluster_or_skip;
+use crate::support::{TestNamespace, create_namespace};
+
+/// The namespaces the shipped policy treats like the system namespaces (config/admission).
+const TRUSTED: &str = "regcred-system";
+
+fn admission_api(client: &Client, kind: &str, plural: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+    Api::all_with(client.clone(), &ApiResource::from_gvk_with_plural(&gvk, plural))
+}
+
+/// The documents of a file in config/admission.
+fn shipped(file: &str) -> Vec<Value> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/admission").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_norway::Deserializer::from_str(&text).map(|document| Value::deserialize(document).unwrap()).collect()
+}
+
+/// Installs the CRD and the shipped policy and binding, as an admin applying config/ would.
+async fn install_policy(admin: &Client) {
+    crate::operator::install(admin).await;
+    for (file, kind, plural) in [
+        ("mutating_admission_policy.yaml", "MutatingAdmissionPolicy", "mutatingadmissionpolicies"),
+        ("mutating_admission_policy_binding.yaml", "MutatingAdmissionPolicyBinding", "mutatingadmissionpolicybindings"),
+    ] {
+        let api = admission_api(admin, kind, plural);
+        for document in shipped(file) {
+            let name = document["metadata"]["name"].as_str().unwrap().to_owned();
+            api.patch(&name, &PatchParams::apply("regcred-tests").force(), &Patch::Apply(&document)).await.unwrap();
+        }
+    }
+}
+
+/// A credential no test operator manages: only the policy acts on it.
+async fn credential(admin: &Client, name: &str, spec: Value) -> RegistryCredential {
+    let mut full = json!({"source": {"secretRef": {"namespace": TRUSTED, "name": "pull"}}});
+    crate::fixture::merge(&mut full, spec);
+    let credential: RegistryCredential = serde_json::from_value(json!({
+        "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential",
+        "metadata": {"name": name}, "spec": full,
+    }))
+    .unwrap();
+    let api: Api<RegistryCredential> = Api::all(admin.clone());
+    let _ = api.delete(name, &DeleteParams::default()).await;
+    api.patch(name, &PatchParams::apply("regcred-tests").force(), &Patch::Apply(&credential)).await.unwrap()
+}
+
+/// What the API server would store for this Pod (a server-side dry run: admission runs, nothing
+/// is stored), as the names in its `imagePullSecrets`.
+async fn admitted(admin: &Client, namespace: &str, service_account: Option<&str>, own: &[&str]) -> Vec<String> {
+    let mut spec = json!({"containers": [{"name": "app", "image": "registry.example.test/app:1"}]});
+    if let Some(account) = service_account {
+        spec["serviceAccountName"] = json!(account);
+    }
+    if !own.is_empty() {
+        spec["imagePullSecrets"] = json!(own.iter().map(|n| json!({"name": n})).collect::<Vec<_>>());
+    }
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"generateName": "probe-"}, "spec": spec})).unwrap();
+    let api: Api<Pod> = Api::namespaced(admin.clone(), namespace);
+    let params = PostParams { dry_run: true, ..PostParams::default() };
+    let created = api.create(&params, &pod).await.expect("the Pod is admitted");
+    created.spec.unwrap().image_pull_secrets.into_iter().flatten().map(|r| r.name).collect()
+}
+
+/// Waits until the API server's policy sees the credential: a Pod in `namespace` gets `name`.
+async fn until_injected(admin: &Client, namespace: &str, name: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !admitted(admin, namespace, None, &[]).await.iter().any(|n| n == name) {
+        assert!(tokio::time::Instant::now() < deadline, "the policy never injected {name} in {namespace}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn until_not_injected(admin: &Client, namespace: &str, name: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while admitted(admin, namespace, None, &[]).await.iter().any(|n| n == name) {
+        assert!(tokio::time::Instant::now() < deadline, "the policy still injects {name} in {namespace}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn new_pods_get_the_copy_appended_and_nothing_else_changes() {
+    let admin = cluster_or_skip!();
+    install_policy(&admin).await;
+    let run = format!("adm-{}", std::process::id());
+    let selected = TestNamespace::create(&admin, "adm-in", &[("regcred.dev/admission", &run)]).await;
+    let sandbox = TestNamespace::create(&admin, "adm-sandbox", &[("regcred.dev/admission", &run)]).await;
+    let other = TestNamespace::create(&admin, "adm-out", &[]).await;
+    let name = format!("inject-{run}");
+    credential(
+        &admin,
+        &name,
+        json!({"secretName": name, "namespaceSelector": {"matchLabels": {"regcred.dev/admission": run}},
+               "namespaces": {"exclude": ["adm-sandbox-*"]}, "serviceAccounts": {"names": ["default"]}}),
+    )
+    .await;
+    until_injected(&admin, &selected.name, &name).await;
+
+    assert_eq!(admitted(&admin, &selected.name, None, &[]).await, vec![name.clone()]);
+    assert_eq!(admitted(&admin, &selected.name, Some("default"), &[]).await, vec![name.clone()]);
+    assert_eq!(
+        admitted(&admin, &selected.name, None, &["chart-own", "other"]).await,
+        vec!["chart-own".to_owned(), "other".to_owned(), name.clone()],
+        "appended after the Pod's own, which stay in order"
+    );
+    assert_eq!(
+        admitted(&admin, &selected.name, None, &[&name, "own"]).await,
+        vec![name.clone(), "own".to_owned()],
+        "already listed: unchanged"
+    );
+    assert!(admitted(&admin, &other.name, None, &[]).await.is_empty(), "unselected namespace");
+    assert!(admitted(&admin, &sandbox.name, None, &[]).await.is_empty(), "excluded namespace");
+    // The API server admits a Pod under a ServiceAccount that does not exist yet.
+    assert!(admitted(&admin, &selected.name, Some("builder"), &[]).await.is_empty(), "unselected ServiceAccount");
+
+    // Opt-out, and back.
+    credential(
+        &admin,
+        &name,
+        json!({"secretName": name, "injectIntoPods": false,
+               "namespaceSelector": {"matchLabels": {"regcred.dev/admission": run}}}),
+    )
+    .await;
+    until_not_injected(&admin, &selected.name, &name).await;
+    credential(
+        &admin,
+        &name,
+        json!({"secretName": name, "namespaceSelector": {"matchLabels": {"regcred.dev/admission": run}}}),
+    )
+    .await;
+    until_injected(&admin, &selected.name, &name).await;
+
+    // Deleting the credential stops injection.
+    Api::<RegistryCredential>::all(admin.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
+    until_not_injected(&admin, &selected.name, &name).await;
+}
+
+#[tokio::test]
+async fn a_policy_that_cannot_evaluate_never_blocks_a_pod() {
+    let admin = cluster_or_skip!();
+    install_policy(&admin).await;
+    let run = format!("adm-broken-{}", std::process::id());
+    let namespace = TestNamespace::create(&admin, "adm-broken", &[("regcred.dev/admission", &run)]).await;
+    credential(
+        &admin,
+        &run,
+        json!({"secretName": run, "namespaceSelector": {"matchLabels": {"regcred.dev/admission": run}}}),
+    )
+    .await;
+    until_injected(&admin, &namespace.name, &run).await;
+
+    // The shipped policy with its mutation failing at run time, bound to this test's credential only.
+    let mut policy = shipped("mutating_admission_policy.yaml").remove(0);
+    policy["metadata"]["name"] = json!(run);
+    policy["spec"]["mutations"][0]["jsonPatch"]["expression"] =
+        json!("[JSONPatch{op: 'add', path: '/spec/x', value: 1 / 0}]");
+    let mut binding = shipped("mutating_admission_policy_binding.yaml").remove(0);
+    binding["metadata"]["name"] = json!(run);
+    binding["spec"]["policyName"] = json!(run);
+    binding["spec"]["paramRef"]["selector"] = json!({"matchLabels": {"regcred.dev/broken": run}});
+    let policies = admission_api(&admin, "MutatingAdmissionPolicy", "mutatingadmissionpolicies");
+    let bindings = admission_api(&admin, "MutatingAdmissionPolicyBinding", "mutatingadmissionpolicybindings");
+    policies.patch(&run, &PatchParams::apply("regcred-tests").force(), &Patch::Apply(&policy)).await.unwrap();
+    bindings.patch(&run, &PatchParams::apply("regcred-tests").force(), &Patch::Apply(&binding)).await.unwrap();
+    let api: Api<RegistryCredential> = Api::all(admin.clone());
+    let label = json!({"metadata": {"labels": {"regcred.dev/broken": run}}});
+    api.patch(&run, &PatchParams::default(), &Patch::Merge(&label)).await.unwrap();
+
+    for _ in 0..20 {
+        // Admitted every time, and the working policy still injects beside the broken one.
+        assert_eq!(admitted(&admin, &namespace.name, None, &[]).await, vec![run.clone()]);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = bindings.delete(&run, &DeleteParams::default()).await;
+    let _ = policies.delete(&run, &DeleteParams::default()).await;
+    let _ = api.delete(&run, &DeleteParams::default()).await;
+}
+
+/// A tiny deterministic generator: the same seed gives the same cases in every run.
+struct Cases(u64);
+
+impl Cases {
+    fn next(&mut self, below: usize) -> usize {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % below as u64) as usize
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.next(from.len())]
+    }
+}
+
+#[tokio::test]
+async fn the_policy_selects_exactly_what_the_controller_selects() {
+    let admin = cluster_or_skip!();
+    install_policy(&admin).await;
+    let run = format!("{}", std::process::id());
+    let mut cases = Cases(0x5eed_2026);
+    let words = ["pay", "pay-dev", "search", "pay-sandbox", "ops"];
+    let tiers = ["prod", "dev", "sandbox"];
+    // Namespaces with generated names and labels; every credential also requires `run`.
+    let mut namespaces: Vec<(TestNamespace, BTreeMap<String, String>)> = Vec::new();
+    for i in 0..8 {
+        let name = format!("sel-{}-{}-{i}", cases.pick(&words), run);
+        let mut labels = vec![("regcred.dev/selection", run.as_str())];
+        let tier = cases.pick(&tiers);
+        if cases.next(3) > 0 {
+            labels.push(("tier", tier));
+        }
+        let namespace = create_namespace(&admin, &name, &labels).await;
+        namespaces.push((TestNamespace { name }, namespace.labels().clone()));
+    }
+    let includes = ["*", "sel-pay*", "sel-pay-*", "sel-?ps-*", "sel-search-*", "sel-*-dev-*"];
+    let excludes = ["sel-pay-sandbox-*", "*-3", "sel-ops-*", "nothing"];
+    let expressions = [
+        json!(null),
+        json!([{"key": "tier", "operator": "In", "values": ["prod", "dev"]}]),
+        json!([{"key": "tier", "operator": "NotIn", "values": ["sandbox"]}]),
+        json!([{"key": "tier", "operator": "Exists"}]),
+        json!([{"key": "tier", "operator": "DoesNotExist"}]),
+    ];
+    let accounts = [["default"].as_slice(), &["*"], &["builder"], &["default", "builder"]];
+    let mut credentials = Vec::new();
+    for i in 0..10 {
+        let name = format!("sel-{run}-{i}");
+        let mut selector = json!({"matchLabels": {"regcred.dev/selection": run}});
+        let expression = &expressions[cases.next(expressions.len())];
+        if !expression.is_null() {
+            selector["matchExpressions"] = expression.clone();
+        }
+        let mut spec = json!({
+            "secretName": name,
+            "namespaceSelector": selector,
+            "namespaces": {"include": [cases.pick(&includes)]},
+            "serviceAccounts": {"names": accounts[cases.next(accounts.len())]},
+        });
+        if cases.next(2) == 0 {
+            spec["namespaces"]["exclude"] = json!([cases.pick(&excludes)]);
+        }
+        credentials.push(credential(&admin, &name, spec).await);
+    }
+    // Events reach the policy in order: once a credential made last injects, all the others are seen.
+    let marker = format!("sel-{run}-marker");
+    let first = &namespaces[0].0.name;
+    credential(&admin, &marker, json!({"secretName": marker, "namespaces": {"include": [first]}})).await;
+    until_injected(&admin, first, &marker).await;
+
+    let trusted = vec![TRUSTED.to_owned()];
+    let mut compared = 0;
+    for (namespace, labels) in &namespaces {
+        for account in ["default", "builder", "other"] {
+            let got: Vec<String> = admitted(&admin, &namespace.name, Some(account), &[])
+                .await
+                .into_iter()
+                .filter(|n| n != &marker)
+                .collect();
+            let mut expected: Vec<String> = credentials
+                .iter()
+                .filter(|c| c.spec.selects_pods_of(&namespace.name, labels, account, &trusted))
+                .map(|c| c.spec.secret_name.clone())
+                .collect();
+            let mut got_sorted = got.clone();
+            got_sorted.sort();
+            expected.sort();
+            assert_eq!(got_sorted, expected, "namespace {} {labels:?}, ServiceAccount {account}", namespace.name);
+            compared += 1;
+        }
+    }
+    println!("policy and controller agree on {compared} Pods x {} credentials", credentials.len());
+    let api: Api<RegistryCredential> = Api::all(admin.clone());
+    for credential in credentials.iter().map(|c| c.name_any()).chain([marker]) {
+        let _ = api.delete(&credential, &DeleteParams::default()).await;
+    }
+}
