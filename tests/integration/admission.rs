@@ -125,7 +125,7 @@ async fn new_pods_get_the_copy_appended_and_nothing_else_changes() {
     );
     assert!(admitted(&admin, &other.name, None, &[]).await.is_empty(), "unselected namespace");
     assert!(admitted(&admin, &sandbox.name, None, &[]).await.is_empty(), "excluded namespace");
-    // The API server admits a Pod under a ServiceAccount that does not exist yet.
+    crate::fixture::create_account(&admin, &selected.name, "builder", &[]).await;
     assert!(admitted(&admin, &selected.name, Some("builder"), &[]).await.is_empty(), "unselected ServiceAccount");
 
     // Opt-out, and back.
@@ -223,6 +223,9 @@ async fn the_policy_selects_exactly_what_the_controller_selects() {
             labels.push(("tier", tier));
         }
         let namespace = create_namespace(&admin, &name, &labels).await;
+        for account in ["builder", "other"] {
+            crate::fixture::create_account(&admin, &name, account, &[]).await;
+        }
         namespaces.push((TestNamespace { name }, namespace.labels().clone()));
     }
     let includes = ["*", "sel-pay*", "sel-pay-*", "sel-?ps-*", "sel-search-*", "sel-*-dev-*"];
@@ -261,7 +264,7 @@ async fn the_policy_selects_exactly_what_the_controller_selects() {
     until_injected(&admin, first, &marker).await;
 
     let trusted = vec![TRUSTED.to_owned()];
-    let mut compared = 0;
+    let (mut compared, mut injected) = (0, 0);
     for (namespace, labels) in &namespaces {
         for account in ["default", "builder", "other"] {
             let got: Vec<String> = admitted(&admin, &namespace.name, Some(account), &[])
@@ -279,9 +282,15 @@ async fn the_policy_selects_exactly_what_the_controller_selects() {
             expected.sort();
             assert_eq!(got_sorted, expected, "namespace {} {labels:?}, ServiceAccount {account}", namespace.name);
             compared += 1;
+            injected += expected.len();
         }
     }
-    println!("policy and controller agree on {compared} Pods x {} credentials", credentials.len());
+    let pairs = compared * credentials.len();
+    println!(
+        "policy and controller agree on {compared} Pods x {} credentials: {injected} of {pairs} inject",
+        credentials.len()
+    );
+    assert!(injected > 0 && injected < pairs, "the generated cases select some Pods and not others");
     let api: Api<RegistryCredential> = Api::all(admin.clone());
     for credential in credentials.iter().map(|c| c.name_any()).chain([marker]) {
         let _ = api.delete(&credential, &DeleteParams::default()).await;
