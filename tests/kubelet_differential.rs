@@ -31,7 +31,7 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use regcred_operator::credential::normalize_docker_config;
 use serde_json::{Value, json};
 
-const DEFAULT_SEED: u64 = 0x5eed_0f_c0ffee;
+const DEFAULT_SEED: u64 = 0x5eed_0fc0_ffee;
 const CONFIGS: usize = 1600;
 const MIN_PAIRS: usize = 20_000;
 
@@ -119,7 +119,7 @@ impl Scope {
         labels.len() == own.len() && own.iter().zip(&labels).all(|(p, l)| glob(p.as_bytes(), l.as_bytes()))
     }
 
-    fn repository<'a>(lookup: &'a str) -> &'a str {
+    fn repository(lookup: &str) -> &str {
         lookup.split_once('/').map_or("", |(_, repo)| repo)
     }
 
@@ -221,9 +221,9 @@ fn spell_key(scope: &Scope, rng: &mut Rng) -> String {
         key.push_str(&format!(":{port}"));
     }
     if scope.path.is_empty() {
-        key.push_str(*rng.pick(&["", "", "", "/", "/v1/", "/v2/", "/v2", "/v1", "/V2/"]));
+        key.push_str(rng.pick::<&str>(&["", "", "", "/", "/v1/", "/v2/", "/v2", "/v1", "/V2/"]));
     } else {
-        key.push_str(*rng.pick(&["", "", "", "/v2", "/v1", "/V2"]));
+        key.push_str(rng.pick::<&str>(&["", "", "", "/v2", "/v1", "/V2"]));
         key.push('/');
         key.push_str(&scope.path.join("/"));
         if scope.under {
@@ -332,7 +332,7 @@ fn images_near(scope: &Scope, rng: &mut Rng) -> Vec<String> {
         scope
             .host
             .split('.')
-            .map(|label| label.replace('*', *rng.pick(&["eu", "x", "a-b"])).replace('?', "1"))
+            .map(|label| label.replace('*', rng.pick::<&str>(&["eu", "x", "a-b"])).replace('?', "1"))
             .collect::<Vec<_>>()
             .join(".")
     };
@@ -544,11 +544,14 @@ fn hand_picked() -> Vec<Case> {
     cases
 }
 
+/// A username and password as the oracle echoes them back.
+type Credential = (String, String);
+
 #[derive(Debug)]
 struct Answer {
     error: Option<String>,
     /// Per image: the lookup string (or `None` when the image is rejected) and the credentials.
-    images: Vec<(Option<String>, Vec<(String, String)>)>,
+    images: Vec<(Option<String>, Vec<Credential>)>,
 }
 
 fn ask_oracle(oracle: &str, requests: &[Value]) -> Vec<Answer> {
