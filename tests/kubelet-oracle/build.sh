@@ -9,9 +9,9 @@
 set -euo pipefail
 
 ORACLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=../cluster/lib.sh
+# shellcheck source=SCRIPTDIR/../cluster/lib.sh
 . "$ORACLE_DIR/../cluster/lib.sh"
-# shellcheck source=../cluster/gobuild.sh
+# shellcheck source=SCRIPTDIR/../cluster/gobuild.sh
 . "$CLUSTER_SCRIPTS_DIR/gobuild.sh"
 
 SOURCE_HASH="$(cat "$ORACLE_DIR/main.go" "$ORACLE_DIR/build.sh" | sha256sum | cut -c1-12)"
