@@ -142,7 +142,11 @@ fn a_directory_is_fixed_into_manifests_that_lint_clean() {
     let auth = STANDARD.encode("svc-k8s-pull:token");
     assert_eq!(
         decoded_config(secret),
-        serde_json::json!({"auths": {"registry.internal.corp": {"auth": auth, "password": "token", "username": "svc-k8s-pull"}}})
+        serde_json::json!({"auths": {
+            // The host as written is kept: the kubelet matches it for images that spell it so.
+            "Registry.Internal.Corp": {"auth": auth, "password": "token", "username": "svc-k8s-pull"},
+            "registry.internal.corp": {"auth": auth, "password": "token", "username": "svc-k8s-pull"},
+        }})
     );
 
     let relint = lint(&["-"], &text(&out.stdout));
@@ -156,6 +160,8 @@ fn workloads_service_accounts_registry_credentials_and_lists() {
     assert_eq!(
         findings(&out),
         vec![
+            // `quay.io/search-team` without a trailing slash also matches `quay.io/search-teamx/...`.
+            ("RC005".into(), "warning".into(), 33, "stringData[\".dockerconfigjson\"]".into()),
             ("RC012".into(), "warning".into(), 52, "spec.jobTemplate.spec.template.spec.containers[1].image".into()),
             ("RC011".into(), "error".into(), 63, "spec.template.spec.imagePullSecrets[0].name".into()),
             ("RC013".into(), "warning".into(), 80, "items[0].spec.template.spec.containers[1].image".into()),
@@ -170,7 +176,7 @@ fn workloads_service_accounts_registry_credentials_and_lists() {
         "the reference now names the copy that RegistryCredential internal-corp makes in payments"
     );
     let stderr = text(&fixed.stderr);
-    assert!(stderr.contains("not fixed (3 left)"), "{stderr}");
+    assert!(stderr.contains("not fixed (4 left)"), "{stderr}");
     assert!(stderr.contains("RC011: Job batch/backfill"), "Secret search/quay-pull has users in search: {stderr}");
 }
 

@@ -4,14 +4,21 @@
 //! The kubelet reads `username`, `password` and `auth` of each entry, and when `auth` is set it
 //! wins over the other two (`DockerConfigEntry.UnmarshalJSON`). Every other field is ignored by it,
 //! so the canonical output keeps exactly those three, with `auth` recomputed.
+//!
+//! The input is read as Go's `encoding/json` reads it into the kubelet's structs: field names match
+//! case-insensitively (`Auths`, `Username`, `AUTH`; Go's folding also takes `ſ` for `s`), a
+//! repeated `auths` object is merged into the first, a repeated field or key keeps its last value,
+//! and `null` leaves a field unset. `auth` is decoded as Go's standard base64 decoders do: line
+//! breaks ignored, unused trailing bits accepted.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use serde::de::{self, IgnoredAny};
+use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
 use super::registry_key::{KeyProblem, KeyWarning, normalize_registry_key};
@@ -64,6 +71,10 @@ pub enum ConfigWarning {
     IgnoredSetting { setting: String },
     #[error("entries {keys:?} are the same registry with the same credentials and were merged into {to:?}")]
     Merged { keys: Vec<String>, to: String },
+    #[error(
+        "entry {key:?}: kept as {kept:?} beside the canonical {canonical:?}: the kubelet matches {kept:?} only for images that name the registry exactly so"
+    )]
+    KeptBeside { key: String, kept: String, canonical: String },
 }
 
 /// One reason a config is invalid. Messages name the entry and the field, never a value.
@@ -120,32 +131,127 @@ impl From<ConfigProblem> for InvalidDockerConfig {
     }
 }
 
+/// A JSON value as far as the kubelet's structs look into it: objects keep every member in document
+/// order, duplicates included (Go's decoder sees them all).
+#[derive(Debug, Clone, PartialEq)]
+enum Json {
+    Null,
+    String(String),
+    Object(Vec<(String, Json)>),
+    /// A number, a boolean or an array: never what the kubelet reads.
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Json;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Json, E> {
+                Ok(Json::Null)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Json, E> {
+                Ok(Json::Other)
+            }
+            fn visit_str<E>(self, value: &str) -> Result<Json, E> {
+                Ok(Json::String(value.to_owned()))
+            }
+            fn visit_string<E>(self, value: String) -> Result<Json, E> {
+                Ok(Json::String(value))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Json::Other)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, Json>()? {
+                    members.push(member);
+                }
+                Ok(Json::Object(members))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Whether a JSON member name selects the Go struct field tagged `field` (lowercase ASCII):
+/// `encoding/json` accepts any name equal under Unicode case folding, where `ſ` folds to `s` and
+/// the Kelvin sign to `k`.
+fn names_field(name: &str, field: &str) -> bool {
+    let folded = name.chars().map(|c| match c {
+        '\u{17f}' => 's',
+        '\u{212a}' => 'k',
+        c => c.to_ascii_lowercase(),
+    });
+    folded.eq(field.chars())
+}
+
 /// Parses docker config JSON in either form and normalizes it.
 pub fn normalize_docker_config(input: &[u8]) -> Result<Normalized, InvalidDockerConfig> {
-    // Parsing into `Value` first keeps serde's type errors, which quote the offending value, out
-    // of the messages: syntax errors only report a position.
-    let value: Value = serde_json::from_slice(input).map_err(|e| ConfigProblem::NotJson(syntax_error(&e)))?;
-    let Value::Object(top) = value else {
+    // Syntax errors only report a position: no part of the input is quoted.
+    let value: Json = serde_json::from_slice(input).map_err(|e| ConfigProblem::NotJson(syntax_error(&e)))?;
+    let Json::Object(top) = value else {
         return Err(ConfigProblem::NotAnObject.into());
     };
     let mut warnings = Vec::new();
-    let entries = match top.get("auths") {
-        Some(Value::Object(auths)) => {
-            for setting in ["credsStore", "credHelpers"] {
-                if top.contains_key(setting) {
-                    warnings.push(ConfigWarning::IgnoredSetting { setting: setting.to_owned() });
-                }
+    let has = |setting: &str| top.iter().any(|(name, _)| name == setting);
+    let has_auths = top.iter().any(|(name, _)| names_field(name, "auths"));
+    if !has_auths && (has("credsStore") || has("credHelpers")) {
+        return Err(ConfigProblem::NoEntries.into());
+    }
+    if has_auths {
+        for setting in ["credsStore", "credHelpers"] {
+            if has(setting) {
+                warnings.push(ConfigWarning::IgnoredSetting { setting: setting.to_owned() });
             }
-            auths
         }
-        Some(_) => return Err(ConfigProblem::AuthsNotAnObject.into()),
-        None if top.contains_key("credsStore") || top.contains_key("credHelpers") => {
-            return Err(ConfigProblem::NoEntries.into());
+    }
+    let entries = entries(&top, !has_auths).ok_or(ConfigProblem::AuthsNotAnObject)?;
+    build(entries.into_iter(), warnings)
+}
+
+/// The registry entries the kubelet reads, in document order: `auths` members (every member whose
+/// name folds to `auths`, merged, as Go decodes them into one map), or the top level of a legacy
+/// `.dockercfg`; a key given twice keeps its last value. `None` when an `auths` is not an object.
+fn entries(top: &[(String, Json)], legacy: bool) -> Option<Vec<(&str, &Json)>> {
+    let mut entries: Vec<(&str, &Json)> = Vec::new();
+    if legacy {
+        entries.extend(top.iter().map(|(key, value)| (key.as_str(), value)));
+    } else {
+        for (_, value) in top.iter().filter(|(name, _)| names_field(name, "auths")) {
+            match value {
+                Json::Object(members) => entries.extend(members.iter().map(|(key, value)| (key.as_str(), value))),
+                Json::Null => {}
+                _ => return None,
+            }
         }
-        None => &top,
-    };
-    let raw_entries = entries.iter().map(|(key, value)| (key.as_str(), value));
-    build(raw_entries, warnings)
+    }
+    let mut last: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, (key, _)) in entries.iter().enumerate() {
+        last.insert(key, i);
+    }
+    Some(entries.iter().enumerate().filter(|(i, (key, _))| last[key] == *i).map(|(_, entry)| *entry).collect())
+}
+
+/// The registry keys of a docker config as written and as the kubelet reads them (see
+/// [`normalize_docker_config`]): from `auths` in a `.dockerconfigjson`, from the top level in a
+/// legacy `.dockercfg`. `None` when the JSON does not parse into that shape.
+pub fn written_registry_keys(input: &[u8], legacy: bool) -> Option<Vec<String>> {
+    let Json::Object(top) = serde_json::from_slice(input).ok()? else { return None };
+    Some(entries(&top, legacy)?.into_iter().map(|(key, _)| key.to_owned()).collect())
 }
 
 /// Builds a config for `registries` from a username and password (a basic-auth source Secret).
@@ -154,20 +260,27 @@ pub fn docker_config_from_basic_auth(
     username: &str,
     password: &str,
 ) -> Result<Normalized, InvalidDockerConfig> {
-    let entry = serde_json::json!({ "username": username, "password": password });
+    let entry = Json::Object(vec![
+        ("username".to_owned(), Json::String(username.to_owned())),
+        ("password".to_owned(), Json::String(password.to_owned())),
+    ]);
     let raw_entries = registries.iter().map(|registry| (registry.as_str(), &entry));
     build(raw_entries, Vec::new())
 }
 
 fn build<'a>(
-    raw_entries: impl Iterator<Item = (&'a str, &'a Value)>,
+    raw_entries: impl Iterator<Item = (&'a str, &'a Json)>,
     mut warnings: Vec<ConfigWarning>,
 ) -> Result<Normalized, InvalidDockerConfig> {
     let mut problems = Vec::new();
     // canonical key -> (raw keys that produced it, credentials)
     let mut merged: BTreeMap<String, (Vec<String>, RegistryAuth)> = BTreeMap::new();
+    // Keys as written (trimmed), and spellings kept beside a canonical key: (entry, kept, canonical).
+    let mut written = std::collections::BTreeSet::new();
+    let mut kept_beside = Vec::new();
     for (raw_key, value) in raw_entries {
         let shown = raw_key.trim().to_owned();
+        written.insert(shown.clone());
         let key = normalize_registry_key(raw_key);
         let auth = parse_entry(&shown, value, &mut warnings);
         let (key, auth) = match (key, auth) {
@@ -183,15 +296,24 @@ fn build<'a>(
         for warning in key.warnings {
             warnings.push(ConfigWarning::Key { key: shown.clone(), warning });
         }
-        match merged.get_mut(&key.canonical) {
-            Some((sources, existing)) if *existing == auth => sources.push(shown),
-            Some((sources, _)) => problems.push(ConfigProblem::ConflictingDuplicates {
-                first: sources[0].clone(),
-                second: shown,
-                canonical: key.canonical,
-            }),
-            None => {
-                merged.insert(key.canonical, (vec![shown], auth));
+        if let Some(kept) = &key.kept {
+            kept_beside.push((shown.clone(), kept.clone(), key.canonical.clone()));
+        }
+        for filed in std::iter::once(key.canonical).chain(key.kept) {
+            match merged.get_mut(&filed) {
+                Some((sources, existing)) if *existing == auth => {
+                    if !sources.contains(&shown) {
+                        sources.push(shown.clone());
+                    }
+                }
+                Some((sources, _)) => problems.push(ConfigProblem::ConflictingDuplicates {
+                    first: sources[0].clone(),
+                    second: shown.clone(),
+                    canonical: filed,
+                }),
+                None => {
+                    merged.insert(filed, (vec![shown.clone()], auth.clone()));
+                }
             }
         }
     }
@@ -201,38 +323,65 @@ fn build<'a>(
     if merged.is_empty() {
         return Err(ConfigProblem::NoEntries.into());
     }
+    // Already normalized input (a kept spelling with its canonical key beside it) is left as it is:
+    // nothing to report, so that normalizing twice changes nothing.
+    for (key, kept, canonical) in kept_beside {
+        if !written.contains(&canonical) {
+            warnings.push(ConfigWarning::KeptBeside { key, kept, canonical });
+        }
+    }
     let mut rewrites = Vec::new();
     let mut auths = BTreeMap::new();
-    for (canonical, (sources, auth)) in merged {
-        if sources.len() > 1 {
-            warnings.push(ConfigWarning::Merged { keys: sources.clone(), to: canonical.clone() });
+    for (filed, (sources, _)) in &merged {
+        // A source that is itself in the output was not merged away.
+        let gone = |source: &String| source == filed || !merged.contains_key(source);
+        let merged_here: Vec<String> = sources.iter().filter(|s| gone(s)).cloned().collect();
+        if merged_here.len() > 1 {
+            warnings.push(ConfigWarning::Merged { keys: merged_here, to: filed.clone() });
         }
+        // Rewritten: a source that is gone, or a kept one whose canonical key is new.
         rewrites.extend(
             sources
-                .into_iter()
-                .filter(|from| *from != canonical)
-                .map(|from| KeyRewrite { from, to: canonical.clone() }),
+                .iter()
+                .filter(|from| *from != filed && (!merged.contains_key(*from) || !written.contains(filed)))
+                .map(|from| KeyRewrite { from: from.clone(), to: filed.clone() }),
         );
-        auths.insert(canonical, auth);
+    }
+    for (filed, (_, auth)) in merged {
+        auths.insert(filed, auth);
     }
     rewrites.sort();
     Ok(Normalized { config: DockerConfig { auths }, rewrites, warnings })
 }
 
 /// The fields of one entry that the kubelet reads, resolved to a username and password.
-fn parse_entry(key: &str, value: &Value, warnings: &mut Vec<ConfigWarning>) -> Result<RegistryAuth, ConfigProblem> {
-    let Value::Object(fields) = value else {
+fn parse_entry(key: &str, value: &Json, warnings: &mut Vec<ConfigWarning>) -> Result<RegistryAuth, ConfigProblem> {
+    let Json::Object(fields) = value else {
         return Err(ConfigProblem::EntryNotAnObject { key: key.to_owned() });
     };
-    let username = string_field(key, fields, "username")?;
-    let password = string_field(key, fields, "password")?;
-    let auth = string_field(key, fields, "auth")?.filter(|auth| !auth.is_empty());
-    for field in fields.keys() {
-        // `email` was required by old docker clients and is harmless; tokens are the surprise.
-        if !matches!(field.as_str(), "username" | "password" | "auth" | "email") {
-            warnings.push(ConfigWarning::IgnoredField { key: key.to_owned(), field: field.clone() });
+    let (mut username, mut password, mut auth) = (None, None, None);
+    for (name, value) in fields {
+        let (field, slot) = if names_field(name, "username") {
+            ("username", &mut username)
+        } else if names_field(name, "password") {
+            ("password", &mut password)
+        } else if names_field(name, "auth") {
+            ("auth", &mut auth)
+        } else {
+            // `email` was required by old docker clients and is harmless; tokens are the surprise.
+            if !names_field(name, "email") {
+                warnings.push(ConfigWarning::IgnoredField { key: key.to_owned(), field: name.clone() });
+            }
+            continue;
+        };
+        match value {
+            // Go leaves a field untouched by `null`; a repeated field keeps its last value.
+            Json::Null => {}
+            Json::String(text) => *slot = Some(text.as_str()),
+            _ => return Err(ConfigProblem::FieldNotAString { key: key.to_owned(), field }),
         }
     }
+    let auth = auth.filter(|auth| !auth.is_empty());
     let (username, password) = match auth {
         Some(auth) => {
             let (decoded_user, decoded_password) = decode_auth(key, auth)?;
@@ -256,23 +405,27 @@ fn parse_entry(key: &str, value: &Value, warnings: &mut Vec<ConfigWarning>) -> R
     }
 }
 
-fn string_field<'v>(
-    key: &str,
-    fields: &'v Map<String, Value>,
-    field: &'static str,
-) -> Result<Option<&'v str>, ConfigProblem> {
-    match fields.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ConfigProblem::FieldNotAString { key: key.to_owned(), field }),
-    }
-}
+/// Go's `base64.StdEncoding` and `RawStdEncoding`: unused trailing bits are not checked.
+const GO_PADDED: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
+);
+const GO_UNPADDED: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone),
+);
 
-/// Decodes `auth` the way the kubelet does: padded or unpadded standard base64 of `user:password`.
+/// Decodes `auth` the way the kubelet does: padded standard base64 of `user:password` when it ends
+/// with `=`, unpadded otherwise; line breaks are skipped as Go's decoder skips them. Surrounding
+/// spaces, which Go refuses, are trimmed: the value is unambiguous without them.
 fn decode_auth(key: &str, auth: &str) -> Result<(String, String), ConfigProblem> {
-    let auth = auth.trim();
-    let engine = if auth.ends_with('=') { &STANDARD } else { &STANDARD_NO_PAD };
-    let bytes = engine.decode(auth).map_err(|_| ConfigProblem::AuthNotBase64 { key: key.to_owned() })?;
+    let auth: String = auth.trim().chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
+    let engine = if auth.ends_with('=') { &GO_PADDED } else { &GO_UNPADDED };
+    let bytes = engine.decode(&auth).map_err(|_| ConfigProblem::AuthNotBase64 { key: key.to_owned() })?;
     let text = String::from_utf8(bytes).map_err(|_| ConfigProblem::AuthNotUtf8 { key: key.to_owned() })?;
     let (username, password) =
         text.split_once(':').ok_or_else(|| ConfigProblem::AuthNotUserPassword { key: key.to_owned() })?;
@@ -295,9 +448,15 @@ impl DockerConfig {
         self.auths.keys().map(String::as_str)
     }
 
-    /// Keeps only the entries whose canonical key is in `allowed` (already canonical).
+    /// Keeps only the entries whose canonical key is in `allowed` (already canonical); a key kept
+    /// beside its canonical form goes with it, and a trailing slash after a path does not count.
     pub fn retain_registries(&mut self, allowed: &[String]) {
-        self.auths.retain(|key, _| allowed.iter().any(|a| a == key));
+        let scope = |key: &str| key.trim_end_matches('/').to_owned();
+        let allowed: Vec<String> = allowed.iter().map(|a| scope(a)).collect();
+        self.auths.retain(|key, _| {
+            let canonical = normalize_registry_key(key).map_or_else(|_| key.clone(), |k| k.canonical);
+            allowed.contains(&scope(&canonical))
+        });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -478,8 +637,8 @@ mod tests {
                              "docker.io":{"username":"u","password":"q"}}}"#
                     .into(),
                 ConfigProblem::ConflictingDuplicates {
-                    first: "docker.io".into(),
-                    second: "https://index.docker.io/v1/".into(),
+                    first: "https://index.docker.io/v1/".into(),
+                    second: "docker.io".into(),
                     canonical: "docker.io".into(),
                 },
             ),
@@ -520,10 +679,49 @@ mod tests {
     fn basic_auth_source_builds_one_entry_per_registry() {
         let out = docker_config_from_basic_auth(&["https://Registry.Corp/v2/".into(), "quay.io/org".into()], "u", "p")
             .unwrap();
-        assert_eq!(out.config.registries().collect::<Vec<_>>(), vec!["quay.io/org", "registry.corp"]);
+        assert_eq!(out.config.registries().collect::<Vec<_>>(), vec!["Registry.Corp", "quay.io/org", "registry.corp"]);
         let empty = docker_config_from_basic_auth(&["quay.io".into()], "u", "").unwrap_err();
         assert_eq!(empty.problems, vec![ConfigProblem::EmptyField { key: "quay.io".into(), field: "password" }]);
         assert_eq!(docker_config_from_basic_auth(&[], "u", "p").unwrap_err().problems, vec![ConfigProblem::NoEntries]);
+    }
+
+    #[test]
+    fn json_is_read_as_go_reads_it() {
+        let auth = b64("u:p");
+        // Field names in any case (and Go's folding of `ſ`); a repeated `auths` merged.
+        let out = ok(&format!(
+            r#"{{"AUTHS":{{"a.io":{{"Auth":"{auth}"}}}},"auth\u017f":{{"b.io":{{"USERNAME":"u","Password":"p"}}}}}}"#
+        ));
+        assert_eq!(out.config.registries().collect::<Vec<_>>(), vec!["a.io", "b.io"]);
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        // A repeated field keeps its last value; `null` leaves it as it was.
+        let out = ok(r#"{"auths":{"a.io":{"username":"x","Username":"u","password":"p","PASSWORD":null}}}"#);
+        assert_eq!(out.config.auths["a.io"], RegistryAuth { username: "u".into(), password: "p".into() });
+        // A key given twice keeps its last value.
+        let out = ok(r#"{"auths":{"a.io":{"username":"x"},"a.io":{"username":"u","password":"p"}}}"#);
+        assert_eq!(out.config.auths["a.io"].username, "u");
+    }
+
+    #[test]
+    fn auth_is_decoded_as_go_decodes_it() {
+        let padded = b64("hand1:pw");
+        assert!(padded.ends_with("c="), "{padded}");
+        let stray_bits = format!("{}d=", &padded[..padded.len() - 2]);
+        let wrapped = format!(r"{}\r\n{}\n", &padded[..4], &padded[4..]);
+        for auth in [stray_bits.as_str(), wrapped.as_str()] {
+            let out = ok(&format!(r#"{{"auths":{{"quay.io":{{"auth":"{auth}"}}}}}}"#));
+            assert_eq!(out.config.auths["quay.io"].password, "pw", "{auth}");
+        }
+    }
+
+    #[test]
+    fn a_kept_spelling_is_written_beside_the_canonical_key() {
+        let out = ok(r#"{"auths":{"https://Registry.Corp/v2/":{"username":"u","password":"p"}}}"#);
+        assert_eq!(out.config.registries().collect::<Vec<_>>(), vec!["Registry.Corp", "registry.corp"]);
+        assert!(matches!(&out.warnings[..], [ConfigWarning::KeptBeside { kept, .. }] if kept == "Registry.Corp"));
+        // Idempotent: the output normalizes to itself.
+        let again = ok(&out.config.to_canonical_json());
+        assert_eq!(again.config, out.config);
     }
 
     #[test]
@@ -532,5 +730,10 @@ mod tests {
             ok(r#"{"auths":{"a.io":{"username":"u","password":"p"},"b.io":{"username":"u","password":"p"}}}"#).config;
         config.retain_registries(&["b.io".into()]);
         assert_eq!(config.registries().collect::<Vec<_>>(), vec!["b.io"]);
+        let mut config =
+            ok(r#"{"auths":{"A.io/org/":{"username":"u","password":"p"},"b.io":{"username":"u","password":"p"}}}"#)
+                .config;
+        config.retain_registries(&["a.io/org".into()]);
+        assert_eq!(config.registries().collect::<Vec<_>>(), vec!["A.io/org/", "a.io/org/"]);
     }
 }

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
-use super::{ImageReference, InvalidDockerConfig, Normalized, covering_key, kubelet_key, normalize_docker_config};
+use super::{
+    ImageReference, InvalidDockerConfig, Normalized, covering_key, kubelet_key, normalize_docker_config,
+    written_registry_keys,
+};
 
 /// The Secret type of a docker config JSON pull secret, and the data key the kubelet reads.
 pub(crate) const DOCKER_CONFIG_JSON_TYPE: &str = "kubernetes.io/dockerconfigjson";
@@ -68,9 +69,7 @@ pub(crate) fn read_pull_secret(secret_type: Option<&str>, data: &BTreeMap<String
 /// The registry keys of a docker config as written: from `auths` in a `.dockerconfigjson`, from
 /// the top level in a legacy `.dockercfg`.
 fn registry_keys(config: &[u8], legacy: bool) -> Option<Vec<String>> {
-    let value: Value = serde_json::from_slice(config).ok()?;
-    let entries = if legacy { value.as_object()? } else { value.get("auths")?.as_object()? };
-    Some(entries.keys().cloned().collect())
+    written_registry_keys(config, legacy)
 }
 
 impl PullSecretReading {

@@ -1,11 +1,14 @@
-//! Canonical form of one registry key of a docker config (`"https://host/v2/"`, `"quay.io/org"`).
+//! Canonical form of one registry key of a docker config (`"https://host/v2/"`, `"quay.io/org/"`).
 //!
 //! The kubelet (`pkg/credentialprovider`, keyring.go) turns each key into a matcher: it drops the
 //! scheme, drops a leading `/v1/` or `/v2/` path segment, and then matches an image when the
 //! dot-separated host parts glob-match one by one (case-sensitive), the ports are equal, and the
 //! key's path is a string prefix of the image's repository path. Docker Hub images reach it as
 //! `docker.io/<repo>`. The canonical key written here is the one that makes the kubelet match
-//! exactly the images the key's author meant.
+//! exactly the images the key's author meant; where the key as written matches images that the
+//! canonical one cannot (a host in upper case, a Docker Hub alias that images name literally), that
+//! spelling is kept beside it (`RegistryKey::kept`). Checked against the kubelet's own code by
+//! tests/kubelet_differential.rs.
 
 use std::fmt;
 
@@ -21,8 +24,16 @@ const DOCKER_HUB_ALIASES: &[&str] = &["index.docker.io", "registry-1.docker.io",
 /// A registry key in canonical form, with what is worth warning about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryKey {
-    /// `host[:port][/repository/path]`, host lowercased, no scheme, no API suffix, no trailing slash.
+    /// `host[:port][/repository/path[/]]`: host lowercased (Docker Hub's names as `docker.io`), no
+    /// scheme, no API suffix; a trailing slash only after a repository path, where it was written
+    /// (the kubelet matches `org/` only below `org`, but `org` also as `orgx`).
     pub canonical: String,
+    /// The key with the host as written (scheme, API suffix and padding still dropped), when the
+    /// kubelet matches images with it that it would not match with `canonical`: the host has upper
+    /// case letters (the kubelet compares hosts case-sensitively), or it is a Docker Hub alias that
+    /// images may name literally (`registry-1.docker.io/...`). Kept beside the canonical key so that
+    /// no working pull is lost.
+    pub kept: Option<String>,
     pub warnings: Vec<KeyWarning>,
 }
 
@@ -33,6 +44,9 @@ pub enum KeyWarning {
     WildcardHost,
     /// The key said `http://`: the kubelet ignores the scheme, but the registry may not speak TLS.
     PlainHttp,
+    /// A repository path without a trailing slash: the kubelet's match is a string prefix, so
+    /// `quay.io/org` also matches `quay.io/organization/...`.
+    PathPrefix,
 }
 
 impl fmt::Display for KeyWarning {
@@ -41,6 +55,9 @@ impl fmt::Display for KeyWarning {
             KeyWarning::WildcardHost => "wildcard host: the credential is sent to every registry matching it",
             KeyWarning::PlainHttp => {
                 "plain-http registry: the scheme is dropped, and the registry must be trusted as insecure by the node"
+            }
+            KeyWarning::PathPrefix => {
+                "repository path without a trailing slash: the kubelet matches it as a string prefix (`org` also matches `orgx`); end it with `/` to match only below it"
             }
         })
     }
@@ -63,6 +80,10 @@ pub enum KeyProblem {
     InvalidHostLabel(String),
     #[error("glob character classes (`[...]`) in hosts are not supported")]
     CharacterClass,
+    #[error(
+        "a bracketed IPv6 host without a port never matches: the kubelet reads `[...]` as a glob character class; add the port"
+    )]
+    Ipv6WithoutPort,
     #[error("port `{0}` is not a number from 1 to 65535")]
     InvalidPort(String),
     #[error(
@@ -96,24 +117,36 @@ pub fn normalize_registry_key(raw: &str) -> Result<RegistryKey, KeyProblem> {
     if authority.contains('@') {
         return Err(KeyProblem::UserInfo);
     }
-    let (host, port) = split_port(authority)?;
-    let host = normalize_host(host)?;
+    let (written_host, port) = split_port(authority)?;
+    if written_host.starts_with('[') && port.is_none() {
+        return Err(KeyProblem::Ipv6WithoutPort);
+    }
+    let host = normalize_host(written_host)?;
     if host.contains(['*', '?']) {
         warnings.push(KeyWarning::WildcardHost);
     }
-    let path = repository_path(path)?;
+    let (path, below) = repository_path(path)?;
+    if !path.is_empty() && !below {
+        warnings.push(KeyWarning::PathPrefix);
+    }
 
     let host = if port.is_none() && DOCKER_HUB_ALIASES.contains(&host.as_str()) { DOCKER_HUB.to_owned() } else { host };
-    let mut canonical = host;
+    let mut suffix = String::new();
     if let Some(port) = port {
-        canonical.push(':');
-        canonical.push_str(port);
+        suffix.push(':');
+        suffix.push_str(port);
     }
-    for component in path {
-        canonical.push('/');
-        canonical.push_str(component);
+    for component in &path {
+        suffix.push('/');
+        suffix.push_str(component);
     }
-    Ok(RegistryKey { canonical, warnings })
+    if below {
+        suffix.push('/');
+    }
+    // `index.docker.io` as written never matches an image (image names say `docker.io`): the kubelet
+    // serves Docker Hub with it only through a fallback, which `docker.io` replaces.
+    let kept = (written_host != host && written_host != "index.docker.io").then(|| format!("{written_host}{suffix}"));
+    Ok(RegistryKey { canonical: host + &suffix, kept, warnings })
 }
 
 /// Splits `host:port` (or `[v6]:port`), validating the port.
@@ -173,10 +206,12 @@ fn normalize_host(host: &str) -> Result<String, KeyProblem> {
     Ok(host)
 }
 
-/// The repository scope of a key: path components after the kubelet's API-suffix stripping.
-fn repository_path(path: &str) -> Result<Vec<&str>, KeyProblem> {
-    let path = path.trim_end_matches('/');
-    let mut components: Vec<&str> = if path.is_empty() { Vec::new() } else { path.split('/').collect() };
+/// The repository scope of a key: path components after the kubelet's API-suffix stripping, and
+/// whether a slash followed them (repositories below the path only).
+fn repository_path(path: &str) -> Result<(Vec<&str>, bool), KeyProblem> {
+    let trimmed = path.trim_end_matches('/');
+    let slash = trimmed.len() < path.len();
+    let mut components: Vec<&str> = if trimmed.is_empty() { Vec::new() } else { trimmed.split('/').collect() };
     // `/v1/` and `/v2/` name the registry API, not a repository; the kubelet strips them when
     // followed by a slash, and a bare trailing `/v2` means the same to the person who wrote it.
     // `V2` can never be a repository (they are lowercase), so case does not matter here.
@@ -188,7 +223,8 @@ fn repository_path(path: &str) -> Result<Vec<&str>, KeyProblem> {
             return Err(KeyProblem::InvalidPathComponent((*component).to_owned()));
         }
     }
-    Ok(components)
+    let below = slash && !components.is_empty();
+    Ok((components, below))
 }
 
 /// The distribution reference grammar's path component: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
@@ -236,13 +272,15 @@ mod tests {
 
     #[test]
     fn api_suffix_before_a_path_is_dropped_like_the_kubelet_does() {
-        assert_eq!(canonical("https://quay.io/v2/org/"), "quay.io/org");
+        assert_eq!(canonical("https://quay.io/v2/org/"), "quay.io/org/");
+        assert_eq!(canonical("https://quay.io/v2/org"), "quay.io/org");
     }
 
     #[test]
     fn repository_scope_is_kept() {
         assert_eq!(canonical("quay.io/org"), "quay.io/org");
-        assert_eq!(canonical("quay.io/org/team/"), "quay.io/org/team");
+        assert_eq!(canonical("quay.io/org/team/"), "quay.io/org/team/");
+        assert_eq!(canonical("quay.io/org//"), "quay.io/org/");
         assert_eq!(canonical("ghcr.io/my-org/sub_team.x"), "ghcr.io/my-org/sub_team.x");
     }
 
@@ -266,6 +304,34 @@ mod tests {
             assert_eq!(canonical(alias), "docker.io", "{alias}");
         }
         assert_eq!(canonical("index.docker.io/myorg"), "docker.io/myorg");
+    }
+
+    #[test]
+    fn a_trailing_slash_after_a_path_is_kept_and_its_absence_warned() {
+        // The kubelet matches paths as string prefixes: `org/` matches below `org` only.
+        let below = normalize_registry_key("quay.io/org/").unwrap();
+        assert_eq!((below.canonical.as_str(), below.warnings.as_slice()), ("quay.io/org/", &[][..]));
+        let prefix = normalize_registry_key("quay.io/org").unwrap();
+        assert_eq!(prefix.warnings, vec![KeyWarning::PathPrefix]);
+        // Without a path, a trailing slash means nothing.
+        assert_eq!(canonical("quay.io/"), "quay.io");
+        assert_eq!(canonical("quay.io/v2/"), "quay.io");
+    }
+
+    #[test]
+    fn a_spelling_the_kubelet_matches_differently_is_kept_beside_the_canonical_key() {
+        let kept = |raw: &str| normalize_registry_key(raw).unwrap().kept;
+        assert_eq!(kept("https://Registry.Corp:5000/v2/org/"), Some("Registry.Corp:5000/org/".to_owned()));
+        assert_eq!(kept("registry-1.docker.io"), Some("registry-1.docker.io".to_owned()));
+        assert_eq!(kept("registry.hub.docker.com/org/"), Some("registry.hub.docker.com/org/".to_owned()));
+        // Images never name `index.docker.io` (it becomes `docker.io`): nothing to keep.
+        assert_eq!(kept("https://index.docker.io/v1/"), None);
+        assert_eq!(kept("https://registry.corp/v2/"), None);
+        // A kept key normalizes back to its canonical key.
+        for raw in ["https://Registry.Corp:5000/v2/org/", "registry-1.docker.io", "*.CORP.IO"] {
+            let key = normalize_registry_key(raw).unwrap();
+            assert_eq!(normalize_registry_key(&key.kept.unwrap()).unwrap().canonical, key.canonical, "{raw}");
+        }
     }
 
     #[test]
@@ -295,6 +361,8 @@ mod tests {
             ("-registry.corp", KeyProblem::InvalidHostLabel("-registry".into())),
             ("reg_istry.corp", KeyProblem::InvalidHostLabel("reg_istry".into())),
             ("registry.[ab].corp", KeyProblem::CharacterClass),
+            ("[::1]", KeyProblem::Ipv6WithoutPort),
+            ("https://[::1]/v2/", KeyProblem::Ipv6WithoutPort),
             ("registry.corp:", KeyProblem::InvalidPort(String::new())),
             ("registry.corp:99999", KeyProblem::InvalidPort("99999".into())),
             ("registry.corp:0", KeyProblem::InvalidPort("0".into())),

@@ -27,7 +27,10 @@ async fn copies_reach_namespaces_created_before_and_after_the_credential() {
     let before = fx.namespace(true).await;
     let unselected = fx.namespace(false).await;
     let credential = fx.apply(&fx.credential("main", json!({}))).await;
-    let expected = canonical("registry.example.test", "ci", "pw1");
+    // The host as written is kept beside the canonical one: the kubelet compares hosts as written.
+    let one = canonical("registry.example.test", "ci", "pw1");
+    let entry = &one[one.find(":{\"auth\"").unwrap() + 1..one.len() - 2];
+    let expected = format!(r#"{{"auths":{{"Registry.Example.test":{entry},"registry.example.test":{entry}}}}}"#);
 
     let copy = wait_for_copy(&admin, &before.name, "regcred", &expected).await;
     assert_eq!(copy.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
@@ -57,7 +60,7 @@ async fn copies_reach_namespaces_created_before_and_after_the_credential() {
         ("Ready", "True", "Synced")
     );
     assert_eq!(condition.message, "2/2 namespaces");
-    assert_eq!(status.registries, vec!["registry.example.test"]);
+    assert_eq!(status.registries, vec!["Registry.Example.test", "registry.example.test"]);
     assert_eq!(status.normalized[0].from, "https://Registry.Example.test/v2/");
     assert_eq!(status.observed_generation, ready.metadata.generation);
 

@@ -22,8 +22,8 @@ use crate::credential::pull_secret::{
     DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, PullSecretReading, read_pull_secret,
 };
 use crate::credential::{
-    ConfigProblem, ConfigWarning, ImageReference, InvalidDockerConfig, Normalized, covering_key, kubelet_key,
-    normalize_registry_key,
+    ConfigProblem, ConfigWarning, ImageReference, InvalidDockerConfig, KeyWarning, Normalized, covering_key,
+    kubelet_key, normalize_registry_key,
 };
 
 /// A stable finding code. Scripts match on these, so a code never changes meaning.
@@ -443,9 +443,15 @@ impl<'d> ManifestSet<'d> {
             object.name,
             object.namespace.map(|ns| format!(" -n {ns}")).unwrap_or_default()
         );
-        for key in registry_keys.unwrap_or_default() {
+        let keys = registry_keys.unwrap_or_default();
+        for key in keys {
             let Ok(canonical) = normalize_registry_key(key) else { continue };
             if canonical.canonical == key.as_str() {
+                continue;
+            }
+            // A spelling the kubelet matches differently (host case, a Docker Hub alias), kept
+            // beside its canonical key, is what normalization writes.
+            if canonical.kept.as_deref() == Some(key.as_str()) && keys.contains(&canonical.canonical) {
                 continue;
             }
             let filed = kubelet_key(key);
@@ -453,18 +459,29 @@ impl<'d> ManifestSet<'d> {
                 filed == canonical.canonical || (filed == "index.docker.io" && canonical.canonical == "docker.io");
             let (severity, effect) = if same_for_kubelet {
                 (Severity::Warning, "the kubelet reads it the same way, but other tools may not".to_owned())
+            } else if canonical.kept.is_some() {
+                (
+                    Severity::Error,
+                    format!(
+                        "the kubelet files it as {filed:?}, which matches only images that name the registry exactly so"
+                    ),
+                )
             } else {
                 (
                     Severity::Error,
                     format!("the kubelet files it as {filed:?} and will not match the images it is meant for"),
                 )
             };
+            let fix = match &canonical.kept {
+                Some(kept) => format!("use the key {:?}, and keep {kept:?} beside it", canonical.canonical),
+                None => format!("use the key {:?}", canonical.canonical),
+            };
             report.findings.push(object.finding(
                 Code::NonCanonicalKey,
                 severity,
                 field,
                 format!("registry key {key:?} is not canonical ({:?}): {effect}", canonical.canonical),
-                format!("use the key {:?}", canonical.canonical),
+                fix,
             ));
         }
         match normalized {
@@ -493,6 +510,9 @@ impl<'d> ManifestSet<'d> {
                         field,
                         format!("{data_key}: {warning}"),
                         match warning {
+                            ConfigWarning::Key { warning: KeyWarning::PathPrefix, .. } => {
+                                "end the key with `/` if only repositories below the path are meant".to_owned()
+                            }
                             ConfigWarning::Key { .. } => "list each registry explicitly, over https".to_owned(),
                             _ => "keep only `auths` entries with `username`, `password`, `auth`".to_owned(),
                         },
