@@ -193,7 +193,15 @@ fn assert_operator_install(objects: &[Value], origin: &str) {
     // Every namespaced object lands in the operator's namespace.
     for object in objects {
         let kind = object["kind"].as_str().unwrap();
-        if !matches!(kind, "Namespace" | "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding") {
+        let cluster_scoped = [
+            "Namespace",
+            "CustomResourceDefinition",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "MutatingAdmissionPolicy",
+            "MutatingAdmissionPolicyBinding",
+        ];
+        if !cluster_scoped.contains(&kind) {
             assert_eq!(object["metadata"]["namespace"], NAMESPACE, "{origin}: {kind} {}", object["metadata"]["name"]);
         }
     }
@@ -420,6 +428,14 @@ async fn kustomize_and_helm_renders_apply_server_side() {
     let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).delete(&namespace, &background).await;
     let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(client.clone()).delete(&name, &background).await;
     let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone()).delete(&name, &background).await;
+    // The release's admission policy acts on every Pod in the cluster: it goes with the release.
+    let admission = |kind: &str, plural: &str| {
+        let gvk = kube::api::GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+        Api::<DynamicObject>::all_with(client.clone(), &kube::api::ApiResource::from_gvk_with_plural(&gvk, plural))
+    };
+    let policy = format!("{name}-inject-pull-secret");
+    let _ = admission("MutatingAdmissionPolicyBinding", "mutatingadmissionpolicybindings").delete(&policy, &background).await;
+    let _ = admission("MutatingAdmissionPolicy", "mutatingadmissionpolicies").delete(&policy, &background).await;
     if !preexisting {
         let _ = deployments.delete(NAME, &background).await;
         let _ = Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(client.clone(), NAMESPACE)
