@@ -1,21 +1,43 @@
 #!/usr/bin/env bash
-# Runs every test: unit, property, CLI, and the integration tests against a real control plane.
-# With KUBECONFIG set, the tests use that cluster. Without it, a local control plane is started
-# with tests/cluster/up.sh (built from Go modules on first use, cached afterwards) and torn
-# down at the end, also when a test fails. Extra arguments go to `cargo test`.
+# Runs every test: unit, property, CLI, the kubelet differential test, and the integration tests
+# against a real control plane. With KUBECONFIG set, the tests use that cluster. Without it, a
+# local control plane is started with tests/cluster/up.sh (built from Go modules on first use,
+# cached afterwards) and torn down at the end, also when a test fails. Extra arguments go to
+# `cargo test`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# kubectl, kustomize and helm for the packaging tests (tests/integration/packaging.rs), built
-# from their Go modules on first use and cached like the control plane.
-if tools_bin="$(bash tests/cluster/build-tools.sh)"; then
-  export REGCRED_TOOLS_BIN="$tools_bin"
-elif [[ "${CI:-}" == "true" ]]; then
-  echo "kustomize and helm could not be built; CI never skips the packaging tests" >&2
-  exit 1
-else
-  echo "kustomize and helm could not be built: the packaging tests will skip (see the message above)" >&2
-fi
+# tool VAR WHAT CMD...: exports VAR as what CMD prints (a path). When CMD fails, CI stops; elsewhere
+# the tests that need WHAT print why they skip.
+tool() {
+  local var="$1" what="$2" out
+  shift 2
+  if out="$("$@")"; then
+    export "$var=$out"
+  elif [[ "${CI:-}" == "true" ]]; then
+    echo "$what could not be built; CI never skips the tests that need it" >&2
+    exit 1
+  else
+    echo "$what could not be built: the tests that need it will skip (see the message above)" >&2
+  fi
+}
+
+argo_health_runner() {
+  local dir
+  dir="$(bash tests/argocd-health/install.sh)" && printf '%s/run.sh\n' "$dir"
+}
+
+# The real tools the tests consult, built from their Go modules (or installed from Debian's
+# packages) on first use and cached like the control plane:
+# kubectl, kustomize and helm (packaging and GitOps tests);
+tool REGCRED_TOOLS_BIN "kubectl, kustomize and helm" bash tests/cluster/build-tools.sh
+# the kubelet's keyring code, the oracle of tests/kubelet_differential.rs;
+tool REGCRED_KUBELET_ORACLE "the kubelet oracle" bash tests/kubelet-oracle/build.sh
+# kstatus (what Flux and `kubectl wait` compute) and Argo CD's health check runner;
+tool REGCRED_KSTATUS "the kstatus helper" bash tests/kstatus/build.sh
+tool REGCRED_ARGO_HEALTH "the Argo CD health check runner" argo_health_runner
+# the Argo CD, Flux, External Secrets and sealed-secrets CRDs of the GitOps example.
+tool REGCRED_GITOPS_CRDS "the GitOps tools' CRDs" bash examples/gitops/tool-crds.sh
 
 if [[ -z "${KUBECONFIG:-}" ]]; then
   cluster_dir="$(mktemp -d "${TMPDIR:-/tmp}/regcred-cp.XXXXXX")"
@@ -31,5 +53,11 @@ if [[ -z "${KUBECONFIG:-}" ]]; then
   else
     echo "the control plane did not start: integration tests will skip (see the message above)" >&2
   fi
+fi
+
+# The GitOps example, rendered and checked against the tools' own CRD schemas on the API
+# server. Before the Rust tests: it may create and delete namespaces they use.
+if [[ -n "${KUBECONFIG:-}" && -n "${REGCRED_GITOPS_CRDS:-}" && -n "${REGCRED_TOOLS_BIN:-}" ]]; then
+  bash examples/gitops/validate.sh
 fi
 cargo test --locked "$@"

@@ -102,7 +102,9 @@ async fn sync(credential: &RegistryCredential, ctx: &Context) -> Result<Action> 
         "synced"
     );
     if failed || source.is_err() {
-        Ok(Action::requeue(ctx.backoff.next_delay(&name)))
+        let retry = outcomes.values().filter_map(|o| o.as_ref().err()?.retry_after).min();
+        let backoff = ctx.backoff.next_delay(&name);
+        Ok(Action::requeue(retry.map_or(backoff, |retry| retry.min(backoff))))
     } else {
         ctx.backoff.reset(&name);
         Ok(Action::requeue(ctx.settings.resync))
@@ -266,14 +268,15 @@ async fn sync_namespace(
                 Readd::Now => edit_pull_secrets(ctx, &accounts, account, &PullSecretEdit::Add(secret_name)).await?,
                 Readd::Contested { wait, removals, remover } => {
                     let remover = remover.unwrap_or_else(|| "an unknown writer".to_owned());
-                    contested = Some(status::failure(
-                        Reason::Contested,
-                        format!(
-                            "ServiceAccount {account}: {remover} removed the {secret_name} entry {removals} times; \
-                             re-adding in {}s",
-                            wait.as_secs().max(1)
-                        ),
-                    ));
+                    let message = format!(
+                        "ServiceAccount {account}: {remover} removed the {secret_name} entry {removals} times; \
+                         re-adding in {}s",
+                        wait.as_secs().max(1)
+                    );
+                    contested = Some(NamespaceFailure {
+                        retry_after: Some(wait),
+                        ..status::failure(Reason::Contested, message)
+                    });
                 }
             }
         }

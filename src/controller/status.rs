@@ -26,12 +26,14 @@ pub(crate) const MAX_LISTED_FAILURES: usize = 20;
 pub(crate) struct NamespaceFailure {
     pub(crate) reason: Reason,
     pub(crate) message: String,
+    /// When to look again, if sooner than the credential's backoff (a contest's next re-add).
+    pub(crate) retry_after: Option<std::time::Duration>,
 }
 
 pub(crate) type NamespaceOutcome = std::result::Result<(), NamespaceFailure>;
 
 pub(crate) fn failure(reason: Reason, message: impl Into<String>) -> NamespaceFailure {
-    NamespaceFailure { reason, message: message.into() }
+    NamespaceFailure { reason, message: message.into(), retry_after: None }
 }
 
 /// The status a reconcile's outcome describes. The credential's current status keeps

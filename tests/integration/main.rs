@@ -8,6 +8,7 @@ mod control_plane;
 mod controller;
 mod doctor;
 mod fixture;
+mod gitops;
 mod hardening;
 mod operator;
 mod packaging;
