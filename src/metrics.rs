@@ -41,6 +41,7 @@ pub(crate) struct Metrics {
     api_writes: Family<WriteLabels, Counter>,
     sync_failures: Family<ReasonLabels, Counter>,
     patch_conflicts: Counter,
+    pods_evicted: Counter,
     managed_namespaces: Family<CredentialLabels, Gauge>,
     leader: Gauge,
 }
@@ -71,6 +72,12 @@ impl Default for Metrics {
             "Guarded ServiceAccount patches refused because the ServiceAccount changed meanwhile",
             patch_conflicts.clone(),
         );
+        let pods_evicted = Counter::default();
+        registry.register(
+            "stuck_pods_evicted",
+            "Pods stuck without the copy that were evicted for their controllers to recreate",
+            pods_evicted.clone(),
+        );
         let managed_namespaces = Family::<CredentialLabels, Gauge>::default();
         registry.register(
             "managed_namespaces",
@@ -86,6 +93,7 @@ impl Default for Metrics {
             api_writes,
             sync_failures,
             patch_conflicts,
+            pods_evicted,
             managed_namespaces,
             leader,
         }
@@ -108,6 +116,10 @@ impl Metrics {
 
     pub(crate) fn patch_conflict(&self) {
         self.patch_conflicts.inc();
+    }
+
+    pub(crate) fn pod_evicted(&self) {
+        self.pods_evicted.inc();
     }
 
     pub(crate) fn set_managed_namespaces(&self, credential: &str, count: i32) {

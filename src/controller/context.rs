@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -35,6 +35,8 @@ pub(crate) struct Stores {
     pub(crate) managed_secrets: Store<Secret>,
     /// Only the ServiceAccounts the operator may patch.
     pub(crate) service_accounts: Store<ServiceAccount>,
+    /// Pending Pods, trimmed to what recovery reads.
+    pub(crate) pods: Store<Pod>,
     /// Secrets of each trusted source namespace.
     pub(crate) source_namespaces: BTreeMap<String, Store<Secret>>,
 }
@@ -46,6 +48,7 @@ impl Stores {
         let _ = self.namespaces.wait_until_ready().await;
         let _ = self.managed_secrets.wait_until_ready().await;
         let _ = self.service_accounts.wait_until_ready().await;
+        let _ = self.pods.wait_until_ready().await;
         for store in self.source_namespaces.values() {
             let _ = store.wait_until_ready().await;
         }
@@ -123,6 +126,7 @@ pub(crate) struct Context {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) backoff: Backoff,
     pub(crate) contests: super::contest::Contests,
+    pub(crate) evictions: super::recovery::EvictionBudget,
     /// Asks the controller to reconcile another RegistryCredential now.
     pub(crate) retrigger: futures::channel::mpsc::UnboundedSender<ObjectRef<RegistryCredential>>,
 }

@@ -12,6 +12,7 @@ mod ownership;
 mod plan;
 mod reason;
 mod reconcile;
+mod recovery;
 mod source;
 mod status;
 mod trim;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, stream};
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -149,6 +150,13 @@ impl Operator {
             trim::managed_secret,
             trim::is_controlled_by_a_credential,
         );
+        // Pods waiting to start, for recovering those stuck without the copy (evictStuckPods).
+        let (pods, pod_events) = cached_watch(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().fields("status.phase=Pending"),
+            recovery::trim_pod,
+            keep_all,
+        );
         let mut source_namespaces = std::collections::BTreeMap::new();
         let mut source_events = Vec::new();
         for namespace in &settings.source_namespaces {
@@ -166,6 +174,7 @@ impl Operator {
         let by_account = credential_store.clone();
         let by_source = credential_store.clone();
         let by_copy = credential_store.clone();
+        let by_pod = credential_store.clone();
         let controller = controller
             // A namespace appearing, changing labels or terminating concerns every credential.
             .watches_stream(namespace_events, move |_: Namespace| refs(&all, |_| true))
@@ -183,6 +192,10 @@ impl Operator {
                     .map(|name| ObjectRef::new(name))
                     .filter(|r| by_copy.get(r).is_some())
             })
+            // A Pod failing to pull concerns the credentials that recover stuck Pods.
+            .watches_stream(pod_events, move |pod: Pod| {
+                if recovery::pull_failed(&pod) { refs(&by_pod, |c| c.spec.evict_stuck_pods) } else { Vec::new() }
+            })
             .watches_stream(stream::select_all(source_events), move |secret: Secret| {
                 let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
                 refs(&by_source, |c| {
@@ -190,8 +203,14 @@ impl Operator {
                 })
             });
 
-        let stores =
-            Stores { credentials: credential_store, namespaces, managed_secrets, service_accounts, source_namespaces };
+        let stores = Stores {
+            credentials: credential_store,
+            namespaces,
+            managed_secrets,
+            service_accounts,
+            pods,
+            source_namespaces,
+        };
         let recorder = Recorder::new(
             client.clone(),
             Reporter { controller: "regcred-operator".into(), instance: instance_name() },
@@ -207,6 +226,7 @@ impl Operator {
             metrics,
             backoff: Backoff::default(),
             contests: Default::default(),
+            evictions: Default::default(),
             retrigger,
         });
         Operator { controller, context }

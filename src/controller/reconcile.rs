@@ -76,6 +76,7 @@ async fn sync(credential: &RegistryCredential, ctx: &Context) -> Result<Action> 
         info!(credential = %name, reason = %problem.reason(), %problem, "source unusable; copies left as they are");
     }
 
+    let mut stuck_pods = None;
     let outcomes = match &source {
         Ok(resolved) => {
             let creates: Vec<&str> = plan
@@ -89,9 +90,16 @@ async fn sync(credential: &RegistryCredential, ctx: &Context) -> Result<Action> 
         }
         Err(_) => BTreeMap::new(),
     };
+    if credential.spec.evict_stuck_pods && source.is_ok() {
+        // Only where the copy is in place does a recreated Pod find it.
+        let in_place = |ns: &str| {
+            plan.matched.contains(ns) && !plan.blocked.contains_key(ns) && outcomes.get(ns).is_none_or(|o| o.is_ok())
+        };
+        stuck_pods = Some(super::recovery::recover(credential, ctx, in_place).await);
+    }
     let written = started.elapsed();
     let failed = outcomes.values().any(|o| o.is_err()) || !plan.blocked.is_empty();
-    status::publish(credential, ctx, &plan.matched, &plan.blocked, &outcomes, source.as_ref()).await?;
+    status::publish(credential, ctx, &plan.matched, &plan.blocked, &outcomes, source.as_ref(), stuck_pods).await?;
     debug!(
         credential = %name,
         matched = plan.matched.len(),

@@ -16,7 +16,7 @@ use super::plan::Blocked;
 use super::reason::{Category, Reason};
 use super::source::{ResolvedSource, SourceProblem};
 use super::{Error, Result};
-use crate::crd::{NamespaceCounts, RegistryCredential, RegistryCredentialStatus, SyncFailure};
+use crate::crd::{NamespaceCounts, RegistryCredential, RegistryCredentialStatus, StuckPodCounts, SyncFailure};
 
 /// At most this many failures are listed in status; the counts cover the rest.
 pub(crate) const MAX_LISTED_FAILURES: usize = 20;
@@ -120,6 +120,7 @@ pub(crate) fn desired_status(
         failures,
         registries,
         normalized,
+        stuck_pods: None,
     }
 }
 
@@ -148,8 +149,10 @@ pub(crate) async fn publish(
     blocked: &BTreeMap<String, Blocked>,
     outcomes: &BTreeMap<String, NamespaceOutcome>,
     source: std::result::Result<&ResolvedSource, &SourceProblem>,
+    stuck_pods: Option<StuckPodCounts>,
 ) -> Result<()> {
-    let status = desired_status(credential, matched, blocked, outcomes, source);
+    let mut status = desired_status(credential, matched, blocked, outcomes, source);
+    status.stuck_pods = stuck_pods;
     let name = credential.name_any();
     ctx.metrics.set_managed_namespaces(&name, status.namespaces.map_or(0, |n| n.synced));
     for event in events(credential.status.as_ref(), &status, outcomes) {

@@ -198,6 +198,21 @@ pub struct RegistryCredentialStatus {
     /// Source keys that normalization rewrote.
     #[serde(default)]
     pub normalized: Vec<KeyRewrite>,
+    /// Pods found stuck in `ErrImagePull` / `ImagePullBackOff` without the copy, with
+    /// `evictStuckPods` on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck_pods: Option<StuckPodCounts>,
+}
+
+/// What recovery of stuck Pods did.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct StuckPodCounts {
+    /// Pods evicted so far so that their controllers create them again with the secret.
+    pub evicted: i64,
+    /// Stuck Pods that no controller would recreate (`namespace/name`, at most 20): reported,
+    /// never deleted.
+    #[serde(default)]
+    pub bare: Vec<String>,
 }
 
 /// How many selected namespaces hold the current copy.

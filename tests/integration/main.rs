@@ -12,4 +12,5 @@ mod gitops;
 mod hardening;
 mod operator;
 mod packaging;
+mod recovery;
 mod support;

@@ -1,0 +1,333 @@
+//! Pods that got stuck before the copy existed: a Pod's `imagePullSecrets` cannot change, so one
+//! created without the copy waits in ImagePullBackOff for ever. With `evictStuckPods`, a Pod a
+//! controller owns is evicted (the Eviction API, so PodDisruptionBudgets hold) and its controller
+//! creates it again, now with the secret; a bare Pod is only reported.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, EvictParams, ListParams, Preconditions};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, ResourceExt};
+use tracing::warn;
+
+use super::context::Context;
+use crate::crd::selection::label_selector_matches;
+use crate::crd::{RegistryCredential, StuckPodCounts};
+
+/// The waiting reasons of a container whose image pull failed.
+const PULL_FAILURES: [&str; 2] = ["ErrImagePull", "ImagePullBackOff"];
+/// The owners that create a Pod again after it is evicted.
+const RECREATING_OWNERS: [&str; 4] = ["ReplicaSet", "StatefulSet", "DaemonSet", "Job"];
+
+/// What the Pod cache keeps: the fields the decision reads.
+pub(crate) fn trim_pod(pod: &mut Pod) {
+    let meta = std::mem::take(&mut pod.metadata);
+    pod.metadata = ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        // Matched against PodDisruptionBudget selectors.
+        labels: meta.labels,
+        owner_references: meta.owner_references.map(|o| o.into_iter().filter(|o| o.controller == Some(true)).collect()),
+        resource_version: meta.resource_version,
+        ..ObjectMeta::default()
+    };
+    if let Some(spec) = &mut pod.spec {
+        let keep = k8s_openapi::api::core::v1::PodSpec {
+            service_account_name: spec.service_account_name.take(),
+            image_pull_secrets: spec.image_pull_secrets.take(),
+            ..Default::default()
+        };
+        *spec = keep;
+    }
+    if let Some(status) = &mut pod.status {
+        let waiting = |statuses: Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
+            statuses.map(|s| s.into_iter().filter(|c| waiting_reason(c).is_some()).collect())
+        };
+        let kept = k8s_openapi::api::core::v1::PodStatus {
+            phase: status.phase.take(),
+            container_statuses: waiting(status.container_statuses.take()),
+            init_container_statuses: waiting(status.init_container_statuses.take()),
+            ..Default::default()
+        };
+        *status = kept;
+    }
+}
+
+/// Whether some container of the Pod waits on a failed image pull.
+pub(crate) fn pull_failed(pod: &Pod) -> bool {
+    pod.status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten().chain(s.init_container_statuses.iter().flatten()))
+        .any(|c| waiting_reason(c).is_some_and(|r| PULL_FAILURES.contains(&r)))
+}
+
+fn waiting_reason(status: &k8s_openapi::api::core::v1::ContainerStatus) -> Option<&str> {
+    status.state.as_ref()?.waiting.as_ref()?.reason.as_deref()
+}
+
+/// What to do about one stuck Pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StuckPod {
+    /// A controller owns it: evict it, and its controller creates it again with the secret.
+    Evict { namespace: String, name: String, uid: String, labels: BTreeMap<String, String> },
+    /// Nobody would recreate it: report it, never delete it.
+    Bare { namespace: String, name: String },
+}
+
+/// The Pods this credential should act on: waiting on a failed pull, in a namespace it selects
+/// whose copy is in place, under a ServiceAccount it selects, without the copy in their list.
+pub(crate) fn stuck_pods<'a>(
+    credential: &RegistryCredential,
+    pods: impl IntoIterator<Item = &'a Pod>,
+    namespace_labels: &HashMap<&str, &std::collections::BTreeMap<String, String>>,
+    copy_in_place: impl Fn(&str) -> bool,
+    reserved: &[String],
+) -> Vec<StuckPod> {
+    let spec = &credential.spec;
+    let mut stuck = Vec::new();
+    for pod in pods {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let Some(labels) = namespace_labels.get(namespace) else { continue };
+        let pod_spec = pod.spec.as_ref();
+        let account = pod_spec.and_then(|s| s.service_account_name.as_deref()).unwrap_or("default");
+        let has_copy = pod_spec
+            .and_then(|s| s.image_pull_secrets.as_ref())
+            .is_some_and(|l| l.iter().any(|r| r.name == spec.secret_name));
+        if !pull_failed(pod)
+            || has_copy
+            || !spec.selects_pods_of(namespace, labels, account, reserved)
+            || !copy_in_place(namespace)
+        {
+            continue;
+        }
+        let recreated = pod.owner_references().iter().any(|o| RECREATING_OWNERS.contains(&o.kind.as_str()));
+        let (namespace, name) = (namespace.to_owned(), pod.name_any());
+        stuck.push(if recreated {
+            StuckPod::Evict {
+                namespace,
+                name,
+                uid: pod.metadata.uid.clone().unwrap_or_default(),
+                labels: pod.labels().clone(),
+            }
+        } else {
+            StuckPod::Bare { namespace, name }
+        });
+    }
+    stuck
+}
+
+/// At most `BURST` evictions at once per credential, refilled at one per `REFILL`: a rollout of
+/// a new credential over thousands of stuck Pods must not empty a cluster at once.
+#[derive(Default)]
+pub(crate) struct EvictionBudget {
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl EvictionBudget {
+    const BURST: f64 = 10.0;
+    const REFILL: Duration = Duration::from_secs(6);
+
+    /// Takes one eviction from the credential's budget; `false` when it is spent.
+    pub(crate) fn take(&self, credential: &str, now: Instant) -> bool {
+        let mut buckets = self.buckets.lock().expect("eviction budget lock");
+        let (tokens, at) = buckets.entry(credential.to_owned()).or_insert((Self::BURST, now));
+        let refilled = now.duration_since(*at).as_secs_f64() / Self::REFILL.as_secs_f64();
+        *tokens = (*tokens + refilled).min(Self::BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Acts on this credential's stuck Pods: evicts those a controller owns (within the budget, and
+/// as far as PodDisruptionBudgets allow), reports bare ones. Returns the counts for status.
+pub(crate) async fn recover(
+    credential: &RegistryCredential,
+    ctx: &Context,
+    copy_in_place: impl Fn(&str) -> bool,
+) -> StuckPodCounts {
+    let previous = credential.status.as_ref().and_then(|s| s.stuck_pods.clone()).unwrap_or_default();
+    let pods = ctx.stores.pods.state();
+    let namespaces = ctx.stores.namespaces.state();
+    let labels: HashMap<&str, &BTreeMap<String, String>> =
+        namespaces.iter().map(|n| (n.metadata.name.as_deref().unwrap_or_default(), n.labels())).collect();
+    let stuck = stuck_pods(
+        credential,
+        pods.iter().map(|p| p.as_ref()),
+        &labels,
+        copy_in_place,
+        &ctx.settings.source_namespaces,
+    );
+    let mut counts = StuckPodCounts { evicted: previous.evicted, bare: Vec::new() };
+    let name = credential.name_any();
+    for pod in stuck {
+        match pod {
+            StuckPod::Bare { namespace, name: pod } => {
+                if !previous.bare.contains(&format!("{namespace}/{pod}")) {
+                    let note = format!(
+                        "stuck without {}, and no controller would recreate it: delete and create it again",
+                        credential.spec.secret_name
+                    );
+                    record_on_pod(ctx, &namespace, &pod, EventType::Warning, "StuckWithoutPullSecret", note).await;
+                }
+                counts.bare.push(format!("{namespace}/{pod}"));
+            }
+            StuckPod::Evict { namespace, name: pod, uid, labels } => {
+                if held_by_a_disruption_budget(ctx, &namespace, &labels).await {
+                    continue;
+                }
+                if !ctx.evictions.take(&name, Instant::now()) {
+                    continue; // the next reconcile, after the budget refills
+                }
+                match evict(ctx, &namespace, &pod, &uid).await {
+                    Ok(()) => {
+                        counts.evicted += 1;
+                        ctx.metrics.pod_evicted();
+                        let note = format!(
+                            "evicted: stuck without {}; its controller creates it again",
+                            credential.spec.secret_name
+                        );
+                        record_on_pod(ctx, &namespace, &pod, EventType::Normal, "EvictedStuckPod", note).await;
+                    }
+                    Err(error) => {
+                        // 429: a PodDisruptionBudget allows no disruption now; retried later.
+                        warn!(credential = %name, %namespace, pod = %pod, %error, "stuck Pod not evicted");
+                    }
+                }
+            }
+        }
+    }
+    counts.bare.sort();
+    counts.bare.truncate(MAX_LISTED_BARE_PODS);
+    counts
+}
+
+/// At most this many bare stuck Pods are listed in status.
+const MAX_LISTED_BARE_PODS: usize = 20;
+
+/// Whether a PodDisruptionBudget selecting the Pod allows no disruption now. The API server lets
+/// a Pending Pod be evicted whatever its budgets say; the operator still leaves alone a Pod whose
+/// owners said it must not be disrupted, and reports it instead.
+async fn held_by_a_disruption_budget(ctx: &Context, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), namespace);
+    let Ok(list) = budgets.list(&ListParams::default()).await else {
+        return true; // unknown: do not disrupt
+    };
+    list.items.iter().any(|budget| {
+        let Some(spec) = &budget.spec else { return false };
+        let selects = spec.selector.as_ref().is_some_and(|s| label_selector_matches(s, labels));
+        selects && budget.status.as_ref().is_none_or(|s| s.disruptions_allowed.unwrap_or(0) < 1)
+    })
+}
+
+async fn evict(ctx: &Context, namespace: &str, pod: &str, uid: &str) -> kube::Result<()> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = EvictParams {
+        delete_options: Some(DeleteParams {
+            preconditions: Some(Preconditions { uid: Some(uid.to_owned()), resource_version: None }),
+            ..DeleteParams::default()
+        }),
+        ..EvictParams::default()
+    };
+    ctx.metrics.api_write("pod", "evict");
+    pods.evict(pod, &params).await.map(|_| ())
+}
+
+async fn record_on_pod(ctx: &Context, namespace: &str, pod: &str, type_: EventType, reason: &str, note: String) {
+    let reference = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: Some(namespace.to_owned()),
+        name: Some(pod.to_owned()),
+        ..Default::default()
+    };
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Recover".into(), secondary: None };
+    ctx.metrics.api_write("event", "create");
+    if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+        warn!(%namespace, %pod, %error, "could not record Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn credential() -> RegistryCredential {
+        serde_json::from_value(json!({
+            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential", "metadata": {"name": "rc"},
+            "spec": {"source": {"secretRef": {"namespace": "regcred-system", "name": "s"}}, "evictStuckPods": true,
+                     "namespaces": {"include": ["team-*"]}},
+        }))
+        .unwrap()
+    }
+
+    fn pod(namespace: &str, name: &str, reason: &str, owner: Option<&str>, secrets: &[&str]) -> Pod {
+        let owners: Vec<_> = owner
+            .iter()
+            .map(|kind| json!({"apiVersion": "apps/v1", "kind": kind, "name": "o", "uid": "u", "controller": true}))
+            .collect();
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"namespace": namespace, "name": name, "uid": format!("uid-{name}"), "ownerReferences": owners,
+                         "annotations": {"big": "x"}},
+            "spec": {"containers": [{"name": "app", "image": "registry.test/app"}],
+                     "imagePullSecrets": secrets.iter().map(|s| json!({"name": s})).collect::<Vec<_>>()},
+            "status": {"phase": "Pending", "containerStatuses": [
+                {"name": "app", "image": "registry.test/app", "imageID": "", "ready": false, "restartCount": 0,
+                 "state": {"waiting": {"reason": reason}}}]},
+        }))
+        .unwrap();
+        trim_pod(&mut pod);
+        pod
+    }
+
+    #[test]
+    fn controller_owned_pods_stuck_without_the_copy_are_evicted_and_bare_ones_reported() {
+        let labels = BTreeMap::new();
+        let namespaces = HashMap::from([("team-a", &labels), ("other", &labels)]);
+        let pods = [
+            pod("team-a", "web", "ImagePullBackOff", Some("ReplicaSet"), &["own"]),
+            pod("team-a", "bare", "ErrImagePull", None, &[]),
+            pod("team-a", "fine", "ImagePullBackOff", Some("ReplicaSet"), &["regcred"]),
+            pod("team-a", "starting", "ContainerCreating", Some("ReplicaSet"), &[]),
+            pod("other", "elsewhere", "ImagePullBackOff", Some("ReplicaSet"), &[]),
+        ];
+        let decided = stuck_pods(&credential(), &pods, &namespaces, |_| true, &[]);
+        assert_eq!(
+            decided,
+            vec![
+                StuckPod::Evict {
+                    namespace: "team-a".into(),
+                    name: "web".into(),
+                    uid: "uid-web".into(),
+                    labels: BTreeMap::new()
+                },
+                StuckPod::Bare { namespace: "team-a".into(), name: "bare".into() },
+            ]
+        );
+        assert!(stuck_pods(&credential(), &pods, &namespaces, |_| false, &[]).is_empty(), "no copy yet: no use");
+        assert!(pods[0].metadata.annotations.is_none(), "the cache keeps only what the decision reads");
+    }
+
+    #[test]
+    fn the_eviction_budget_allows_a_burst_then_refills_slowly() {
+        let budget = EvictionBudget::default();
+        let start = Instant::now();
+        let taken = (0..15).filter(|_| budget.take("rc", start)).count();
+        assert_eq!(taken, 10);
+        assert!(!budget.take("rc", start + Duration::from_secs(1)));
+        assert!(budget.take("rc", start + Duration::from_secs(7)));
+        assert!(budget.take("other", start), "per credential");
+    }
+}
