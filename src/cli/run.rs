@@ -14,7 +14,7 @@ use kube::Client;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::controller::{Operator, Settings, Stores};
+use crate::controller::{Operator, Settings, Stores, admission_policies_served};
 use crate::leader_election::{Leadership, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::telemetry::{self, LogFormat};
@@ -84,6 +84,7 @@ impl RunArgs {
             concurrency: self.concurrency.max(1),
             resync: Duration::from_secs(self.resync_seconds.max(1)),
             credential_selector: self.credential_selector.clone(),
+            admission_policies_served: false,
         }
     }
 }
@@ -132,7 +133,9 @@ pub async fn run(args: RunArgs) -> u8 {
         }
     };
     let metrics = Arc::new(Metrics::default());
-    let operator = Operator::new(client.clone(), args.settings(), metrics.clone());
+    let mut settings = args.settings();
+    settings.admission_policies_served = admission_policies_served(&client).await;
+    let operator = Operator::new(client.clone(), settings, metrics.clone());
     let (stop_tx, stop_rx) = watch::channel(None::<Stop>);
     let leading = Arc::new(AtomicBool::new(false));
 

@@ -22,6 +22,8 @@ pub(crate) struct Settings {
     pub(crate) concurrency: usize,
     /// How often a converged RegistryCredential is checked again (a safety net; watches drive the rest).
     pub(crate) resync: Duration,
+    /// Whether the cluster serves MutatingAdmissionPolicy (the shipped policy can inject).
+    pub(crate) admission_policies_served: bool,
     /// Only RegistryCredentials matching this label selector are managed by this instance.
     pub(crate) credential_selector: Option<String>,
 }

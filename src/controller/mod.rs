@@ -256,6 +256,18 @@ impl Operator {
     }
 }
 
+/// Whether the cluster serves `admissionregistration.k8s.io/v1` MutatingAdmissionPolicy, which
+/// the shipped admission policy needs (Kubernetes 1.36+). Discovery needs no RBAC.
+pub(crate) async fn admission_policies_served(client: &Client) -> bool {
+    match client.list_api_group_resources("admissionregistration.k8s.io/v1").await {
+        Ok(resources) => resources.resources.iter().any(|r| r.name == "mutatingadmissionpolicies"),
+        Err(error) => {
+            warn!(%error, "could not tell whether MutatingAdmissionPolicy is served; assuming not");
+            false
+        }
+    }
+}
+
 /// References to the credentials in `store` that `filter` keeps.
 fn refs(
     store: &Store<RegistryCredential>,

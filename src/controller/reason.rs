@@ -36,6 +36,12 @@ pub(crate) enum Reason {
     ServiceAccountPatchFailed,
     /// A ServiceAccount changed under every guarded patch attempt.
     ServiceAccountPatchConflict,
+    /// `PodInjection=True`: the cluster serves MutatingAdmissionPolicy, so new Pods get the copy.
+    AdmissionPolicyServed,
+    /// `PodInjection=False`: the cluster does not serve MutatingAdmissionPolicy (before 1.36).
+    AdmissionPolicyNotServed,
+    /// `PodInjection=False`: the credential opted out (`injectIntoPods: false`).
+    InjectionDisabled,
 }
 
 /// What kind of trouble a reason is: the label of metrics and the rule for Events.
@@ -43,6 +49,8 @@ pub(crate) enum Reason {
 pub(crate) enum Category {
     /// Nothing is wrong.
     Healthy,
+    /// How the credential reaches Pods; not a failure.
+    Info,
     /// The source Secret cannot be used; existing copies stay as they are.
     Source,
     /// Another owner holds the name; a person has to decide.
@@ -52,7 +60,7 @@ pub(crate) enum Category {
 }
 
 impl Reason {
-    pub(crate) const ALL: [Reason; 14] = [
+    pub(crate) const ALL: [Reason; 17] = [
         Reason::Synced,
         Reason::SyncFailed,
         Reason::SourceNotTrusted,
@@ -67,6 +75,9 @@ impl Reason {
         Reason::ServiceAccountReadFailed,
         Reason::ServiceAccountPatchFailed,
         Reason::ServiceAccountPatchConflict,
+        Reason::AdmissionPolicyServed,
+        Reason::AdmissionPolicyNotServed,
+        Reason::InjectionDisabled,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -85,12 +96,18 @@ impl Reason {
             Reason::ServiceAccountReadFailed => "ServiceAccountReadFailed",
             Reason::ServiceAccountPatchFailed => "ServiceAccountPatchFailed",
             Reason::ServiceAccountPatchConflict => "ServiceAccountPatchConflict",
+            Reason::AdmissionPolicyServed => "AdmissionPolicyServed",
+            Reason::AdmissionPolicyNotServed => "AdmissionPolicyNotServed",
+            Reason::InjectionDisabled => "InjectionDisabled",
         }
     }
 
     pub(crate) fn category(self) -> Category {
         match self {
             Reason::Synced => Category::Healthy,
+            Reason::AdmissionPolicyServed | Reason::AdmissionPolicyNotServed | Reason::InjectionDisabled => {
+                Category::Info
+            }
             Reason::SourceNotTrusted | Reason::SourceNotFound | Reason::SourceInvalid => Category::Source,
             Reason::NameConflict | Reason::SecretConflict | Reason::SecretIsSource | Reason::Contested => {
                 Category::Conflict
@@ -146,6 +163,7 @@ mod tests {
     fn the_reference_documents_every_reason_with_its_category_and_no_other() {
         let category = |reason: Reason| match reason.category() {
             Category::Healthy => "healthy",
+            Category::Info => "info",
             Category::Source => "source",
             Category::Conflict => "conflict",
             Category::Api => "api",

@@ -44,6 +44,7 @@ pub(crate) fn desired_status(
     blocked: &BTreeMap<String, Blocked>,
     outcomes: &BTreeMap<String, NamespaceOutcome>,
     source: std::result::Result<&ResolvedSource, &SourceProblem>,
+    admission_policies_served: bool,
 ) -> RegistryCredentialStatus {
     let secret_name = &credential.spec.secret_name;
     let mut failures: Vec<SyncFailure> = blocked
@@ -108,6 +109,22 @@ pub(crate) fn desired_status(
     if let Some((type_, reason, message)) = progress {
         conditions.push(condition(credential, type_, "True", reason, message));
     }
+    let (injecting, reason, message) = match (credential.spec.inject_into_pods, admission_policies_served) {
+        (false, _) => ("False", Reason::InjectionDisabled, "injectIntoPods is false: ServiceAccount patching only".to_owned()),
+        (true, false) => (
+            "False",
+            Reason::AdmissionPolicyNotServed,
+            "the cluster does not serve MutatingAdmissionPolicy (admissionregistration.k8s.io/v1, Kubernetes 1.36+): \
+             ServiceAccount patching only, so a Pod listing its own pull secrets or created before the patch goes without the copy"
+                .to_owned(),
+        ),
+        (true, true) => (
+            "True",
+            Reason::AdmissionPolicyServed,
+            "new Pods of selected namespaces and ServiceAccounts get the copy at admission".to_owned(),
+        ),
+    };
+    conditions.push(condition(credential, "PodInjection", injecting, reason, message));
     let (registries, normalized) = match source {
         Ok(source) => (source.registries.clone(), source.rewrites.clone()),
         Err(_) => (Vec::new(), Vec::new()),
@@ -151,7 +168,8 @@ pub(crate) async fn publish(
     source: std::result::Result<&ResolvedSource, &SourceProblem>,
     stuck_pods: Option<StuckPodCounts>,
 ) -> Result<()> {
-    let mut status = desired_status(credential, matched, blocked, outcomes, source);
+    let served = ctx.settings.admission_policies_served;
+    let mut status = desired_status(credential, matched, blocked, outcomes, source, served);
     status.stuck_pods = stuck_pods;
     let name = credential.name_any();
     ctx.metrics.set_managed_namespaces(&name, status.namespaces.map_or(0, |n| n.synced));
@@ -286,7 +304,7 @@ mod tests {
         let matched: BTreeSet<String> = (0..30).map(|i| format!("ns-{i:02}")).collect();
         let outcomes: BTreeMap<String, NamespaceOutcome> =
             matched.iter().rev().map(|ns| (ns.clone(), Err(failure(Reason::SecretWriteFailed, "denied")))).collect();
-        let status = desired_status(&credential(), &matched, &BTreeMap::new(), &outcomes, Ok(&source()));
+        let status = desired_status(&credential(), &matched, &BTreeMap::new(), &outcomes, Ok(&source()), true);
         assert_eq!(status.failures.len(), MAX_LISTED_FAILURES);
         assert_eq!(status.failures[0].namespace, "ns-00");
         assert_eq!(status.namespaces, Some(NamespaceCounts { matched: 30, synced: 0, failed: 30 }));
@@ -301,10 +319,10 @@ mod tests {
     fn an_unchanged_outcome_keeps_the_status_byte_equal_and_records_no_event() {
         let matched = BTreeSet::from(["a".to_owned()]);
         let mut rc = credential();
-        let first = desired_status(&rc, &matched, &BTreeMap::new(), &BTreeMap::new(), Ok(&source()));
+        let first = desired_status(&rc, &matched, &BTreeMap::new(), &BTreeMap::new(), Ok(&source()), true);
         assert_eq!(first.synced.as_deref(), Some("1/1"));
         rc.status = Some(first.clone());
-        let again = desired_status(&rc, &matched, &BTreeMap::new(), &BTreeMap::new(), Ok(&source()));
+        let again = desired_status(&rc, &matched, &BTreeMap::new(), &BTreeMap::new(), Ok(&source()), true);
         assert_eq!(again, first, "lastTransitionTime is kept, so nothing is rewritten");
         assert!(events(Some(&first), &again, &BTreeMap::new()).is_empty());
     }
@@ -313,7 +331,7 @@ mod tests {
     fn a_bad_source_is_reported_once_and_conflicts_when_new() {
         let matched = BTreeSet::from(["a".to_owned()]);
         let problem = SourceProblem::NotFound { namespace: "regcred-system".into(), name: "src".into() };
-        let bad = desired_status(&credential(), &matched, &BTreeMap::new(), &BTreeMap::new(), Err(&problem));
+        let bad = desired_status(&credential(), &matched, &BTreeMap::new(), &BTreeMap::new(), Err(&problem), true);
         assert_eq!(bad.conditions[0].reason, "SourceNotFound");
         assert_eq!(
             (bad.conditions[1].type_.as_str(), bad.conditions[1].reason.as_str()),
@@ -324,7 +342,7 @@ mod tests {
         assert!(events(Some(&bad), &bad, &BTreeMap::new()).is_empty());
 
         let conflicts = BTreeMap::from([("a".to_owned(), Blocked::NameClaimedBy("older".to_owned()))]);
-        let conflicted = desired_status(&credential(), &matched, &conflicts, &BTreeMap::new(), Ok(&source()));
+        let conflicted = desired_status(&credential(), &matched, &conflicts, &BTreeMap::new(), Ok(&source()), true);
         assert_eq!(events(None, &conflicted, &BTreeMap::new())[0].reason, "NameConflict");
         assert_eq!(conflicted.conditions[1].type_, "Stalled");
         assert!(events(Some(&conflicted), &conflicted, &BTreeMap::new()).is_empty());

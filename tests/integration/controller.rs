@@ -60,6 +60,12 @@ async fn copies_reach_namespaces_created_before_and_after_the_credential() {
         ("Ready", "True", "Synced")
     );
     assert_eq!(condition.message, "2/2 namespaces");
+    let injection = status.conditions.iter().find(|c| c.type_ == "PodInjection").expect("a PodInjection condition");
+    assert_eq!(
+        (injection.status.as_str(), injection.reason.as_str()),
+        ("True", "AdmissionPolicyServed"),
+        "a 1.36 cluster"
+    );
     assert_eq!(status.registries, vec!["Registry.Example.test", "registry.example.test"]);
     assert_eq!(status.normalized[0].from, "https://Registry.Example.test/v2/");
     assert_eq!(status.observed_generation, ready.metadata.generation);
