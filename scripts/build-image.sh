@@ -62,7 +62,8 @@ if [[ -z "$binary" ]]; then
   binary="$target_dir/$target/release/regcred-operator"
 fi
 [[ -x "$binary" ]] || { say "FAILED: $binary is not an executable"; exit 1; }
-if LC_ALL=C ldd "$binary" >/dev/null 2>&1; then
+# (ldd says "not a dynamic executable" or, for static-pie, "statically linked".)
+if LC_ALL=C ldd "$binary" 2>&1 | grep -q '=>'; then
   say "FAILED: $binary is dynamically linked; the image has no libc"
   exit 1
 fi

@@ -77,7 +77,7 @@ apt_missing() {
 busybox_is_static() {
   local bb
   bb="$(command -v busybox)" || return 1
-  ! LC_ALL=C ldd "$bb" >/dev/null 2>&1
+  ! LC_ALL=C ldd "$bb" 2>&1 | grep -q '=>'
 }
 
 all_cached() {

@@ -12,7 +12,8 @@
 #   image            the pushed reference; imagePullSecrets: the registry wants credentials
 #                    for every repository, the operator's own image included
 #   hostNetwork      Pods on the node's isolated bridge can neither reach the API server nor be
-#                    probed by the kubelet (all addresses are loopback)
+#                    probed by the kubelet (all addresses are loopback); hence also the
+#                    namespace's Pod Security level "privileged" instead of "restricted"
 #   KUBERNETES_SERVICE_HOST/_PORT   127.0.0.1 and the API server's port: no kube-proxy
 #   REGCRED_HTTP_ADDR=$(POD_IP):8080   with hostNetwork two replicas would both bind
 #                    0.0.0.0:8080; each node has its own IP, so each binds its own
@@ -65,16 +66,24 @@ kubectl create namespace "$ns" >/dev/null
 kubectl -n "$ns" create secret generic regcred-operator-pull --type=kubernetes.io/dockerconfigjson \
   --from-file=.dockerconfigjson="$REGCRED_NODE_DOCKERCONFIGJSON" >/dev/null
 mkdir -p "$work/overlay"
+# kustomize takes no absolute paths in resources.
+base="$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$REPO/config/default" "$work/overlay")"
 cat >"$work/overlay/kustomization.yaml" <<EOF
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-  - $REPO/config/default
+  - $base
 images:
   - name: ghcr.io/regcred/regcred-operator
     newName: ${image%:*}
     newTag: ${image##*:}
 patches:
+  # hostNetwork is outside the "restricted" Pod Security level the namespace enforces.
+  - target: {kind: Namespace, name: regcred-system}
+    patch: |-
+      - op: add
+        path: /metadata/labels/pod-security.kubernetes.io~1enforce
+        value: privileged
   - target: {kind: Deployment, name: regcred-operator}
     patch: |-
       - op: add
@@ -99,16 +108,22 @@ EOF
 "$tools_bin/kustomize" build --load-restrictor=LoadRestrictionsNone "$work/overlay" >"$work/install.yaml"
 t0=$SECONDS
 kubectl apply --server-side -f "$work/install.yaml" >/dev/null
-kubectl -n "$ns" rollout status deployment/regcred-operator --timeout=180s >&2 ||
+kubectl -n "$ns" rollout status deployment/regcred-operator --timeout=120s >&2 ||
   { kubectl -n "$ns" get pods -o wide >&2; kubectl -n "$ns" get events >&2; die "rollout"; }
 say "both replicas Ready $((SECONDS - t0))s after apply:"
 kubectl -n "$ns" get pods -o wide >&2
 
 lease_holder() { kubectl -n "$ns" get lease regcred-operator -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null || true; }
 for _ in $(seq 150); do [[ -n "$(lease_holder)" ]] && break; sleep 0.2; done
-leader="$(lease_holder)"
-[[ -n "$leader" ]] || die "no Lease holder"
-say "leader: $leader"
+holder="$(lease_holder)"
+[[ -n "$holder" ]] || die "no Lease holder"
+# The identity is the Pod's name plus a suffix of the process: find the Pod it names.
+leader=""
+for p in $(kubectl -n "$ns" get pods -l app.kubernetes.io/name=regcred-operator -o 'jsonpath={.items[*].metadata.name}'); do
+  [[ "$holder" == "$p" || "$holder" == "$p"-* ]] && leader="$p"
+done
+[[ -n "$leader" ]] || die "Lease holder $holder names none of the operator's Pods"
+say "leader: $leader (Lease holder $holder)"
 
 # --- the end-to-end pull through the in-cluster operator -------------------------------------
 kubectl -n "$ns" create secret generic e2e-pull --type=kubernetes.io/dockerconfigjson \
@@ -149,10 +164,10 @@ kubectl -n "$ns" delete pod "$leader" --wait=false >/dev/null
 new=""
 for _ in $(seq 300); do
   new="$(lease_holder)"
-  [[ -n "$new" && "$new" != "$leader" ]] && break
+  [[ -n "$new" && "$new" != "$holder" && "$new" != "$leader"-* ]] && break
   sleep 0.2
 done
-[[ -n "$new" && "$new" != "$leader" ]] || die "the Lease stayed with $leader"
+[[ -n "$new" && "$new" != "$holder" && "$new" != "$leader"-* ]] || die "the Lease stayed with $holder"
 say "leader $leader deleted; $new took the Lease after $((SECONDS - t0))s"
 kubectl -n "$ns" rollout status deployment/regcred-operator --timeout=120s >&2
 say "PASS"
