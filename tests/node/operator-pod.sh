@@ -60,19 +60,24 @@ build_args=(--out "$work/image" --push "$image")
 bash scripts/build-image.sh "${build_args[@]}" >/dev/null
 say "image $image built and pushed in $((SECONDS - t0))s"
 
-# --- install: config/default + the test-only overlay ----------------------------------------
+# --- the test-only overlay, over config/default or over the Helm chart's rendering -------------
 ns=regcred-system
 kubectl create namespace "$ns" >/dev/null
 kubectl -n "$ns" create secret generic regcred-operator-pull --type=kubernetes.io/dockerconfigjson \
   --from-file=.dockerconfigjson="$REGCRED_NODE_DOCKERCONFIGJSON" >/dev/null
-mkdir -p "$work/overlay"
-# kustomize takes no absolute paths in resources.
-base="$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$REPO/config/default" "$work/overlay")"
-cat >"$work/overlay/kustomization.yaml" <<EOF
+
+# render NAME RESOURCE: kustomize RESOURCE (a directory or a file) with the overlay into
+# $work/NAME.yaml.
+render() {
+  local name="$1" resource="$2" dir="$work/overlay-$1" rel
+  mkdir -p "$dir"
+  # kustomize takes no absolute paths in resources.
+  rel="$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$resource" "$dir")"
+  cat >"$dir/kustomization.yaml" <<EOF
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-  - $base
+  - $rel
 images:
   - name: ghcr.io/regcred/regcred-operator
     newName: ${image%:*}
@@ -105,69 +110,91 @@ patches:
         path: /spec/template/spec/containers/0/env/-
         value: {name: KUBERNETES_SERVICE_PORT, value: "$REGCRED_NODE_APISERVER_PORT"}
 EOF
-"$tools_bin/kustomize" build --load-restrictor=LoadRestrictionsNone "$work/overlay" >"$work/install.yaml"
-t0=$SECONDS
-kubectl apply --server-side -f "$work/install.yaml" >/dev/null
-kubectl -n "$ns" rollout status deployment/regcred-operator --timeout=120s >&2 ||
-  { kubectl -n "$ns" get pods -o wide >&2; kubectl -n "$ns" get events >&2; die "rollout"; }
-say "both replicas Ready $((SECONDS - t0))s after apply:"
-kubectl -n "$ns" get pods -o wide >&2
+  "$tools_bin/kustomize" build --load-restrictor=LoadRestrictionsNone "$dir" >"$work/$name.yaml"
+}
 
 lease_holder() { kubectl -n "$ns" get lease regcred-operator -o 'jsonpath={.spec.holderIdentity}' 2>/dev/null || true; }
-for _ in $(seq 150); do [[ -n "$(lease_holder)" ]] && break; sleep 0.2; done
-holder="$(lease_holder)"
-[[ -n "$holder" ]] || die "no Lease holder"
-# The identity is the Pod's name plus a suffix of the process: find the Pod it names.
-leader=""
-for p in $(kubectl -n "$ns" get pods -l app.kubernetes.io/name=regcred-operator -o 'jsonpath={.items[*].metadata.name}'); do
-  [[ "$holder" == "$p" || "$holder" == "$p"-* ]] && leader="$p"
-done
-[[ -n "$leader" ]] || die "Lease holder $holder names none of the operator's Pods"
-say "leader: $leader (Lease holder $holder)"
 
-# --- the end-to-end pull through the in-cluster operator -------------------------------------
-kubectl -n "$ns" create secret generic e2e-pull --type=kubernetes.io/dockerconfigjson \
-  --from-file=.dockerconfigjson="$REGCRED_NODE_DOCKERCONFIGJSON" >/dev/null
-kubectl apply -f - >/dev/null <<EOF
-apiVersion: regcred.dev/v1alpha1
-kind: RegistryCredential
-metadata: {name: e2e}
-spec:
-  source: {secretRef: {namespace: $ns, name: e2e-pull}}
-  registries: ["$REGCRED_REGISTRY"]
-  secretName: regcred
-  namespaceSelector: {matchLabels: {regcred-e2e: "yes"}}
-  serviceAccounts: {names: [default]}
+# check NAME: both replicas Ready, a leader, a pull through the operator's copy in a new
+# namespace, then the leader's Pod deleted and the Lease taken over.
+check() {
+  local name="$1" t0=$SECONDS holder leader p new pns="e2e-$1"
+  kubectl apply --server-side --force-conflicts -f "$work/$name.yaml" >/dev/null
+  kubectl -n "$ns" rollout status deployment/regcred-operator --timeout=120s >&2 ||
+    { kubectl -n "$ns" get pods -o wide >&2; kubectl -n "$ns" get events >&2; die "$name: rollout"; }
+  say "$name: both replicas Ready $((SECONDS - t0))s after apply:"
+  kubectl -n "$ns" get pods -o wide >&2
+
+  for _ in $(seq 150); do [[ -n "$(lease_holder)" ]] && break; sleep 0.2; done
+  holder="$(lease_holder)"
+  [[ -n "$holder" ]] || die "$name: no Lease holder"
+  # The identity is the Pod's name plus a suffix of the process: find the Pod it names.
+  leader=""
+  for p in $(kubectl -n "$ns" get pods -l app.kubernetes.io/name=regcred-operator -o 'jsonpath={.items[*].metadata.name}'); do
+    [[ "$holder" == "$p" || "$holder" == "$p"-* ]] && leader="$p"
+  done
+  [[ -n "$leader" ]] || die "$name: Lease holder $holder names none of the operator's Pods"
+  say "$name: leader $leader (Lease holder $holder)"
+
+  # The end-to-end pull through the in-cluster operator (the CRD came with the install).
+  kubectl apply -f - >/dev/null <<EOF
+  apiVersion: regcred.dev/v1alpha1
+  kind: RegistryCredential
+  metadata: {name: e2e}
+  spec:
+    source: {secretRef: {namespace: $ns, name: e2e-pull}}
+    registries: ["$REGCRED_REGISTRY"]
+    secretName: regcred
+    namespaceSelector: {matchLabels: {regcred-e2e: "yes"}}
+    serviceAccounts: {names: [default]}
 EOF
-kubectl create namespace e2e >/dev/null
-kubectl label namespace e2e regcred-e2e=yes >/dev/null
-for _ in $(seq 150); do
-  [[ "$(kubectl -n e2e get serviceaccount default -o 'jsonpath={.imagePullSecrets[*].name}' 2>/dev/null)" == *regcred* ]] && break
-  sleep 0.2
-done
-kubectl create -f - >/dev/null <<EOF
-{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pulls", "namespace": "e2e"},
+  kubectl create namespace "$pns" >/dev/null
+  kubectl label namespace "$pns" regcred-e2e=yes >/dev/null
+  for _ in $(seq 150); do
+    [[ "$(kubectl -n "$pns" get serviceaccount default -o 'jsonpath={.imagePullSecrets[*].name}' 2>/dev/null)" == *regcred* ]] && break
+    sleep 0.2
+  done
+  kubectl create -f - >/dev/null <<EOF
+{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pulls", "namespace": "$pns"},
  "spec": {"nodeName": "$REGCRED_NODE_NAME", "hostNetwork": true, "terminationGracePeriodSeconds": 1,
   "containers": [{"name": "app", "image": "$REGCRED_NODE_IMAGE", "imagePullPolicy": "Always"}]}}
 EOF
-for _ in $(seq 150); do
-  [[ "$(kubectl -n e2e get pod pulls -o 'jsonpath={.status.phase}')" == Running ]] && break
-  sleep 0.2
-done
-[[ "$(kubectl -n e2e get pod pulls -o 'jsonpath={.status.phase}')" == Running ]] ||
-  { kubectl -n e2e get events >&2; die "the Pod did not pull through the operator's copy"; }
-say "a Pod without imagePullSecrets pulled the private image through the operator's copy"
+  for _ in $(seq 150); do
+    [[ "$(kubectl -n "$pns" get pod pulls -o 'jsonpath={.status.phase}')" == Running ]] && break
+    sleep 0.2
+  done
+  [[ "$(kubectl -n "$pns" get pod pulls -o 'jsonpath={.status.phase}')" == Running ]] ||
+    { kubectl -n "$pns" get events >&2; die "$name: the Pod did not pull through the operator's copy"; }
+  say "$name: a Pod without imagePullSecrets in $pns pulled the private image through the operator's copy"
 
-# --- leader handover -------------------------------------------------------------------------
-t0=$SECONDS
-kubectl -n "$ns" delete pod "$leader" --wait=false >/dev/null
-new=""
-for _ in $(seq 300); do
-  new="$(lease_holder)"
-  [[ -n "$new" && "$new" != "$holder" && "$new" != "$leader"-* ]] && break
+  # Leader handover.
+  t0=$SECONDS
+  kubectl -n "$ns" delete pod "$leader" --wait=false >/dev/null
+  new=""
+  for _ in $(seq 300); do
+    new="$(lease_holder)"
+    [[ -n "$new" && "$new" != "$holder" && "$new" != "$leader"-* ]] && break
+    sleep 0.2
+  done
+  [[ -n "$new" && "$new" != "$holder" && "$new" != "$leader"-* ]] || die "$name: the Lease stayed with $holder"
+  say "$name: leader $leader deleted; $new took the Lease after $((SECONDS - t0))s"
+  kubectl -n "$ns" rollout status deployment/regcred-operator --timeout=120s >&2
+}
+
+# 1. kustomize build config/default
+render kustomize "$REPO/config/default"
+kubectl -n "$ns" create secret generic e2e-pull --type=kubernetes.io/dockerconfigjson \
+  --from-file=.dockerconfigjson="$REGCRED_NODE_DOCKERCONFIGJSON" >/dev/null
+check kustomize
+
+# 2. the Helm chart (release regcred-operator), replacing the kustomize Deployment
+kubectl -n "$ns" delete deployment regcred-operator --wait=true >/dev/null
+for _ in $(seq 150); do
+  [[ -z "$(kubectl -n "$ns" get pods -l app.kubernetes.io/name=regcred-operator -o name)" ]] && break
   sleep 0.2
 done
-[[ -n "$new" && "$new" != "$holder" && "$new" != "$leader"-* ]] || die "the Lease stayed with $holder"
-say "leader $leader deleted; $new took the Lease after $((SECONDS - t0))s"
-kubectl -n "$ns" rollout status deployment/regcred-operator --timeout=120s >&2
+"$tools_bin/helm" template regcred-operator charts/regcred-operator --namespace "$ns" \
+  --set image.repository="${image%:*}" --set image.tag="${image##*:}" >"$work/helm-chart.yaml"
+render helm "$work/helm-chart.yaml"
+check helm
 say "PASS"
