@@ -5,8 +5,9 @@
 # as an OCI image layout and optionally pushed to a registry.
 #
 # Usage: scripts/build-image.sh [--binary PATH] [--out DIR] [--push REF] [--archive FILE]
-#   --binary PATH   use this static binary instead of building one (the build uses its own
-#                   target dir, target/image-build, or REGCRED_IMAGE_TARGET_DIR)
+#   --binary PATH   use this static binary instead of building one (default: $REGCRED_OPERATOR_BINARY
+#                   if set). The cargo build uses a target dir of its own: target/image-build,
+#                   or $REGCRED_IMAGE_TARGET_DIR.
 #   --out DIR       OCI image layout to write (default target/image/regcred-operator)
 #   --push REF      push to REF (e.g. "$REGCRED_REGISTRY/regcred/regcred-operator:dev"), plain
 #                   HTTP (loopback test registries); credentials from REGCRED_REGISTRY_USER and
@@ -23,7 +24,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-binary=""
+binary="${REGCRED_OPERATOR_BINARY:-}"
 out="target/image/regcred-operator"
 push=""
 archive=""
@@ -33,7 +34,7 @@ while (($#)); do
     --out) out="$2"; shift 2 ;;
     --push) push="$2"; shift 2 ;;
     --archive) archive="$2"; shift 2 ;;
-    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: scripts/build-image.sh [--binary PATH] [--out DIR] [--push REF] [--archive FILE]" >&2; exit 2 ;;
   esac
 done

@@ -55,9 +55,7 @@ eval "$(REGCRED_NODE_COUNT=2 bash tests/cluster/node-up.sh "$node_dir" "$cp_dir"
 # --- image ---------------------------------------------------------------------------------
 image="$REGCRED_REGISTRY/regcred/regcred-operator:e2e"
 t0=$SECONDS
-build_args=(--out "$work/image" --push "$image")
-[[ -n "${REGCRED_OPERATOR_BINARY:-}" ]] && build_args+=(--binary "$REGCRED_OPERATOR_BINARY")
-bash scripts/build-image.sh "${build_args[@]}" >/dev/null
+bash scripts/build-image.sh --out "$work/image" --push "$image" >/dev/null
 say "image $image built and pushed in $((SECONDS - t0))s"
 
 # --- the test-only overlay, over config/default or over the Helm chart's rendering -------------
