@@ -63,3 +63,28 @@ fn unreadable_file_is_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("cannot read /nonexistent/regcred/config.json"));
 }
+
+#[test]
+fn a_token_written_into_a_key_never_reaches_the_output() {
+    let token = "T0ken-7f3a";
+    for key in [
+        format!("https://ci:{token}@registry.internal.corp/v2/"),
+        format!("registry.internal.corp/?access_token={token}"),
+        format!("registry.internal.corp:{token}"),
+    ] {
+        let config = format!(r#"{{"auths":{{"{key}":{{"username":"ci","password":"pw"}}}}}}"#);
+        let out = normalize(&[], &config);
+        assert_eq!(out.status.code(), Some(1), "{key} is refused");
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(stderr.contains("***"), "the key is named, redacted: {stderr}");
+        assert!(!stdout.contains(token) && !stderr.contains(token), "normalize showed a token from {key}");
+        let manifest = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: regcred, namespace: a}}\ntype: kubernetes.io/dockerconfigjson\n\
+             stringData:\n  .dockerconfigjson: '{config}'\n"
+        );
+        let lint = common::run_cli("lint", &["--format", "json", "-"], &manifest);
+        assert_eq!(lint.status.code(), Some(1));
+        let output = format!("{}{}", text(&lint.stdout), text(&lint.stderr));
+        assert!(!output.contains(token), "lint showed a token from {key}");
+    }
+}

@@ -9,7 +9,7 @@ use crate::crd::RegistryCredentialSpec;
 use crate::credential::pull_secret::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_KEY, DOCKERCFG_TYPE};
 use crate::credential::{
     InvalidDockerConfig, KeyProblem, KeyRewrite, Normalized, docker_config_from_basic_auth, normalize_docker_config,
-    normalize_registry_key,
+    normalize_registry_key, redact_key,
 };
 
 /// A usable source: the canonical docker config JSON and what status shows about it.
@@ -117,7 +117,7 @@ fn canonical_registries(registries: &[String]) -> Result<Vec<String>, SourceProb
         .map(|(index, registry)| {
             normalize_registry_key(registry)
                 .map(|key| key.canonical)
-                .map_err(|problem| SourceProblem::InvalidRegistry { index, registry: registry.clone(), problem })
+                .map_err(|problem| SourceProblem::InvalidRegistry { index, registry: redact_key(registry), problem })
         })
         .collect()
 }

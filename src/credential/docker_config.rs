@@ -21,7 +21,7 @@ use serde::de::{self, IgnoredAny};
 use serde::{Deserialize, Deserializer, Serialize};
 use thiserror::Error;
 
-use super::registry_key::{KeyProblem, KeyWarning, normalize_registry_key};
+use super::registry_key::{KeyProblem, KeyWarning, normalize_registry_key, redact_key};
 
 /// One registry's credentials. `Debug` never shows them.
 #[derive(Clone, PartialEq, Eq)]
@@ -282,12 +282,14 @@ fn build<'a>(
         let shown = raw_key.trim().to_owned();
         written.insert(shown.clone());
         let key = normalize_registry_key(raw_key);
-        let auth = parse_entry(&shown, value, &mut warnings);
+        // Messages name the entry redacted: a rejected key may carry a token.
+        let named = redact_key(&shown);
+        let auth = parse_entry(&named, value, &mut warnings);
         let (key, auth) = match (key, auth) {
             (Ok(key), Ok(auth)) => (key, auth),
             (key, auth) => {
                 if let Err(problem) = key {
-                    problems.push(ConfigProblem::InvalidKey { key: shown.clone(), problem });
+                    problems.push(ConfigProblem::InvalidKey { key: named.clone(), problem });
                 }
                 problems.extend(auth.err());
                 continue;

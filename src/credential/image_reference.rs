@@ -280,42 +280,81 @@ fn split_host_port(authority: &str) -> (&str, &str) {
 
 /// Go's `path.Match` for one host part (which holds no `/`): `*`, `?`, `[...]` classes with
 /// ranges and `^` negation, and `\` escapes. `None` for a malformed pattern, which the kubelet
-/// treats as no match.
+/// treats as no match. Linear in the pattern times the name, whatever the stars: a key such as
+/// `**********b.corp` must not make matching exponential.
 fn path_match(pattern: &str, name: &str) -> Option<bool> {
     let pattern: Vec<char> = pattern.chars().collect();
     let name: Vec<char> = name.chars().collect();
-    match_from(&pattern, &name)
+    let tokens = tokenize(&pattern)?;
+    Some(match_tokens(&pattern, &tokens, &name))
 }
 
-fn match_from(pattern: &[char], name: &[char]) -> Option<bool> {
-    match pattern.first() {
-        None => Some(name.is_empty()),
-        Some('*') => {
-            let rest = &pattern[1..];
-            let mut any_match = false;
-            for skip in 0..=name.len() {
-                // Every candidate is tried so that a malformed tail is reported, as Go does.
-                any_match |= match_from(rest, &name[skip..])?;
-            }
-            Some(any_match)
+/// One element of a host-part pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    /// `*`: any run of characters.
+    Star,
+    /// `?`: any one character.
+    One,
+    Literal(char),
+    /// `[...]`: the class body starts at this index of the pattern (after `[`).
+    Class(usize),
+}
+
+/// The pattern's tokens; `None` when it is malformed anywhere (Go reports that whether or not an
+/// earlier part already decided the match).
+fn tokenize(pattern: &[char]) -> Option<Vec<Token>> {
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while let Some(&c) = pattern.get(i) {
+        let (token, width) = match c {
+            '*' => (Token::Star, 1),
+            '?' => (Token::One, 1),
+            '[' => (Token::Class(i + 1), 1 + match_class(&pattern[i + 1..], None)?.1),
+            '\\' => (Token::Literal(*pattern.get(i + 1)?), 2),
+            literal => (Token::Literal(literal), 1),
+        };
+        // Consecutive stars match what one does.
+        if !(token == Token::Star && tokens.last() == Some(&Token::Star)) {
+            tokens.push(token);
         }
-        Some(&first) => {
-            let (matched, width) = match first {
-                '?' => (!name.is_empty(), 1),
-                '[' => {
-                    let (class_matches, width) = match_class(&pattern[1..], name.first().copied())?;
-                    (class_matches, width + 1)
+        i += width;
+    }
+    Some(tokens)
+}
+
+/// Wildcard matching that remembers only the last star: on a mismatch it retries from there with
+/// one more character swallowed, so each (token, character) pair is visited a bounded number of times.
+fn match_tokens(pattern: &[char], tokens: &[Token], name: &[char]) -> bool {
+    let matches_one = |token: Token, c: char| match token {
+        Token::One => true,
+        Token::Literal(literal) => literal == c,
+        Token::Class(start) => match_class(&pattern[start..], Some(c)).is_some_and(|(matched, _)| matched),
+        Token::Star => false,
+    };
+    let (mut t, mut n) = (0, 0);
+    let mut last_star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match tokens.get(t) {
+            Some(Token::Star) => {
+                last_star = Some((t + 1, n));
+                t += 1;
+            }
+            Some(&token) if matches_one(token, name[n]) => {
+                t += 1;
+                n += 1;
+            }
+            _ => match last_star {
+                Some((after, swallowed)) => {
+                    t = after;
+                    n = swallowed + 1;
+                    last_star = Some((after, swallowed + 1));
                 }
-                '\\' => {
-                    let escaped = *pattern.get(1)?;
-                    (name.first() == Some(&escaped), 2)
-                }
-                literal => (name.first() == Some(&literal), 1),
-            };
-            let rest = match_from(&pattern[width..], name.get(1..).unwrap_or_default())?;
-            Some(matched && rest)
+                None => return false,
+            },
         }
     }
+    tokens[t..].iter().all(|token| *token == Token::Star)
 }
 
 /// Matches `c` against the class body after `[`; returns the result and the body's length up to
@@ -364,6 +403,16 @@ mod tests {
 
     fn image(s: &str) -> ImageReference {
         ImageReference::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn many_stars_match_in_linear_time() {
+        let host = format!("{}.corp", "a".repeat(40));
+        assert!(!path_match("**********b", &host.replace(".corp", "")).unwrap());
+        assert!(path_match("**********a", &"a".repeat(40)).unwrap());
+        assert!(path_match("*a*b*c*", "xxaxxbxxcxx").unwrap());
+        assert!(!path_match("*a*b*c*", "xxaxxcxxbxx").unwrap());
+        assert_eq!(path_match("*[", "x"), None, "malformed anywhere is no match");
     }
 
     #[test]

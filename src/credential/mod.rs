@@ -14,4 +14,4 @@ pub use docker_config::{
     docker_config_from_basic_auth, normalize_docker_config, written_registry_keys,
 };
 pub use image_reference::{ImageReference, ImageReferenceError, covering_key, key_matches_image, kubelet_key};
-pub use registry_key::{DOCKER_HUB, KeyProblem, KeyWarning, RegistryKey, normalize_registry_key};
+pub use registry_key::{DOCKER_HUB, KeyProblem, KeyWarning, RegistryKey, normalize_registry_key, redact_key};

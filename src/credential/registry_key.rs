@@ -84,8 +84,9 @@ pub enum KeyProblem {
         "a bracketed IPv6 host without a port never matches: the kubelet reads `[...]` as a glob character class; add the port"
     )]
     Ipv6WithoutPort,
-    #[error("port `{0}` is not a number from 1 to 65535")]
-    InvalidPort(String),
+    // The port is not echoed: what stands there may be a token written in the wrong place.
+    #[error("the port is not a number from 1 to 65535")]
+    InvalidPort,
     #[error(
         "repository path component `{0}` is not valid (lowercase letters and digits, separated by `.`, `_`, `__` or `-`)"
     )]
@@ -176,7 +177,7 @@ fn split_port(authority: &str) -> Result<(&str, Option<&str>), KeyProblem> {
             && port.bytes().all(|b| b.is_ascii_digit())
             && matches!(port.parse::<u32>(), Ok(1..=65535));
         if !valid {
-            return Err(KeyProblem::InvalidPort(port.to_owned()));
+            return Err(KeyProblem::InvalidPort);
         }
     }
     Ok((host, port))
@@ -253,9 +254,51 @@ fn is_repository_component(component: &str) -> bool {
     true
 }
 
+/// A key as a message may show it: user information, a query or fragment, and a port that is not
+/// a number are replaced by `***`. A token pasted into a key (`https://user:token@host/v2/`,
+/// `host/?access_token=...`, `host:token`) never reaches a log, an Event, status or CLI output.
+pub fn redact_key(key: &str) -> String {
+    let (scheme, rest) = key.find("://").map_or(("", key), |i| key.split_at(i + 3));
+    let (rest, hidden_tail) = match rest.find(['?', '#']) {
+        Some(i) => (&rest[..i], "?***"),
+        None => (rest, ""),
+    };
+    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+    let (userinfo, host_port) = match authority.rfind('@') {
+        Some(i) => ("***@", &authority[i + 1..]),
+        None => ("", authority),
+    };
+    let host_port = match host_port.rfind(':') {
+        Some(i) if !host_port[i..].contains(']') && !host_port[i + 1..].chars().all(|c| c.is_ascii_digit()) => {
+            format!("{}:***", &host_port[..i])
+        }
+        _ => host_port.to_owned(),
+    };
+    format!("{scheme}{userinfo}{host_port}{path}{hidden_tail}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_carrying_a_credential_is_redacted_before_it_is_shown() {
+        for (key, shown) in [
+            ("https://ci:t0ken@registry.corp/v2/", "https://***@registry.corp/v2/"),
+            ("t0ken@registry.corp", "***@registry.corp"),
+            ("registry.corp/?access_token=t0ken", "registry.corp/?***"),
+            ("registry.corp/org#t0ken", "registry.corp/org?***"),
+            ("registry.corp:t0ken", "registry.corp:***"),
+            ("https://registry.corp:t0ken/v2/", "https://registry.corp:***/v2/"),
+            ("registry.corp:5000/org/", "registry.corp:5000/org/"),
+            ("[::1]:5000", "[::1]:5000"),
+            ("[::1]", "[::1]"),
+            ("Registry.Corp", "Registry.Corp"),
+        ] {
+            assert_eq!(redact_key(key), shown, "{key}");
+            assert!(!redact_key(key).contains("t0ken"));
+        }
+    }
 
     fn canonical(raw: &str) -> String {
         normalize_registry_key(raw).expect(raw).canonical
@@ -363,10 +406,10 @@ mod tests {
             ("registry.[ab].corp", KeyProblem::CharacterClass),
             ("[::1]", KeyProblem::Ipv6WithoutPort),
             ("https://[::1]/v2/", KeyProblem::Ipv6WithoutPort),
-            ("registry.corp:", KeyProblem::InvalidPort(String::new())),
-            ("registry.corp:99999", KeyProblem::InvalidPort("99999".into())),
-            ("registry.corp:0", KeyProblem::InvalidPort("0".into())),
-            ("registry.corp:http", KeyProblem::InvalidPort("http".into())),
+            ("registry.corp:", KeyProblem::InvalidPort),
+            ("registry.corp:99999", KeyProblem::InvalidPort),
+            ("registry.corp:0", KeyProblem::InvalidPort),
+            ("registry.corp:http", KeyProblem::InvalidPort),
             ("quay.io/MyOrg", KeyProblem::InvalidPathComponent("MyOrg".into())),
             ("quay.io/org//team", KeyProblem::InvalidPathComponent(String::new())),
             ("quay.io/org..x", KeyProblem::InvalidPathComponent("org..x".into())),

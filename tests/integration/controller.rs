@@ -395,6 +395,21 @@ async fn a_sentinel_password_appears_in_no_log_event_or_status() {
     )
     .await;
     fx.wait_ready(&credential, "False", "SourceInvalid").await;
+    // The sentinel written into the registry keys, where a careless paste puts a token.
+    for (key, problem) in [
+        (format!("https://ci:{sentinel}@registry.example.test/v2/"), "user information"),
+        (format!("registry.example.test/?access_token={sentinel}"), "query strings"),
+        (format!("registry.example.test:{sentinel}"), "the port"),
+    ] {
+        fx.put_source("pull", &docker_config(&key, "ci", "pw")).await;
+        let api: Api<RegistryCredential> = Api::all(admin.clone());
+        wait_for(&api, &credential.name_any(), "the key named, redacted, in Ready", TIMEOUT, |c| {
+            c.and_then(|c| c.status.as_ref())
+                .and_then(|s| s.conditions.first())
+                .is_some_and(|ready| ready.message.contains(problem) && ready.message.contains("***"))
+        })
+        .await;
+    }
 
     let status = serde_json::to_string(
         &Api::<RegistryCredential>::all(admin.clone()).get(&credential.name_any()).await.unwrap(),
