@@ -191,7 +191,8 @@ crb='{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding",
   "roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"system:node"},
   "subjects":[{"apiGroup":"rbac.authorization.k8s.io","kind":"Group","name":"system:nodes"}]}'
 code="$(node_api "$CP" -o "$DIR/crb.json" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
-  --data "$crb" "$APISERVER_URL/apis/rbac.authorization.k8s.io/v1/clusterrolebindings")"
+  --data "$crb" "$APISERVER_URL/apis/rbac.authorization.k8s.io/v1/clusterrolebindings" 2>"$DIR/crb.err")" ||
+  fail rbac "$DIR/crb.err" "the API server at $APISERVER_URL did not answer (is the control plane up?)"
 [[ "$code" == 201 || "$code" == 409 ]] ||
   fail rbac "$DIR/crb.json" "creating ClusterRoleBinding regcred-test-system-nodes: HTTP $code"
 
