@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::discovery::{self, Scope};
 use kube::{Api, Client};
@@ -434,7 +435,9 @@ async fn kustomize_and_helm_renders_apply_server_side() {
         Api::<DynamicObject>::all_with(client.clone(), &kube::api::ApiResource::from_gvk_with_plural(&gvk, plural))
     };
     let policy = format!("{name}-inject-pull-secret");
-    let _ = admission("MutatingAdmissionPolicyBinding", "mutatingadmissionpolicybindings").delete(&policy, &background).await;
+    let _ = admission("MutatingAdmissionPolicyBinding", "mutatingadmissionpolicybindings")
+        .delete(&policy, &background)
+        .await;
     let _ = admission("MutatingAdmissionPolicy", "mutatingadmissionpolicies").delete(&policy, &background).await;
     if !preexisting {
         let _ = deployments.delete(NAME, &background).await;
@@ -445,4 +448,52 @@ async fn kustomize_and_helm_renders_apply_server_side() {
             .delete("regcred-operator-metrics", &background)
             .await;
     }
+}
+
+/// kubectl with `stdin`; its exit status and stderr.
+fn kubectl_with_input(tools: &Path, args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(tools.join("kubectl"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn the_documented_helm_crd_upgrade_replaces_a_crd_helm_installed() {
+    let client = cluster_or_skip!();
+    let tools = tools_or_skip!();
+    // The chart's CRD under a group of its own, so the shared CRD the other tests use stays as is.
+    let group = format!("upgrade-{}.regcred.test", std::process::id());
+    let current = run_tool(tools, "helm", &["show", "crds", "charts/regcred-operator"]).replace("regcred.dev", &group);
+    let crd_name = format!("registrycredentials.{group}");
+    // What an older chart installed: the CRD without a field added since, owned by Helm.
+    let mut older: Value = documents(&current).remove(0);
+    let properties = &mut older["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    properties.as_object_mut().unwrap().remove("evictStuckPods");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(&crd_name, &PatchParams::apply("helm").force(), &Patch::Apply(&older)).await.unwrap();
+
+    // Without --force-conflicts, Helm's ownership of every field stops the apply.
+    let plain = ["apply", "--server-side", "-f", "-"];
+    let (applied, stderr) = kubectl_with_input(tools, &plain, &current);
+    assert!(!applied, "a plain server-side apply conflicts with Helm's field manager");
+    assert!(stderr.contains("conflict"), "{stderr}");
+    // The documented command.
+    let (applied, stderr) =
+        kubectl_with_input(tools, &["apply", "--server-side", "--force-conflicts", "-f", "-"], &current);
+    assert!(applied, "{stderr}");
+    let upgraded = crds.get(&crd_name).await.unwrap();
+    let schema = serde_json::to_value(&upgraded.spec.versions[0].schema).unwrap();
+    assert!(
+        schema["openAPIV3Schema"]["properties"]["spec"]["properties"].get("evictStuckPods").is_some(),
+        "the new field is served after the upgrade"
+    );
+    crds.delete(&crd_name, &DeleteParams::background()).await.unwrap();
 }
