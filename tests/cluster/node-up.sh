@@ -6,8 +6,8 @@
 # Needs root (containerd, runc, mounts, cgroups). Loopback only: the registry listens on
 # 127.0.0.1, each kubelet on its own 127.x.y.z (its node name and InternalIP), pods get
 # 127.88.x.y on an isolated bridge. A kube-scheduler places Pods that have no nodeName, and a
-# second kube-controller-manager runs the workload controllers (deployment, replicaset,
-# disruption, podgc) that the control plane of up.sh leaves out.
+# second kube-controller-manager runs those of the workload controllers (deployment,
+# replicaset, disruption, podgc) that the control plane of up.sh does not run.
 #
 # Usage: tests/cluster/node-up.sh DIR CLUSTER_DIR
 #   DIR must not exist or be empty; CLUSTER_DIR is the directory given to up.sh (its env,
@@ -400,20 +400,31 @@ if [[ -z "${REGCRED_NODE_NO_SCHEDULER:-}" ]]; then
     --secure-port=0
   log "starting kube-scheduler"
   start_piece "$DIR" kube-scheduler
-  write_cmd "$DIR" kube-controller-manager "$REGCRED_CP_BIN_DIR/kube-controller-manager" \
-    --kubeconfig="$CP/kubeconfig" \
-    --controllers=deployment,replicaset,disruption,podgc \
-    --leader-elect=false \
-    --secure-port=0 \
-    --kube-api-qps=100 \
-    --kube-api-burst=200
-  log "starting kube-controller-manager (deployment, replicaset, disruption, podgc)"
-  start_piece "$DIR" kube-controller-manager
+  # Only those the control plane's controller-manager does not run already: two instances of
+  # one controller without leader election would both act (e.g. two ReplicaSet controllers
+  # creating Pods for the same ReplicaSet).
+  cp_controllers="$(sed -n 's/^--controllers=//p' "$CP/kube-controller-manager.cmd" 2>/dev/null || true)"
+  controllers=()
+  for c in deployment replicaset disruption podgc; do
+    [[ ",$cp_controllers," == *",$c,"* ]] || controllers+=("$c")
+  done
+  if ((${#controllers[@]})); then
+    write_cmd "$DIR" kube-controller-manager "$REGCRED_CP_BIN_DIR/kube-controller-manager" \
+      --kubeconfig="$CP/kubeconfig" \
+      --controllers="$(IFS=,; printf '%s' "${controllers[*]}")" \
+      --leader-elect=false \
+      --secure-port=0 \
+      --kube-api-qps=100 \
+      --kube-api-burst=200
+    log "starting kube-controller-manager (${controllers[*]})"
+    start_piece "$DIR" kube-controller-manager
+  fi
   # Running is enough: they act as soon as their informers have synced.
   sleep 0.5
   pid_of "$DIR" kube-scheduler >/dev/null || fail kube-scheduler "$DIR/kube-scheduler.log" "exited"
-  pid_of "$DIR" kube-controller-manager >/dev/null ||
+  if ((${#controllers[@]})) && ! pid_of "$DIR" kube-controller-manager >/dev/null; then
     fail kube-controller-manager "$DIR/kube-controller-manager.log" "exited"
+  fi
 fi
 
 # --- optional watchdog ---------------------------------------------------------------------
