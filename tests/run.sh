@@ -41,7 +41,9 @@ tool REGCRED_GITOPS_CRDS "the GitOps tools' CRDs" bash examples/gitops/tool-crds
 
 if [[ -z "${KUBECONFIG:-}" ]]; then
   cluster_dir="$(mktemp -d "${TMPDIR:-/tmp}/regcred-cp.XXXXXX")"
-  trap 'bash tests/cluster/down.sh "$cluster_dir" >/dev/null 2>&1 || true' EXIT
+  node_dir="$cluster_dir-node"
+  trap 'bash tests/cluster/node-down.sh "$node_dir" >/dev/null 2>&1 || true
+        bash tests/cluster/down.sh "$cluster_dir" >/dev/null 2>&1 || true' EXIT
   # Should this script be killed, the watchdog still stops the control plane.
   export REGCRED_CP_WATCH_PID=$$
   if exported="$(bash tests/cluster/up.sh "$cluster_dir")"; then
@@ -52,6 +54,18 @@ if [[ -z "${KUBECONFIG:-}" ]]; then
     exit 1
   else
     echo "the control plane did not start: integration tests will skip (see the message above)" >&2
+  fi
+  # A real node beside it (kubelet, containerd, an authenticated registry with a private image)
+  # for the tests that pull (tests/integration/node.rs). Tainted, so that only those tests' Pods
+  # land on it and every other test's Pods stay unscheduled as before.
+  if [[ -n "${REGCRED_CLUSTER_DIR:-}" ]] && exported="$(bash tests/cluster/node-up.sh "$node_dir" "$cluster_dir")"; then
+    eval "$exported"
+    "$REGCRED_TOOLS_BIN/kubectl" taint nodes --all regcred.dev/node-tests=true:NoSchedule >/dev/null
+  elif [[ "${CI:-}" == "true" ]]; then
+    echo "the test node did not start; CI never skips the node tests" >&2
+    exit 1
+  else
+    echo "the test node did not start: node tests will skip (see the message above)" >&2
   fi
 fi
 

@@ -10,6 +10,7 @@ mod doctor;
 mod fixture;
 mod gitops;
 mod hardening;
+mod node;
 mod operator;
 mod packaging;
 mod recovery;

@@ -1,0 +1,245 @@
+//! On a real node (kubelet, containerd, an authenticated registry: tests/cluster/node-up.sh): the
+//! copy the operator writes makes a pull succeed, and nothing else does.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::cluster_or_skip;
+use crate::fixture::*;
+
+/// tests/run.sh taints the node so that only these tests' Pods run there.
+static NODE_TOLERATION: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
+    json!({"key": "regcred.dev/node-tests", "operator": "Equal", "value": "true", "effect": "NoSchedule"})
+});
+
+/// How long a pull may take on the node, Events included.
+const PULL_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The node's environment (node-up.sh writes `export NAME=value` lines), or `None` (the reason
+/// printed) when no node runs; with `CI=true` a missing node is a failure.
+fn node() -> Option<BTreeMap<String, String>> {
+    let Some(path) = std::env::var_os("REGCRED_NODE_ENV").filter(|p| !p.is_empty()) else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but REGCRED_NODE_ENV is not set: no node");
+        eprintln!("skipped: REGCRED_NODE_ENV is not set; start a node with tests/cluster/node-up.sh");
+        return None;
+    };
+    let text = std::fs::read_to_string(&path).expect("the node's env file");
+    let values = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("export ")?.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.trim_matches('\'').replace('\\', "")))
+        .collect();
+    Some(values)
+}
+
+/// One node test at a time: the registry's password is rotated by one of them.
+static NODE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Evaluates to the node's environment and the node for this test alone, or returns when the
+/// test may skip.
+macro_rules! node_or_skip {
+    () => {
+        match node() {
+            Some(env) => (env, NODE.lock().await),
+            None => return,
+        }
+    };
+}
+
+/// The source as the seed article's broken example writes it: a `https://host/v2/` key.
+fn seed_article_source(env: &BTreeMap<String, String>, password: &str) -> Value {
+    let registry = &env["REGCRED_REGISTRY"];
+    docker_config(&format!("https://{registry}/v2/"), &env["REGCRED_REGISTRY_USER"], password)
+}
+
+fn private_pod(name: &str, image: &str, own_pull_secrets: &[&str]) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "tolerations": [NODE_TOLERATION.clone()],
+            "imagePullSecrets": own_pull_secrets.iter().map(|n| json!({"name": n})).collect::<Vec<_>>(),
+            "containers": [{"name": "app", "image": image, "imagePullPolicy": "Always"}],
+        },
+    }))
+    .unwrap()
+}
+
+/// Waits until the Pod runs, or until a container waits for `reason`; returns which happened.
+async fn pod_outcome(admin: &Client, namespace: &str, name: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), namespace);
+    let deadline = tokio::time::Instant::now() + PULL_TIMEOUT;
+    loop {
+        if let Some(pod) = pods.get_opt(name).await.unwrap() {
+            let status = pod.status.unwrap_or_default();
+            if status.phase.as_deref() == Some("Running") {
+                return "Running".into();
+            }
+            let waiting = status
+                .container_statuses
+                .iter()
+                .flatten()
+                .filter_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+                .find(|r| r == "ErrImagePull" || r == "ImagePullBackOff");
+            if let Some(reason) = waiting {
+                return reason;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "Pod {namespace}/{name} neither ran nor failed to pull");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn create_pod(admin: &Client, namespace: &str, pod: &Pod) {
+    Api::<Pod>::namespaced(admin.clone(), namespace).create(&PostParams::default(), pod).await.unwrap();
+}
+
+fn registry_saw_401(env: &BTreeMap<String, String>) -> bool {
+    std::fs::read_to_string(&env["REGCRED_REGISTRY_LOG"]).unwrap_or_default().contains("\" 401 ")
+}
+
+#[tokio::test]
+async fn a_private_image_is_pulled_with_the_copy_and_not_without_it() {
+    let admin = cluster_or_skip!();
+    let (env, _node) = node_or_skip!();
+    let image = env["REGCRED_NODE_IMAGE"].clone();
+
+    // No operator, no pull secret: the registry refuses.
+    let bare = crate::support::TestNamespace::create(&admin, "node-none", &[]).await;
+    crate::support::wait_for(
+        &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), &bare.name),
+        "default",
+        "the default ServiceAccount",
+        TIMEOUT,
+        |a| a.is_some(),
+    )
+    .await;
+    create_pod(&admin, &bare.name, &private_pod("app", &image, &[])).await;
+    let outcome = pod_outcome(&admin, &bare.name, "app").await;
+    assert!(outcome == "ErrImagePull" || outcome == "ImagePullBackOff", "without a secret: {outcome}");
+    assert!(registry_saw_401(&env), "the registry refused an anonymous pull with 401");
+    // A hand-made pull secret whose key ends in `/v2` without the slash: the kubelet reads `v2`
+    // as a repository path, so the credential never reaches this image.
+    let registry = env["REGCRED_REGISTRY"].as_str();
+    let (user, password) = (env["REGCRED_REGISTRY_USER"].as_str(), env["REGCRED_REGISTRY_PASSWORD"].as_str());
+    let misread = docker_config(&format!("https://{registry}/v2"), user, password);
+    put_docker_config(&admin, &bare.name, "by-hand", &misread).await;
+    create_pod(&admin, &bare.name, &private_pod("by-hand", &image, &["by-hand"])).await;
+    let outcome = pod_outcome(&admin, &bare.name, "by-hand").await;
+    assert!(outcome == "ErrImagePull" || outcome == "ImagePullBackOff", "the kubelet misreads `/v2`: {outcome}");
+
+    // The operator, with that same source: its normalized copy pulls.
+    let fx = Fixture::start(admin.clone(), "node-pull", &[]).await;
+    fx.put_source("pull", &misread).await;
+    let namespace = fx.namespace(true).await;
+    let credential = fx.apply(&fx.credential("main", json!({}))).await;
+    wait_for_entries(&admin, &namespace.name, "default", &["regcred"]).await;
+    fx.wait_ready(&credential, "True", "Synced").await;
+    // Through the ServiceAccount.
+    create_pod(&admin, &namespace.name, &private_pod("via-account", &image, &[])).await;
+    assert_eq!(pod_outcome(&admin, &namespace.name, "via-account").await, "Running");
+    // Through admission: a Pod that lists pull secrets of its own gets none of its
+    // ServiceAccount's; the policy appends the copy.
+    create_pod(&admin, &namespace.name, &private_pod("own-list", &image, &["chart-own"])).await;
+    let pod = Api::<Pod>::namespaced(admin.clone(), &namespace.name).get("own-list").await.unwrap();
+    let names: Vec<String> = pod.spec.unwrap().image_pull_secrets.unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, vec!["chart-own", "regcred"]);
+    assert_eq!(pod_outcome(&admin, &namespace.name, "own-list").await, "Running");
+}
+
+#[tokio::test]
+async fn a_deployment_stuck_before_the_credential_runs_after_recovery() {
+    let admin = cluster_or_skip!();
+    let (env, _node) = node_or_skip!();
+    let fx = Fixture::start(admin.clone(), "node-recover", &[]).await;
+    fx.put_source("pull", &seed_article_source(&env, &env["REGCRED_REGISTRY_PASSWORD"])).await;
+    let namespace = fx.namespace(true).await;
+    let ns = namespace.name.as_str();
+    crate::support::wait_for(
+        &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), ns),
+        "default",
+        "the default ServiceAccount",
+        TIMEOUT,
+        |a| a.is_some(),
+    )
+    .await;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"terminationGracePeriodSeconds": 1,
+                                       "tolerations": [NODE_TOLERATION.clone()],
+                                       "containers": [{"name": "app", "image": env["REGCRED_NODE_IMAGE"]}]}}},
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(admin.clone(), ns).create(&PostParams::default(), &deployment).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), ns);
+    let stuck = loop {
+        let list = pods.list(&ListParams::default().labels("app=web")).await.unwrap();
+        if let Some(pod) = list.items.into_iter().next() {
+            break pod;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let outcome = pod_outcome(&admin, ns, &stuck.name_any()).await;
+    assert!(outcome == "ErrImagePull" || outcome == "ImagePullBackOff", "stuck before the credential: {outcome}");
+
+    fx.apply(&fx.credential("main", json!({"evictStuckPods": true}))).await;
+    let deadline = tokio::time::Instant::now() + PULL_TIMEOUT;
+    loop {
+        let list = pods.list(&ListParams::default().labels("app=web")).await.unwrap();
+        let running = list.items.iter().any(|p| {
+            p.uid() != stuck.uid() && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        });
+        if running {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the recreated Pod never ran");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_password_reaches_new_pods() {
+    let admin = cluster_or_skip!();
+    let (env, _node) = node_or_skip!();
+    let env_file = std::env::var("REGCRED_NODE_ENV").unwrap();
+    let node_dir = std::path::Path::new(&env_file).parent().unwrap().to_path_buf();
+    let fx = Fixture::start(admin.clone(), "node-rotate", &[]).await;
+    fx.put_source("pull", &seed_article_source(&env, &env["REGCRED_REGISTRY_PASSWORD"])).await;
+    let namespace = fx.namespace(true).await;
+    let credential = fx.apply(&fx.credential("main", json!({}))).await;
+    fx.wait_ready(&credential, "True", "Synced").await;
+    create_pod(&admin, &namespace.name, &private_pod("before", &env["REGCRED_NODE_IMAGE_OTHER"], &[])).await;
+    assert_eq!(pod_outcome(&admin, &namespace.name, "before").await, "Running");
+
+    // The registry takes a new password, then the source gets it.
+    let rotated = format!("rotated-{}", std::process::id());
+    let status = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/registry-passwd.sh"))
+        .arg(&node_dir)
+        .arg(&rotated)
+        .status()
+        .unwrap();
+    assert!(status.success(), "registry-passwd.sh");
+    fx.put_source("pull", &seed_article_source(&env, &rotated)).await;
+    let registry = env["REGCRED_REGISTRY"].as_str();
+    wait_for_copy(&admin, &namespace.name, "regcred", &canonical(registry, &env["REGCRED_REGISTRY_USER"], &rotated))
+        .await;
+    create_pod(&admin, &namespace.name, &private_pod("after", &env["REGCRED_NODE_IMAGE_OTHER"], &[])).await;
+    assert_eq!(pod_outcome(&admin, &namespace.name, "after").await, "Running");
+    // Put the password back for the other tests on this node.
+    let restored = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/registry-passwd.sh"))
+        .arg(&node_dir)
+        .arg(&env["REGCRED_REGISTRY_PASSWORD"])
+        .status()
+        .unwrap();
+    assert!(restored.success());
+}
