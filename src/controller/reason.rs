@@ -26,6 +26,9 @@ pub(crate) enum Reason {
     SecretIsSource,
     /// Another writer keeps removing the operator's entry from a ServiceAccount; re-adds back off.
     Contested,
+    /// `onConflict: Adopt`, but the Secret cannot become a copy (its type, immutable, or another
+    /// controller's); reported, not attempted.
+    AdoptImpossible,
     /// Writing the copy failed.
     SecretWriteFailed,
     /// Deleting a copy failed.
@@ -36,6 +39,14 @@ pub(crate) enum Reason {
     ServiceAccountPatchFailed,
     /// A ServiceAccount changed under every guarded patch attempt.
     ServiceAccountPatchConflict,
+    /// Deleting the RegistryCredential could not remove everything yet; retried, the finalizer stays.
+    CleanupFailed,
+    /// Event: deletion finished; copies and entries removed.
+    Cleanup,
+    /// Event on a Pod: evicted, stuck without the copy, for its controller to recreate.
+    EvictedStuckPod,
+    /// Event on a Pod: stuck without the copy, and no controller would recreate it.
+    StuckWithoutPullSecret,
     /// `PodInjection=True`: the cluster serves MutatingAdmissionPolicy, so new Pods get the copy.
     AdmissionPolicyServed,
     /// `PodInjection=False`: the cluster does not serve MutatingAdmissionPolicy (before 1.36).
@@ -60,7 +71,7 @@ pub(crate) enum Category {
 }
 
 impl Reason {
-    pub(crate) const ALL: [Reason; 17] = [
+    pub(crate) const ALL: [Reason; 22] = [
         Reason::Synced,
         Reason::SyncFailed,
         Reason::SourceNotTrusted,
@@ -70,11 +81,16 @@ impl Reason {
         Reason::SecretConflict,
         Reason::SecretIsSource,
         Reason::Contested,
+        Reason::AdoptImpossible,
         Reason::SecretWriteFailed,
         Reason::SecretDeleteFailed,
         Reason::ServiceAccountReadFailed,
         Reason::ServiceAccountPatchFailed,
         Reason::ServiceAccountPatchConflict,
+        Reason::CleanupFailed,
+        Reason::Cleanup,
+        Reason::EvictedStuckPod,
+        Reason::StuckWithoutPullSecret,
         Reason::AdmissionPolicyServed,
         Reason::AdmissionPolicyNotServed,
         Reason::InjectionDisabled,
@@ -91,6 +107,11 @@ impl Reason {
             Reason::SecretConflict => "SecretConflict",
             Reason::SecretIsSource => "SecretIsSource",
             Reason::Contested => "Contested",
+            Reason::AdoptImpossible => "AdoptImpossible",
+            Reason::CleanupFailed => "CleanupFailed",
+            Reason::Cleanup => "Cleanup",
+            Reason::EvictedStuckPod => "EvictedStuckPod",
+            Reason::StuckWithoutPullSecret => "StuckWithoutPullSecret",
             Reason::SecretWriteFailed => "SecretWriteFailed",
             Reason::SecretDeleteFailed => "SecretDeleteFailed",
             Reason::ServiceAccountReadFailed => "ServiceAccountReadFailed",
@@ -104,20 +125,25 @@ impl Reason {
 
     pub(crate) fn category(self) -> Category {
         match self {
-            Reason::Synced => Category::Healthy,
+            Reason::Synced | Reason::Cleanup => Category::Healthy,
+            Reason::EvictedStuckPod => Category::Info,
+            Reason::StuckWithoutPullSecret => Category::Conflict,
             Reason::AdmissionPolicyServed | Reason::AdmissionPolicyNotServed | Reason::InjectionDisabled => {
                 Category::Info
             }
             Reason::SourceNotTrusted | Reason::SourceNotFound | Reason::SourceInvalid => Category::Source,
-            Reason::NameConflict | Reason::SecretConflict | Reason::SecretIsSource | Reason::Contested => {
-                Category::Conflict
-            }
+            Reason::NameConflict
+            | Reason::SecretConflict
+            | Reason::SecretIsSource
+            | Reason::Contested
+            | Reason::AdoptImpossible => Category::Conflict,
             Reason::SyncFailed
             | Reason::SecretWriteFailed
             | Reason::SecretDeleteFailed
             | Reason::ServiceAccountReadFailed
             | Reason::ServiceAccountPatchFailed
-            | Reason::ServiceAccountPatchConflict => Category::Api,
+            | Reason::ServiceAccountPatchConflict
+            | Reason::CleanupFailed => Category::Api,
         }
     }
 }

@@ -130,6 +130,7 @@ async fn cleanup(credential: &RegistryCredential, ctx: &Context) -> Result<Actio
         outcomes.iter().filter_map(|(ns, o)| o.as_ref().err().map(|f| format!("{ns}: {}", f.message))).collect();
     if !failures.is_empty() {
         // The finalizer stays until every copy is gone, so a retry finishes the job.
+        status::record_cleanup_failure(credential, ctx, &outcomes).await?;
         return Err(Error::Cleanup(failures.join("; ")));
     }
     status::record_cleanup(credential, ctx, namespaces).await;
@@ -147,13 +148,14 @@ async fn cleanup(credential: &RegistryCredential, ctx: &Context) -> Result<Actio
 const LIST_INSTEAD_OF_READS: usize = 500;
 
 /// A Secret of the copy's name found where the cache has no copy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum ExistingSecret {
     /// Controlled by this RegistryCredential: the cache had not seen it yet, or someone removed
     /// its labels (then the write restores them).
     Managed,
-    /// Someone else's: never overwritten unless `onConflict: Adopt`.
-    Unmanaged,
+    /// Someone else's: never overwritten unless `onConflict: Adopt`, and never adopted from
+    /// another controller (`kind/name` of its controller owner).
+    Unmanaged { controller: Option<String> },
 }
 
 /// In which of `namespaces` a Secret named `name` exists, and whether it is managed by the
@@ -170,10 +172,9 @@ async fn same_named_secrets(
     let name = credential.spec.secret_name.as_str();
     let is_managed = |secret: &PartialObjectMeta<Secret>| {
         let controller = secret.owner_references().iter().find(|o| o.controller == Some(true));
-        if controller.is_some_and(|owner| Some(&owner.uid) == credential.metadata.uid.as_ref()) {
-            ExistingSecret::Managed
-        } else {
-            ExistingSecret::Unmanaged
+        match controller {
+            Some(owner) if Some(&owner.uid) == credential.metadata.uid.as_ref() => ExistingSecret::Managed,
+            other => ExistingSecret::Unmanaged { controller: other.map(|o| format!("{}/{}", o.kind, o.name)) },
         }
     };
     let mut found = HashMap::new();
@@ -247,7 +248,7 @@ async fn sync_namespace(
     // not even the entry.
     let create_mode = match (&work.secret, writing) {
         (Some(SecretChange::Create), Writing::Sync { existing, .. }) => {
-            Some(create_mode(existing.get(namespace).copied(), credential.spec.on_conflict, secret_name)?)
+            Some(create_mode(existing.get(namespace), credential.spec.on_conflict, secret_name)?)
         }
         _ => None,
     };
@@ -255,6 +256,9 @@ async fn sync_namespace(
         match (&work.secret, writing) {
             (Some(SecretChange::Create), Writing::Sync { source, .. }) => {
                 let mode = create_mode.unwrap_or(CreateMode::KeepOthersFields);
+                if mode == CreateMode::Adopt {
+                    check_adoptable(&secrets, secret_name).await?;
+                }
                 apply_copy(credential, ctx, &secrets, source, mode).await?
             }
             (Some(SecretChange::Update), Writing::Sync { source, .. }) => {
@@ -339,23 +343,50 @@ enum CreateMode {
     /// Apply without force: an unmanaged Secret appearing meanwhile conflicts instead of losing
     /// its fields.
     KeepOthersFields,
-    /// Apply with force: the copy is ours (the cache had not seen it yet), or adopted.
+    /// Apply with force: the copy is ours (the cache had not seen it yet).
     TakeOver,
+    /// Apply with force over someone else's Secret, once it is known to be adoptable.
+    Adopt,
 }
 
 /// How to create a copy where the cache has none, given the Secret of that name found there.
 /// An unmanaged Secret is never overwritten unless `onConflict: Adopt`.
 fn create_mode(
-    existing: Option<ExistingSecret>,
+    existing: Option<&ExistingSecret>,
     on_conflict: OnConflict,
     name: &str,
 ) -> Result<CreateMode, NamespaceFailure> {
     match existing {
         None => Ok(CreateMode::KeepOthersFields),
         Some(ExistingSecret::Managed) => Ok(CreateMode::TakeOver),
-        Some(ExistingSecret::Unmanaged) if on_conflict == OnConflict::Adopt => Ok(CreateMode::TakeOver),
-        Some(ExistingSecret::Unmanaged) => Err(unmanaged_conflict(name)),
+        Some(ExistingSecret::Unmanaged { controller: Some(controller) }) if on_conflict == OnConflict::Adopt => {
+            Err(adopt_impossible(name, &format!("it is controlled by {controller}")))
+        }
+        Some(ExistingSecret::Unmanaged { .. }) if on_conflict == OnConflict::Adopt => Ok(CreateMode::Adopt),
+        Some(ExistingSecret::Unmanaged { .. }) => Err(unmanaged_conflict(name)),
     }
+}
+
+fn adopt_impossible(name: &str, why: &str) -> NamespaceFailure {
+    status::failure(Reason::AdoptImpossible, format!("Secret {name} cannot be adopted: {why}; delete or rename it"))
+}
+
+/// Whether someone else's Secret can become the copy: the type of a Secret cannot change, and an
+/// immutable one cannot be written. Checked before the write, so it is reported, not attempted.
+async fn check_adoptable(secrets: &Api<Secret>, name: &str) -> NamespaceOutcome {
+    let existing = match secrets.get_opt(name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(api_failure(Reason::SecretWriteFailed, &e)),
+    };
+    let secret_type = existing.type_.as_deref().unwrap_or("Opaque");
+    if secret_type != DOCKER_CONFIG_JSON_TYPE {
+        return Err(adopt_impossible(name, &format!("its type is {secret_type}, which cannot change")));
+    }
+    if existing.immutable == Some(true) {
+        return Err(adopt_impossible(name, "it is immutable"));
+    }
+    Ok(())
 }
 
 fn unmanaged_conflict(name: &str) -> NamespaceFailure {
@@ -379,7 +410,7 @@ async fn apply_copy(
         "apiVersion": "v1", "kind": "Secret", "metadata": copy.metadata, "type": copy.type_, "data": copy.data,
     }));
     let mut params = PatchParams::apply(FIELD_MANAGER);
-    params.force = mode == CreateMode::TakeOver;
+    params.force = mode != CreateMode::KeepOthersFields;
     ctx.metrics.api_write("secret", "apply");
     match secrets.patch(&credential.spec.secret_name, &params, &patch).await {
         Ok(_) => Ok(()),
@@ -534,12 +565,16 @@ mod tests {
 
     #[test]
     fn an_unmanaged_secret_is_never_overwritten_unless_adopted() {
-        use ExistingSecret::{Managed, Unmanaged};
+        let unmanaged = ExistingSecret::Unmanaged { controller: None };
         assert_eq!(create_mode(None, OnConflict::Skip, "regcred"), Ok(CreateMode::KeepOthersFields));
-        assert_eq!(create_mode(Some(Managed), OnConflict::Skip, "regcred"), Ok(CreateMode::TakeOver));
-        assert_eq!(create_mode(Some(Unmanaged), OnConflict::Adopt, "regcred"), Ok(CreateMode::TakeOver));
-        let refused = create_mode(Some(Unmanaged), OnConflict::Skip, "regcred").unwrap_err();
+        assert_eq!(create_mode(Some(&ExistingSecret::Managed), OnConflict::Skip, "regcred"), Ok(CreateMode::TakeOver));
+        assert_eq!(create_mode(Some(&unmanaged), OnConflict::Adopt, "regcred"), Ok(CreateMode::Adopt));
+        let refused = create_mode(Some(&unmanaged), OnConflict::Skip, "regcred").unwrap_err();
         assert_eq!(refused.reason, Reason::SecretConflict);
+        let controlled = ExistingSecret::Unmanaged { controller: Some("SealedSecret/pull".into()) };
+        let impossible = create_mode(Some(&controlled), OnConflict::Adopt, "regcred").unwrap_err();
+        assert_eq!(impossible.reason, Reason::AdoptImpossible);
+        assert!(impossible.message.contains("SealedSecret/pull"), "{}", impossible.message);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use kube::{Api, ResourceExt};
 use tracing::warn;
 
 use super::context::Context;
+use super::reason::Reason;
 use crate::crd::selection::label_selector_matches;
 use crate::crd::{RegistryCredential, StuckPodCounts};
 
@@ -178,7 +179,8 @@ pub(crate) async fn recover(
                         "stuck without {}, and no controller would recreate it: delete and create it again",
                         credential.spec.secret_name
                     );
-                    record_on_pod(ctx, &namespace, &pod, EventType::Warning, "StuckWithoutPullSecret", note).await;
+                    record_on_pod(ctx, &namespace, &pod, EventType::Warning, Reason::StuckWithoutPullSecret, note)
+                        .await;
                 }
                 counts.bare.push(format!("{namespace}/{pod}"));
             }
@@ -197,7 +199,7 @@ pub(crate) async fn recover(
                             "evicted: stuck without {}; its controller creates it again",
                             credential.spec.secret_name
                         );
-                        record_on_pod(ctx, &namespace, &pod, EventType::Normal, "EvictedStuckPod", note).await;
+                        record_on_pod(ctx, &namespace, &pod, EventType::Normal, Reason::EvictedStuckPod, note).await;
                     }
                     Err(error) => {
                         // 429: a PodDisruptionBudget allows no disruption now; retried later.
@@ -243,7 +245,7 @@ async fn evict(ctx: &Context, namespace: &str, pod: &str, uid: &str) -> kube::Re
     pods.evict(pod, &params).await.map(|_| ())
 }
 
-async fn record_on_pod(ctx: &Context, namespace: &str, pod: &str, type_: EventType, reason: &str, note: String) {
+async fn record_on_pod(ctx: &Context, namespace: &str, pod: &str, type_: EventType, reason: Reason, note: String) {
     let reference = ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Pod".into()),
@@ -251,7 +253,8 @@ async fn record_on_pod(ctx: &Context, namespace: &str, pod: &str, type_: EventTy
         name: Some(pod.to_owned()),
         ..Default::default()
     };
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Recover".into(), secondary: None };
+    let event =
+        Event { type_, reason: reason.to_string(), note: Some(note), action: "Recover".into(), secondary: None };
     ctx.metrics.api_write("event", "create");
     if let Err(error) = ctx.recorder.publish(&event, &reference).await {
         warn!(%namespace, %pod, %error, "could not record Event");

@@ -68,23 +68,27 @@ pub(crate) fn desired_status(
             };
             SyncFailure { namespace: namespace.clone(), reason: reason.to_string(), message }
         })
-        .chain(outcomes.iter().filter(|(ns, _)| matched.contains(*ns)).filter_map(|(namespace, outcome)| {
-            outcome.as_ref().err().map(|f| SyncFailure {
+        // Namespaces that stopped matching are listed too: a prune that failed left a copy behind.
+        .chain(outcomes.iter().filter_map(|(namespace, outcome)| {
+            let failure = outcome.as_ref().err()?;
+            let pruning = if matched.contains(namespace) { "" } else { "pruning a namespace that stopped matching: " };
+            Some(SyncFailure {
                 namespace: namespace.clone(),
-                reason: f.reason.to_string(),
-                message: f.message.clone(),
+                reason: failure.reason.to_string(),
+                message: format!("{pruning}{}", failure.message),
             })
         }))
         .collect();
     failures.sort_by(|a, b| a.namespace.cmp(&b.namespace));
-    let failed = i32::try_from(failures.len()).unwrap_or(i32::MAX);
+    let failed = i32::try_from(failures.iter().filter(|f| matched.contains(&f.namespace)).count()).unwrap_or(i32::MAX);
+    let prune_failed = failures.len() > usize::try_from(failed).unwrap_or_default();
     let total = i32::try_from(matched.len()).unwrap_or(i32::MAX);
     let synced = if source.is_ok() { total.saturating_sub(failed) } else { 0 };
     failures.truncate(MAX_LISTED_FAILURES);
 
     let (ready, reason, message) = match source {
         Err(problem) => ("False", problem.reason(), problem.to_string()),
-        Ok(_) if failed > 0 => {
+        Ok(_) if failed > 0 || prune_failed => {
             ("False", Reason::SyncFailed, format!("{failed} of {total} namespaces failed; see status.failures"))
         }
         Ok(_) => ("True", Reason::Synced, format!("{synced}/{total} namespaces")),
@@ -95,12 +99,12 @@ pub(crate) fn desired_status(
         failures.iter().any(|f| f.reason.parse::<Reason>().is_ok_and(|reason| reason.category() == Category::Conflict));
     let progress = match source {
         Err(problem) => Some(("Stalled", problem.reason(), problem.to_string())),
-        Ok(_) if failed > 0 && needs_a_person => Some((
+        Ok(_) if (failed > 0 || prune_failed) && needs_a_person => Some((
             "Stalled",
             Reason::SyncFailed,
             format!("{failed} of {total} namespaces need a person; see status.failures"),
         )),
-        Ok(_) if failed > 0 => {
+        Ok(_) if failed > 0 || prune_failed => {
             Some(("Reconciling", Reason::SyncFailed, format!("retrying {failed} of {total} namespaces with backoff")))
         }
         Ok(_) => None,
@@ -179,17 +183,7 @@ pub(crate) async fn publish(
     if credential.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    let api: Api<RegistryCredential> = Api::all(ctx.client.clone());
-    let patch = json!({
-        "apiVersion": RegistryCredential::api_version(&()),
-        "kind": RegistryCredential::kind(&()),
-        "status": status,
-    });
-    ctx.metrics.api_write("registrycredential", "status");
-    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(Error::Status)?;
-    Ok(())
+    write(credential, ctx, &status).await
 }
 
 /// The Events a new status implies, compared with the previous one: changes written, a source
@@ -259,13 +253,57 @@ fn events(
 pub(crate) async fn record_cleanup(credential: &RegistryCredential, ctx: &Context, namespaces: usize) {
     let event = Event {
         type_: EventType::Normal,
-        reason: "Cleanup".into(),
+        reason: Reason::Cleanup.to_string(),
         note: Some(format!("removed copies and ServiceAccount entries from {namespaces} namespaces")),
         action: "Cleanup".into(),
         secondary: None,
     };
     record(ctx, credential, event).await;
     ctx.metrics.forget_credential(&credential.name_any());
+}
+
+/// Shows in status what a cleanup could not remove yet (the finalizer stays and it is retried).
+pub(crate) async fn record_cleanup_failure(
+    credential: &RegistryCredential,
+    ctx: &Context,
+    outcomes: &BTreeMap<String, NamespaceOutcome>,
+) -> Result<()> {
+    let mut failures: Vec<SyncFailure> = outcomes
+        .iter()
+        .filter_map(|(namespace, outcome)| {
+            let failure = outcome.as_ref().err()?;
+            Some(SyncFailure {
+                namespace: namespace.clone(),
+                reason: failure.reason.to_string(),
+                message: failure.message.clone(),
+            })
+        })
+        .collect();
+    let message = format!("{} namespaces not cleaned up yet; retrying; see status.failures", failures.len());
+    failures.truncate(MAX_LISTED_FAILURES);
+    let mut status = credential.status.clone().unwrap_or_default();
+    let ready = condition(credential, "Ready", "False", Reason::CleanupFailed, message);
+    status.conditions.retain(|c| c.type_ != "Ready");
+    status.conditions.insert(0, ready);
+    status.failures = failures;
+    if credential.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    write(credential, ctx, &status).await
+}
+
+async fn write(credential: &RegistryCredential, ctx: &Context, status: &RegistryCredentialStatus) -> Result<()> {
+    let api: Api<RegistryCredential> = Api::all(ctx.client.clone());
+    let patch = json!({
+        "apiVersion": RegistryCredential::api_version(&()),
+        "kind": RegistryCredential::kind(&()),
+        "status": status,
+    });
+    ctx.metrics.api_write("registrycredential", "status");
+    api.patch_status(&credential.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::Status)?;
+    Ok(())
 }
 
 async fn record(ctx: &Context, credential: &RegistryCredential, event: Event) {
@@ -313,6 +351,18 @@ mod tests {
         assert_eq!(ready.observed_generation, Some(3));
         let retrying = &status.conditions[1];
         assert_eq!((retrying.type_.as_str(), retrying.status.as_str()), ("Reconciling", "True"), "API failures retry");
+    }
+
+    #[test]
+    fn a_failed_prune_is_listed_and_keeps_ready_false() {
+        let matched = BTreeSet::from(["a".to_owned()]);
+        let outcomes = BTreeMap::from([("gone".to_owned(), Err(failure(Reason::SecretDeleteFailed, "denied")))]);
+        let status = desired_status(&credential(), &matched, &BTreeMap::new(), &outcomes, Ok(&source()), true);
+        assert_eq!(status.failures.len(), 1);
+        assert!(status.failures[0].message.starts_with("pruning a namespace that stopped matching"));
+        assert_eq!(status.namespaces, Some(NamespaceCounts { matched: 1, synced: 1, failed: 0 }));
+        assert_eq!(status.conditions[0].status, "False");
+        assert_eq!(status.conditions[1].type_, "Reconciling");
     }
 
     #[test]

@@ -203,3 +203,27 @@ async fn a_name_too_long_for_a_label_is_refused_at_apply_time() {
     let error = api.create(&PostParams::default(), &credential).await.expect_err("a 64-character name is refused");
     assert!(error.to_string().contains("at most 63 characters"), "{error}");
 }
+
+#[tokio::test]
+async fn an_adopt_that_cannot_succeed_is_reported_and_never_attempted() {
+    let admin = cluster_or_skip!();
+    let fx = Fixture::start(admin.clone(), "adopt-impossible", &[]).await;
+    fx.put_source("pull", &docker_config("registry.example.test", "ci", "pw")).await;
+    let namespace = fx.namespace(false).await;
+    // Someone's Opaque Secret of the copy's name: a Secret's type cannot change.
+    let theirs: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "regcred"}, "type": "Opaque", "stringData": {"k": "v"}}))
+            .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace.name);
+    let theirs = secrets.create(&PostParams::default(), &theirs).await.unwrap();
+    relabel(&admin, &namespace.name, &fx.instance).await;
+    let credential = fx.apply(&fx.credential("main", json!({"onConflict": "Adopt"}))).await;
+    let failed = fx.wait_ready(&credential, "False", "SyncFailed").await;
+    assert_eq!(failure_reasons(&failed), vec![(namespace.name.clone(), "AdoptImpossible".to_owned())]);
+    let message = &failed.status.unwrap().failures[0].message;
+    assert!(message.contains("Opaque"), "{message}");
+    let writes = fx.operator.writes("secret").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(fx.operator.writes("secret").await, writes, "no write attempted");
+    assert_eq!(secrets.get("regcred").await.unwrap().resource_version(), theirs.resource_version());
+}
