@@ -14,7 +14,7 @@ use clap::{Args, ValueEnum};
 
 pub use check::Code;
 use check::{Finding, Report, Severity, check};
-use manifest::{Document, parse_documents};
+use manifest::{Document, MAX_INPUT_BYTES, parse_documents};
 
 /// Rounds of fixing: a rename can reveal a namespace move, which the next round makes.
 const FIX_ROUNDS: usize = 5;
@@ -79,14 +79,15 @@ fn load(paths: &[PathBuf], stdin: &mut dyn Read, stderr: &mut dyn Write) -> (Vec
     }
     for file in files {
         let (name, text) = if file.as_os_str() == "-" {
-            let mut text = String::new();
-            ("<stdin>".to_owned(), stdin.read_to_string(&mut text).map(|_| text))
+            ("<stdin>".to_owned(), read_bounded(stdin))
         } else {
-            (file.display().to_string(), std::fs::read_to_string(&file))
+            (file.display().to_string(), std::fs::File::open(&file).and_then(|mut f| read_bounded(&mut f)))
         };
-        let parsed = text
-            .map_err(|error| format!("cannot read {name}: {error}"))
-            .and_then(|text| parse_documents(&name, &text).map_err(|error| format!("not YAML or JSON: {error}")));
+        let parsed = match text {
+            Ok(Some(text)) => parse_documents(&name, &text).map_err(|error| error.to_string()),
+            Ok(None) => Err(format!("{name}: refused: larger than {} MiB", MAX_INPUT_BYTES / (1024 * 1024))),
+            Err(error) => Err(format!("cannot read {name}: {error}")),
+        };
         match parsed {
             Ok(parsed) => documents.extend(parsed),
             Err(message) => {
@@ -96,6 +97,17 @@ fn load(paths: &[PathBuf], stdin: &mut dyn Read, stderr: &mut dyn Write) -> (Vec
         }
     }
     (documents, unreadable)
+}
+
+/// The whole input as text, or `None` when it is larger than [`MAX_INPUT_BYTES`]; never reads
+/// more than one byte past the limit.
+fn read_bounded(input: &mut dyn Read) -> std::io::Result<Option<String>> {
+    let mut bytes = Vec::new();
+    input.take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Ok(None);
+    }
+    String::from_utf8(bytes).map(Some).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 fn collect_files(path: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
