@@ -65,6 +65,18 @@ pub fn run(args: &LintArgs, stdin: &mut dyn Read, stdout: &mut dyn Write, stderr
     }
 }
 
+/// Lints `text` as one manifest file, without files or stdout: the number of findings and the
+/// manifests `--fix` would write, or why the text was refused. The path `run` takes, for the
+/// fuzz target.
+pub fn lint_text(text: &str) -> Result<(usize, String), String> {
+    let documents = parse_documents("<input>", text).map_err(|error| error.to_string())?;
+    let findings = check(&documents).findings.len();
+    let (fixed, _) = fix(documents);
+    let mut written = Vec::new();
+    write_documents(&fixed, &mut written);
+    Ok((findings, String::from_utf8_lossy(&written).into_owned()))
+}
+
 /// Every document of every path, in the order given (directories sorted); unreadable inputs are
 /// reported on `stderr` and flagged.
 fn load(paths: &[PathBuf], stdin: &mut dyn Read, stderr: &mut dyn Write) -> (Vec<Document>, bool) {
