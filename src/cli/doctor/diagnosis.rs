@@ -176,9 +176,7 @@ pub(crate) fn diagnose(evidence: &Evidence) -> Diagnosis {
             summary: format!("no pull secret of the Pod covers registry {registry} (container {})", check.container),
             details,
             commands: vec![
-                format!(
-                    "kubectl get secret {target} -n {namespace} -o jsonpath='{{.data.\\{DOCKER_CONFIG_JSON_KEY}}}' | base64 -d | regcred-operator normalize"
-                ),
+                check_secret_command(target, &namespace, DOCKER_CONFIG_JSON_KEY),
                 format!(
                     "kubectl create secret docker-registry {target} -n {namespace} --docker-server={registry} --docker-username=<user> --docker-password=<password> --dry-run=client -o yaml | kubectl apply -f -"
                 ),
@@ -260,7 +258,7 @@ fn quoted_image(message: &str) -> Option<&str> {
     Some(&rest[..rest.find('"')?])
 }
 
-fn one_line(message: &str) -> String {
+pub(crate) fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -279,12 +277,7 @@ fn unusable_cause(name: &str, namespace: &str, reading: &PullSecretReading) -> O
             (
                 format!("pull secret {name:?} holds an invalid docker config"),
                 problems.into_iter().map(|p| format!("{data_key}: {p}")).collect(),
-                vec![
-                    format!(
-                        "kubectl get secret {name} -n {namespace} -o jsonpath='{{.data.\\{data_key}}}' | base64 -d | regcred-operator normalize"
-                    ),
-                    recreate,
-                ],
+                vec![check_secret_command(name, namespace, data_key), recreate],
             )
         }
         PullSecretReading::WrongType { secret_type, data_key, expected_type } => (
@@ -399,12 +392,18 @@ fn listed(items: &[&str]) -> String {
     shown
 }
 
+/// Checks a Secret's docker config without showing it: `normalize` prints the problems on stderr
+/// and the config, credentials included, on stdout, which goes nowhere.
+fn check_secret_command(name: &str, namespace: &str, data_key: &str) -> String {
+    format!(
+        "kubectl get secret {name} -n {namespace} -o jsonpath='{{.data.\\{data_key}}}' | base64 -d | regcred-operator normalize >/dev/null   # problems on stderr; credentials not shown"
+    )
+}
+
 /// Checks a Secret's docker config, then copies it under the wanted name and namespace.
 fn copy_secret(from_namespace: &str, from: &str, to_namespace: &str, to: &str) -> [String; 2] {
     [
-        format!(
-            "kubectl get secret {from} -n {from_namespace} -o jsonpath='{{.data.\\{DOCKER_CONFIG_JSON_KEY}}}' | base64 -d | regcred-operator normalize   # check it first"
-        ),
+        format!("{}; check it first", check_secret_command(from, from_namespace, DOCKER_CONFIG_JSON_KEY)),
         format!(
             "kubectl get secret {from} -n {from_namespace} -o json | jq '.metadata |= {{name: \"{to}\", namespace: \"{to_namespace}\"}}' | kubectl apply -f -"
         ),
