@@ -6,6 +6,7 @@
 
 mod check;
 pub(crate) mod manifest;
+mod set;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
