@@ -11,16 +11,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
 use clap::{Args, Subcommand};
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::admissionregistration::v1::{MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Node, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, ObjectList, PartialObjectMeta};
 use kube::{Api, Client, ResourceExt};
 use thiserror::Error;
 
-use diagnosis::{Diagnosis, Evidence, PodEvent, SecretLookup, diagnose, one_line};
+use diagnosis::{
+    Admission, Context, Diagnosis, Evidence, PodEvent, SecretLookup, diagnose, injection_coverage, one_line,
+};
 
 use crate::cli::near_miss::near_misses;
 use crate::crd::RegistryCredential;
+use crate::crd::selection::{selects_namespace, selects_service_account};
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
@@ -115,19 +120,35 @@ async fn gather(client: &Client, namespace: &str, name: &str) -> Result<(Evidenc
             }
         };
 
-    let names: BTreeSet<String> = spec
+    let credentials = match Api::<RegistryCredential>::all(client.clone()).list(&ListParams::default()).await {
+        Ok(list) => list.items,
+        Err(error) => {
+            note("RegistryCredentials", error);
+            Vec::new()
+        }
+    };
+
+    let named: BTreeSet<String> = spec
         .image_pull_secrets
         .iter()
         .flatten()
         .chain(service_account.iter().flat_map(|sa| sa.image_pull_secrets.iter().flatten()))
         .map(|reference| reference.name.clone())
         .collect();
+    // The copies of the credentials that select the Pod, to tell when they appeared.
+    let labels = namespace_labels.clone().unwrap_or_default();
+    let copies = credentials
+        .iter()
+        .filter(|c| selects_namespace(&c.spec, namespace, &labels) && selects_service_account(&c.spec, &account_name))
+        .map(|c| c.spec.secret_name.clone());
+    let names: BTreeSet<String> = named.iter().cloned().chain(copies).collect();
     let secrets_api = Api::<Secret>::namespaced(client.clone(), namespace);
     let mut secrets = BTreeMap::new();
     for secret_name in &names {
         let lookup = match secrets_api.get_opt(secret_name).await {
             Ok(Some(secret)) => SecretLookup::Found {
                 secret_type: secret.type_.clone(),
+                created: secret.metadata.creation_timestamp.as_ref().map(|t| t.0),
                 data: secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect(),
             },
             Ok(None) => SecretLookup::Missing,
@@ -136,10 +157,10 @@ async fn gather(client: &Client, namespace: &str, name: &str) -> Result<(Evidenc
         secrets.insert(secret_name.clone(), lookup);
     }
 
-    let missing: Vec<&str> = secrets
+    let missing: Vec<&str> = named
         .iter()
-        .filter(|(_, lookup)| matches!(lookup, SecretLookup::Missing))
-        .map(|(name, _)| name.as_str())
+        .filter(|name| matches!(secrets.get(*name), Some(SecretLookup::Missing)))
+        .map(String::as_str)
         .collect();
     let mut secret_names = Vec::new();
     if !missing.is_empty() {
@@ -160,17 +181,73 @@ async fn gather(client: &Client, namespace: &str, name: &str) -> Result<(Evidenc
         }
     }
 
-    let credentials = match Api::<RegistryCredential>::all(client.clone()).list(&ListParams::default()).await {
-        Ok(list) => list.items,
-        Err(error) => {
-            note("RegistryCredentials", error);
-            Vec::new()
-        }
-    };
-
     let events = pod_events(client, &pod, &mut note).await;
-    let evidence = Evidence { pod, namespace_labels, service_account, secrets, secret_names, credentials, events };
+    let admission = admission(client).await;
+    let kubelet_version = match spec.node_name.as_deref() {
+        Some(node) => match Api::<Node>::all(client.clone()).get_opt(node).await {
+            Ok(found) => found.and_then(|n| n.status?.node_info).map(|info| info.kubelet_version),
+            Err(error) => {
+                note("the Node's kubelet version", error);
+                None
+            }
+        },
+        None => None,
+    };
+    let workload = match pod.owner_references().iter().find(|o| o.controller == Some(true)) {
+        Some(owner) if owner.kind == "ReplicaSet" => {
+            match Api::<ReplicaSet>::namespaced(client.clone(), namespace).get_opt(&owner.name).await {
+                Ok(found) => found.and_then(|rs| {
+                    let owner = rs.owner_references().iter().find(|o| o.controller == Some(true))?.clone();
+                    Some((owner.kind, owner.name))
+                }),
+                Err(error) => {
+                    note("the Pod's ReplicaSet", error);
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let evidence = Evidence {
+        pod,
+        namespace_labels,
+        service_account,
+        secrets,
+        secret_names,
+        credentials,
+        events,
+        admission,
+        kubelet_version,
+        workload,
+    };
     Ok((evidence, unchecked))
+}
+
+/// Whether a MutatingAdmissionPolicy that takes RegistryCredentials as parameters is installed,
+/// and bound.
+async fn admission(client: &Client) -> Admission {
+    let policies = Api::<MutatingAdmissionPolicy>::all(client.clone());
+    let policy = match policies.list(&ListParams::default()).await {
+        Ok(list) => list.items.into_iter().find(|policy| {
+            policy.spec.as_ref().and_then(|s| s.param_kind.as_ref()).is_some_and(|kind| {
+                kind.kind.as_deref() == Some("RegistryCredential")
+                    && kind.api_version.as_deref().is_some_and(|v| v.starts_with("regcred.dev/"))
+            })
+        }),
+        Err(kube::Error::Api(status)) if status.code == 404 => return Admission::NotServed,
+        Err(error) => return Admission::Unknown(error.to_string()),
+    };
+    let Some(policy) = policy.map(|p| p.name_any()) else { return Admission::NotInstalled };
+    match Api::<MutatingAdmissionPolicyBinding>::all(client.clone()).list(&ListParams::default()).await {
+        Ok(list) => {
+            let bound =
+                list.items.iter().any(|b| b.spec.as_ref().and_then(|s| s.policy_name.as_deref()) == Some(&policy));
+            if bound { Admission::Active { policy } } else { Admission::Unbound { policy } }
+        }
+        Err(error) => {
+            Admission::Unknown(format!("MutatingAdmissionPolicy {policy} is installed; its bindings: {error}"))
+        }
+    }
 }
 
 /// Secrets listed per request, so that no response holds every Secret of a large cluster.
@@ -365,6 +442,11 @@ fn print_report(evidence: &Evidence, diagnosis: &Diagnosis, unchecked: &[String]
         let _ = writeln!(out, "  (ServiceAccount {account} not found)");
     }
 
+    let _ = writeln!(out, "\nAdmission injection:");
+    for line in injection_coverage(&Context::new(evidence)) {
+        let _ = writeln!(out, "  {line}");
+    }
+
     let _ = writeln!(out, "\nEvents:");
     if evidence.events.is_empty() {
         let _ = writeln!(out, "  none");
@@ -402,7 +484,7 @@ fn print_report(evidence: &Evidence, diagnosis: &Diagnosis, unchecked: &[String]
 /// A Secret by type and state; never its data.
 fn describe(lookup: Option<&SecretLookup>) -> String {
     match lookup {
-        Some(SecretLookup::Found { secret_type, data }) => {
+        Some(SecretLookup::Found { secret_type, data, .. }) => {
             let keys: Vec<&str> = data.keys().map(String::as_str).collect();
             format!("type {}, keys {keys:?}", secret_type.as_deref().unwrap_or("Opaque"))
         }
