@@ -366,3 +366,70 @@ async fn event_text_is_escaped_and_no_suggested_command_shows_a_credential() {
         assert!(!output.contains(&STANDARD.encode(format!("robot:{sentinel}"))), "`{command}`: {output}");
     }
 }
+
+#[tokio::test]
+async fn own_pull_secrets_hide_the_service_accounts_and_the_pod_predates_its_copy() {
+    let client = cluster_or_skip!();
+    install_crd(&client).await;
+    let namespace = TestNamespace::create(&client, "doctor-own", &[]).await;
+    let quay = docker_config(json!({"quay.io": {"username": "robot", "password": "p"}}));
+    put_secret(&client, &namespace.name, "quay-pull", "kubernetes.io/dockerconfigjson", ".dockerconfigjson", quay)
+        .await;
+    create_pod(
+        &client,
+        &namespace.name,
+        "chart-app",
+        json!({"imagePullSecrets": [{"name": "quay-pull"}],
+               "containers": [{"name": "app", "image": "registry.internal.corp/app:1"}]}),
+    )
+    .await;
+    // The credential arrives after the Pod: its copy, and the ServiceAccount entry the operator adds.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let corp = docker_config(json!({"registry.internal.corp": {"username": "svc", "password": "p"}}));
+    put_secret(&client, &namespace.name, "regcred", "kubernetes.io/dockerconfigjson", ".dockerconfigjson", corp).await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace.name);
+    accounts
+        .patch("default", &PatchParams::default(), &Patch::Merge(&json!({"imagePullSecrets": [{"name": "regcred"}]})))
+        .await
+        .unwrap();
+    let credential: RegistryCredential = serde_json::from_value(json!({
+        "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential",
+        "metadata": {"name": format!("doctor-own-{}", std::process::id())},
+        "spec": {"source": {"secretRef": {"namespace": "regcred-system", "name": "corp-pull"}},
+                 "namespaces": {"include": [namespace.name.as_str()]}},
+    }))
+    .unwrap();
+    let credentials: Api<RegistryCredential> = Api::all(client.clone());
+    credentials.create(&PostParams::default(), &credential).await.unwrap();
+
+    let out = doctor("chart-app", &namespace.name).await;
+    let report = text(&out.stdout);
+    credentials.delete(&credential.name_any(), &Default::default()).await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{report}{}", text(&out.stderr));
+    let causes = causes(&report);
+    assert!(causes.contains(&"the Pod's own pull secrets hide ServiceAccount default's [\"regcred\"]"), "{report}");
+    let predates = format!(
+        "the Pod was created before Secret \"regcred\" of RegistryCredential {} existed",
+        credential.name_any()
+    );
+    assert!(causes.contains(&predates.as_str()), "{report}");
+    assert!(
+        report.contains("\"regcred\" of ServiceAccount default covers registry registry.internal.corp (container app)")
+    );
+    assert!(
+        report.contains(&format!(
+            "$ kubectl delete pod chart-app -n {} && kubectl apply -f <its manifest>",
+            namespace.name
+        )),
+        "{report}"
+    );
+    assert!(report.contains("\nAdmission injection:\n"), "{report}");
+    assert!(
+        report.contains(&format!(
+            "RegistryCredential {} selects namespace {} and ServiceAccount default: ",
+            credential.name_any(),
+            namespace.name
+        )),
+        "{report}"
+    );
+}

@@ -192,9 +192,11 @@ pub(crate) const DETECTORS: &[Detector] = &[
     Detector { name: "sandbox image", detect: sandbox_image },
     Detector { name: "pull secret unreadable or unusable", detect: pull_secrets_unusable },
     Detector { name: "pull secret missing", detect: pull_secrets_missing },
-    Detector { name: "registry not covered", detect: registry_not_covered },
+    // Before `registry not covered`, of equal rank: a hidden ServiceAccount entry is the likelier fix.
     Detector { name: "own pull secrets hide the ServiceAccount's", detect: own_pull_secrets_hide_service_account },
-    Detector { name: "no pull secret", detect: no_pull_secret },
+    Detector { name: "registry not covered", detect: registry_not_covered },
+    Detector { name: "ServiceAccount patched after the Pod", detect: service_account_patched_after_the_pod },
+    Detector { name: "nothing provides a pull secret", detect: nothing_provides_a_pull_secret },
     Detector { name: "created before the secret", detect: created_before_the_secret },
     Detector { name: "cached image needs the Pod's own credential", detect: cached_image_needs_own_credential },
     Detector { name: "credentials refused", detect: credentials_refused },
@@ -288,14 +290,6 @@ fn registry_not_covered(context: &Context) -> Vec<Cause> {
         });
     }
     causes
-}
-
-/// The Pod's spec lists no pull secret although one of its images needs a credential.
-fn no_pull_secret(context: &Context) -> Vec<Cause> {
-    if !context.pod_secrets.is_empty() || context.uncovered_private_images().next().is_none() {
-        return Vec::new();
-    }
-    no_pull_secret_causes(context.evidence, &context.namespace, &context.account)
 }
 
 /// Every image is covered, yet the registry answered 401/403 to a pull.
@@ -572,7 +566,11 @@ fn recreate_commands(context: &Context) -> Vec<String> {
 /// A JSON patch that appends the pull secrets to the template of the workload that creates the Pod.
 fn add_to_template_commands(context: &Context, names: &[String]) -> Vec<String> {
     let Some(owner) = controller_of(&context.evidence.pod) else {
-        return vec![format!("add {names:?} to imagePullSecrets in the Pod's manifest, then create it again")];
+        return vec![format!(
+            "kubectl delete pod {} -n {} && kubectl apply -f <its manifest>   # after adding {names:?} to its imagePullSecrets",
+            context.evidence.pod.name_any(),
+            context.namespace
+        )];
     };
     let Some((kind, name)) = restartable(context, &owner) else { return Vec::new() };
     let patch: Vec<String> = names
@@ -800,43 +798,62 @@ fn copy_secret(from_namespace: &str, from: &str, to_namespace: &str, to: &str) -
     ]
 }
 
-/// Why the Pod's spec has no pull secret: the race with the ServiceAccount, or nothing provides one.
-fn no_pull_secret_causes(evidence: &Evidence, namespace: &str, account: &str) -> Vec<Cause> {
-    let sa_secrets = evidence.service_account_pull_secrets();
-    if !sa_secrets.is_empty() {
-        let created_at = evidence.pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        let patched = evidence.service_account.as_ref().and_then(pull_secrets_written);
-        let created = created_at.map_or_else(|| "its creation".to_owned(), |t| t.to_string());
-        // Admission copies the ServiceAccount's entries into a Pod that lists none, so an empty
-        // list proves the ServiceAccount had none then. managedFields adds the time when the API
-        // server kept it (it keeps none on objects created without any, like default accounts).
-        let mut details = vec![
-            format!(
-                "the Pod lists no imagePullSecrets; the ServiceAccount admission plugin would have copied {account}'s into it, so {account} had none at {created}"
-            ),
-            format!("ServiceAccount {account} lists {sa_secrets:?} now: it was patched after the Pod was created"),
-        ];
-        match &patched {
-            Some((manager, at)) if created_at.is_none_or(|c| c < *at) => {
-                details.push(format!("{manager} wrote its imagePullSecrets at {at}"))
-            }
-            Some((manager, at)) => details.push(format!(
-                "{manager} last wrote its imagePullSecrets at {at}, not after the Pod was created: is the ServiceAccount admission plugin disabled?"
-            )),
-            None => {}
-        }
-        let owner = evidence.pod.owner_references().first().map(|o| format!("{} {}", o.kind, o.name));
-        let recreate = format!("kubectl delete pod {} -n {namespace}", evidence.pod.name_any());
-        return vec![Cause {
-            rank: RANK_RACE,
-            summary: format!("the Pod was created before ServiceAccount {account} had its pull secrets"),
-            details,
-            commands: vec![match owner {
-                Some(owner) => format!("{recreate}   # {owner} creates a new one, which gets {sa_secrets:?}"),
-                None => format!("{recreate} && kubectl apply -f <its manifest>"),
-            }],
-        }];
+/// The Pod lists no pull secret, though its ServiceAccount lists some now: it was patched after
+/// the Pod was created, and admission copied nothing.
+fn service_account_patched_after_the_pod(context: &Context) -> Vec<Cause> {
+    let sa_secrets = context.evidence.service_account_pull_secrets();
+    if !context.pod_secrets.is_empty() || sa_secrets.is_empty() || context.uncovered_private_images().next().is_none() {
+        return Vec::new();
     }
+    vec![race_cause(context.evidence, &context.namespace, &context.account, &sa_secrets)]
+}
+
+/// The Pod and its ServiceAccount list no pull secret: which RegistryCredential could, and why not.
+fn nothing_provides_a_pull_secret(context: &Context) -> Vec<Cause> {
+    let sa_secrets = context.evidence.service_account_pull_secrets();
+    if !context.pod_secrets.is_empty() || !sa_secrets.is_empty() || context.uncovered_private_images().next().is_none()
+    {
+        return Vec::new();
+    }
+    vec![not_provided_cause(context.evidence, &context.namespace, &context.account)]
+}
+
+fn race_cause(evidence: &Evidence, namespace: &str, account: &str, sa_secrets: &[String]) -> Cause {
+    let created_at = evidence.pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let patched = evidence.service_account.as_ref().and_then(pull_secrets_written);
+    let created = created_at.map_or_else(|| "its creation".to_owned(), |t| t.to_string());
+    // Admission copies the ServiceAccount's entries into a Pod that lists none, so an empty
+    // list proves the ServiceAccount had none then. managedFields adds the time when the API
+    // server kept it (it keeps none on objects created without any, like default accounts).
+    let mut details = vec![
+        format!(
+            "the Pod lists no imagePullSecrets; the ServiceAccount admission plugin would have copied {account}'s into it, so {account} had none at {created}"
+        ),
+        format!("ServiceAccount {account} lists {sa_secrets:?} now: it was patched after the Pod was created"),
+    ];
+    match &patched {
+        Some((manager, at)) if created_at.is_none_or(|c| c < *at) => {
+            details.push(format!("{manager} wrote its imagePullSecrets at {at}"))
+        }
+        Some((manager, at)) => details.push(format!(
+            "{manager} last wrote its imagePullSecrets at {at}, not after the Pod was created: is the ServiceAccount admission plugin disabled?"
+        )),
+        None => {}
+    }
+    let owner = evidence.pod.owner_references().first().map(|o| format!("{} {}", o.kind, o.name));
+    let recreate = format!("kubectl delete pod {} -n {namespace}", evidence.pod.name_any());
+    Cause {
+        rank: RANK_RACE,
+        summary: format!("the Pod was created before ServiceAccount {account} had its pull secrets"),
+        details,
+        commands: vec![match owner {
+            Some(owner) => format!("{recreate}   # {owner} creates a new one, which gets {sa_secrets:?}"),
+            None => format!("{recreate} && kubectl apply -f <its manifest>"),
+        }],
+    }
+}
+
+fn not_provided_cause(evidence: &Evidence, namespace: &str, account: &str) -> Cause {
     let mut details = vec![format!("neither the Pod spec nor ServiceAccount {account} lists a pull secret")];
     let mut commands = Vec::new();
     if evidence.credentials.is_empty() {
@@ -869,12 +886,12 @@ fn no_pull_secret_causes(evidence: &Evidence, namespace: &str, account: &str) ->
     if evidence.service_account.is_none() {
         details.push(format!("ServiceAccount {account} does not exist"));
     }
-    vec![Cause {
+    Cause {
         rank: RANK_NOT_PROVIDED,
         summary: format!("ServiceAccount {account} has no pull secret, so the Pod got none"),
         details,
         commands,
-    }]
+    }
 }
 
 /// The RegistryCredentials, those nearest to serving this Pod first: selecting its namespace and
@@ -1209,6 +1226,16 @@ mod tests {
             ]
         );
 
+        let mut bare = own_list_evidence();
+        bare.pod.metadata.owner_references = None;
+        let causes = own_pull_secrets_hide_service_account(&Context::new(&bare));
+        assert_eq!(
+            causes[0].commands,
+            [
+                "kubectl delete pod web-1 -n shop && kubectl apply -f <its manifest>   # after adding [\"regcred\"] to its imagePullSecrets"
+            ]
+        );
+
         // With injection, a Pod created again gets the copy appended to its own list.
         let mut injected = own_list_evidence();
         injected.admission = Admission::Active { policy: "p".into() };
@@ -1349,10 +1376,17 @@ mod tests {
         let mut evidence = own_list_evidence();
         evidence.pod.spec.as_mut().unwrap().image_pull_secrets = None;
         evidence.service_account = Some(account(&[]));
-        let causes = no_pull_secret(&Context::new(&evidence));
+        let causes = nothing_provides_a_pull_secret(&Context::new(&evidence));
         assert_eq!(summaries(&causes), ["ServiceAccount default has no pull secret, so the Pod got none"]);
         assert!(causes[0].details.contains(&"no RegistryCredential exists to provide one".to_owned()));
-        assert!(no_pull_secret(&Context::new(&own_list_evidence())).is_empty(), "the Pod lists its own");
+        assert!(
+            nothing_provides_a_pull_secret(&Context::new(&own_list_evidence())).is_empty(),
+            "the Pod lists its own"
+        );
+        evidence.service_account = Some(account(&["regcred"]));
+        assert!(nothing_provides_a_pull_secret(&Context::new(&evidence)).is_empty());
+        let race = service_account_patched_after_the_pod(&Context::new(&evidence));
+        assert_eq!(summaries(&race), ["the Pod was created before ServiceAccount default had its pull secrets"]);
     }
 
     #[test]
