@@ -12,7 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::cli::near_miss::near_misses;
-use crate::crd::selection::{SYSTEM_NAMESPACES, glob_matches, selects_namespace, selects_service_account};
+use crate::crd::selection::{SYSTEM_NAMESPACES, glob_matches, selects_namespace_reserving, selects_service_account};
 use crate::crd::{NamespaceFilter, RegistryCredential, RegistryCredentialSpec};
 use crate::credential::pull_secret::{
     DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, PullSecretReading, read_pull_secret,
@@ -43,6 +43,12 @@ pub(crate) struct Evidence {
 }
 
 impl Evidence {
+    /// The namespaces the operator reads sources from, as far as the credentials tell: a source
+    /// is refused anywhere else, and these namespaces are selected only by name.
+    pub(crate) fn reserved_namespaces(&self) -> Vec<String> {
+        reserved_namespaces(&self.credentials)
+    }
+
     /// The `imagePullSecrets` entries of the Pod's ServiceAccount as it is now.
     pub(crate) fn service_account_pull_secrets(&self) -> Vec<String> {
         self.service_account
@@ -63,6 +69,14 @@ pub(crate) enum SecretLookup {
     Missing,
     /// It could not be read (e.g. forbidden): the reason.
     Unreadable(String),
+}
+
+/// The namespaces of the credentials' sources: the operator trusts them for sources, and selects
+/// them only by an exact include entry.
+pub(crate) fn reserved_namespaces(credentials: &[RegistryCredential]) -> Vec<String> {
+    let sources = credentials.iter().filter_map(|c| c.spec.source.secret_ref.as_ref());
+    let namespaces: BTreeSet<String> = sources.map(|source| source.namespace.clone()).collect();
+    namespaces.into_iter().collect()
 }
 
 /// The MutatingAdmissionPolicy that appends a RegistryCredential's copy to new Pods.
@@ -375,14 +389,13 @@ fn injection(credential: &RegistryCredential, admission: &Admission) -> Injectio
 /// controller and the admission policy share.
 fn selecting_credentials<'e>(context: &Context<'e>) -> Vec<&'e RegistryCredential> {
     let labels = context.evidence.namespace_labels.clone().unwrap_or_default();
+    let reserved = context.evidence.reserved_namespaces();
+    let (namespace, account) = (&context.namespace, &context.account);
     context
         .evidence
         .credentials
         .iter()
-        .filter(|c| {
-            selects_namespace(&c.spec, &context.namespace, &labels)
-                && selects_service_account(&c.spec, &context.account)
-        })
+        .filter(|c| c.spec.selects_pods_of(namespace, &labels, account, &reserved))
         .collect()
 }
 
@@ -758,8 +771,13 @@ fn missing_cause(name: &str, namespace: &str, evidence: &Evidence) -> Cause {
         details.push(format!(
             "RegistryCredential {} makes Secret {name:?}, but not here: {}",
             credential.name_any(),
-            why_not_selected(credential, namespace, evidence.namespace_labels.as_ref())
-                .unwrap_or_else(|| sync_state(credential, namespace))
+            why_not_selected(
+                credential,
+                namespace,
+                evidence.namespace_labels.as_ref(),
+                &evidence.reserved_namespaces()
+            )
+            .unwrap_or_else(|| sync_state(credential, namespace))
         ));
     }
     if makers.len() > SHOWN {
@@ -864,16 +882,21 @@ fn not_provided_cause(evidence: &Evidence, namespace: &str, account: &str) -> Ca
         );
     }
     for credential in by_relevance(evidence, namespace).into_iter().take(SHOWN) {
-        let reason = why_not_selected(credential, namespace, evidence.namespace_labels.as_ref())
-            .or_else(|| {
-                (!selects_service_account(&credential.spec, account)).then(|| {
-                    format!(
-                        "spec.serviceAccounts.names {:?} does not include {account}",
-                        credential.spec.service_accounts.names
-                    )
-                })
+        let reason = why_not_selected(
+            credential,
+            namespace,
+            evidence.namespace_labels.as_ref(),
+            &evidence.reserved_namespaces(),
+        )
+        .or_else(|| {
+            (!selects_service_account(&credential.spec, account)).then(|| {
+                format!(
+                    "spec.serviceAccounts.names {:?} does not include {account}",
+                    credential.spec.service_accounts.names
+                )
             })
-            .unwrap_or_else(|| sync_state(credential, namespace));
+        })
+        .unwrap_or_else(|| sync_state(credential, namespace));
         details.push(format!("RegistryCredential {}: {reason}", credential.name_any()));
         commands.push(format!("kubectl describe registrycredential {}", credential.name_any()));
     }
@@ -904,7 +927,13 @@ fn by_relevance<'e>(evidence: &'e Evidence, namespace: &str) -> Vec<&'e Registry
         spec.containers.iter().filter_map(|c| ImageReference::parse(c.image.as_deref()?).ok()).collect();
     let mut credentials: Vec<&RegistryCredential> = evidence.credentials.iter().collect();
     credentials.sort_by_key(|credential| {
-        let selected = why_not_selected(credential, namespace, evidence.namespace_labels.as_ref()).is_none();
+        let selected = why_not_selected(
+            credential,
+            namespace,
+            evidence.namespace_labels.as_ref(),
+            &evidence.reserved_namespaces(),
+        )
+        .is_none();
         let distance = match (selected, selects_service_account(&credential.spec, &account)) {
             (true, true) => 0,
             (true, false) => 1,
@@ -940,10 +969,11 @@ fn why_not_selected(
     credential: &RegistryCredential,
     namespace: &str,
     labels: Option<&BTreeMap<String, String>>,
+    reserved: &[String],
 ) -> Option<String> {
     let spec = &credential.spec;
     let empty = BTreeMap::new();
-    if selects_namespace(spec, namespace, labels.unwrap_or(&empty)) {
+    if selects_namespace_reserving(spec, namespace, labels.unwrap_or(&empty), reserved) {
         return None;
     }
     let filter = &spec.namespaces;
@@ -952,9 +982,11 @@ fn why_not_selected(
         namespaces: NamespaceFilter { include: filter.include.clone(), exclude: Vec::new() },
         ..spec.clone()
     };
-    if !selects_namespace(&by_include, namespace, &empty) {
+    if !selects_namespace_reserving(&by_include, namespace, &empty, reserved) {
         return Some(if SYSTEM_NAMESPACES.contains(&namespace) {
             format!("{namespace} is a system namespace, selected only by an exact include entry")
+        } else if reserved.iter().any(|r| r == namespace) {
+            format!("{namespace} holds credential sources, selected only by an exact include entry")
         } else {
             format!("spec.namespaces.include {:?} does not match {namespace}", filter.include)
         });
@@ -1090,10 +1122,10 @@ mod tests {
             ),
         ];
         for (credential, namespace, expected) in cases {
-            assert_eq!(why_not_selected(&credential, namespace, Some(&team("search"))).as_deref(), Some(expected));
+            assert_eq!(why_not_selected(&credential, namespace, Some(&team("search")), &[]).as_deref(), Some(expected));
         }
         assert_eq!(
-            why_not_selected(&credential(&["*"], &[], Some("payments")), "production", Some(&team("payments"))),
+            why_not_selected(&credential(&["*"], &[], Some("payments")), "production", Some(&team("payments")), &[]),
             None
         );
     }
@@ -1205,6 +1237,17 @@ mod tests {
         evidence.credentials = vec![credential(&["other"], &[], None)];
         let lines = injection_coverage(&Context::new(&evidence));
         assert_eq!(lines[1], "no RegistryCredential selects namespace shop and ServiceAccount default");
+
+        // The namespace of the sources is selected by name only, as the controller and the policy do.
+        evidence.credentials = vec![credential(&["*"], &[], None)];
+        evidence.pod.metadata.namespace = Some("regcred-system".into());
+        let lines = injection_coverage(&Context::new(&evidence));
+        assert_eq!(lines[1], "no RegistryCredential selects namespace regcred-system and ServiceAccount default");
+        assert_eq!(
+            why_not_selected(&evidence.credentials[0], "regcred-system", None, &evidence.reserved_namespaces())
+                .as_deref(),
+            Some("regcred-system holds credential sources, selected only by an exact include entry")
+        );
     }
 
     #[test]

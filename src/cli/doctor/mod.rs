@@ -21,11 +21,11 @@ use thiserror::Error;
 
 use diagnosis::{
     Admission, Context, Diagnosis, Evidence, PodEvent, SecretLookup, diagnose, injection_coverage, one_line,
+    reserved_namespaces,
 };
 
 use crate::cli::near_miss::near_misses;
 use crate::crd::RegistryCredential;
-use crate::crd::selection::{selects_namespace, selects_service_account};
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
@@ -137,9 +137,10 @@ async fn gather(client: &Client, namespace: &str, name: &str) -> Result<(Evidenc
         .collect();
     // The copies of the credentials that select the Pod, to tell when they appeared.
     let labels = namespace_labels.clone().unwrap_or_default();
+    let reserved = reserved_namespaces(&credentials);
     let copies = credentials
         .iter()
-        .filter(|c| selects_namespace(&c.spec, namespace, &labels) && selects_service_account(&c.spec, &account_name))
+        .filter(|c| c.spec.selects_pods_of(namespace, &labels, &account_name, &reserved))
         .map(|c| c.spec.secret_name.clone());
     let names: BTreeSet<String> = named.iter().cloned().chain(copies).collect();
     let secrets_api = Api::<Secret>::namespaced(client.clone(), namespace);
