@@ -309,3 +309,74 @@ fn every_finding_code_is_documented_in_the_readme() {
         assert!(readme.contains(&format!("| `{}` |", code.id())), "README has no row for {}", code.id());
     }
 }
+
+/// Runs `lint FILE`, killed after `deadline` so that a runaway reader fails the test instead of
+/// hanging it.
+fn lint_file_within(file: &Path, deadline: std::time::Duration) -> Output {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regcred-operator"))
+        .args(["lint", file.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            panic!("lint {} ran longer than {deadline:?}", file.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Exit 2, and a reason on stderr that names the file and the limit.
+fn assert_refused(out: &Output, file: &Path, reason: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit code (a signal is None); stderr: {stderr}");
+    assert!(stderr.contains(file.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains(reason), "{stderr}");
+}
+
+#[test]
+fn an_alias_bomb_is_refused_with_exit_2() {
+    let dir = TempDir::new("alias-bomb");
+    // 342 bytes: nine levels, each alias repeating the level before nine times (9^9 strings).
+    let mut yaml = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    for (previous, name) in "abcdefgh".chars().zip("bcdefghi".chars()) {
+        let items = vec![format!("*{previous}"); 9].join(",");
+        yaml.push_str(&format!("{name}: &{name} [{items}]\n"));
+    }
+    let bomb = dir.write("bomb.yaml", &yaml);
+    let out = lint_file_within(&bomb, std::time::Duration::from_secs(20));
+    assert_refused(&out, &bomb, "aliases expand to more than 100000 nodes");
+}
+
+#[test]
+fn nesting_20000_deep_is_refused_with_exit_2_not_a_crash() {
+    let dir = TempDir::new("deep");
+    for (name, yaml) in [
+        ("block.yaml", format!("{}x\n", "- ".repeat(20_000))),
+        ("mapping.yaml", (0..2_000).map(|depth| format!("{}a:\n", " ".repeat(depth))).collect::<String>()),
+        ("flow.yaml", format!("{}{}\n", "[".repeat(20_000), "]".repeat(20_000))),
+    ] {
+        let file = dir.write(name, &yaml);
+        let out = lint_file_within(&file, std::time::Duration::from_secs(20));
+        assert_refused(&out, &file, "nesting deeper than 128 levels");
+    }
+}
+
+#[test]
+fn an_input_over_16_mib_is_refused_with_exit_2() {
+    let dir = TempDir::new("large");
+    let padding = format!("# {}\n", "x".repeat(1022));
+    let yaml = format!("{}kind: Pod\nmetadata: {{name: p}}\n", padding.repeat(16 * 1024 + 1));
+    let large = dir.write("large.yaml", &yaml);
+    let out = lint_file_within(&large, std::time::Duration::from_secs(20));
+    assert_refused(&out, &large, "larger than 16 MiB");
+    // Just under the limit, the same kind of file is read.
+    let fits = dir.write("fits.yaml", &format!("{}kind: Pod\nmetadata: {{name: p}}\n", padding.repeat(1024)));
+    assert_eq!(lint_file_within(&fits, std::time::Duration::from_secs(20)).status.code(), Some(0));
+}

@@ -306,3 +306,130 @@ async fn healthy_pod_and_missing_pod() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains(&format!("Pod {}/no-such-pod not found", namespace.name)));
 }
+
+/// Runs one suggested command as a user would paste it, with kubectl from `REGCRED_TOOLS_BIN`
+/// and this build of regcred-operator on PATH; `None` when kubectl is not available.
+async fn run_suggested(command: &str) -> Option<String> {
+    let tools = std::env::var_os("REGCRED_TOOLS_BIN").filter(|dir| !dir.is_empty())?;
+    let binary_dir = std::path::Path::new(env!("CARGO_BIN_EXE_regcred-operator")).parent().unwrap().to_owned();
+    let system = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = [std::path::PathBuf::from(tools), binary_dir].into_iter().chain(std::env::split_paths(&system));
+    let path = std::env::join_paths(dirs).unwrap();
+    let command = command.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh").args(["-c", &command]).env("PATH", path).output().unwrap()
+    })
+    .await
+    .unwrap();
+    Some(format!("{}{}", text(&out.stdout), text(&out.stderr)))
+}
+
+#[tokio::test]
+async fn event_text_is_escaped_and_no_suggested_command_shows_a_credential() {
+    let client = cluster_or_skip!();
+    let namespace = TestNamespace::create(&client, "doctor-hostile", &[]).await;
+    let sentinel = "Sentinel-Doctor-5c1d";
+    let config = docker_config(json!({"quay.io": {"username": "robot", "password": sentinel}}));
+    put_secret(&client, &namespace.name, "regcred", "kubernetes.io/dockerconfigjson", ".dockerconfigjson", config)
+        .await;
+    let pod = create_pod(
+        &client,
+        &namespace.name,
+        "hostile",
+        json!({"imagePullSecrets": [{"name": "regcred"}],
+               "containers": [{"name": "app", "image": "registry.internal.corp/app:1"}]}),
+    )
+    .await;
+    // Whoever can write Events in the namespace controls this text.
+    let hostile =
+        "Failed to pull image \"registry.internal.corp/app:1\": \u{1b}]0;owned\u{7}\u{1b}[2J\rall good \u{202e}";
+    kubelet_event(&client, &pod, "Failed\u{1b}[32m", hostile).await;
+
+    let out = doctor("hostile", &namespace.name).await;
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}{}", text(&out.stderr));
+    for raw in ['\u{1b}', '\u{7}', '\r', '\u{202e}'] {
+        assert!(!report.contains(raw), "{raw:?} reached the terminal: {report:?}");
+    }
+    assert!(report.contains("Warning Failed\\u{1b}[32m (x3)"), "{report}");
+    assert!(report.contains("\\u{1b}]0;owned\\u{7}\\u{1b}[2J all good \\u{202e}"), "{report}");
+
+    let commands: Vec<&str> = report.lines().filter_map(|line| line.trim_start().strip_prefix("$ ")).collect();
+    let reads_data: Vec<&str> = commands.iter().copied().filter(|c| c.contains("base64 -d")).collect();
+    assert!(!reads_data.is_empty(), "the uncovered registry suggests checking the Secret: {report}");
+    for command in reads_data {
+        let Some(output) = run_suggested(command).await else {
+            assert!(command.contains("regcred-operator normalize >/dev/null"), "{command}");
+            continue;
+        };
+        assert!(!output.contains(sentinel), "`{command}` shows the password: {output}");
+        assert!(!output.contains(&STANDARD.encode(format!("robot:{sentinel}"))), "`{command}`: {output}");
+    }
+}
+
+#[tokio::test]
+async fn own_pull_secrets_hide_the_service_accounts_and_the_pod_predates_its_copy() {
+    let client = cluster_or_skip!();
+    install_crd(&client).await;
+    let namespace = TestNamespace::create(&client, "doctor-own", &[]).await;
+    let quay = docker_config(json!({"quay.io": {"username": "robot", "password": "p"}}));
+    put_secret(&client, &namespace.name, "quay-pull", "kubernetes.io/dockerconfigjson", ".dockerconfigjson", quay)
+        .await;
+    create_pod(
+        &client,
+        &namespace.name,
+        "chart-app",
+        json!({"imagePullSecrets": [{"name": "quay-pull"}],
+               "containers": [{"name": "app", "image": "registry.internal.corp/app:1"}]}),
+    )
+    .await;
+    // The credential arrives after the Pod: its copy, and the ServiceAccount entry the operator adds.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let corp = docker_config(json!({"registry.internal.corp": {"username": "svc", "password": "p"}}));
+    put_secret(&client, &namespace.name, "regcred", "kubernetes.io/dockerconfigjson", ".dockerconfigjson", corp).await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace.name);
+    accounts
+        .patch("default", &PatchParams::default(), &Patch::Merge(&json!({"imagePullSecrets": [{"name": "regcred"}]})))
+        .await
+        .unwrap();
+    let credential: RegistryCredential = serde_json::from_value(json!({
+        "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential",
+        "metadata": {"name": format!("doctor-own-{}", std::process::id())},
+        "spec": {"source": {"secretRef": {"namespace": "regcred-system", "name": "corp-pull"}},
+                 "namespaces": {"include": [namespace.name.as_str()]}},
+    }))
+    .unwrap();
+    let credentials: Api<RegistryCredential> = Api::all(client.clone());
+    credentials.create(&PostParams::default(), &credential).await.unwrap();
+
+    let out = doctor("chart-app", &namespace.name).await;
+    let report = text(&out.stdout);
+    credentials.delete(&credential.name_any(), &Default::default()).await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{report}{}", text(&out.stderr));
+    let causes = causes(&report);
+    assert!(causes.contains(&"the Pod's own pull secrets hide ServiceAccount default's [\"regcred\"]"), "{report}");
+    let predates = format!(
+        "the Pod was created before Secret \"regcred\" of RegistryCredential {} existed",
+        credential.name_any()
+    );
+    assert!(causes.contains(&predates.as_str()), "{report}");
+    assert!(
+        report.contains("\"regcred\" of ServiceAccount default covers registry registry.internal.corp (container app)")
+    );
+    assert!(
+        report.contains(&format!(
+            "$ kubectl delete pod chart-app -n {} && kubectl apply -f <its manifest>",
+            namespace.name
+        )),
+        "{report}"
+    );
+    assert!(report.contains("\nAdmission injection:\n"), "{report}");
+    assert!(
+        report.contains(&format!(
+            "RegistryCredential {} selects namespace {} and ServiceAccount default: ",
+            credential.name_any(),
+            namespace.name
+        )),
+        "{report}"
+    );
+}

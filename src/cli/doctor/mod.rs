@@ -6,18 +6,25 @@
 
 pub(crate) mod diagnosis;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
 use clap::{Args, Subcommand};
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::admissionregistration::v1::{MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Node, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::ListParams;
+use kube::api::{ListParams, ObjectList, PartialObjectMeta};
 use kube::{Api, Client, ResourceExt};
 use thiserror::Error;
 
-use diagnosis::{Diagnosis, Evidence, PodEvent, SecretLookup, diagnose};
+use diagnosis::{
+    Admission, Context, Diagnosis, Evidence, PodEvent, SecretLookup, diagnose, injection_coverage, one_line,
+    reserved_namespaces,
+};
 
+use crate::cli::near_miss::near_misses;
 use crate::crd::RegistryCredential;
 
 #[derive(Debug, Args)]
@@ -69,11 +76,13 @@ pub async fn run(args: &DoctorArgs, stdout: &mut dyn Write, stderr: &mut dyn Wri
     match result {
         Ok((evidence, unchecked)) => {
             let diagnosis = diagnose(&evidence);
-            print_report(&evidence, &diagnosis, &unchecked, stdout);
+            let mut report = Vec::new();
+            print_report(&evidence, &diagnosis, &unchecked, &mut report);
+            let _ = stdout.write_all(terminal_safe(&String::from_utf8_lossy(&report)).as_bytes());
             if diagnosis.causes.is_empty() { 0 } else { 1 }
         }
         Err(error) => {
-            let _ = writeln!(stderr, "error: {error}");
+            let _ = writeln!(stderr, "error: {}", terminal_safe(&error.to_string()));
             2
         }
     }
@@ -111,46 +120,6 @@ async fn gather(client: &Client, namespace: &str, name: &str) -> Result<(Evidenc
             }
         };
 
-    let names: BTreeSet<String> = spec
-        .image_pull_secrets
-        .iter()
-        .flatten()
-        .chain(service_account.iter().flat_map(|sa| sa.image_pull_secrets.iter().flatten()))
-        .map(|reference| reference.name.clone())
-        .collect();
-    let secrets_api = Api::<Secret>::namespaced(client.clone(), namespace);
-    let mut secrets = BTreeMap::new();
-    for secret_name in &names {
-        let lookup = match secrets_api.get_opt(secret_name).await {
-            Ok(Some(secret)) => SecretLookup::Found {
-                secret_type: secret.type_.clone(),
-                data: secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect(),
-            },
-            Ok(None) => SecretLookup::Missing,
-            Err(error) => SecretLookup::Unreadable(error.to_string()),
-        };
-        secrets.insert(secret_name.clone(), lookup);
-    }
-
-    let mut secret_names = Vec::new();
-    if secrets.values().any(|lookup| matches!(lookup, SecretLookup::Missing)) {
-        // Metadata only: the search for near misses never reads another Secret's data.
-        let all = Api::<Secret>::all(client.clone()).list_metadata(&ListParams::default()).await;
-        let listed = match all {
-            Ok(list) => Ok(list),
-            Err(error) => {
-                note("Secret names in other namespaces", error);
-                secrets_api.list_metadata(&ListParams::default()).await
-            }
-        };
-        match listed {
-            Ok(list) => {
-                secret_names = list.items.iter().map(|s| (s.namespace().unwrap_or_default(), s.name_any())).collect()
-            }
-            Err(error) => note("Secret names in the namespace", error),
-        }
-    }
-
     let credentials = match Api::<RegistryCredential>::all(client.clone()).list(&ListParams::default()).await {
         Ok(list) => list.items,
         Err(error) => {
@@ -159,9 +128,204 @@ async fn gather(client: &Client, namespace: &str, name: &str) -> Result<(Evidenc
         }
     };
 
+    let named: BTreeSet<String> = spec
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .chain(service_account.iter().flat_map(|sa| sa.image_pull_secrets.iter().flatten()))
+        .map(|reference| reference.name.clone())
+        .collect();
+    // The copies of the credentials that select the Pod, to tell when they appeared.
+    let labels = namespace_labels.clone().unwrap_or_default();
+    let reserved = reserved_namespaces(&credentials);
+    let copies = credentials
+        .iter()
+        .filter(|c| c.spec.selects_pods_of(namespace, &labels, &account_name, &reserved))
+        .map(|c| c.spec.secret_name.clone());
+    let names: BTreeSet<String> = named.iter().cloned().chain(copies).collect();
+    let secrets_api = Api::<Secret>::namespaced(client.clone(), namespace);
+    let mut secrets = BTreeMap::new();
+    for secret_name in &names {
+        let lookup = match secrets_api.get_opt(secret_name).await {
+            Ok(Some(secret)) => SecretLookup::Found {
+                secret_type: secret.type_.clone(),
+                created: secret.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                data: secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect(),
+            },
+            Ok(None) => SecretLookup::Missing,
+            Err(error) => SecretLookup::Unreadable(error.to_string()),
+        };
+        secrets.insert(secret_name.clone(), lookup);
+    }
+
+    let missing: Vec<&str> = named
+        .iter()
+        .filter(|name| matches!(secrets.get(*name), Some(SecretLookup::Missing)))
+        .map(String::as_str)
+        .collect();
+    let mut secret_names = Vec::new();
+    if !missing.is_empty() {
+        // Metadata only, page by page, keeping only names that can matter: the search for near
+        // misses never reads another Secret's data, and its memory does not grow with the cluster.
+        let relevant = RelevantSecretNames { namespace, missing: &missing };
+        let all = Api::<Secret>::all(client.clone());
+        let listed = match secret_names_paged(&all, &relevant).await {
+            Ok(names) => Ok(names),
+            Err(error) => {
+                note("Secret names in other namespaces", error);
+                secret_names_paged(&secrets_api, &relevant).await
+            }
+        };
+        match listed {
+            Ok(names) => secret_names = names,
+            Err(error) => note("Secret names in the namespace", error),
+        }
+    }
+
     let events = pod_events(client, &pod, &mut note).await;
-    let evidence = Evidence { pod, namespace_labels, service_account, secrets, secret_names, credentials, events };
+    let admission = admission(client).await;
+    let kubelet_version = match spec.node_name.as_deref() {
+        Some(node) => match Api::<Node>::all(client.clone()).get_opt(node).await {
+            Ok(found) => found.and_then(|n| n.status?.node_info).map(|info| info.kubelet_version),
+            Err(error) => {
+                note("the Node's kubelet version", error);
+                None
+            }
+        },
+        None => None,
+    };
+    let workload = match pod.owner_references().iter().find(|o| o.controller == Some(true)) {
+        Some(owner) if owner.kind == "ReplicaSet" => {
+            match Api::<ReplicaSet>::namespaced(client.clone(), namespace).get_opt(&owner.name).await {
+                Ok(found) => found.and_then(|rs| {
+                    let owner = rs.owner_references().iter().find(|o| o.controller == Some(true))?.clone();
+                    Some((owner.kind, owner.name))
+                }),
+                Err(error) => {
+                    note("the Pod's ReplicaSet", error);
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let evidence = Evidence {
+        pod,
+        namespace_labels,
+        service_account,
+        secrets,
+        secret_names,
+        credentials,
+        events,
+        admission,
+        kubelet_version,
+        workload,
+    };
     Ok((evidence, unchecked))
+}
+
+/// Whether a MutatingAdmissionPolicy that takes RegistryCredentials as parameters is installed,
+/// and bound.
+async fn admission(client: &Client) -> Admission {
+    let policies = Api::<MutatingAdmissionPolicy>::all(client.clone());
+    let policy = match policies.list(&ListParams::default()).await {
+        Ok(list) => list.items.into_iter().find(|policy| {
+            policy.spec.as_ref().and_then(|s| s.param_kind.as_ref()).is_some_and(|kind| {
+                kind.kind.as_deref() == Some("RegistryCredential")
+                    && kind.api_version.as_deref().is_some_and(|v| v.starts_with("regcred.dev/"))
+            })
+        }),
+        Err(kube::Error::Api(status)) if status.code == 404 => return Admission::NotServed,
+        Err(error) => return Admission::Unknown(error.to_string()),
+    };
+    let Some(policy) = policy.map(|p| p.name_any()) else { return Admission::NotInstalled };
+    match Api::<MutatingAdmissionPolicyBinding>::all(client.clone()).list(&ListParams::default()).await {
+        Ok(list) => {
+            let bound =
+                list.items.iter().any(|b| b.spec.as_ref().and_then(|s| s.policy_name.as_deref()) == Some(&policy));
+            if bound { Admission::Active { policy } } else { Admission::Unbound { policy } }
+        }
+        Err(error) => {
+            Admission::Unknown(format!("MutatingAdmissionPolicy {policy} is installed; its bindings: {error}"))
+        }
+    }
+}
+
+/// Secrets listed per request, so that no response holds every Secret of a large cluster.
+const PAGE_SIZE: u32 = 500;
+
+/// Which Secret names the diagnosis of missing pull secrets reads: every name in the Pod's
+/// namespace (near misses there), and elsewhere those equal or close to a missing one.
+struct RelevantSecretNames<'a> {
+    namespace: &'a str,
+    missing: &'a [&'a str],
+}
+
+impl RelevantSecretNames<'_> {
+    fn keeps(&self, namespace: &str, name: &str) -> bool {
+        namespace == self.namespace
+            || self.missing.iter().any(|wanted| *wanted == name || !near_misses(wanted, [name]).is_empty())
+    }
+}
+
+async fn secret_names_paged(
+    api: &Api<Secret>,
+    relevant: &RelevantSecretNames<'_>,
+) -> Result<Vec<(String, String)>, kube::Error> {
+    paged(
+        PAGE_SIZE,
+        |params| async move { api.list_metadata(&params).await },
+        |secret: PartialObjectMeta<Secret>| {
+            let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+            relevant.keeps(&namespace, &name).then_some((namespace, name))
+        },
+    )
+    .await
+}
+
+/// Every item of a list, read `page_size` at a time and following the continue token; `keep`
+/// decides what of each item stays in memory.
+async fn paged<T, K, Fut>(
+    page_size: u32,
+    list: impl Fn(ListParams) -> Fut,
+    mut keep: impl FnMut(T) -> Option<K>,
+) -> Result<Vec<K>, kube::Error>
+where
+    T: Clone,
+    Fut: Future<Output = Result<ObjectList<T>, kube::Error>>,
+{
+    let mut kept = Vec::new();
+    let mut params = ListParams::default().limit(page_size);
+    loop {
+        let page = list(params.clone()).await?;
+        kept.extend(page.items.into_iter().filter_map(&mut keep));
+        match page.metadata.continue_.filter(|token| !token.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(kept),
+        }
+    }
+}
+
+/// Text from the cluster made safe for a terminal: control characters (escape sequences,
+/// carriage returns) and bidirectional overrides are shown escaped, so an Event or a status
+/// message can neither drive the terminal nor disguise a line. Line breaks stay.
+fn terminal_safe(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.contains(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut safe = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            safe.extend(c.escape_unicode());
+        } else {
+            safe.push(c);
+        }
+    }
+    Cow::Owned(safe)
 }
 
 /// The Pod's Events from both Event APIs, each once (they share storage, so the same Event can
@@ -174,54 +338,70 @@ async fn pod_events(client: &Client, pod: &Pod, note: &mut impl FnMut(&str, kube
         kind == Some("Pod") && event_name == Some(name.as_str()) && event_uid.is_none_or(|u| u.is_empty() || u == uid)
     };
     let mut seen = BTreeSet::new();
-    let mut events: Vec<(String, PodEvent)> = Vec::new();
 
     let core = Api::<CoreEvent>::namespaced(client.clone(), &namespace);
     let selector = format!("involvedObject.kind=Pod,involvedObject.name={name}");
-    match core.list(&ListParams::default().fields(&selector)).await {
-        Ok(list) => {
-            for event in list.items {
-                let o = &event.involved_object;
-                if !about_this_pod(o.kind.as_deref(), o.name.as_deref(), o.uid.as_deref()) || !seen.insert(event.uid())
-                {
-                    continue;
-                }
-                let time = event.last_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
-                events.push((
-                    time,
-                    PodEvent {
-                        reason: event.reason.unwrap_or_default(),
-                        message: event.message.unwrap_or_default(),
-                        warning: event.type_.as_deref() == Some("Warning"),
-                        count: event.count.unwrap_or(1),
-                    },
-                ));
+    let listed = paged(
+        PAGE_SIZE,
+        |params| {
+            let core = &core;
+            let params = params.fields(&selector);
+            async move { core.list(&params).await }
+        },
+        |event: CoreEvent| {
+            let o = &event.involved_object;
+            if !about_this_pod(o.kind.as_deref(), o.name.as_deref(), o.uid.as_deref()) || !seen.insert(event.uid()) {
+                return None;
             }
+            let time = event.last_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+            Some((
+                time,
+                PodEvent {
+                    reason: event.reason.unwrap_or_default(),
+                    message: event.message.unwrap_or_default(),
+                    warning: event.type_.as_deref() == Some("Warning"),
+                    count: event.count.unwrap_or(1),
+                },
+            ))
+        },
+    )
+    .await;
+    let mut events: Vec<(String, PodEvent)> = match listed {
+        Ok(listed) => listed,
+        Err(error) => {
+            note("core/v1 Events", error);
+            Vec::new()
         }
-        Err(error) => note("core/v1 Events", error),
-    }
+    };
 
-    // events.k8s.io has no field selector on `regarding`: filter here.
-    match Api::<Event>::namespaced(client.clone(), &namespace).list(&ListParams::default()).await {
-        Ok(list) => {
-            for event in list.items {
-                let Some(o) = &event.regarding else { continue };
-                if !about_this_pod(o.kind.as_deref(), o.name.as_deref(), o.uid.as_deref()) || !seen.insert(event.uid())
-                {
-                    continue;
-                }
-                let time = event.event_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
-                events.push((
-                    time,
-                    PodEvent {
-                        reason: event.reason.unwrap_or_default(),
-                        message: event.note.unwrap_or_default(),
-                        warning: event.type_.as_deref() == Some("Warning"),
-                        count: event.series.map_or(1, |s| s.count),
-                    },
-                ));
+    // events.k8s.io has no field selector on `regarding`: filter here, page by page.
+    let api = Api::<Event>::namespaced(client.clone(), &namespace);
+    let listed = paged(
+        PAGE_SIZE,
+        |params| {
+            let api = &api;
+            async move { api.list(&params).await }
+        },
+        |event: Event| {
+            let o = event.regarding.as_ref()?;
+            if !about_this_pod(o.kind.as_deref(), o.name.as_deref(), o.uid.as_deref()) || !seen.insert(event.uid()) {
+                return None;
             }
-        }
+            let time = event.event_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+            Some((
+                time,
+                PodEvent {
+                    reason: event.reason.unwrap_or_default(),
+                    message: event.note.unwrap_or_default(),
+                    warning: event.type_.as_deref() == Some("Warning"),
+                    count: event.series.map_or(1, |s| s.count),
+                },
+            ))
+        },
+    )
+    .await;
+    match listed {
+        Ok(listed) => events.extend(listed),
         Err(error) => note("events.k8s.io Events", error),
     }
     events.sort_by(|a, b| a.0.cmp(&b.0));
@@ -263,14 +443,19 @@ fn print_report(evidence: &Evidence, diagnosis: &Diagnosis, unchecked: &[String]
         let _ = writeln!(out, "  (ServiceAccount {account} not found)");
     }
 
+    let _ = writeln!(out, "\nAdmission injection:");
+    for line in injection_coverage(&Context::new(evidence)) {
+        let _ = writeln!(out, "  {line}");
+    }
+
     let _ = writeln!(out, "\nEvents:");
     if evidence.events.is_empty() {
         let _ = writeln!(out, "  none");
     }
     for event in &evidence.events {
         let kind = if event.warning { "Warning" } else { "Normal" };
-        let message = event.message.split_whitespace().collect::<Vec<_>>().join(" ");
-        let _ = writeln!(out, "  {kind} {} (x{}): {message}", event.reason, event.count);
+        let (reason, message) = (one_line(&event.reason), one_line(&event.message));
+        let _ = writeln!(out, "  {kind} {reason} (x{}): {message}", event.count);
     }
 
     if !unchecked.is_empty() {
@@ -300,12 +485,57 @@ fn print_report(evidence: &Evidence, diagnosis: &Diagnosis, unchecked: &[String]
 /// A Secret by type and state; never its data.
 fn describe(lookup: Option<&SecretLookup>) -> String {
     match lookup {
-        Some(SecretLookup::Found { secret_type, data }) => {
+        Some(SecretLookup::Found { secret_type, data, .. }) => {
             let keys: Vec<&str> = data.keys().map(String::as_str).collect();
             format!("type {}, keys {keys:?}", secret_type.as_deref().unwrap_or("Opaque"))
         }
         Some(SecretLookup::Missing) => "missing".to_owned(),
         Some(SecretLookup::Unreadable(reason)) => format!("unreadable: {reason}"),
         None => "not read".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
+    use std::cell::RefCell;
+
+    #[test]
+    fn escape_sequences_and_overrides_are_shown_escaped() {
+        assert_eq!(terminal_safe("Failed to pull image \"a/b:1\"\nnext"), "Failed to pull image \"a/b:1\"\nnext");
+        assert_eq!(terminal_safe("\u{1b}]0;owned\u{7}\u{1b}[2Jok\r"), "\\u{1b}]0;owned\\u{7}\\u{1b}[2Jok\\u{d}");
+        assert_eq!(terminal_safe("a\u{9b}31mb\u{202e}c\td"), "a\\u{9b}31mb\\u{202e}c\\u{9}d");
+    }
+
+    #[test]
+    fn only_names_that_can_matter_are_kept() {
+        let relevant = RelevantSecretNames { namespace: "prod", missing: &["regcred"] };
+        assert!(relevant.keeps("prod", "anything"));
+        assert!(relevant.keeps("default", "regcred"));
+        assert!(relevant.keeps("default", "reg-cred"));
+        assert!(!relevant.keeps("default", "tls-cert"));
+    }
+
+    #[test]
+    fn lists_are_read_page_by_page() {
+        let pages = [(vec!["a", "b"], "t1"), (vec!["c", "d"], "t2"), (vec!["e"], "")];
+        let requests = RefCell::new(Vec::new());
+        let list = |params: ListParams| {
+            requests.borrow_mut().push((params.limit, params.continue_token.clone()));
+            let (items, token) = &pages[requests.borrow().len() - 1];
+            let page = ObjectList {
+                types: Default::default(),
+                metadata: ListMeta { continue_: Some((*token).to_owned()), ..Default::default() },
+                items: items.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>(),
+            };
+            std::future::ready(Ok(page))
+        };
+        let kept = futures::executor::block_on(paged(2, list, |item: String| (item != "c").then_some(item))).unwrap();
+        assert_eq!(kept, ["a", "b", "d", "e"]);
+        assert_eq!(
+            requests.into_inner(),
+            [(Some(2), None), (Some(2), Some("t1".to_owned())), (Some(2), Some("t2".to_owned()))]
+        );
     }
 }

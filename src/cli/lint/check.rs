@@ -1,10 +1,14 @@
 //! The checks behind `lint`: a pure function from manifest documents to findings, and to the
 //! edits that fix what can be fixed without guessing.
 //!
-//! The documents are read as one set, the way `kubectl apply -f` would create them: a Pod's pull
-//! secret is looked up among the Secrets of the set (and the copies a RegistryCredential of the set
-//! makes), and its images are matched against their keys as the kubelet would match them. A
-//! namespace left unset is taken to be the one the set is applied to, so it never conflicts.
+//! The documents are read as one set ([`super::set`]), the way `kubectl apply -f` would create
+//! them: a Pod's pull secret is looked up among the Secrets of the set (and the copies a
+//! RegistryCredential of the set makes), and its images are matched against their keys as the
+//! kubelet would match them. A namespace left unset is taken to be the one the set is applied
+//! to, so it never conflicts.
+//!
+//! Each check is a function in [`CHECKS`], named, with the codes it reports. To add one: write
+//! the function, list it there with its codes, and give it a unit test below.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -14,13 +18,10 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Serialize, Serializer};
 use serde_norway::Value;
 
-use super::manifest::{Document, FieldPath, lookup};
+use super::manifest::{Document, FieldPath};
+use super::set::{ConfigField, ManifestSet, Object, PullSecretUse, Resolution, SecretEntry};
 use crate::cli::near_miss::near_misses;
-use crate::crd::RegistryCredentialSpec;
-use crate::crd::selection::{selects_namespace, selects_service_account};
-use crate::credential::pull_secret::{
-    DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, PullSecretReading, read_pull_secret,
-};
+use crate::credential::pull_secret::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, PullSecretReading};
 use crate::credential::{
     ConfigProblem, ConfigWarning, ImageReference, InvalidDockerConfig, KeyWarning, Normalized, covering_key,
     kubelet_key, normalize_registry_key,
@@ -136,21 +137,55 @@ pub struct Report {
     pub edits: Vec<Edit>,
 }
 
+/// One named check over the set: the codes it reports, and the function that finds them.
+pub(crate) struct Check {
+    pub(crate) name: &'static str,
+    pub(crate) codes: &'static [Code],
+    run: fn(&ManifestSet, &mut Report),
+}
+
+/// Every check, in the order they run. The order only matters for findings of one code on one
+/// line, which keep it.
+pub(crate) const CHECKS: &[Check] = &[
+    Check { name: "secret type", codes: &[Code::WrongSecretType], run: secret_type },
+    Check { name: "config encoding", codes: &[Code::MalformedConfig], run: config_encoding },
+    Check { name: "non-canonical registry keys", codes: &[Code::NonCanonicalKey], run: non_canonical_keys },
+    Check { name: "invalid config", codes: &[Code::MalformedConfig, Code::EmptyCredentials], run: invalid_config },
+    Check { name: "risky config", codes: &[Code::RiskyConfig], run: risky_config },
+    // Findings come from the two checks before it; this one only fixes them.
+    Check {
+        name: "canonical config (--fix)",
+        codes: &[Code::NonCanonicalKey, Code::RiskyConfig],
+        run: canonical_config,
+    },
+    Check {
+        name: "RegistryCredential registries",
+        codes: &[Code::InvalidRegistryCredential],
+        run: credential_registries,
+    },
+    Check {
+        name: "pull secret in another namespace",
+        codes: &[Code::PullSecretInOtherNamespace],
+        run: pull_secret_in_other_namespace,
+    },
+    Check { name: "pull secret not found", codes: &[Code::PullSecretNotFound], run: pull_secret_not_found },
+    Check { name: "image reference", codes: &[Code::InvalidImage], run: invalid_image },
+    Check { name: "no pull secrets", codes: &[Code::NoPullSecrets], run: no_pull_secrets },
+    Check { name: "registry not covered", codes: &[Code::RegistryNotCovered], run: registry_not_covered },
+];
+
 /// Checks the documents as one set.
 pub fn check(documents: &[Document]) -> Report {
     let set = ManifestSet::new(documents);
     let mut report = Report::default();
-    for secret in &set.secrets {
-        set.check_secret(secret, &mut report);
-    }
-    for credential in &set.credentials {
-        set.check_credential(credential, &mut report);
-    }
-    for pull_secret_use in &set.uses {
-        set.check_use(pull_secret_use, &mut report);
-    }
-    for pod in &set.pods {
-        set.check_images(pod, &mut report);
+    for check in CHECKS {
+        let before = report.findings.len();
+        (check.run)(&set, &mut report);
+        debug_assert!(
+            report.findings[before..].iter().all(|f| check.codes.contains(&f.code)),
+            "check {:?} reported a code it does not list",
+            check.name
+        );
     }
     report.findings.sort_by(|a, b| (&a.file, a.document, a.line, a.code).cmp(&(&b.file, b.document, b.line, b.code)));
     report.edits = consistent(report.edits);
@@ -169,226 +204,35 @@ fn consistent(edits: Vec<Edit>) -> Vec<Edit> {
     by_field.into_values().filter(|edits| edits.len() == 1).flatten().collect()
 }
 
-/// A Kubernetes object of the set: a document, or an item of a `List` document.
-struct Object<'d> {
-    document: usize,
-    source: &'d Document,
-    /// Where the object is in its document: empty, or `items[3]`.
-    base: FieldPath,
-    value: &'d Value,
-    kind: &'d str,
-    name: &'d str,
-    namespace: Option<&'d str>,
+/// A Secret's docker config that decodes, as the config checks read it.
+struct Config<'s, 'd> {
+    object: &'s Object<'d>,
+    field: &'s ConfigField,
+    data_key: &'static str,
+    registry_keys: Option<&'s [String]>,
+    normalized: &'s Result<Normalized, InvalidDockerConfig>,
 }
 
-impl<'d> Object<'d> {
-    fn path(&self, keys: &[&str]) -> FieldPath {
-        self.base.keys(keys)
-    }
-
-    fn get(&self, keys: &[&str]) -> Option<&'d Value> {
-        lookup(self.value, &FieldPath::root().keys(keys))
-    }
-
-    fn describe(&self) -> String {
-        match self.namespace {
-            Some(namespace) => format!("{} {namespace}/{}", self.kind, self.name),
-            None => format!("{} {}", self.kind, self.name),
+/// The Secrets of the set that hold a docker config under the right type, and that decode.
+fn configs<'s, 'd>(set: &'s ManifestSet<'d>) -> impl Iterator<Item = Config<'s, 'd>> {
+    set.secrets.iter().filter_map(|secret| match (&secret.reading, &secret.config_field) {
+        (PullSecretReading::Config { data_key, registry_keys, normalized }, Some(field)) if !field.undecodable => {
+            Some(Config {
+                object: &secret.object,
+                field,
+                data_key,
+                registry_keys: registry_keys.as_deref(),
+                normalized,
+            })
         }
-    }
-
-    fn finding(&self, code: Code, severity: Severity, path: &FieldPath, message: String, fix: String) -> Finding {
-        Finding {
-            code,
-            severity,
-            file: self.source.source.clone(),
-            document: self.source.number,
-            line: self.source.line_of(path),
-            object: self.describe(),
-            path: path.to_string(),
-            message,
-            fix,
-        }
-    }
-
-    fn edit(&self, path: FieldPath, value: &str) -> Edit {
-        Edit { document: self.document, path, value: Value::String(value.to_owned()) }
-    }
-}
-
-struct SecretEntry<'d> {
-    object: Object<'d>,
-    reading: PullSecretReading,
-    config_field: Option<ConfigField>,
-}
-
-/// The field holding a Secret's docker config.
-struct ConfigField {
-    path: FieldPath,
-    /// Under `stringData` (plain text) rather than `data` (base64).
-    plain: bool,
-    /// Under `data`, and not base64.
-    undecodable: bool,
-}
-
-/// An `imagePullSecrets` entry of a Pod, a workload's pod template, or a ServiceAccount.
-struct PullSecretUse<'d> {
-    user: usize,
-    path: FieldPath,
-    name: &'d str,
-    namespace: Option<&'d str>,
-}
-
-struct PodEntry {
-    object: usize,
-    /// The pod spec, relative to the object.
-    spec: FieldPath,
-}
-
-struct CredentialEntry<'d> {
-    object: Object<'d>,
-    spec: RegistryCredentialSpec,
-}
-
-/// Where the set finds a pull secret by name for a namespace.
-enum Resolution<'s, 'd> {
-    Secrets(Vec<&'s SecretEntry<'d>>),
-    Credential(&'s CredentialEntry<'d>),
-    /// Secrets of that name exist only in other namespaces.
-    Elsewhere(Vec<&'s SecretEntry<'d>>),
-    Missing,
-}
-
-struct ManifestSet<'d> {
-    objects: Vec<Object<'d>>,
-    secrets: Vec<SecretEntry<'d>>,
-    credentials: Vec<CredentialEntry<'d>>,
-    /// Indexes into `objects`.
-    service_accounts: Vec<usize>,
-    pods: Vec<PodEntry>,
-    uses: Vec<PullSecretUse<'d>>,
-    namespace_labels: BTreeMap<&'d str, BTreeMap<String, String>>,
-}
-
-/// Where each kind keeps its pod spec.
-fn pod_spec_keys(kind: &str) -> Option<&'static [&'static str]> {
-    match kind {
-        "Pod" => Some(&["spec"]),
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "ReplicationController" | "Job" => {
-            Some(&["spec", "template", "spec"])
-        }
-        "CronJob" => Some(&["spec", "jobTemplate", "spec", "template", "spec"]),
         _ => None,
-    }
+    })
 }
 
-/// An unset namespace is whatever the set is applied to: compatible with every namespace.
-fn same_namespace(a: Option<&str>, b: Option<&str>) -> bool {
-    a.is_none() || b.is_none() || a == b
-}
-
-fn objects_of(documents: &[Document]) -> Vec<Object<'_>> {
-    let mut objects = Vec::new();
-    for (index, document) in documents.iter().enumerate() {
-        let is_list = document.value.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List"));
-        let items = document.value.get("items").and_then(Value::as_sequence).filter(|_| is_list);
-        let values: Vec<(FieldPath, &Value)> = match items {
-            Some(items) => {
-                items.iter().enumerate().map(|(i, item)| (FieldPath::root().keys(&["items"]).index(i), item)).collect()
-            }
-            None => vec![(FieldPath::root(), &document.value)],
-        };
-        for (base, value) in values {
-            let text = |keys: &[&str]| lookup(value, &FieldPath::root().keys(keys)).and_then(Value::as_str);
-            let (Some(kind), Some(name)) = (text(&["kind"]), text(&["metadata", "name"])) else { continue };
-            let namespace = text(&["metadata", "namespace"]).filter(|ns| !ns.is_empty());
-            objects.push(Object { document: index, source: document, base, value, kind, name, namespace });
-        }
-    }
-    objects
-}
-
-impl<'d> ManifestSet<'d> {
-    fn new(documents: &'d [Document]) -> ManifestSet<'d> {
-        let mut set = ManifestSet {
-            objects: Vec::new(),
-            secrets: Vec::new(),
-            credentials: Vec::new(),
-            service_accounts: Vec::new(),
-            pods: Vec::new(),
-            uses: Vec::new(),
-            namespace_labels: BTreeMap::new(),
-        };
-        for object in objects_of(documents) {
-            let index = set.objects.len();
-            match object.kind {
-                "Secret" => {
-                    let (reading, config_field) = read_secret(&object);
-                    set.secrets.push(SecretEntry { object, reading, config_field });
-                    continue;
-                }
-                "RegistryCredential" => {
-                    if let Some(spec) = object.get(&["spec"]).and_then(|s| serde_norway::from_value(s.clone()).ok()) {
-                        set.credentials.push(CredentialEntry { object, spec });
-                    }
-                    continue;
-                }
-                "Namespace" => {
-                    let labels = object
-                        .get(&["metadata", "labels"])
-                        .and_then(|l| serde_norway::from_value(l.clone()).ok())
-                        .unwrap_or_default();
-                    set.namespace_labels.insert(object.name, labels);
-                }
-                "ServiceAccount" => {
-                    set.service_accounts.push(index);
-                    set.uses.extend(pull_secret_uses(index, &object, FieldPath::root()));
-                }
-                kind => {
-                    if let Some(keys) = pod_spec_keys(kind) {
-                        let spec = FieldPath::root().keys(keys);
-                        set.uses.extend(pull_secret_uses(index, &object, spec.clone()));
-                        set.pods.push(PodEntry { object: index, spec });
-                    }
-                }
-            }
-            set.objects.push(object);
-        }
-        set
-    }
-
-    fn resolve(&self, name: &str, namespace: Option<&str>) -> Resolution<'_, 'd> {
-        let named: Vec<&SecretEntry<'d>> = self.secrets.iter().filter(|s| s.object.name == name).collect();
-        let (here, elsewhere): (Vec<_>, Vec<_>) =
-            named.into_iter().partition(|s| same_namespace(s.object.namespace, namespace));
-        if !here.is_empty() {
-            return Resolution::Secrets(here);
-        }
-        if let Some(credential) =
-            self.credentials.iter().find(|c| c.spec.secret_name == name && self.selects(c, namespace))
-        {
-            return Resolution::Credential(credential);
-        }
-        if elsewhere.is_empty() { Resolution::Missing } else { Resolution::Elsewhere(elsewhere) }
-    }
-
-    /// Whether the credential selects the namespace, as far as the set tells: an unset namespace,
-    /// or a label selector without the Namespace object in the set, is given the benefit of the doubt.
-    fn selects(&self, credential: &CredentialEntry, namespace: Option<&str>) -> bool {
-        let Some(namespace) = namespace else { return true };
-        match self.namespace_labels.get(namespace) {
-            Some(labels) => selects_namespace(&credential.spec, namespace, labels),
-            None => {
-                let by_name = RegistryCredentialSpec { namespace_selector: None, ..credential.spec.clone() };
-                selects_namespace(&by_name, namespace, &BTreeMap::new())
-            }
-        }
-    }
-
-    fn check_secret(&self, secret: &SecretEntry, report: &mut Report) {
-        let object = &secret.object;
-        match &secret.reading {
-            PullSecretReading::NoConfig { .. } => {}
+/// RC004: a docker config under a type the kubelet does not read, or the type without its key.
+fn secret_type(set: &ManifestSet, report: &mut Report) {
+    for SecretEntry { object, reading, .. } in &set.secrets {
+        match reading {
             PullSecretReading::MissingKey { secret_type, data_key } => report.findings.push(object.finding(
                 Code::WrongSecretType,
                 Severity::Error,
@@ -408,41 +252,34 @@ impl<'d> ManifestSet<'d> {
                 ));
                 report.edits.push(object.edit(object.path(&["type"]), expected_type));
             }
-            PullSecretReading::Config { data_key, registry_keys, normalized } => {
-                let Some(field) = &secret.config_field else { return };
-                if field.undecodable {
-                    report.findings.push(object.finding(
-                        Code::MalformedConfig,
-                        Severity::Error,
-                        &field.path,
-                        format!("{data_key}: the value is not valid base64"),
-                        "put base64 of the docker config under `data`, or the plain JSON under `stringData`".to_owned(),
-                    ));
-                    return;
-                }
-                self.check_config(object, field, data_key, registry_keys.as_deref(), normalized, report);
-            }
+            PullSecretReading::Config { .. } | PullSecretReading::NoConfig { .. } => {}
         }
     }
+}
 
-    fn check_config(
-        &self,
-        object: &Object,
-        config_field: &ConfigField,
-        data_key: &str,
-        registry_keys: Option<&[String]>,
-        normalized: &Result<Normalized, InvalidDockerConfig>,
-        report: &mut Report,
-    ) {
-        let field = &config_field.path;
-        let server = registry_keys
-            .and_then(|keys| keys.iter().find_map(|key| normalize_registry_key(key).ok()))
-            .map_or_else(|| "<registry>".to_owned(), |key| key.canonical);
-        let recreate = format!(
-            "recreate it: `kubectl create secret docker-registry {} --docker-server={server} --docker-username=<user> --docker-password=<password>{}`",
-            object.name,
-            object.namespace.map(|ns| format!(" -n {ns}")).unwrap_or_default()
-        );
+/// RC001: a docker config under `data` that is not base64.
+fn config_encoding(set: &ManifestSet, report: &mut Report) {
+    for secret in &set.secrets {
+        let (PullSecretReading::Config { data_key, .. }, Some(field)) = (&secret.reading, &secret.config_field) else {
+            continue;
+        };
+        if field.undecodable {
+            report.findings.push(secret.object.finding(
+                Code::MalformedConfig,
+                Severity::Error,
+                &field.path,
+                format!("{data_key}: the value is not valid base64"),
+                "put base64 of the docker config under `data`, or the plain JSON under `stringData`".to_owned(),
+            ));
+        }
+    }
+}
+
+/// RC003: registry keys that are not in canonical form; an error where the kubelet files them
+/// differently from the images they are meant for.
+fn non_canonical_keys(set: &ManifestSet, report: &mut Report) {
+    for Config { object, field, registry_keys, .. } in configs(set) {
+        let field = &field.path;
         let keys = registry_keys.unwrap_or_default();
         for key in keys {
             let Ok(canonical) = normalize_registry_key(key) else { continue };
@@ -484,53 +321,79 @@ impl<'d> ManifestSet<'d> {
                 fix,
             ));
         }
-        match normalized {
-            Err(invalid) => {
-                for problem in &invalid.problems {
-                    let code = match problem {
-                        ConfigProblem::NoEntries
-                        | ConfigProblem::NoCredentials { .. }
-                        | ConfigProblem::EmptyField { .. } => Code::EmptyCredentials,
-                        _ => Code::MalformedConfig,
-                    };
-                    report.findings.push(object.finding(
-                        code,
-                        Severity::Error,
-                        field,
-                        format!("{data_key}: {problem}"),
-                        recreate.clone(),
-                    ));
+    }
+}
+
+/// RC001 and RC002: a docker config that does not normalize, with the command that recreates it.
+fn invalid_config(set: &ManifestSet, report: &mut Report) {
+    for Config { object, field, data_key, registry_keys, normalized } in configs(set) {
+        let Err(invalid) = normalized else { continue };
+        let server = registry_keys
+            .and_then(|keys| keys.iter().find_map(|key| normalize_registry_key(key).ok()))
+            .map_or_else(|| "<registry>".to_owned(), |key| key.canonical);
+        let recreate = format!(
+            "recreate it: `kubectl create secret docker-registry {} --docker-server={server} --docker-username=<user> --docker-password=<password>{}`",
+            object.name,
+            object.namespace.map(|ns| format!(" -n {ns}")).unwrap_or_default()
+        );
+        for problem in &invalid.problems {
+            let code = match problem {
+                ConfigProblem::NoEntries | ConfigProblem::NoCredentials { .. } | ConfigProblem::EmptyField { .. } => {
+                    Code::EmptyCredentials
                 }
-            }
-            Ok(normalized) => {
-                for warning in &normalized.warnings {
-                    report.findings.push(object.finding(
-                        Code::RiskyConfig,
-                        Severity::Warning,
-                        field,
-                        format!("{data_key}: {warning}"),
-                        match warning {
-                            ConfigWarning::Key { warning: KeyWarning::PathPrefix, .. } => {
-                                "end the key with `/` if only repositories below the path are meant".to_owned()
-                            }
-                            ConfigWarning::Key { .. } => "list each registry explicitly, over https".to_owned(),
-                            _ => "keep only `auths` entries with `username`, `password`, `auth`".to_owned(),
-                        },
-                    ));
-                }
-                let rewritten = !normalized.rewrites.is_empty()
-                    || normalized.warnings.iter().any(|w| !matches!(w, ConfigWarning::Key { .. }));
-                // The canonical form is `.dockerconfigjson`'s; a legacy `.dockercfg` is not rewritten.
-                if rewritten && data_key == DOCKER_CONFIG_JSON_KEY {
-                    let canonical = normalized.config.to_canonical_json();
-                    let value = if config_field.plain { canonical } else { STANDARD.encode(canonical) };
-                    report.edits.push(object.edit(field.clone(), &value));
-                }
-            }
+                _ => Code::MalformedConfig,
+            };
+            report.findings.push(object.finding(
+                code,
+                Severity::Error,
+                &field.path,
+                format!("{data_key}: {problem}"),
+                recreate.clone(),
+            ));
         }
     }
+}
 
-    fn check_credential(&self, credential: &CredentialEntry, report: &mut Report) {
+/// RC005: a valid docker config with wildcard or plain-http keys, or fields the kubelet ignores.
+fn risky_config(set: &ManifestSet, report: &mut Report) {
+    for Config { object, field, data_key, normalized, .. } in configs(set) {
+        let Ok(normalized) = normalized else { continue };
+        for warning in &normalized.warnings {
+            report.findings.push(object.finding(
+                Code::RiskyConfig,
+                Severity::Warning,
+                &field.path,
+                format!("{data_key}: {warning}"),
+                match warning {
+                    ConfigWarning::Key { warning: KeyWarning::PathPrefix, .. } => {
+                        "end the key with `/` if only repositories below the path are meant".to_owned()
+                    }
+                    ConfigWarning::Key { .. } => "list each registry explicitly, over https".to_owned(),
+                    _ => "keep only `auths` entries with `username`, `password`, `auth`".to_owned(),
+                },
+            ));
+        }
+    }
+}
+
+/// The fix of RC003 and RC005: a valid `.dockerconfigjson` that normalization changes is written
+/// back in canonical form. A legacy `.dockercfg` is not rewritten into another format.
+fn canonical_config(set: &ManifestSet, report: &mut Report) {
+    for Config { object, field, data_key, normalized, .. } in configs(set) {
+        let Ok(normalized) = normalized else { continue };
+        let rewritten = !normalized.rewrites.is_empty()
+            || normalized.warnings.iter().any(|w| !matches!(w, ConfigWarning::Key { .. }));
+        if rewritten && data_key == DOCKER_CONFIG_JSON_KEY {
+            let canonical = normalized.config.to_canonical_json();
+            let value = if field.plain { canonical } else { STANDARD.encode(canonical) };
+            report.edits.push(object.edit(field.path.clone(), &value));
+        }
+    }
+}
+
+/// RC020: a RegistryCredential registry that is not a registry.
+fn credential_registries(set: &ManifestSet, report: &mut Report) {
+    for credential in &set.credentials {
         let object = &credential.object;
         for (i, registry) in credential.spec.registries.iter().enumerate() {
             if let Err(problem) = normalize_registry_key(registry) {
@@ -544,313 +407,372 @@ impl<'d> ManifestSet<'d> {
             }
         }
     }
+}
 
-    fn check_use(&self, pull_secret_use: &PullSecretUse, report: &mut Report) {
-        let user = &self.objects[pull_secret_use.user];
+/// RC011: a pull secret that the set has only in other namespaces; moved when exactly one
+/// namespace needs it and nothing uses it where it is.
+fn pull_secret_in_other_namespace(set: &ManifestSet, report: &mut Report) {
+    for pull_secret_use in &set.uses {
+        let user = &set.objects[pull_secret_use.user];
         let (name, namespace) = (pull_secret_use.name, pull_secret_use.namespace);
+        let Resolution::Elsewhere(secrets) = set.resolve(name, namespace) else { continue };
         let in_namespace = namespace.map(|ns| format!(" in namespace {ns}")).unwrap_or_default();
-        match self.resolve(name, namespace) {
-            Resolution::Secrets(_) | Resolution::Credential(_) => {}
-            Resolution::Elsewhere(secrets) => {
-                let places: Vec<String> = secrets.iter().map(|s| s.object.describe()).collect();
-                let target = self.single_user_namespace(name);
-                let movable = match (&secrets[..], target) {
-                    ([secret], Some(target)) if !self.is_used_in(name, secret.object.namespace) => {
-                        Some((secret, target))
-                    }
-                    _ => None,
-                };
-                let fix = match movable {
-                    Some((secret, target)) => {
-                        report.edits.push(secret.object.edit(secret.object.path(&["metadata", "namespace"]), target));
-                        format!("move {} to namespace {target}", secret.object.describe())
-                    }
-                    None => format!(
-                        "create Secret {name}{in_namespace} (a Secret is only visible in its own namespace), or declare a RegistryCredential with secretName {name} that selects the namespace"
-                    ),
-                };
-                report.findings.push(user.finding(
-                    Code::PullSecretInOtherNamespace,
-                    Severity::Error,
-                    &pull_secret_use.path,
-                    format!(
-                        "pull secret {name:?} is not in the set{in_namespace}; only {} has that name, and the kubelet never looks outside the Pod's namespace",
-                        places.join(", ")
-                    ),
-                    fix,
-                ));
-            }
-            Resolution::Missing => {
-                let (message, fix) = self.missing(pull_secret_use, user, report);
-                report.findings.push(user.finding(
-                    Code::PullSecretNotFound,
-                    Severity::Error,
-                    &pull_secret_use.path,
-                    message,
-                    fix,
-                ));
-            }
-        }
-    }
-
-    /// The message and fix for a name that nothing in the set provides, with the near miss.
-    fn missing(&self, pull_secret_use: &PullSecretUse, user: &Object, report: &mut Report) -> (String, String) {
-        let name = pull_secret_use.name;
-        let in_namespace = pull_secret_use.namespace.map(|ns| format!(" in namespace {ns}")).unwrap_or_default();
-        let names: BTreeSet<&str> = self
-            .secrets
-            .iter()
-            .map(|s| s.object.name)
-            .chain(self.credentials.iter().map(|c| c.spec.secret_name.as_str()))
-            .collect();
-        let close = near_misses(name, names);
-        let not_found = format!("no Secret named {name:?}{in_namespace} in the set");
-        let [candidate] = close[..] else {
-            let fix = if close.is_empty() {
-                format!("create Secret {name}{in_namespace} of type {DOCKER_CONFIG_JSON_TYPE}, or fix the name")
-            } else {
-                format!("use one of {close:?}, or create Secret {name}{in_namespace}")
-            };
-            return (format!("{not_found}; the kubelet pulls without credentials"), fix);
-        };
-        let secrets: Vec<&SecretEntry> = self.secrets.iter().filter(|s| s.object.name == candidate).collect();
-        let made_by = self.credentials.iter().find(|c| c.spec.secret_name == candidate);
-        let described = match (&secrets[..], made_by) {
-            ([secret], _) => secret.object.describe(),
-            ([], Some(credential)) => format!("{candidate:?}, the copy {} makes", credential.object.describe()),
-            _ => format!("{candidate:?}"),
-        };
-        let message = format!("{not_found}; did you mean {described}?");
-        let rename_secret = matches!(&secrets[..], [_]) && !self.is_referenced(candidate);
-        if rename_secret {
-            let secret = &secrets[0].object;
-            report.edits.push(secret.edit(secret.path(&["metadata", "name"]), name));
-            let also_move = match (secret.namespace, pull_secret_use.namespace) {
-                (Some(from), Some(to)) if from != to => format!(", and move it to namespace {to}"),
-                _ => String::new(),
-            };
-            return (message, format!("rename {} to {name}{also_move}", secret.describe()));
-        }
-        // Something else uses the candidate by its name: point this reference at it instead.
-        if !matches!(self.resolve(candidate, pull_secret_use.namespace), Resolution::Missing) {
-            report.edits.push(user.edit(pull_secret_use.path.clone(), candidate));
-            return (message, format!("reference {candidate:?} instead"));
-        }
-        (message, format!("rename the reference or the Secret so they agree ({name:?} or {candidate:?})"))
-    }
-
-    /// The one namespace where users lack the Secret named `name`, if there is exactly one.
-    fn single_user_namespace(&self, name: &str) -> Option<&'d str> {
-        let namespaces: BTreeSet<Option<&str>> = self
-            .uses
-            .iter()
-            .filter(|u| u.name == name && matches!(self.resolve(name, u.namespace), Resolution::Elsewhere(_)))
-            .map(|u| u.namespace)
-            .collect();
-        match namespaces.into_iter().collect::<Vec<_>>()[..] {
-            [Some(namespace)] => Some(namespace),
+        let places: Vec<String> = secrets.iter().map(|s| s.object.describe()).collect();
+        let target = set.single_user_namespace(name);
+        let movable = match (&secrets[..], target) {
+            ([secret], Some(target)) if !set.is_used_in(name, secret.object.namespace) => Some((secret, target)),
             _ => None,
-        }
-    }
-
-    /// Whether anything in `namespace` (exactly) references `name`.
-    fn is_used_in(&self, name: &str, namespace: Option<&str>) -> bool {
-        self.uses.iter().any(|u| u.name == name && u.namespace == namespace)
-    }
-
-    fn is_referenced(&self, name: &str) -> bool {
-        self.uses.iter().any(|u| u.name == name)
-    }
-
-    /// The images of a pod spec against the pull secrets it gets from itself, its ServiceAccount
-    /// and the RegistryCredentials of the set.
-    fn check_images(&self, pod: &PodEntry, report: &mut Report) {
-        let object = &self.objects[pod.object];
-        let Some(spec) = lookup(object.value, &pod.spec) else { return };
-        let namespace = object.namespace;
-        let account = ["serviceAccountName", "serviceAccount"]
-            .iter()
-            .find_map(|k| spec.get(*k).and_then(Value::as_str))
-            .unwrap_or("default");
-
-        let mut names: BTreeSet<&str> = names_in(spec.get("imagePullSecrets")).collect();
-        for &index in &self.service_accounts {
-            let sa = &self.objects[index];
-            if sa.name == account && same_namespace(sa.namespace, namespace) {
-                names.extend(names_in(sa.get(&["imagePullSecrets"])));
-            }
-        }
-        for credential in &self.credentials {
-            if self.selects(credential, namespace) && selects_service_account(&credential.spec, account) {
-                names.insert(&credential.spec.secret_name);
-            }
-        }
-        // Keys as the kubelet files them; `None` once any pull secret's keys are unknown.
-        let mut keys: Option<Vec<String>> = Some(Vec::new());
-        for name in &names {
-            let found = match self.resolve(name, namespace) {
-                Resolution::Secrets(secrets) => {
-                    secrets.iter().map(|s| s.reading.kubelet_keys()).collect::<Option<Vec<_>>>().map(|all| all.concat())
-                }
-                Resolution::Credential(credential) => self.credential_keys(credential),
-                Resolution::Elsewhere(_) | Resolution::Missing => None,
-            };
-            keys = keys.zip(found).map(|(mut keys, found)| {
-                keys.extend(found);
-                keys
-            });
-        }
-
-        for field in ["initContainers", "containers", "ephemeralContainers"] {
-            let Some(containers) = spec.get(field).and_then(Value::as_sequence) else { continue };
-            for (i, container) in containers.iter().enumerate() {
-                let Some(image) = container.get("image").and_then(Value::as_str) else { continue };
-                let path = object.base.join(&pod.spec).keys(&[field]).index(i).keys(&["image"]);
-                let reference = match ImageReference::parse(image) {
-                    Ok(reference) => reference,
-                    Err(error) => {
-                        report.findings.push(
-                            object.finding(
-                                Code::InvalidImage,
-                                Severity::Error,
-                                &path,
-                                error.to_string(),
-                                "write the image as `[registry/]repository[:tag][@digest]`, repository in lowercase"
-                                    .to_owned(),
-                            ),
-                        );
-                        continue;
-                    }
-                };
-                // Docker Hub images are mostly public: a missing credential is not a finding there.
-                if reference.is_docker_hub() {
-                    continue;
-                }
-                if names.is_empty() {
-                    report.findings.push(object.finding(
-                        Code::NoPullSecrets,
-                        Severity::Warning,
-                        &path,
-                        format!(
-                            "image {image:?} is from registry {}, and neither the pod spec nor ServiceAccount {account} lists a pull secret; a private registry refuses the anonymous pull",
-                            reference.registry
-                        ),
-                        self.no_pull_secret_fix(&reference, namespace, account),
-                    ));
-                    continue;
-                }
-                let Some(keys) = &keys else { continue };
-                if covering_key(keys.iter().map(String::as_str), &reference).is_none() {
-                    let names: Vec<&str> = names.iter().copied().collect();
-                    report.findings.push(object.finding(
-                        Code::RegistryNotCovered,
-                        Severity::Warning,
-                        &path,
-                        format!(
-                            "no key of its pull secrets {names:?} matches image {image:?} (keys: {keys:?}); the kubelet pulls it anonymously"
-                        ),
-                        format!(
-                            "add an entry for {:?} to one of {names:?}, or a pull secret that has one",
-                            reference.registry
-                        ),
-                    ));
-                }
-            }
-        }
-    }
-
-    /// The canonical keys of the copies a RegistryCredential makes, when the set tells.
-    fn credential_keys(&self, credential: &CredentialEntry) -> Option<Vec<String>> {
-        let allowed: Vec<String> = credential
-            .spec
-            .registries
-            .iter()
-            .filter_map(|r| normalize_registry_key(r).ok())
-            .map(|k| k.canonical)
-            .collect();
-        let source = credential.spec.source.secret_ref.as_ref().and_then(|source| {
-            self.secrets
-                .iter()
-                .find(|s| s.object.name == source.name && s.object.namespace == Some(source.namespace.as_str()))
-        });
-        match source.map(|s| &s.reading) {
-            Some(PullSecretReading::Config { normalized: Ok(normalized), .. }) => Some(
-                normalized
-                    .config
-                    .registries()
-                    .filter(|k| allowed.is_empty() || allowed.iter().any(|a| a == k))
-                    .map(str::to_owned)
-                    .collect(),
-            ),
-            _ if !allowed.is_empty() => Some(allowed),
-            _ => None,
-        }
-    }
-
-    fn no_pull_secret_fix(&self, image: &ImageReference, namespace: Option<&str>, account: &str) -> String {
-        let covering: Vec<String> = self
-            .secrets
-            .iter()
-            .filter(|s| same_namespace(s.object.namespace, namespace) && s.reading.covering_key(image).is_some())
-            .map(|s| s.object.name.to_owned())
-            .collect();
-        match covering.first() {
-            Some(name) => {
-                format!("add `imagePullSecrets: [{{name: {name}}}]` to the pod spec or to ServiceAccount {account}")
+        };
+        let fix = match movable {
+            Some((secret, target)) => {
+                report.edits.push(secret.object.edit(secret.object.path(&["metadata", "namespace"]), target));
+                format!("move {} to namespace {target}", secret.object.describe())
             }
             None => format!(
-                "if {} is private, create a pull secret for it and list it in `imagePullSecrets` of the pod spec or of ServiceAccount {account}, or let a RegistryCredential do both",
-                image.registry
+                "create Secret {name}{in_namespace} (a Secret is only visible in its own namespace), or declare a RegistryCredential with secretName {name} that selects the namespace"
             ),
-        }
+        };
+        report.findings.push(user.finding(
+            Code::PullSecretInOtherNamespace,
+            Severity::Error,
+            &pull_secret_use.path,
+            format!(
+                "pull secret {name:?} is not in the set{in_namespace}; only {} has that name, and the kubelet never looks outside the Pod's namespace",
+                places.join(", ")
+            ),
+            fix,
+        ));
     }
 }
 
-fn names_in(list: Option<&Value>) -> impl Iterator<Item = &str> {
-    list.and_then(Value::as_sequence)
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.get("name").and_then(Value::as_str))
+/// RC010: a pull secret that nothing in the set provides, with its near miss.
+fn pull_secret_not_found(set: &ManifestSet, report: &mut Report) {
+    for pull_secret_use in &set.uses {
+        if !matches!(set.resolve(pull_secret_use.name, pull_secret_use.namespace), Resolution::Missing) {
+            continue;
+        }
+        let user = &set.objects[pull_secret_use.user];
+        let (message, fix) = missing(set, pull_secret_use, user, report);
+        report.findings.push(user.finding(
+            Code::PullSecretNotFound,
+            Severity::Error,
+            &pull_secret_use.path,
+            message,
+            fix,
+        ));
+    }
 }
 
-fn pull_secret_uses<'d>(user: usize, object: &Object<'d>, spec: FieldPath) -> Vec<PullSecretUse<'d>> {
-    let list = spec.keys(&["imagePullSecrets"]);
-    let Some(entries) = lookup(object.value, &list).and_then(Value::as_sequence) else { return Vec::new() };
-    entries
+/// The message and fix for a name that nothing in the set provides, with the near miss.
+fn missing(set: &ManifestSet, pull_secret_use: &PullSecretUse, user: &Object, report: &mut Report) -> (String, String) {
+    let name = pull_secret_use.name;
+    let in_namespace = pull_secret_use.namespace.map(|ns| format!(" in namespace {ns}")).unwrap_or_default();
+    let names: BTreeSet<&str> = set
+        .secrets
         .iter()
-        .enumerate()
-        .filter_map(|(i, entry)| {
-            let name = entry.get("name").and_then(Value::as_str)?;
-            Some(PullSecretUse {
-                user,
-                path: object.base.join(&list).index(i).keys(&["name"]),
-                name,
-                namespace: object.namespace,
-            })
-        })
-        .collect()
+        .map(|s| s.object.name)
+        .chain(set.credentials.iter().map(|c| c.spec.secret_name.as_str()))
+        .collect();
+    let close = near_misses(name, names);
+    let not_found = format!("no Secret named {name:?}{in_namespace} in the set");
+    let [candidate] = close[..] else {
+        let fix = if close.is_empty() {
+            format!("create Secret {name}{in_namespace} of type {DOCKER_CONFIG_JSON_TYPE}, or fix the name")
+        } else {
+            format!("use one of {close:?}, or create Secret {name}{in_namespace}")
+        };
+        return (format!("{not_found}; the kubelet pulls without credentials"), fix);
+    };
+    let secrets: Vec<&SecretEntry> = set.secrets.iter().filter(|s| s.object.name == candidate).collect();
+    let made_by = set.credentials.iter().find(|c| c.spec.secret_name == candidate);
+    let described = match (&secrets[..], made_by) {
+        ([secret], _) => secret.object.describe(),
+        ([], Some(credential)) => format!("{candidate:?}, the copy {} makes", credential.object.describe()),
+        _ => format!("{candidate:?}"),
+    };
+    let message = format!("{not_found}; did you mean {described}?");
+    let rename_secret = matches!(&secrets[..], [_]) && !set.is_referenced(candidate);
+    if rename_secret {
+        let secret = &secrets[0].object;
+        report.edits.push(secret.edit(secret.path(&["metadata", "name"]), name));
+        let also_move = match (secret.namespace, pull_secret_use.namespace) {
+            (Some(from), Some(to)) if from != to => format!(", and move it to namespace {to}"),
+            _ => String::new(),
+        };
+        return (message, format!("rename {} to {name}{also_move}", secret.describe()));
+    }
+    // Something else uses the candidate by its name: point this reference at it instead.
+    if !matches!(set.resolve(candidate, pull_secret_use.namespace), Resolution::Missing) {
+        report.edits.push(user.edit(pull_secret_use.path.clone(), candidate));
+        return (message, format!("reference {candidate:?} instead"));
+    }
+    (message, format!("rename the reference or the Secret so they agree ({name:?} or {candidate:?})"))
 }
 
-/// Decodes the Secret's data (`stringData` wins, as the API server merges it) and reads it as a
-/// pull secret; also says which field holds the docker config.
-fn read_secret(object: &Object) -> (PullSecretReading, Option<ConfigField>) {
-    let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let mut fields: BTreeMap<String, ConfigField> = BTreeMap::new();
-    for (section, plain) in [("data", false), ("stringData", true)] {
-        let Some(entries) = object.get(&[section]).and_then(Value::as_mapping) else { continue };
-        for (key, value) in entries {
-            let (Some(key), Some(text)) = (key.as_str(), value.as_str()) else { continue };
-            let bytes = if plain { Some(text.as_bytes().to_vec()) } else { STANDARD.decode(text.trim()).ok() };
-            let undecodable = bytes.is_none();
-            data.insert(key.to_owned(), bytes.unwrap_or_default());
-            fields.insert(key.to_owned(), ConfigField { path: object.path(&[section, key]), plain, undecodable });
+/// RC014: a container image that is not an image reference.
+fn invalid_image(set: &ManifestSet, report: &mut Report) {
+    for pod in set.pods() {
+        for container in &pod.images {
+            if let Err(error) = ImageReference::parse(container.image) {
+                report.findings.push(pod.object.finding(
+                    Code::InvalidImage,
+                    Severity::Error,
+                    &container.path,
+                    error.to_string(),
+                    "write the image as `[registry/]repository[:tag][@digest]`, repository in lowercase".to_owned(),
+                ));
+            }
         }
     }
-    let secret_type = object.get(&["type"]).and_then(Value::as_str);
-    let reading = read_pull_secret(secret_type, &data);
-    let config_key = match &reading {
-        PullSecretReading::Config { data_key, .. } | PullSecretReading::WrongType { data_key, .. } => Some(*data_key),
-        _ => None,
-    };
-    (reading, config_key.and_then(|key| fields.remove(key)))
+}
+
+/// The images of a pod that may need a credential: they parse, and are not on Docker Hub, whose
+/// images are mostly public, so a missing credential is not a finding there.
+fn private_images<'p>(
+    images: &'p [super::set::ContainerImage],
+) -> impl Iterator<Item = (&'p FieldPath, &'p str, ImageReference)> {
+    images.iter().filter_map(|container| {
+        let reference = ImageReference::parse(container.image).ok().filter(|r| !r.is_docker_hub())?;
+        Some((&container.path, container.image, reference))
+    })
+}
+
+/// RC013: a private image, and neither the pod spec nor its ServiceAccount lists a pull secret.
+fn no_pull_secrets(set: &ManifestSet, report: &mut Report) {
+    for pod in set.pods() {
+        if !pod.names.is_empty() {
+            continue;
+        }
+        let (object, account) = (pod.object, pod.account);
+        for (path, image, reference) in private_images(&pod.images) {
+            report.findings.push(object.finding(
+                Code::NoPullSecrets,
+                Severity::Warning,
+                path,
+                format!(
+                    "image {image:?} is from registry {}, and neither the pod spec nor ServiceAccount {account} lists a pull secret; a private registry refuses the anonymous pull",
+                    reference.registry
+                ),
+                set.no_pull_secret_fix(&reference, object.namespace, account),
+            ));
+        }
+    }
+}
+
+/// RC012: a private image that no key of the pod's pull secrets matches, when the set holds
+/// them all.
+fn registry_not_covered(set: &ManifestSet, report: &mut Report) {
+    for pod in set.pods() {
+        let Some(keys) = &pod.keys else { continue };
+        if pod.names.is_empty() {
+            continue;
+        }
+        let names: Vec<&str> = pod.names.iter().copied().collect();
+        for (path, image, reference) in private_images(&pod.images) {
+            if covering_key(keys.iter().map(String::as_str), &reference).is_some() {
+                continue;
+            }
+            report.findings.push(pod.object.finding(
+                Code::RegistryNotCovered,
+                Severity::Warning,
+                path,
+                format!(
+                    "no key of its pull secrets {names:?} matches image {image:?} (keys: {keys:?}); the kubelet pulls it anonymously"
+                ),
+                format!("add an entry for {:?} to one of {names:?}, or a pull secret that has one", reference.registry),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::manifest::parse_documents;
+    use super::*;
+
+    /// One check over the documents of `yaml`, alone.
+    fn run(check: fn(&ManifestSet, &mut Report), yaml: &str) -> Report {
+        let documents = parse_documents("test.yaml", yaml).unwrap();
+        let set = ManifestSet::new(&documents);
+        let mut report = Report::default();
+        check(&set, &mut report);
+        report
+    }
+
+    /// `(code, severity, line, path)` of each finding.
+    fn found(report: &Report) -> Vec<(&'static str, Severity, usize, String)> {
+        report.findings.iter().map(|f| (f.code.id(), f.severity, f.line, f.path.clone())).collect()
+    }
+
+    fn edits(report: &Report) -> Vec<(String, Value)> {
+        report.edits.iter().map(|e| (e.path.to_string(), e.value.clone())).collect()
+    }
+
+    /// A Secret with its docker config in plain text under `stringData`.
+    fn secret(name: &str, namespace: &str, secret_type: &str, config: &str) -> String {
+        format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\ntype: {secret_type}\nstringData:\n  .dockerconfigjson: '{config}'\n"
+        )
+    }
+
+    fn pod(name: &str, namespace: &str, pull_secrets: &[&str], image: &str) -> String {
+        let names: Vec<String> = pull_secrets.iter().map(|n| format!("{{name: {n}}}")).collect();
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  imagePullSecrets: [{}]\n  containers: [{{name: app, image: {image:?}}}]\n",
+            names.join(", ")
+        )
+    }
+
+    const CORP: &str = r#"{"auths":{"registry.corp":{"username":"u","password":"p"}}}"#;
+    const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
+
+    #[test]
+    fn every_code_has_a_check_and_every_check_a_name() {
+        for code in Code::ALL {
+            assert!(CHECKS.iter().any(|c| c.codes.contains(&code)), "no check reports {code}");
+        }
+        let names: BTreeSet<&str> = CHECKS.iter().map(|c| c.name).collect();
+        assert_eq!(names.len(), CHECKS.len(), "check names are unique");
+    }
+
+    #[test]
+    fn secret_type_wrong_or_without_its_key() {
+        let report = run(secret_type, &secret("a", "ns", "Opaque", CORP));
+        assert_eq!(found(&report), [("RC004", Severity::Error, 5, "type".to_owned())]);
+        assert_eq!(edits(&report), [("type".to_owned(), Value::String(DOCKER_CONFIG_JSON.into()))]);
+
+        let without_key = "kind: Secret\nmetadata: {name: a}\ntype: kubernetes.io/dockerconfigjson\ndata: {}\n";
+        let report = run(secret_type, without_key);
+        assert_eq!(found(&report), [("RC004", Severity::Error, 3, "type".to_owned())]);
+        assert!(report.edits.is_empty(), "nothing to guess the config from");
+        assert!(found(&run(secret_type, &secret("a", "ns", DOCKER_CONFIG_JSON, CORP))).is_empty());
+    }
+
+    #[test]
+    fn config_encoding_is_base64_under_data() {
+        let yaml = "kind: Secret\nmetadata: {name: a}\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: '%%%'\n";
+        let report = run(config_encoding, yaml);
+        assert_eq!(found(&report), [("RC001", Severity::Error, 5, r#"data[".dockerconfigjson"]"#.to_owned())]);
+        assert!(report.findings[0].message.contains("not valid base64"));
+        assert!(found(&run(config_encoding, &secret("a", "ns", DOCKER_CONFIG_JSON, CORP))).is_empty());
+    }
+
+    #[test]
+    fn non_canonical_keys_by_what_the_kubelet_makes_of_them() {
+        let same_for_kubelet = r#"{"auths":{"https://registry.corp/v2/":{"username":"u","password":"p"}}}"#;
+        let report = run(non_canonical_keys, &secret("a", "ns", DOCKER_CONFIG_JSON, same_for_kubelet));
+        assert_eq!(found(&report), [("RC003", Severity::Warning, 7, r#"stringData[".dockerconfigjson"]"#.to_owned())]);
+        assert!(report.findings[0].fix.contains(r#"use the key "registry.corp""#), "{:?}", report.findings);
+
+        let misread = r#"{"auths":{"https://registry.corp/v2":{"username":"u","password":"p"}}}"#;
+        let report = run(non_canonical_keys, &secret("a", "ns", DOCKER_CONFIG_JSON, misread));
+        assert_eq!(found(&report)[0].1, Severity::Error, "{:?}", report.findings);
+        assert!(found(&run(non_canonical_keys, &secret("a", "ns", DOCKER_CONFIG_JSON, CORP))).is_empty());
+    }
+
+    #[test]
+    fn invalid_config_empty_credentials_or_malformed() {
+        let empty = r#"{"auths":{"registry.corp":{}}}"#;
+        let report = run(invalid_config, &secret("a", "ns", DOCKER_CONFIG_JSON, empty));
+        assert_eq!(found(&report)[0].0, "RC002");
+        assert!(
+            report.findings[0].fix.contains("kubectl create secret docker-registry a --docker-server=registry.corp"),
+            "{:?}",
+            report.findings
+        );
+        let report = run(invalid_config, &secret("a", "ns", DOCKER_CONFIG_JSON, "not json"));
+        assert_eq!(found(&report)[0].0, "RC001");
+        assert!(report.findings[0].fix.contains("--docker-server=<registry>"));
+        assert!(found(&run(invalid_config, &secret("a", "ns", DOCKER_CONFIG_JSON, CORP))).is_empty());
+    }
+
+    #[test]
+    fn risky_config_wildcards() {
+        let wildcard = r#"{"auths":{"*.corp":{"username":"u","password":"p"}}}"#;
+        let report = run(risky_config, &secret("a", "ns", DOCKER_CONFIG_JSON, wildcard));
+        assert_eq!(found(&report), [("RC005", Severity::Warning, 7, r#"stringData[".dockerconfigjson"]"#.to_owned())]);
+        assert!(found(&run(risky_config, &secret("a", "ns", DOCKER_CONFIG_JSON, CORP))).is_empty());
+    }
+
+    #[test]
+    fn canonical_config_is_written_back_in_the_field_it_came_from() {
+        let scheme = r#"{"auths":{"https://registry.corp/v2/":{"username":"u","password":"p"}}}"#;
+        let report = run(canonical_config, &secret("a", "ns", DOCKER_CONFIG_JSON, scheme));
+        assert!(report.findings.is_empty(), "findings are the other checks'");
+        let [(path, Value::String(value))] = &edits(&report)[..] else { panic!("{:?}", report.edits) };
+        assert_eq!(path, r#"stringData[".dockerconfigjson"]"#);
+        assert!(value.contains(r#""registry.corp""#), "plain text stays plain: {value}");
+
+        let encoded = format!(
+            "kind: Secret\nmetadata: {{name: a}}\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {}\n",
+            STANDARD.encode(scheme)
+        );
+        let report = run(canonical_config, &encoded);
+        let [(_, Value::String(value))] = &edits(&report)[..] else { panic!("{:?}", report.edits) };
+        assert!(STANDARD.decode(value).is_ok(), "base64 stays base64");
+        assert!(run(canonical_config, &secret("a", "ns", DOCKER_CONFIG_JSON, CORP)).edits.is_empty());
+    }
+
+    #[test]
+    fn credential_registries_must_be_registries() {
+        let yaml = "kind: RegistryCredential\nmetadata: {name: corp}\nspec:\n  source: {secretRef: {namespace: regcred-system, name: s}}\n  registries: [registry.corp, 'not a host']\n";
+        let report = run(credential_registries, yaml);
+        assert_eq!(found(&report), [("RC020", Severity::Error, 5, "spec.registries[1]".to_owned())]);
+    }
+
+    #[test]
+    fn pull_secret_in_other_namespace_is_moved_when_one_namespace_needs_it() {
+        let yaml = secret("regcred", "default", DOCKER_CONFIG_JSON, CORP)
+            + &pod("app", "production", &["regcred"], "registry.corp/app:1");
+        let report = run(pull_secret_in_other_namespace, &yaml);
+        assert_eq!(found(&report), [("RC011", Severity::Error, 13, "spec.imagePullSecrets[0].name".to_owned())]);
+        assert_eq!(report.findings[0].fix, "move Secret default/regcred to namespace production");
+        assert_eq!(edits(&report), [("metadata.namespace".to_owned(), Value::String("production".into()))]);
+        assert!(found(&run(pull_secret_not_found, &yaml)).is_empty(), "found elsewhere is not missing");
+    }
+
+    #[test]
+    fn pull_secret_not_found_names_the_near_miss() {
+        let yaml = secret("reg-cred", "production", DOCKER_CONFIG_JSON, CORP)
+            + &pod("app", "production", &["regcred"], "registry.corp/app:1");
+        let report = run(pull_secret_not_found, &yaml);
+        assert_eq!(found(&report), [("RC010", Severity::Error, 13, "spec.imagePullSecrets[0].name".to_owned())]);
+        assert!(report.findings[0].message.ends_with("did you mean Secret production/reg-cred?"));
+        assert_eq!(edits(&report), [("metadata.name".to_owned(), Value::String("regcred".into()))]);
+
+        let report = run(pull_secret_not_found, &pod("app", "production", &["gone"], "registry.corp/app:1"));
+        assert!(report.findings[0].message.ends_with("the kubelet pulls without credentials"));
+        assert!(report.edits.is_empty());
+    }
+
+    #[test]
+    fn invalid_image_references() {
+        let report = run(invalid_image, &pod("app", "ns", &[], "Registry.corp/App:1"));
+        assert_eq!(found(&report), [("RC014", Severity::Error, 7, "spec.containers[0].image".to_owned())]);
+        assert!(found(&run(invalid_image, &pod("app", "ns", &[], "registry.corp/app:1"))).is_empty());
+    }
+
+    #[test]
+    fn no_pull_secrets_for_a_private_registry_only() {
+        let report = run(no_pull_secrets, &pod("app", "ns", &[], "registry.corp/app:1"));
+        assert_eq!(found(&report), [("RC013", Severity::Warning, 7, "spec.containers[0].image".to_owned())]);
+        assert!(found(&run(no_pull_secrets, &pod("app", "ns", &[], "nginx:1.27"))).is_empty(), "Docker Hub");
+        let account = "---\nkind: ServiceAccount\nmetadata: {name: default, namespace: ns}\nimagePullSecrets: [{name: regcred}]\n";
+        let yaml = pod("app", "ns", &[], "registry.corp/app:1") + account;
+        assert!(found(&run(no_pull_secrets, &yaml)).is_empty(), "the ServiceAccount's count");
+    }
+
+    #[test]
+    fn registry_not_covered_by_the_keys_of_the_set() {
+        let quay = r#"{"auths":{"quay.io":{"username":"u","password":"p"}}}"#;
+        let yaml =
+            secret("regcred", "ns", DOCKER_CONFIG_JSON, quay) + &pod("app", "ns", &["regcred"], "registry.corp/app:1");
+        let report = run(registry_not_covered, &yaml);
+        assert_eq!(found(&report), [("RC012", Severity::Warning, 14, "spec.containers[0].image".to_owned())]);
+        let covered =
+            secret("regcred", "ns", DOCKER_CONFIG_JSON, CORP) + &pod("app", "ns", &["regcred"], "registry.corp/app:1");
+        assert!(found(&run(registry_not_covered, &covered)).is_empty());
+        let unknown = pod("app", "ns", &["elsewhere"], "registry.corp/app:1");
+        assert!(found(&run(registry_not_covered, &unknown)).is_empty(), "keys the set does not hold are not judged");
+    }
 }

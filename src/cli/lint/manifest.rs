@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span};
+use saphyr_parser::{Event, Marker, Parser, ScalarStyle, ScanError, Span};
 use serde_norway::{Mapping, Number, Value};
 use thiserror::Error;
 
@@ -130,28 +130,78 @@ pub(crate) fn lookup<'v>(value: &'v Value, path: &FieldPath) -> Option<&'v Value
     })
 }
 
-/// A file that is not YAML or JSON. The parser's message names a position, never the content.
+/// The most a document may nest (mappings and sequences): Kubernetes objects, CRD schemas
+/// included, stay far below it, and it bounds the reader's recursion and the paths it records.
+pub(crate) const MAX_DEPTH: usize = 128;
+/// The most nodes that aliases may copy into one input, in total: a few levels of aliases that
+/// each repeat the one before (an "alias bomb") would otherwise grow a few hundred bytes into
+/// billions of nodes.
+pub(crate) const MAX_ALIAS_NODES: usize = 100_000;
+/// The largest input read, per file or stdin; a Kubernetes object is at most about 1.5 MB.
+pub(crate) const MAX_INPUT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Why an input was not read. A parser's message names a position, never the content.
 #[derive(Debug, Error)]
-#[error("{source_name}: line {line} column {column}: {reason}")]
-pub(crate) struct ManifestError {
-    pub(crate) source_name: String,
-    pub(crate) line: usize,
-    pub(crate) column: usize,
-    pub(crate) reason: String,
+pub(crate) enum ManifestError {
+    #[error("{source_name}: not YAML or JSON: line {line} column {column}: {reason}")]
+    Syntax { source_name: String, line: usize, column: usize, reason: String },
+    #[error("{source_name}: refused at line {line} column {column}: {limit}")]
+    Limit { source_name: String, line: usize, column: usize, limit: Limit },
+}
+
+/// A bound on what one input may cost to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub(crate) enum Limit {
+    #[error("nesting deeper than {MAX_DEPTH} levels")]
+    Depth,
+    #[error("aliases expand to more than {MAX_ALIAS_NODES} nodes (an alias bomb?)")]
+    AliasNodes,
+}
+
+/// What stops the builder: the parser's error, or a limit at a position.
+enum BuildError {
+    Scan(ScanError),
+    Limit(Marker, Limit),
+}
+
+impl From<ScanError> for BuildError {
+    fn from(error: ScanError) -> BuildError {
+        BuildError::Scan(error)
+    }
 }
 
 /// Every non-empty document of a YAML (or JSON, which is YAML) text.
 pub(crate) fn parse_documents(source: &str, text: &str) -> Result<Vec<Document>, ManifestError> {
-    let error = |e: ScanError| ManifestError {
-        source_name: source.to_owned(),
-        line: e.marker().line(),
-        column: e.marker().col() + 1,
-        reason: e.info().to_owned(),
+    let source_name = source.to_owned();
+    let error = |e: BuildError| match e {
+        // The scanner's own bound on flow nesting (`[[[...`) is the same limit, met earlier.
+        BuildError::Scan(e) if e.info() == "recursion limit exceeded" => ManifestError::Limit {
+            source_name: source_name.clone(),
+            line: e.marker().line(),
+            column: e.marker().col() + 1,
+            limit: Limit::Depth,
+        },
+        BuildError::Scan(e) => ManifestError::Syntax {
+            source_name: source_name.clone(),
+            line: e.marker().line(),
+            column: e.marker().col() + 1,
+            reason: e.info().to_owned(),
+        },
+        BuildError::Limit(at, limit) => {
+            ManifestError::Limit { source_name: source_name.clone(), line: at.line(), column: at.col() + 1, limit }
+        }
     };
-    let mut builder = Builder { parser: Parser::new_from_str(text), anchors: HashMap::new(), lines: HashMap::new() };
+    let mut builder = Builder {
+        parser: Parser::new_from_str(text),
+        anchors: HashMap::new(),
+        lines: HashMap::new(),
+        depth: 0,
+        nodes: 0,
+        alias_nodes: 0,
+    };
     let mut documents = Vec::new();
     let mut number = 0;
-    while let Some((event, _)) = builder.parser.next().transpose().map_err(error)? {
+    while let Some((event, _)) = builder.parser.next().transpose().map_err(|e| error(e.into()))? {
         match event {
             Event::DocumentStart(_) => {
                 number += 1;
@@ -171,8 +221,15 @@ pub(crate) fn parse_documents(source: &str, text: &str) -> Result<Vec<Document>,
 
 struct Builder<'input> {
     parser: Parser<'input, saphyr_parser::StrInput<'input>>,
-    anchors: HashMap<usize, Value>,
+    /// Each anchored value with the number of nodes it holds.
+    anchors: HashMap<usize, (Value, usize)>,
     lines: HashMap<FieldPath, usize>,
+    /// Collections open around the current node.
+    depth: usize,
+    /// Nodes built so far, aliases' copies included.
+    nodes: usize,
+    /// Nodes that aliases copied so far, in the whole input.
+    alias_nodes: usize,
 }
 
 impl Builder<'_> {
@@ -181,20 +238,31 @@ impl Builder<'_> {
     }
 
     /// Reads one node starting at the next event; records its line under `path`.
-    fn next_node(&mut self, path: &FieldPath) -> Result<Value, ScanError> {
+    fn next_node(&mut self, path: &FieldPath) -> Result<Value, BuildError> {
         let (event, span) = self.next_event()?;
         let event = event.into_owned_event();
         self.lines.insert(path.clone(), span.start.line());
-        self.node(event, path)
+        self.node(event, span.start, path)
     }
 
-    fn node(&mut self, event: OwnedEvent, path: &FieldPath) -> Result<Value, ScanError> {
+    fn node(&mut self, event: OwnedEvent, at: Marker, path: &FieldPath) -> Result<Value, BuildError> {
+        let first_node = self.nodes;
+        self.nodes += 1;
         let (value, anchor) = match event {
             OwnedEvent::Scalar { text, plain, string_tag, anchor } => {
                 (if plain && !string_tag { resolve_plain(&text) } else { Value::String(text) }, anchor)
             }
-            OwnedEvent::Alias(anchor) => (self.anchors.get(&anchor).cloned().unwrap_or(Value::Null), 0),
+            OwnedEvent::Alias(anchor) => {
+                let Some((value, size)) = self.anchors.get(&anchor) else { return Ok(Value::Null) };
+                self.alias_nodes += size;
+                if self.alias_nodes > MAX_ALIAS_NODES {
+                    return Err(BuildError::Limit(at, Limit::AliasNodes));
+                }
+                self.nodes += size;
+                (value.clone(), 0)
+            }
             OwnedEvent::SequenceStart(anchor) => {
+                self.enter(at)?;
                 let mut items = Vec::new();
                 loop {
                     let (event, span) = self.next_event()?;
@@ -204,20 +272,35 @@ impl Builder<'_> {
                     }
                     let item_path = path.index(items.len());
                     self.lines.insert(item_path.clone(), span.start.line());
-                    items.push(self.node(event, &item_path)?);
+                    items.push(self.node(event, span.start, &item_path)?);
                 }
+                self.depth -= 1;
                 (Value::Sequence(items), anchor)
             }
-            OwnedEvent::MappingStart(anchor) => (Value::Mapping(self.mapping(path)?), anchor),
+            OwnedEvent::MappingStart(anchor) => {
+                self.enter(at)?;
+                let mapping = self.mapping(path)?;
+                self.depth -= 1;
+                (Value::Mapping(mapping), anchor)
+            }
             OwnedEvent::End => (Value::Null, 0),
         };
         if anchor != 0 {
-            self.anchors.insert(anchor, value.clone());
+            self.anchors.insert(anchor, (value.clone(), self.nodes - first_node));
         }
         Ok(value)
     }
 
-    fn mapping(&mut self, path: &FieldPath) -> Result<Mapping, ScanError> {
+    /// One level deeper, within [`MAX_DEPTH`].
+    fn enter(&mut self, at: Marker) -> Result<(), BuildError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(BuildError::Limit(at, Limit::Depth));
+        }
+        Ok(())
+    }
+
+    fn mapping(&mut self, path: &FieldPath) -> Result<Mapping, BuildError> {
         let mut mapping = Mapping::new();
         let mut merged = Mapping::new();
         loop {
@@ -227,7 +310,7 @@ impl Builder<'_> {
                 break;
             }
             let line = span.start.line();
-            let key = self.node(event, &FieldPath::root())?;
+            let key = self.node(event, span.start, &FieldPath::root())?;
             let key_text = match &key {
                 Value::String(s) => s.clone(),
                 other => serde_norway::to_string(other).unwrap_or_default().trim_end().to_owned(),
@@ -402,8 +485,9 @@ spec:
     #[test]
     fn syntax_errors_name_the_position() {
         let err = parse_documents("bad.yaml", "a: [1, 2\nb: c\n").unwrap_err();
-        assert_eq!(err.source_name, "bad.yaml");
-        assert!(err.line >= 1, "{err}");
+        let ManifestError::Syntax { source_name, line, .. } = &err else { panic!("{err}") };
+        assert_eq!(source_name, "bad.yaml");
+        assert!(*line >= 1, "{err}");
     }
 
     #[test]
@@ -412,5 +496,27 @@ spec:
         assert!(doc.set(&FieldPath::root().keys(&["metadata", "namespace"]), Value::String("prod".into())));
         assert_eq!(doc.value["metadata"]["namespace"], Value::String("prod".into()));
         assert!(!doc.set(&FieldPath::root().keys(&["metadata", "name", "x"]), Value::Null));
+    }
+
+    #[test]
+    fn nesting_is_read_up_to_the_limit_and_refused_past_it() {
+        let nested = |depth: usize| format!("{}x\n", "- ".repeat(depth));
+        assert_eq!(documents(&nested(MAX_DEPTH)).len(), 1);
+        let err = parse_documents("deep.yaml", &nested(MAX_DEPTH + 1)).unwrap_err();
+        assert!(matches!(err, ManifestError::Limit { limit: Limit::Depth, line: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn aliases_are_counted_by_the_nodes_they_copy() {
+        // An anchor of 1 + 1,000 nodes, used 99 times: 99,099 copied nodes, within the limit.
+        let items = vec!["1"; 1_000].join(",");
+        let uses = vec!["*a"; 99].join(",");
+        let doc = documents(&format!("a: &a [{items}]\nb: [{uses}]\n")).remove(0);
+        assert_eq!(doc.value["b"][98][999], Value::Number(1.into()));
+        let err = parse_documents("x.yaml", &format!("a: &a [{items}]\nb: [{uses}, *a]\n")).unwrap_err();
+        assert!(matches!(err, ManifestError::Limit { limit: Limit::AliasNodes, line: 2, .. }), "{err}");
+        // The budget is per input, across documents.
+        let split = format!("a: &a [{items}]\nb: [{uses}]\n---\na: &a [{items}]\nb: [*a]\n");
+        assert!(parse_documents("x.yaml", &split).is_err());
     }
 }

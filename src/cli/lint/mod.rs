@@ -6,6 +6,7 @@
 
 mod check;
 pub(crate) mod manifest;
+mod set;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use clap::{Args, ValueEnum};
 
 pub use check::Code;
 use check::{Finding, Report, Severity, check};
-use manifest::{Document, parse_documents};
+use manifest::{Document, MAX_INPUT_BYTES, parse_documents};
 
 /// Rounds of fixing: a rename can reveal a namespace move, which the next round makes.
 const FIX_ROUNDS: usize = 5;
@@ -65,6 +66,18 @@ pub fn run(args: &LintArgs, stdin: &mut dyn Read, stdout: &mut dyn Write, stderr
     }
 }
 
+/// Lints `text` as one manifest file, without files or stdout: the number of findings and the
+/// manifests `--fix` would write, or why the text was refused. The path `run` takes, for the
+/// fuzz target.
+pub fn lint_text(text: &str) -> Result<(usize, String), String> {
+    let documents = parse_documents("<input>", text).map_err(|error| error.to_string())?;
+    let findings = check(&documents).findings.len();
+    let (fixed, _) = fix(documents);
+    let mut written = Vec::new();
+    write_documents(&fixed, &mut written);
+    Ok((findings, String::from_utf8_lossy(&written).into_owned()))
+}
+
 /// Every document of every path, in the order given (directories sorted); unreadable inputs are
 /// reported on `stderr` and flagged.
 fn load(paths: &[PathBuf], stdin: &mut dyn Read, stderr: &mut dyn Write) -> (Vec<Document>, bool) {
@@ -79,14 +92,15 @@ fn load(paths: &[PathBuf], stdin: &mut dyn Read, stderr: &mut dyn Write) -> (Vec
     }
     for file in files {
         let (name, text) = if file.as_os_str() == "-" {
-            let mut text = String::new();
-            ("<stdin>".to_owned(), stdin.read_to_string(&mut text).map(|_| text))
+            ("<stdin>".to_owned(), read_bounded(stdin))
         } else {
-            (file.display().to_string(), std::fs::read_to_string(&file))
+            (file.display().to_string(), std::fs::File::open(&file).and_then(|mut f| read_bounded(&mut f)))
         };
-        let parsed = text
-            .map_err(|error| format!("cannot read {name}: {error}"))
-            .and_then(|text| parse_documents(&name, &text).map_err(|error| format!("not YAML or JSON: {error}")));
+        let parsed = match text {
+            Ok(Some(text)) => parse_documents(&name, &text).map_err(|error| error.to_string()),
+            Ok(None) => Err(format!("{name}: refused: larger than {} MiB", MAX_INPUT_BYTES / (1024 * 1024))),
+            Err(error) => Err(format!("cannot read {name}: {error}")),
+        };
         match parsed {
             Ok(parsed) => documents.extend(parsed),
             Err(message) => {
@@ -96,6 +110,17 @@ fn load(paths: &[PathBuf], stdin: &mut dyn Read, stderr: &mut dyn Write) -> (Vec
         }
     }
     (documents, unreadable)
+}
+
+/// The whole input as text, or `None` when it is larger than [`MAX_INPUT_BYTES`]; never reads
+/// more than one byte past the limit.
+fn read_bounded(input: &mut dyn Read) -> std::io::Result<Option<String>> {
+    let mut bytes = Vec::new();
+    input.take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Ok(None);
+    }
+    String::from_utf8(bytes).map(Some).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 fn collect_files(path: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
