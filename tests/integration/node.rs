@@ -14,9 +14,9 @@ use crate::cluster_or_skip;
 use crate::fixture::*;
 
 /// tests/run.sh taints the node so that only these tests' Pods run there.
-static NODE_TOLERATION: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
-    json!({"key": "regcred.dev/node-tests", "operator": "Equal", "value": "true", "effect": "NoSchedule"})
-});
+static NODE_TOLERATION: std::sync::LazyLock<Value> = std::sync::LazyLock::new(
+    || json!({"key": "regcred.dev/node-tests", "operator": "Equal", "value": "true", "effect": "NoSchedule"}),
+);
 
 /// How long a pull may take on the node, Events included.
 const PULL_TIMEOUT: Duration = Duration::from_secs(90);
@@ -194,9 +194,10 @@ async fn a_deployment_stuck_before_the_credential_runs_after_recovery() {
     let deadline = tokio::time::Instant::now() + PULL_TIMEOUT;
     loop {
         let list = pods.list(&ListParams::default().labels("app=web")).await.unwrap();
-        let running = list.items.iter().any(|p| {
-            p.uid() != stuck.uid() && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-        });
+        let running = list
+            .items
+            .iter()
+            .any(|p| p.uid() != stuck.uid() && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
         if running {
             break;
         }
