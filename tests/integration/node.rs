@@ -244,3 +244,86 @@ async fn a_rotated_password_reaches_new_pods() {
         .unwrap();
     assert!(restored.success());
 }
+
+/// `regcred-operator doctor pod` on the Pod, as a person runs it; its report.
+async fn doctor(namespace: &str, pod: &str) -> String {
+    let (namespace, pod) = (namespace.to_owned(), pod.to_owned());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_regcred-operator"))
+            .args(["doctor", "pod", &pod, "-n", &namespace])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+/// Waits for the kubelet's pull failure Events, then asks doctor.
+async fn failed_pull_diagnosis(admin: &Client, namespace: &str, pod: &Pod) -> String {
+    create_pod(admin, namespace, pod).await;
+    let name = pod.name_any();
+    let outcome = pod_outcome(admin, namespace, &name).await;
+    assert!(outcome == "ErrImagePull" || outcome == "ImagePullBackOff", "{name}: {outcome}");
+    doctor(namespace, &name).await
+}
+
+#[tokio::test]
+async fn doctor_reads_the_kubelets_real_events() {
+    let admin = cluster_or_skip!();
+    let (env, _node) = node_or_skip!();
+    let image = env["REGCRED_NODE_IMAGE"].clone();
+    let registry = env["REGCRED_REGISTRY"].as_str();
+    let user = env["REGCRED_REGISTRY_USER"].as_str();
+    let namespace = crate::support::TestNamespace::create(&admin, "node-doctor", &[]).await;
+    let elsewhere = crate::support::TestNamespace::create(&admin, "node-doctor-other", &[]).await;
+    let ns = namespace.name.as_str();
+    crate::support::wait_for(
+        &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), ns),
+        "default",
+        "the default ServiceAccount",
+        TIMEOUT,
+        |a| a.is_some(),
+    )
+    .await;
+    put_docker_config(&admin, ns, "wrong-password", &docker_config(registry, user, "not-the-password")).await;
+    put_docker_config(&admin, ns, "other-registry", &docker_config("registry.example.test", user, "pw")).await;
+    put_docker_config(&admin, &elsewhere.name, "misplaced", &docker_config(registry, user, "pw")).await;
+
+    let cases = [
+        ("missing", "nosuch", "pull secret \"nosuch\" does not exist in namespace"),
+        ("misplaced", "misplaced", "is in another namespace"),
+        ("wrong-password", "wrong-password", "the registry refused the credentials the kubelet sent"),
+        ("not-covered", "other-registry", &format!("no pull secret of the Pod covers registry {registry}")),
+    ];
+    for (pod, secret, cause) in cases {
+        let report = failed_pull_diagnosis(&admin, ns, &private_pod(pod, &image, &[secret])).await;
+        assert!(report.contains(cause), "doctor on {pod}: expected {cause:?} in:\n{report}");
+        assert!(!report.contains(&env["REGCRED_REGISTRY_PASSWORD"]), "doctor showed a credential");
+    }
+
+    // Kubernetes 1.35+: an image another namespace's Pod pulled onto this node is not this Pod's
+    // to use without a credential of its own (KubeletEnsureSecretPulledImages).
+    let node = env["REGCRED_NODE_NAME"].clone();
+    let cached = |name: &str, secrets: &[&str]| {
+        let mut pod = private_pod(name, &env["REGCRED_NODE_IMAGE_OTHER"], secrets);
+        let spec = pod.spec.as_mut().unwrap();
+        spec.node_name = Some(node.clone());
+        spec.containers[0].image_pull_policy = Some("IfNotPresent".into());
+        pod
+    };
+    put_docker_config(
+        &admin,
+        &elsewhere.name,
+        "good",
+        &docker_config(registry, user, &env["REGCRED_REGISTRY_PASSWORD"]),
+    )
+    .await;
+    create_pod(&admin, &elsewhere.name, &cached("puller", &["good"])).await;
+    assert_eq!(pod_outcome(&admin, &elsewhere.name, "puller").await, "Running");
+    let report = failed_pull_diagnosis(&admin, ns, &cached("borrower", &[])).await;
+    assert!(
+        report.contains("an image cached on the node is not usable by a Pod without its own credential"),
+        "{report}"
+    );
+}
