@@ -37,7 +37,7 @@ use tracing::{info, warn};
 use context::{Backoff, Context};
 pub(crate) use context::{Settings, Stores};
 pub(crate) use ownership::FIELD_MANAGER;
-use ownership::{AddedPullSecrets, CREDENTIAL_LABEL, managed_selector};
+use ownership::{AddedPullSecrets, managed_selector};
 pub(crate) use reason::Reason;
 
 use crate::crd::RegistryCredential;
@@ -131,86 +131,11 @@ impl Operator {
             credential_watch = credential_watch.labels(selector);
         }
         let credentials: Api<RegistryCredential> = Api::all(client.clone());
-        let controller = Controller::new(credentials, credential_watch.clone())
+        let controller = Controller::new(credentials, credential_watch)
             .with_config(controller::Config::default().concurrency(4))
             .trigger_backoff(watch_backoff());
-        let credential_store = controller.store();
-
-        let (namespaces, namespace_events) =
-            cached_watch(Api::<Namespace>::all(client.clone()), watcher::Config::default(), trim::namespace, keep_all);
-        let (service_accounts, account_events) = cached_watch(
-            Api::<ServiceAccount>::all(client.clone()),
-            watcher::Config::default(),
-            trim::service_account,
-            keep_all,
-        );
-        let (managed_secrets, managed_events) = cached_watch(
-            Api::<Secret>::all(client.clone()),
-            watcher::Config::default().labels(&managed_selector()).page_size(MANAGED_SECRET_PAGE),
-            trim::managed_secret,
-            trim::is_controlled_by_a_credential,
-        );
-        // Pods waiting to start, for recovering those stuck without the copy (evictStuckPods).
-        let (pods, pod_events) = cached_watch(
-            Api::<Pod>::all(client.clone()),
-            watcher::Config::default().fields("status.phase=Pending"),
-            recovery::trim_pod,
-            keep_all,
-        );
-        let mut source_namespaces = std::collections::BTreeMap::new();
-        let mut source_events = Vec::new();
-        for namespace in &settings.source_namespaces {
-            let (store, events) = cached_watch(
-                Api::<Secret>::namespaced(client.clone(), namespace),
-                watcher::Config::default(),
-                trim::source_secret,
-                keep_all,
-            );
-            source_namespaces.insert(namespace.clone(), store);
-            source_events.push(events.boxed());
-        }
-
-        let all = credential_store.clone();
-        let by_account = credential_store.clone();
-        let by_source = credential_store.clone();
-        let by_copy = credential_store.clone();
-        let by_pod = credential_store.clone();
-        let controller = controller
-            // A namespace appearing, changing labels or terminating concerns every credential.
-            .watches_stream(namespace_events, move |_: Namespace| refs(&all, |_| true))
-            .watches_stream(account_events, move |account: ServiceAccount| {
-                let name = account.name_any();
-                refs(&by_account, |c| {
-                    c.spec.service_accounts.names.iter().any(|n| n == "*" || *n == name) || touched_by(c, &account)
-                })
-            })
-            // Only copies of credentials this instance manages (another may run with a selector).
-            .watches_stream(managed_events, move |secret: Secret| {
-                secret
-                    .labels()
-                    .get(CREDENTIAL_LABEL)
-                    .map(|name| ObjectRef::new(name))
-                    .filter(|r| by_copy.get(r).is_some())
-            })
-            // A Pod failing to pull concerns the credentials that recover stuck Pods.
-            .watches_stream(pod_events, move |pod: Pod| {
-                if recovery::pull_failed(&pod) { refs(&by_pod, |c| c.spec.evict_stuck_pods) } else { Vec::new() }
-            })
-            .watches_stream(stream::select_all(source_events), move |secret: Secret| {
-                let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-                refs(&by_source, |c| {
-                    c.spec.source.secret_ref.as_ref().is_some_and(|r| r.namespace == namespace && r.name == name)
-                })
-            });
-
-        let stores = Stores {
-            credentials: credential_store,
-            namespaces,
-            managed_secrets,
-            service_accounts,
-            pods,
-            source_namespaces,
-        };
+        let (stores, events) = watch_related(&client, &settings, controller.store());
+        let controller = events.trigger(controller, &stores.credentials);
         let recorder = Recorder::new(
             client.clone(),
             Reporter { controller: "regcred-operator".into(), instance: instance_name() },
@@ -253,6 +178,105 @@ impl Operator {
             })
             .await;
         info!("controller stopped");
+    }
+}
+
+type Events<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
+
+/// What happens to the objects a RegistryCredential's outcome depends on.
+struct RelatedEvents {
+    namespaces: Events<Namespace>,
+    service_accounts: Events<ServiceAccount>,
+    managed_secrets: Events<Secret>,
+    pods: Events<Pod>,
+    sources: Events<Secret>,
+}
+
+/// Starts the watches that fill the caches, one per kind, each trimmed to what the operator reads.
+fn watch_related(
+    client: &Client,
+    settings: &Settings,
+    credentials: Store<RegistryCredential>,
+) -> (Stores, RelatedEvents) {
+    let (namespaces, namespace_events) =
+        cached_watch(Api::<Namespace>::all(client.clone()), watcher::Config::default(), trim::namespace, keep_all);
+    let (service_accounts, account_events) = cached_watch(
+        Api::<ServiceAccount>::all(client.clone()),
+        watcher::Config::default(),
+        trim::service_account,
+        keep_all,
+    );
+    let (managed_secrets, managed_events) = cached_watch(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default().labels(&managed_selector()).page_size(MANAGED_SECRET_PAGE),
+        trim::managed_secret,
+        trim::is_controlled_by_a_credential,
+    );
+    // Pods waiting to start, for recovering those stuck without the copy (evictStuckPods).
+    let (pods, pod_events) = cached_watch(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default().fields("status.phase=Pending"),
+        recovery::trim_pod,
+        keep_all,
+    );
+    let mut source_namespaces = std::collections::BTreeMap::new();
+    let mut source_events = Vec::new();
+    for namespace in &settings.source_namespaces {
+        let (store, events) = cached_watch(
+            Api::<Secret>::namespaced(client.clone(), namespace),
+            watcher::Config::default(),
+            trim::source_secret,
+            keep_all,
+        );
+        source_namespaces.insert(namespace.clone(), store);
+        source_events.push(events.boxed());
+    }
+    let stores = Stores { credentials, namespaces, managed_secrets, service_accounts, pods, source_namespaces };
+    let events = RelatedEvents {
+        namespaces: namespace_events.boxed(),
+        service_accounts: account_events.boxed(),
+        managed_secrets: managed_events.boxed(),
+        pods: pod_events.boxed(),
+        sources: stream::select_all(source_events).boxed(),
+    };
+    (stores, events)
+}
+
+impl RelatedEvents {
+    /// Maps each event to the RegistryCredentials it concerns, so drift is repaired as it happens.
+    fn trigger(
+        self,
+        controller: Controller<RegistryCredential>,
+        credentials: &Store<RegistryCredential>,
+    ) -> Controller<RegistryCredential> {
+        let (all, by_account, by_copy, by_pod, by_source) =
+            (credentials.clone(), credentials.clone(), credentials.clone(), credentials.clone(), credentials.clone());
+        controller
+            // A namespace appearing, changing labels or terminating concerns every credential.
+            .watches_stream(self.namespaces, move |_: Namespace| refs(&all, |_| true))
+            .watches_stream(self.service_accounts, move |account: ServiceAccount| {
+                let name = account.name_any();
+                refs(&by_account, |c| {
+                    c.spec.service_accounts.names.iter().any(|n| n == "*" || *n == name) || touched_by(c, &account)
+                })
+            })
+            // The credential that controls the copy, when this instance manages it (another
+            // instance may run with another selector).
+            .watches_stream(self.managed_secrets, move |secret: Secret| {
+                let owner =
+                    secret.owner_references().iter().find(|o| o.controller == Some(true)).map(|o| o.name.clone());
+                owner.map(|name| ObjectRef::new(&name)).filter(|r| by_copy.get(r).is_some())
+            })
+            // A Pod failing to pull concerns the credentials that recover stuck Pods.
+            .watches_stream(self.pods, move |pod: Pod| {
+                if recovery::pull_failed(&pod) { refs(&by_pod, |c| c.spec.evict_stuck_pods) } else { Vec::new() }
+            })
+            .watches_stream(self.sources, move |secret: Secret| {
+                let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+                refs(&by_source, |c| {
+                    c.spec.source.secret_ref.as_ref().is_some_and(|r| r.namespace == namespace && r.name == name)
+                })
+            })
     }
 }
 

@@ -37,7 +37,7 @@ pub(crate) fn failure(reason: Reason, message: impl Into<String>) -> NamespaceFa
 }
 
 /// The status a reconcile's outcome describes. The credential's current status keeps
-/// `lastTransitionTime` stable while the Ready status does not change.
+/// `lastTransitionTime` stable while a condition's status does not change.
 pub(crate) fn desired_status(
     credential: &RegistryCredential,
     matched: &BTreeSet<String>,
@@ -46,89 +46,23 @@ pub(crate) fn desired_status(
     source: std::result::Result<&ResolvedSource, &SourceProblem>,
     admission_policies_served: bool,
 ) -> RegistryCredentialStatus {
-    let secret_name = &credential.spec.secret_name;
-    let mut failures: Vec<SyncFailure> = blocked
-        .iter()
-        .map(|(namespace, blocked)| {
-            let (reason, message) = match blocked {
-                Blocked::NameClaimedBy(winner) => (
-                    Reason::NameConflict,
-                    format!("RegistryCredential {winner} claims Secret {secret_name} here and takes precedence (older)"),
-                ),
-                Blocked::ControlledByAnother(owner) => (
-                    Reason::NameConflict,
-                    format!(
-                        "Secret {secret_name} here is controlled by RegistryCredential {owner}, which this operator instance does not manage"
-                    ),
-                ),
-                Blocked::SourceSecret => (
-                    Reason::SecretIsSource,
-                    format!("Secret {secret_name} here is the source of a RegistryCredential; it is never written"),
-                ),
-            };
-            SyncFailure { namespace: namespace.clone(), reason: reason.to_string(), message }
-        })
-        // Namespaces that stopped matching are listed too: a prune that failed left a copy behind.
-        .chain(outcomes.iter().filter_map(|(namespace, outcome)| {
-            let failure = outcome.as_ref().err()?;
-            let pruning = if matched.contains(namespace) { "" } else { "pruning a namespace that stopped matching: " };
-            Some(SyncFailure {
-                namespace: namespace.clone(),
-                reason: failure.reason.to_string(),
-                message: format!("{pruning}{}", failure.message),
-            })
-        }))
-        .collect();
-    failures.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+    let mut failures = failures(&credential.spec.secret_name, matched, blocked, outcomes);
     let failed = i32::try_from(failures.iter().filter(|f| matched.contains(&f.namespace)).count()).unwrap_or(i32::MAX);
-    let prune_failed = failures.len() > usize::try_from(failed).unwrap_or_default();
     let total = i32::try_from(matched.len()).unwrap_or(i32::MAX);
     let synced = if source.is_ok() { total.saturating_sub(failed) } else { 0 };
+    let health = match source {
+        Err(problem) => Health::Source(problem),
+        Ok(_) if failures.is_empty() => Health::Synced { synced, total },
+        Ok(_) => {
+            let needs_a_person = failures
+                .iter()
+                .any(|f| f.reason.parse::<Reason>().is_ok_and(|reason| reason.category() == Category::Conflict));
+            Health::Failed { failed, total, needs_a_person }
+        }
+    };
     failures.truncate(MAX_LISTED_FAILURES);
-
-    let (ready, reason, message) = match source {
-        Err(problem) => ("False", problem.reason(), problem.to_string()),
-        Ok(_) if failed > 0 || prune_failed => {
-            ("False", Reason::SyncFailed, format!("{failed} of {total} namespaces failed; see status.failures"))
-        }
-        Ok(_) => ("True", Reason::Synced, format!("{synced}/{total} namespaces")),
-    };
-    // kstatus (Flux, `kubectl wait`) and Argo CD read these beside Ready: Stalled while a person
-    // has to act, Reconciling while failed writes are retried.
-    let needs_a_person =
-        failures.iter().any(|f| f.reason.parse::<Reason>().is_ok_and(|reason| reason.category() == Category::Conflict));
-    let progress = match source {
-        Err(problem) => Some(("Stalled", problem.reason(), problem.to_string())),
-        Ok(_) if (failed > 0 || prune_failed) && needs_a_person => Some((
-            "Stalled",
-            Reason::SyncFailed,
-            format!("{failed} of {total} namespaces need a person; see status.failures"),
-        )),
-        Ok(_) if failed > 0 || prune_failed => {
-            Some(("Reconciling", Reason::SyncFailed, format!("retrying {failed} of {total} namespaces with backoff")))
-        }
-        Ok(_) => None,
-    };
-    let mut conditions = vec![condition(credential, "Ready", ready, reason, message)];
-    if let Some((type_, reason, message)) = progress {
-        conditions.push(condition(credential, type_, "True", reason, message));
-    }
-    let (injecting, reason, message) = match (credential.spec.inject_into_pods, admission_policies_served) {
-        (false, _) => ("False", Reason::InjectionDisabled, "injectIntoPods is false: ServiceAccount patching only".to_owned()),
-        (true, false) => (
-            "False",
-            Reason::AdmissionPolicyNotServed,
-            "the cluster does not serve MutatingAdmissionPolicy (admissionregistration.k8s.io/v1, Kubernetes 1.36+): \
-             ServiceAccount patching only, so a Pod listing its own pull secrets or created before the patch goes without the copy"
-                .to_owned(),
-        ),
-        (true, true) => (
-            "True",
-            Reason::AdmissionPolicyServed,
-            "new Pods of selected namespaces and ServiceAccounts get the copy at admission".to_owned(),
-        ),
-    };
-    conditions.push(condition(credential, "PodInjection", injecting, reason, message));
+    let mut conditions = health.conditions(credential);
+    conditions.push(injection_condition(credential, admission_policies_served));
     let (registries, normalized) = match source {
         Ok(source) => (source.registries.clone(), source.rewrites.clone()),
         Err(_) => (Vec::new(), Vec::new()),
@@ -143,6 +77,110 @@ pub(crate) fn desired_status(
         normalized,
         stuck_pods: None,
     }
+}
+
+/// Every namespace that is not as it should be, sorted: those blocked by the plan, and those whose
+/// writes failed. Namespaces that stopped matching are listed too: a failed prune left a copy.
+fn failures(
+    secret_name: &str,
+    matched: &BTreeSet<String>,
+    blocked: &BTreeMap<String, Blocked>,
+    outcomes: &BTreeMap<String, NamespaceOutcome>,
+) -> Vec<SyncFailure> {
+    let blocked = blocked.iter().map(|(namespace, blocked)| {
+        let (reason, message) = match blocked {
+            Blocked::NameClaimedBy(winner) => (
+                Reason::NameConflict,
+                format!("RegistryCredential {winner} claims Secret {secret_name} here and takes precedence (older)"),
+            ),
+            Blocked::ControlledByAnother(owner) => (
+                Reason::NameConflict,
+                format!(
+                    "Secret {secret_name} here is controlled by RegistryCredential {owner}, which this operator instance does not manage"
+                ),
+            ),
+            Blocked::SourceSecret => (
+                Reason::SecretIsSource,
+                format!("Secret {secret_name} here is the source of a RegistryCredential; it is never written"),
+            ),
+        };
+        SyncFailure { namespace: namespace.clone(), reason: reason.to_string(), message }
+    });
+    let failed = outcomes.iter().filter_map(|(namespace, outcome)| {
+        let failure = outcome.as_ref().err()?;
+        let pruning = if matched.contains(namespace) { "" } else { "pruning a namespace that stopped matching: " };
+        Some(SyncFailure {
+            namespace: namespace.clone(),
+            reason: failure.reason.to_string(),
+            message: format!("{pruning}{}", failure.message),
+        })
+    });
+    let mut failures: Vec<SyncFailure> = blocked.chain(failed).collect();
+    failures.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+    failures
+}
+
+/// Where a credential stands, as its conditions tell it.
+enum Health<'a> {
+    Synced {
+        synced: i32,
+        total: i32,
+    },
+    /// The source is unusable: a person has to act.
+    Source(&'a SourceProblem),
+    /// Some namespaces failed; a person has to act when any failure is a conflict.
+    Failed {
+        failed: i32,
+        total: i32,
+        needs_a_person: bool,
+    },
+}
+
+impl Health<'_> {
+    /// `Ready`, and beside it what kstatus (Flux, `kubectl wait`) and Argo CD read: `Stalled`
+    /// while a person has to act, `Reconciling` while failed writes are retried.
+    fn conditions(&self, credential: &RegistryCredential) -> Vec<Condition> {
+        match self {
+            Health::Synced { synced, total } => {
+                vec![condition(credential, "Ready", "True", Reason::Synced, format!("{synced}/{total} namespaces"))]
+            }
+            Health::Source(problem) => vec![
+                condition(credential, "Ready", "False", problem.reason(), problem.to_string()),
+                condition(credential, "Stalled", "True", problem.reason(), problem.to_string()),
+            ],
+            Health::Failed { failed, total, needs_a_person } => {
+                let ready = format!("{failed} of {total} namespaces failed; see status.failures");
+                let (progress, message) = if *needs_a_person {
+                    ("Stalled", format!("{failed} of {total} namespaces need a person; see status.failures"))
+                } else {
+                    ("Reconciling", format!("retrying {failed} of {total} namespaces with backoff"))
+                };
+                vec![
+                    condition(credential, "Ready", "False", Reason::SyncFailed, ready),
+                    condition(credential, progress, "True", Reason::SyncFailed, message),
+                ]
+            }
+        }
+    }
+}
+
+/// `PodInjection`: whether new Pods get the copy at admission.
+fn injection_condition(credential: &RegistryCredential, admission_policies_served: bool) -> Condition {
+    let (status, reason, message) = match (credential.spec.inject_into_pods, admission_policies_served) {
+        (false, _) => ("False", Reason::InjectionDisabled, "injectIntoPods is false: ServiceAccount patching only"),
+        (true, false) => (
+            "False",
+            Reason::AdmissionPolicyNotServed,
+            "the cluster does not serve MutatingAdmissionPolicy (admissionregistration.k8s.io/v1, Kubernetes 1.36+): \
+             ServiceAccount patching only, so a Pod listing its own pull secrets or created before the patch goes without the copy",
+        ),
+        (true, true) => (
+            "True",
+            Reason::AdmissionPolicyServed,
+            "new Pods of selected namespaces and ServiceAccounts get the copy at admission",
+        ),
+    };
+    condition(credential, "PodInjection", status, reason, message.to_owned())
 }
 
 /// A condition of this generation; its `lastTransitionTime` stays while its status does not change.
