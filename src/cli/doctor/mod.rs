@@ -103,30 +103,20 @@ async fn gather(client: &Client, namespace: &str, name: &str) -> Result<(Evidenc
     };
     let spec = pod.spec.clone().unwrap_or_default();
     let account_name = spec.service_account_name.clone().unwrap_or_else(|| "default".to_owned());
-
-    let namespace_labels = match Api::<Namespace>::all(client.clone()).get_opt(namespace).await {
-        Ok(found) => found.map(|ns| ns.labels().clone()),
-        Err(error) => {
-            note("Namespace labels", error);
-            None
-        }
-    };
-    let service_account =
-        match Api::<ServiceAccount>::namespaced(client.clone(), namespace).get_opt(&account_name).await {
-            Ok(found) => found,
-            Err(error) => {
-                note("ServiceAccount", error);
-                None
-            }
-        };
-
-    let credentials = match Api::<RegistryCredential>::all(client.clone()).list(&ListParams::default()).await {
-        Ok(list) => list.items,
-        Err(error) => {
-            note("RegistryCredentials", error);
-            Vec::new()
-        }
-    };
+    let namespace_labels =
+        noted(Api::<Namespace>::all(client.clone()).get_opt(namespace).await, "Namespace labels", &mut note)
+            .map(|ns| ns.labels().clone());
+    let service_account = noted(
+        Api::<ServiceAccount>::namespaced(client.clone(), namespace).get_opt(&account_name).await,
+        "ServiceAccount",
+        &mut note,
+    );
+    let credentials = noted(
+        Api::<RegistryCredential>::all(client.clone()).list(&ListParams::default()).await.map(|l| Some(l.items)),
+        "RegistryCredentials",
+        &mut note,
+    )
+    .unwrap_or_default();
 
     let named: BTreeSet<String> = spec
         .image_pull_secrets
@@ -143,72 +133,24 @@ async fn gather(client: &Client, namespace: &str, name: &str) -> Result<(Evidenc
         .filter(|c| c.spec.selects_pods_of(namespace, &labels, &account_name, &reserved))
         .map(|c| c.spec.secret_name.clone());
     let names: BTreeSet<String> = named.iter().cloned().chain(copies).collect();
-    let secrets_api = Api::<Secret>::namespaced(client.clone(), namespace);
-    let mut secrets = BTreeMap::new();
-    for secret_name in &names {
-        let lookup = match secrets_api.get_opt(secret_name).await {
-            Ok(Some(secret)) => SecretLookup::Found {
-                secret_type: secret.type_.clone(),
-                created: secret.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                data: secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect(),
-            },
-            Ok(None) => SecretLookup::Missing,
-            Err(error) => SecretLookup::Unreadable(error.to_string()),
-        };
-        secrets.insert(secret_name.clone(), lookup);
-    }
-
+    let secrets = read_secrets(client, namespace, &names).await;
     let missing: Vec<&str> = named
         .iter()
         .filter(|name| matches!(secrets.get(*name), Some(SecretLookup::Missing)))
         .map(String::as_str)
         .collect();
-    let mut secret_names = Vec::new();
-    if !missing.is_empty() {
-        // Metadata only, page by page, keeping only names that can matter: the search for near
-        // misses never reads another Secret's data, and its memory does not grow with the cluster.
-        let relevant = RelevantSecretNames { namespace, missing: &missing };
-        let all = Api::<Secret>::all(client.clone());
-        let listed = match secret_names_paged(&all, &relevant).await {
-            Ok(names) => Ok(names),
-            Err(error) => {
-                note("Secret names in other namespaces", error);
-                secret_names_paged(&secrets_api, &relevant).await
-            }
-        };
-        match listed {
-            Ok(names) => secret_names = names,
-            Err(error) => note("Secret names in the namespace", error),
-        }
-    }
-
+    let secret_names = near_miss_candidates(client, namespace, &missing, &mut note).await;
     let events = pod_events(client, &pod, &mut note).await;
     let admission = admission(client).await;
     let kubelet_version = match spec.node_name.as_deref() {
-        Some(node) => match Api::<Node>::all(client.clone()).get_opt(node).await {
-            Ok(found) => found.and_then(|n| n.status?.node_info).map(|info| info.kubelet_version),
-            Err(error) => {
-                note("the Node's kubelet version", error);
-                None
-            }
-        },
+        Some(node) => {
+            noted(Api::<Node>::all(client.clone()).get_opt(node).await, "the Node's kubelet version", &mut note)
+                .and_then(|n| n.status?.node_info)
+                .map(|info| info.kubelet_version)
+        }
         None => None,
     };
-    let workload = match pod.owner_references().iter().find(|o| o.controller == Some(true)) {
-        Some(owner) if owner.kind == "ReplicaSet" => {
-            match Api::<ReplicaSet>::namespaced(client.clone(), namespace).get_opt(&owner.name).await {
-                Ok(found) => found.and_then(|rs| {
-                    let owner = rs.owner_references().iter().find(|o| o.controller == Some(true))?.clone();
-                    Some((owner.kind, owner.name))
-                }),
-                Err(error) => {
-                    note("the Pod's ReplicaSet", error);
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
+    let workload = workload(client, namespace, &pod, &mut note).await;
     let evidence = Evidence {
         pod,
         namespace_labels,
@@ -222,6 +164,76 @@ async fn gather(client: &Client, namespace: &str, name: &str) -> Result<(Evidenc
         workload,
     };
     Ok((evidence, unchecked))
+}
+
+/// What a read found; a read that failed is noted as not checked, and counts as found nothing.
+fn noted<T>(result: kube::Result<Option<T>>, what: &str, note: &mut impl FnMut(&str, kube::Error)) -> Option<T> {
+    result.unwrap_or_else(|error| {
+        note(what, error);
+        None
+    })
+}
+
+/// The Secrets the diagnosis reads in the Pod's namespace, by name.
+async fn read_secrets(client: &Client, namespace: &str, names: &BTreeSet<String>) -> BTreeMap<String, SecretLookup> {
+    let secrets_api = Api::<Secret>::namespaced(client.clone(), namespace);
+    let mut secrets = BTreeMap::new();
+    for secret_name in names {
+        let lookup = match secrets_api.get_opt(secret_name).await {
+            Ok(Some(secret)) => SecretLookup::Found {
+                secret_type: secret.type_.clone(),
+                created: secret.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                data: secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect(),
+            },
+            Ok(None) => SecretLookup::Missing,
+            Err(error) => SecretLookup::Unreadable(error.to_string()),
+        };
+        secrets.insert(secret_name.clone(), lookup);
+    }
+    secrets
+}
+
+/// Names of Secrets that may be meant by a missing pull secret: metadata only, page by page,
+/// keeping only names that can matter, so the search never reads another Secret's data and its
+/// memory does not grow with the cluster. Cluster-wide where allowed, else the namespace.
+async fn near_miss_candidates(
+    client: &Client,
+    namespace: &str,
+    missing: &[&str],
+    note: &mut impl FnMut(&str, kube::Error),
+) -> Vec<(String, String)> {
+    if missing.is_empty() {
+        return Vec::new();
+    }
+    let relevant = RelevantSecretNames { namespace, missing };
+    let listed = match secret_names_paged(&Api::<Secret>::all(client.clone()), &relevant).await {
+        Ok(names) => Ok(names),
+        Err(error) => {
+            note("Secret names in other namespaces", error);
+            secret_names_paged(&Api::<Secret>::namespaced(client.clone(), namespace), &relevant).await
+        }
+    };
+    listed.unwrap_or_else(|error| {
+        note("Secret names in the namespace", error);
+        Vec::new()
+    })
+}
+
+/// The workload (kind, name) behind a Pod's ReplicaSet, for the command that recreates it.
+async fn workload(
+    client: &Client,
+    namespace: &str,
+    pod: &Pod,
+    note: &mut impl FnMut(&str, kube::Error),
+) -> Option<(String, String)> {
+    let owner = pod.owner_references().iter().find(|o| o.controller == Some(true))?;
+    if owner.kind != "ReplicaSet" {
+        return None;
+    }
+    let set = Api::<ReplicaSet>::namespaced(client.clone(), namespace).get_opt(&owner.name).await;
+    let set = noted(set, "the Pod's ReplicaSet", note)?;
+    let owner = set.owner_references().iter().find(|o| o.controller == Some(true))?.clone();
+    Some((owner.kind, owner.name))
 }
 
 /// Whether a MutatingAdmissionPolicy that takes RegistryCredentials as parameters is installed,
