@@ -1,11 +1,10 @@
 //! `regcred-operator normalize` as scripts use it: stdin or FILE, stdout, stderr, exit code.
 
-mod common;
 
 use std::process::Output;
 
 fn normalize(args: &[&str], stdin: &str) -> Output {
-    common::run_cli("normalize", args, stdin)
+    regcred_test_support::cli::run_cli("normalize", args, stdin)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -82,7 +81,7 @@ fn a_token_written_into_a_key_never_reaches_the_output() {
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: regcred, namespace: a}}\ntype: kubernetes.io/dockerconfigjson\n\
              stringData:\n  .dockerconfigjson: '{config}'\n"
         );
-        let lint = common::run_cli("lint", &["--format", "json", "-"], &manifest);
+        let lint = regcred_test_support::cli::run_cli("lint", &["--format", "json", "-"], &manifest);
         assert_eq!(lint.status.code(), Some(1));
         let output = format!("{}{}", text(&lint.stdout), text(&lint.stderr));
         assert!(!output.contains(token), "lint showed a token from {key}");

@@ -1,7 +1,6 @@
 //! `regcred-operator lint` as CI pipelines use it: files, directories and stdin in; findings,
 //! corrected manifests and exit codes out.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -15,7 +14,7 @@ use serde_norway::Value;
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lint");
 
 fn lint(args: &[&str], stdin: &str) -> Output {
-    common::run_cli("lint", args, stdin)
+    regcred_test_support::cli::run_cli("lint", args, stdin)
 }
 
 fn fixture(name: &str) -> String {

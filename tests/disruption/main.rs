@@ -1,23 +1,13 @@
 //! Tests that disrupt the whole control plane, so they run in a test binary of their own: cargo
 //! runs test binaries one after another, so no other test sees the disruption.
 
-// Shared with the integration tests; not every helper is used here.
-#[allow(dead_code)]
-#[path = "../integration/fixture.rs"]
-mod fixture;
-#[allow(dead_code)]
-#[path = "../integration/operator.rs"]
-mod operator;
-#[allow(dead_code)]
-#[path = "../integration/support.rs"]
-mod support;
-
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::DeleteParams;
 use serde_json::json;
 
-use fixture::{Fixture, canonical, docker_config, wait_for_copy, wait_for_entries};
+use regcred_test_support::cluster_or_skip;
+use regcred_test_support::fixture::{Fixture, canonical, docker_config, wait_for_copy, wait_for_entries};
 
 /// Restarts kube-apiserver with the same flags, on the control plane tests/run.sh started.
 async fn restart_api_server() {

@@ -12,8 +12,8 @@ use regcred_operator::crd::RegistryCredential;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::cluster_or_skip;
-use crate::support::{TestNamespace, create_namespace};
+use regcred_test_support::cluster_or_skip;
+use regcred_test_support::cluster::{TestNamespace, create_namespace};
 
 /// The namespaces the shipped policy treats like the system namespaces (config/admission).
 const TRUSTED: &str = "regcred-system";
@@ -32,7 +32,7 @@ fn shipped(file: &str) -> Vec<Value> {
 
 /// Installs the CRD and the shipped policy and binding, as an admin applying config/ would.
 async fn install_policy(admin: &Client) {
-    crate::operator::install(admin).await;
+    regcred_test_support::operator::install(admin).await;
     for (file, kind, plural) in [
         ("mutating_admission_policy.yaml", "MutatingAdmissionPolicy", "mutatingadmissionpolicies"),
         ("mutating_admission_policy_binding.yaml", "MutatingAdmissionPolicyBinding", "mutatingadmissionpolicybindings"),
@@ -48,7 +48,7 @@ async fn install_policy(admin: &Client) {
 /// A credential no test operator manages: only the policy acts on it.
 async fn credential(admin: &Client, name: &str, spec: Value) -> RegistryCredential {
     let mut full = json!({"source": {"secretRef": {"namespace": TRUSTED, "name": "pull"}}});
-    crate::fixture::merge(&mut full, spec);
+    regcred_test_support::fixture::merge(&mut full, spec);
     let credential: RegistryCredential = serde_json::from_value(json!({
         "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential",
         "metadata": {"name": name}, "spec": full,
@@ -125,7 +125,7 @@ async fn new_pods_get_the_copy_appended_and_nothing_else_changes() {
     );
     assert!(admitted(&admin, &other.name, None, &[]).await.is_empty(), "unselected namespace");
     assert!(admitted(&admin, &sandbox.name, None, &[]).await.is_empty(), "excluded namespace");
-    crate::fixture::create_account(&admin, &selected.name, "builder", &[]).await;
+    regcred_test_support::fixture::create_account(&admin, &selected.name, "builder", &[]).await;
     assert!(admitted(&admin, &selected.name, Some("builder"), &[]).await.is_empty(), "unselected ServiceAccount");
 
     // Opt-out, and back.
@@ -224,7 +224,7 @@ async fn the_policy_selects_exactly_what_the_controller_selects() {
         }
         let namespace = create_namespace(&admin, &name, &labels).await;
         for account in ["builder", "other"] {
-            crate::fixture::create_account(&admin, &name, account, &[]).await;
+            regcred_test_support::fixture::create_account(&admin, &name, account, &[]).await;
         }
         namespaces.push((TestNamespace { name }, namespace.labels().clone()));
     }

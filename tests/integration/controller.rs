@@ -14,10 +14,10 @@ use kube::{Api, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
 use serde_json::json;
 
-use crate::cluster_or_skip;
-use crate::fixture::*;
-use crate::operator::OperatorProcess;
-use crate::support::{TestNamespace, wait_for, wait_for_list};
+use regcred_test_support::cluster_or_skip;
+use regcred_test_support::fixture::*;
+use regcred_test_support::operator::OperatorProcess;
+use regcred_test_support::cluster::{TestNamespace, wait_for, wait_for_list};
 
 #[tokio::test]
 async fn copies_reach_namespaces_created_before_and_after_the_credential() {

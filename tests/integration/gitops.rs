@@ -14,9 +14,9 @@ use kube::{Api, Client, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
 use serde_json::{Value, json};
 
-use crate::cluster_or_skip;
-use crate::fixture::*;
-use crate::support::wait_for;
+use regcred_test_support::cluster_or_skip;
+use regcred_test_support::fixture::*;
+use regcred_test_support::cluster::wait_for;
 
 /// A tool's path from the environment tests/run.sh sets; `None` (the reason printed) when the
 /// test may skip, a failure under `CI=true`.

@@ -9,9 +9,9 @@ use kube::{Api, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
 use serde_json::json;
 
-use crate::cluster_or_skip;
-use crate::fixture::*;
-use crate::support::wait_for;
+use regcred_test_support::cluster_or_skip;
+use regcred_test_support::fixture::*;
+use regcred_test_support::cluster::wait_for;
 
 /// A Secret a tenant labelled as if the operator managed it, with no owner.
 async fn put_labelled_secret(admin: &kube::Client, namespace: &str, name: &str, credential: &str) -> Secret {
@@ -192,7 +192,7 @@ async fn two_operator_instances_never_overwrite_each_others_copies() {
 #[tokio::test]
 async fn a_name_too_long_for_a_label_is_refused_at_apply_time() {
     let admin = cluster_or_skip!();
-    crate::operator::install(&admin).await;
+    regcred_test_support::operator::install(&admin).await;
     let credential: RegistryCredential = serde_json::from_value(json!({
         "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential",
         "metadata": {"name": "x".repeat(64)},

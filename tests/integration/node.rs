@@ -10,8 +10,8 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::cluster_or_skip;
-use crate::fixture::*;
+use regcred_test_support::cluster_or_skip;
+use regcred_test_support::fixture::*;
 
 /// tests/run.sh taints the node so that only these tests' Pods run there.
 static NODE_TOLERATION: std::sync::LazyLock<Value> = std::sync::LazyLock::new(
@@ -111,8 +111,8 @@ async fn a_private_image_is_pulled_with_the_copy_and_not_without_it() {
     let image = env["REGCRED_NODE_IMAGE"].clone();
 
     // No operator, no pull secret: the registry refuses.
-    let bare = crate::support::TestNamespace::create(&admin, "node-none", &[]).await;
-    crate::support::wait_for(
+    let bare = regcred_test_support::cluster::TestNamespace::create(&admin, "node-none", &[]).await;
+    regcred_test_support::cluster::wait_for(
         &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), &bare.name),
         "default",
         "the default ServiceAccount",
@@ -161,7 +161,7 @@ async fn a_deployment_stuck_before_the_credential_runs_after_recovery() {
     fx.put_source("pull", &seed_article_source(&env, &env["REGCRED_REGISTRY_PASSWORD"])).await;
     let namespace = fx.namespace(true).await;
     let ns = namespace.name.as_str();
-    crate::support::wait_for(
+    regcred_test_support::cluster::wait_for(
         &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), ns),
         "default",
         "the default ServiceAccount",
@@ -275,10 +275,10 @@ async fn doctor_reads_the_kubelets_real_events() {
     let image = env["REGCRED_NODE_IMAGE"].clone();
     let registry = env["REGCRED_REGISTRY"].as_str();
     let user = env["REGCRED_REGISTRY_USER"].as_str();
-    let namespace = crate::support::TestNamespace::create(&admin, "node-doctor", &[]).await;
-    let elsewhere = crate::support::TestNamespace::create(&admin, "node-doctor-other", &[]).await;
+    let namespace = regcred_test_support::cluster::TestNamespace::create(&admin, "node-doctor", &[]).await;
+    let elsewhere = regcred_test_support::cluster::TestNamespace::create(&admin, "node-doctor-other", &[]).await;
     let ns = namespace.name.as_str();
-    crate::support::wait_for(
+    regcred_test_support::cluster::wait_for(
         &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), ns),
         "default",
         "the default ServiceAccount",

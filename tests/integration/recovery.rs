@@ -12,9 +12,9 @@ use kube::{Api, Client, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
 use serde_json::json;
 
-use crate::cluster_or_skip;
-use crate::fixture::*;
-use crate::support::wait_for;
+use regcred_test_support::cluster_or_skip;
+use regcred_test_support::fixture::*;
+use regcred_test_support::cluster::wait_for;
 
 const IMAGE: &str = "registry.example.test/app:1";
 
@@ -65,7 +65,7 @@ async fn pods_stuck_before_the_credential_are_evicted_and_recreated_with_the_sec
     fx.put_source("pull", &docker_config("registry.example.test", "ci", "pw")).await;
     let namespace = fx.namespace(true).await;
     let ns = namespace.name.as_str();
-    crate::support::wait_for(
+    regcred_test_support::cluster::wait_for(
         &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), ns),
         "default",
         "the default ServiceAccount",

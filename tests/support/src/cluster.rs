@@ -37,7 +37,7 @@ pub async fn admin_client() -> Option<Client> {
 #[macro_export]
 macro_rules! cluster_or_skip {
     () => {
-        match $crate::support::admin_client().await {
+        match $crate::cluster::admin_client().await {
             Some(client) => client,
             None => return,
         }

@@ -17,7 +17,7 @@ use regcred_operator::crd::RegistryCredential;
 use serde_json::{Value, json};
 
 use crate::operator::{INSTANCE_LABEL, OperatorProcess};
-use crate::support::{TestNamespace, wait_for};
+use crate::cluster::{TestNamespace, wait_for};
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::install_crd;
+use crate::cluster::install_crd;
 
 /// The namespace of the operator's ServiceAccount, as config/rbac declares it.
 pub const OPERATOR_NAMESPACE: &str = "regcred-system";
@@ -32,7 +32,7 @@ pub async fn install(admin: &Client) {
     let namespace: Namespace =
         serde_json::from_value(serde_json::json!({"metadata": {"name": OPERATOR_NAMESPACE}})).unwrap();
     Api::<Namespace>::all(admin.clone()).patch(OPERATOR_NAMESPACE, &params, &Patch::Apply(&namespace)).await.unwrap();
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/rbac");
+    let dir = crate::repo().join("config/rbac");
     for file in ["service_account.yaml", "cluster_role.yaml", "cluster_role_binding.yaml", "leader_election_role.yaml"]
     {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
@@ -207,7 +207,7 @@ fn spawn(
 ) -> Child {
     let log = File::create(dir.join(format!("operator-{start}.log"))).unwrap();
     let selector = format!("{INSTANCE_LABEL}={instance}");
-    Command::new(env!("CARGO_BIN_EXE_regcred-operator"))
+    Command::new(crate::operator_binary())
         .args(["run", "--credential-selector", &selector, "--source-namespace", source_namespace])
         .args(["--http-addr", "127.0.0.1:0"])
         // One Lease per test: the tests' operators must not wait for each other.

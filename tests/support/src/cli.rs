@@ -5,7 +5,7 @@ use std::process::{Command, Output, Stdio};
 
 /// Runs `regcred-operator SUBCOMMAND ARGS...` with `stdin` as its standard input.
 pub fn run_cli(subcommand: &str, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_regcred-operator"))
+    let mut child = Command::new(crate::operator_binary())
         .arg(subcommand)
         .args(args)
         .stdin(Stdio::piped())
