@@ -1,6 +1,5 @@
 //! `regcred-operator normalize` as scripts use it: stdin or FILE, stdout, stderr, exit code.
 
-
 use std::process::Output;
 
 fn normalize(args: &[&str], stdin: &str) -> Output {

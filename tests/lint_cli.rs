@@ -1,7 +1,6 @@
 //! `regcred-operator lint` as CI pipelines use it: files, directories and stdin in; findings,
 //! corrected manifests and exit codes out.
 
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 

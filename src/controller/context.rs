@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use kube::Client;
+use kube::api::PartialObjectMeta;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
@@ -34,7 +35,7 @@ pub(crate) struct Stores {
     pub(crate) credentials: Store<RegistryCredential>,
     pub(crate) namespaces: Store<Namespace>,
     /// Only Secrets labelled as managed by this operator.
-    pub(crate) managed_secrets: Store<Secret>,
+    pub(crate) managed_secrets: Store<PartialObjectMeta<Secret>>,
     /// Only the ServiceAccounts the operator may patch.
     pub(crate) service_accounts: Store<ServiceAccount>,
     /// Pending Pods, trimmed to what recovery reads.
@@ -81,7 +82,7 @@ impl Stores {
 pub(crate) struct Snapshot {
     credentials: Vec<Arc<RegistryCredential>>,
     namespaces: Vec<Arc<Namespace>>,
-    managed_secrets: Vec<Arc<Secret>>,
+    managed_secrets: Vec<Arc<PartialObjectMeta<Secret>>>,
     service_accounts: Vec<Arc<ServiceAccount>>,
     source_namespaces: Vec<String>,
 }

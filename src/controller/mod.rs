@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use kube::api::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -77,8 +78,7 @@ fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
 /// backoff and its errors stop here: the controller pauses all of its triggers after any error
 /// it sees, so one watch's hiccup would delay every other.
 fn cached_watch<K>(
-    api: Api<K>,
-    config: watcher::Config,
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     trim_object: fn(&mut K),
     keep: fn(&K) -> bool,
 ) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send)
@@ -86,7 +86,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
+    let stream = events
         .backoff(watch_backoff())
         .modify(trim_object)
         .filter_map(move |event| async move {
@@ -113,10 +113,6 @@ where
 fn keep_all<K>(_: &K) -> bool {
     true
 }
-
-/// Objects of at most this many per list page: a tenant can label large Secrets as ours, and a
-/// page of them is held at once while the cache fills.
-const MANAGED_SECRET_PAGE: u32 = 50;
 
 /// The caches and the controller; `run` drives them until `shutdown` resolves.
 pub(crate) struct Operator {
@@ -187,7 +183,7 @@ type Events<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
 struct RelatedEvents {
     namespaces: Events<Namespace>,
     service_accounts: Events<ServiceAccount>,
-    managed_secrets: Events<Secret>,
+    managed_secrets: Events<PartialObjectMeta<Secret>>,
     pods: Events<Pod>,
     sources: Events<Secret>,
 }
@@ -198,24 +194,20 @@ fn watch_related(
     settings: &Settings,
     credentials: Store<RegistryCredential>,
 ) -> (Stores, RelatedEvents) {
+    let all = watcher::Config::default();
     let (namespaces, namespace_events) =
-        cached_watch(Api::<Namespace>::all(client.clone()), watcher::Config::default(), trim::namespace, keep_all);
-    let (service_accounts, account_events) = cached_watch(
-        Api::<ServiceAccount>::all(client.clone()),
-        watcher::Config::default(),
-        trim::service_account,
-        keep_all,
-    );
+        cached_watch(watcher(Api::<Namespace>::all(client.clone()), all.clone()), trim::namespace, keep_all);
+    let (service_accounts, account_events) =
+        cached_watch(watcher(Api::<ServiceAccount>::all(client.clone()), all.clone()), trim::service_account, keep_all);
+    // Copies by metadata alone: whatever a tenant labels as ours, no payload is ever transferred.
     let (managed_secrets, managed_events) = cached_watch(
-        Api::<Secret>::all(client.clone()),
-        watcher::Config::default().labels(&managed_selector()).page_size(MANAGED_SECRET_PAGE),
+        watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), all.clone().labels(&managed_selector())),
         trim::managed_secret,
         trim::is_controlled_by_a_credential,
     );
     // Pods waiting to start, for recovering those stuck without the copy (evictStuckPods).
     let (pods, pod_events) = cached_watch(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default().fields("status.phase=Pending"),
+        watcher(Api::<Pod>::all(client.clone()), all.clone().fields("status.phase=Pending")),
         recovery::trim_pod,
         keep_all,
     );
@@ -223,8 +215,7 @@ fn watch_related(
     let mut source_events = Vec::new();
     for namespace in &settings.source_namespaces {
         let (store, events) = cached_watch(
-            Api::<Secret>::namespaced(client.clone(), namespace),
-            watcher::Config::default(),
+            watcher(Api::<Secret>::namespaced(client.clone(), namespace), all.clone()),
             trim::source_secret,
             keep_all,
         );
@@ -262,7 +253,7 @@ impl RelatedEvents {
             })
             // The credential that controls the copy, when this instance manages it (another
             // instance may run with another selector).
-            .watches_stream(self.managed_secrets, move |secret: Secret| {
+            .watches_stream(self.managed_secrets, move |secret: PartialObjectMeta<Secret>| {
                 let owner =
                     secret.owner_references().iter().find(|o| o.controller == Some(true)).map(|o| o.name.clone());
                 owner.map(|name| ObjectRef::new(&name)).filter(|r| by_copy.get(r).is_some())

@@ -16,6 +16,9 @@ pub(crate) const CREDENTIAL_LABEL: &str = "regcred.dev/credential";
 /// On a ServiceAccount: the `imagePullSecrets` entries the operator added (comma-separated), so
 /// cleanup removes exactly those and never an entry a person or another tool put there.
 pub(crate) const ADDED_PULL_SECRETS_ANNOTATION: &str = "regcred.dev/added-pull-secrets";
+/// On every copy: the SHA-256 of the payload the operator wrote, so that the cache of copies holds
+/// metadata only and still tells a current copy from a stale one.
+pub(crate) const CONTENT_DIGEST_ANNOTATION: &str = "regcred.dev/content-digest";
 /// Finalizer on RegistryCredentials: cleanup runs before the object goes away.
 pub(crate) const FINALIZER: &str = "regcred.dev/cleanup";
 

@@ -7,12 +7,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::ResourceExt;
+use kube::api::PartialObjectMeta;
 
-use super::ownership::{AddedPullSecrets, CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-use super::trim::{CACHED_DIGEST, content_digest};
+use super::ownership::{
+    AddedPullSecrets, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+};
+use super::trim::content_digest;
 use crate::crd::RegistryCredential;
 use crate::crd::selection::{selects_namespace_reserving, selects_service_account};
-use crate::credential::pull_secret::DOCKER_CONFIG_JSON_TYPE;
 
 /// The cached objects a plan is computed from.
 pub(crate) struct ClusterState<'a> {
@@ -20,7 +22,7 @@ pub(crate) struct ClusterState<'a> {
     pub(crate) credentials: Vec<&'a RegistryCredential>,
     pub(crate) namespaces: Vec<&'a Namespace>,
     /// Secrets labelled as managed by this operator and controlled by a RegistryCredential.
-    pub(crate) managed_secrets: Vec<&'a Secret>,
+    pub(crate) managed_secrets: Vec<&'a PartialObjectMeta<Secret>>,
     pub(crate) service_accounts: Vec<&'a ServiceAccount>,
     /// The namespaces sources are read from: like the system namespaces, selected only by an
     /// exact include entry, never by a glob.
@@ -104,11 +106,11 @@ fn has_pull_secret(account: &ServiceAccount, name: &str) -> bool {
 }
 
 /// The UID of the RegistryCredential that controls a cached copy.
-fn controller_uid(secret: &Secret) -> Option<&str> {
+fn controller_uid(secret: &PartialObjectMeta<Secret>) -> Option<&str> {
     secret.owner_references().iter().find(|o| o.controller == Some(true)).map(|o| o.uid.as_str())
 }
 
-fn copy_ref(secret: &Secret) -> CopyRef {
+fn copy_ref(secret: &PartialObjectMeta<Secret>) -> CopyRef {
     CopyRef { name: secret.name_any(), uid: secret.metadata.uid.clone().unwrap_or_default() }
 }
 
@@ -121,7 +123,7 @@ struct Planner<'a> {
     rivals: Vec<&'a RegistryCredential>,
     /// (namespace, name) of every source Secret of the credentials this instance knows.
     sources: BTreeSet<(&'a str, &'a str)>,
-    copies_by_namespace: HashMap<&'a str, Vec<&'a Secret>>,
+    copies_by_namespace: HashMap<&'a str, Vec<&'a PartialObjectMeta<Secret>>>,
     accounts_by_namespace: HashMap<&'a str, Vec<&'a ServiceAccount>>,
 }
 
@@ -147,7 +149,7 @@ impl<'a> Planner<'a> {
             .map(|r| (r.namespace.as_str(), r.name.as_str()))
             .collect();
         // Per namespace: the copies of this credential, and any copy under its secret name.
-        let mut copies_by_namespace: HashMap<&str, Vec<&Secret>> = HashMap::new();
+        let mut copies_by_namespace: HashMap<&str, Vec<&PartialObjectMeta<Secret>>> = HashMap::new();
         for secret in &state.managed_secrets {
             if controller_uid(secret) == Some(my_uid) || secret.metadata.name.as_deref() == Some(secret_name) {
                 copies_by_namespace
@@ -264,11 +266,12 @@ impl<'a> Planner<'a> {
         NamespacePlan::Work(work)
     }
 
-    /// Whether a copy already is exactly what this credential writes.
-    fn copy_is_current(&self, secret: &Secret, payload_digest: &str) -> bool {
-        secret.annotations().get(CACHED_DIGEST).map(String::as_str) == Some(payload_digest)
+    /// Whether a copy already is exactly what this credential writes: the digest it wrote is the
+    /// payload's, and no other field manager has written its data or type since.
+    fn copy_is_current(&self, secret: &PartialObjectMeta<Secret>, payload_digest: &str) -> bool {
+        secret.annotations().get(CONTENT_DIGEST_ANNOTATION).map(String::as_str) == Some(payload_digest)
             && controller_uid(secret) == Some(self.my_uid)
-            && secret.type_.as_deref() == Some(DOCKER_CONFIG_JSON_TYPE)
+            && secret.managed_fields().is_empty()
             && secret.labels().get(CREDENTIAL_LABEL) == Some(&self.credential.name_any())
             && secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
     }
@@ -357,14 +360,12 @@ fn accounts_by_namespace<'a>(state: &ClusterState<'a>) -> HashMap<&'a str, Vec<&
 mod tests {
     use std::collections::BTreeMap;
 
-    use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::LocalObjectReference;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
     use serde_json::json;
 
     use super::*;
     use crate::controller::ownership::ADDED_PULL_SECRETS_ANNOTATION;
-    use crate::credential::pull_secret::DOCKER_CONFIG_JSON_KEY;
 
     const PAYLOAD: &str = r#"{"auths":{"registry.test":{"auth":"dTpw","password":"p","username":"u"}}}"#;
 
@@ -407,8 +408,8 @@ mod tests {
     }
 
     /// A copy as the operator writes it for `owner`, holding `payload`, as the cache holds it.
-    fn copy(namespace: &str, name: &str, owner: &RegistryCredential, payload: &str) -> Secret {
-        let mut secret = Secret {
+    fn copy(namespace: &str, name: &str, owner: &RegistryCredential, payload: &str) -> PartialObjectMeta<Secret> {
+        let mut secret = PartialObjectMeta::<Secret> {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 uid: Some(format!("uid-{namespace}-{name}")),
@@ -425,10 +426,12 @@ mod tests {
                     controller: Some(true),
                     ..Default::default()
                 }]),
+                annotations: Some(BTreeMap::from([(
+                    CONTENT_DIGEST_ANNOTATION.to_owned(),
+                    content_digest(payload.as_bytes()),
+                )])),
                 ..Default::default()
             },
-            type_: Some(DOCKER_CONFIG_JSON_TYPE.into()),
-            data: Some(BTreeMap::from([(DOCKER_CONFIG_JSON_KEY.to_owned(), ByteString(payload.as_bytes().to_vec()))])),
             ..Default::default()
         };
         crate::controller::trim::managed_secret(&mut secret);
@@ -442,7 +445,7 @@ mod tests {
     fn state<'a>(
         credentials: &'a [RegistryCredential],
         namespaces: &'a [Namespace],
-        secrets: &'a [Secret],
+        secrets: &'a [PartialObjectMeta<Secret>],
         accounts: &'a [ServiceAccount],
     ) -> ClusterState<'a> {
         ClusterState {
@@ -494,9 +497,14 @@ mod tests {
         let rc = credential("rc", 1, json!({}));
         let credentials = [rc.clone()];
         let namespaces = [namespace("a1", "a")];
-        let mut retyped = copy("a1", "regcred", &rc, PAYLOAD);
-        retyped.type_ = Some("Opaque".into());
-        for secret in [copy("a1", "regcred", &rc, "{}"), retyped] {
+        // Edited by hand: the digest still says current, but another field manager wrote the data.
+        let mut edited = copy("a1", "regcred", &rc, PAYLOAD);
+        edited.metadata.managed_fields =
+            Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+                manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            }]);
+        for secret in [copy("a1", "regcred", &rc, "{}"), edited] {
             let secrets = [secret];
             let plan = plan(&rc, &state(&credentials, &namespaces, &secrets, &[]), Some(PAYLOAD));
             assert_eq!(plan.work["a1"].secret, Some(SecretChange::Update));

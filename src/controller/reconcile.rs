@@ -21,13 +21,14 @@ use tracing::{debug, info, warn};
 use super::contest::Readd;
 use super::context::Context;
 use super::ownership::{
-    ADDED_PULL_SECRETS_ANNOTATION, AddedPullSecrets, CREDENTIAL_LABEL, FIELD_MANAGER, FINALIZER, MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
+    ADDED_PULL_SECRETS_ANNOTATION, AddedPullSecrets, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, FIELD_MANAGER,
+    FINALIZER, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
 };
 use super::plan::{CopyRef, NamespaceWork, SecretChange, plan, plan_cleanup};
 use super::reason::Reason;
 use super::source::{ResolvedSource, resolve_source};
 use super::status::{self, NamespaceFailure, NamespaceOutcome};
+use super::trim::content_digest;
 use super::{Error, Result};
 use crate::crd::{OnConflict, RegistryCredential};
 use crate::credential::pull_secret::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE};
@@ -327,6 +328,9 @@ fn desired_copy(credential: &RegistryCredential, namespace: &str, source: &Resol
                     .into_iter()
                     .map(|(k, v)| (k.to_owned(), v))
                     .collect(),
+            ),
+            annotations: Some(
+                [(CONTENT_DIGEST_ANNOTATION.to_owned(), content_digest(source.payload.as_bytes()))].into(),
             ),
             owner_references: Some(vec![owner]),
             ..Default::default()

@@ -128,11 +128,22 @@ pub(crate) fn stuck_pods<'a>(
 #[derive(Default)]
 pub(crate) struct EvictionBudget {
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    /// Evictions so far per credential. Kept here, not only read back from status: a reconcile
+    /// may start from a cached object whose status does not show the last evictions yet.
+    evicted: Mutex<HashMap<String, i64>>,
 }
 
 impl EvictionBudget {
     const BURST: f64 = 10.0;
     const REFILL: Duration = Duration::from_secs(6);
+
+    /// Adds `new` evictions to the credential's total, which is at least what status showed.
+    pub(crate) fn count(&self, credential: &str, in_status: i64, new: i64) -> i64 {
+        let mut evicted = self.evicted.lock().expect("eviction count lock");
+        let total = evicted.entry(credential.to_owned()).or_default();
+        *total = (*total).max(in_status) + new;
+        *total
+    }
 
     /// Takes one eviction from the credential's budget; `false` when it is spent.
     pub(crate) fn take(&self, credential: &str, now: Instant) -> bool {
@@ -169,7 +180,8 @@ pub(crate) async fn recover(
         copy_in_place,
         &ctx.settings.source_namespaces,
     );
-    let mut counts = StuckPodCounts { evicted: previous.evicted, bare: Vec::new() };
+    let mut bare = Vec::new();
+    let mut evicted_now = 0;
     let name = credential.name_any();
     for pod in stuck {
         match pod {
@@ -182,7 +194,7 @@ pub(crate) async fn recover(
                     record_on_pod(ctx, &namespace, &pod, EventType::Warning, Reason::StuckWithoutPullSecret, note)
                         .await;
                 }
-                counts.bare.push(format!("{namespace}/{pod}"));
+                bare.push(format!("{namespace}/{pod}"));
             }
             StuckPod::Evict { namespace, name: pod, uid, labels } => {
                 if held_by_a_disruption_budget(ctx, &namespace, &labels).await {
@@ -193,7 +205,7 @@ pub(crate) async fn recover(
                 }
                 match evict(ctx, &namespace, &pod, &uid).await {
                     Ok(()) => {
-                        counts.evicted += 1;
+                        evicted_now += 1;
                         ctx.metrics.pod_evicted();
                         let note = format!(
                             "evicted: stuck without {}; its controller creates it again",
@@ -209,9 +221,9 @@ pub(crate) async fn recover(
             }
         }
     }
-    counts.bare.sort();
-    counts.bare.truncate(MAX_LISTED_BARE_PODS);
-    counts
+    bare.sort();
+    bare.truncate(MAX_LISTED_BARE_PODS);
+    StuckPodCounts { evicted: ctx.evictions.count(&name, previous.evicted, evicted_now), bare }
 }
 
 /// At most this many bare stuck Pods are listed in status.
@@ -332,5 +344,7 @@ mod tests {
         assert!(!budget.take("rc", start + Duration::from_secs(1)));
         assert!(budget.take("rc", start + Duration::from_secs(7)));
         assert!(budget.take("other", start), "per credential");
+        assert_eq!(budget.count("rc", 3, 1), 4, "status showed 3");
+        assert_eq!(budget.count("rc", 0, 0), 4, "a stale status never lowers the total");
     }
 }

@@ -6,15 +6,14 @@
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 use kube::ResourceExt;
+use kube::api::PartialObjectMeta;
 
 use sha2::{Digest, Sha256};
 
-use super::ownership::{ADDED_PULL_SECRETS_ANNOTATION, CREDENTIAL_LABEL, MANAGED_BY_LABEL};
+use super::ownership::{
+    ADDED_PULL_SECRETS_ANNOTATION, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL,
+};
 use crate::credential::pull_secret::DOCKER_CONFIG_JSON_KEY;
-
-/// Where the cache keeps a copy's content digest in place of its payload. Only in memory: the
-/// operator never writes this annotation, and never shows the digest (it derives from a credential).
-pub(crate) const CACHED_DIGEST: &str = "regcred.dev/cached-content-digest";
 
 /// Name, labels, and whether it is terminating.
 pub(crate) fn namespace(namespace: &mut Namespace) {
@@ -56,39 +55,54 @@ pub(crate) fn service_account(account: &mut ServiceAccount) {
     account.automount_service_account_token = None;
 }
 
-/// What decides whether a copy is current: the operator's labels, the controller owner, type,
-/// and a digest of the payload in place of the payload. Whatever a tenant puts in a Secret
-/// labelled as ours, the cache keeps a few hundred bytes of it.
-pub(crate) fn managed_secret(secret: &mut Secret) {
+/// What decides whether a copy is current, from its metadata alone (the watch never transfers a
+/// payload): the operator's labels, the controller owner, the digest the operator wrote, and the
+/// field managers other than the operator's that wrote its data or type since. Whatever a tenant
+/// puts in a Secret labelled as ours, the cache keeps a few hundred bytes of it.
+pub(crate) fn managed_secret(secret: &mut PartialObjectMeta<Secret>) {
     let meta = std::mem::take(&mut secret.metadata);
-    let digest =
-        secret.data.take().and_then(|mut data| data.remove(DOCKER_CONFIG_JSON_KEY)).map(|v| content_digest(&v.0));
     let ours = [MANAGED_BY_LABEL, CREDENTIAL_LABEL];
     let labels = meta.labels.map(|labels| labels.into_iter().filter(|(k, _)| ours.contains(&k.as_str())).collect());
+    let digest = meta.annotations.and_then(|mut a| a.remove_entry(CONTENT_DIGEST_ANNOTATION));
     let controller =
         meta.owner_references.map(|owners| owners.into_iter().filter(|o| o.controller == Some(true)).collect());
+    let other_writers: Vec<ManagedFieldsEntry> = meta
+        .managed_fields
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry.manager.as_deref() != Some(FIELD_MANAGER))
+        // The payload key and the type, not other keys someone added beside them: the operator's
+        // forced apply takes back what it owns, and leaves the rest.
+        .filter(|entry| {
+            entry.fields_v1.as_ref().is_some_and(|f| {
+                f.0.get("f:data").and_then(|data| data.get(format!("f:{DOCKER_CONFIG_JSON_KEY}"))).is_some()
+                    || f.0.get("f:type").is_some()
+            })
+        })
+        .map(|entry| ManagedFieldsEntry { manager: entry.manager, ..Default::default() })
+        .collect();
     secret.metadata = ObjectMeta {
         name: meta.name,
         namespace: meta.namespace,
         uid: meta.uid,
         labels,
-        annotations: digest.map(|digest| [(CACHED_DIGEST.to_owned(), digest)].into()),
+        annotations: digest.map(|entry| [entry].into()),
         owner_references: controller,
         resource_version: meta.resource_version,
+        managed_fields: (!other_writers.is_empty()).then_some(other_writers),
         ..ObjectMeta::default()
     };
-    secret.string_data = None;
-    secret.immutable = None;
 }
 
-/// A digest of a copy's payload, to tell whether the copy is current without keeping it.
+/// The digest of a copy's payload that the operator writes on the copy, to tell whether a copy is
+/// current without reading it. A digest of a copy, on that copy, tells nothing its reader lacks.
 pub(crate) fn content_digest(payload: &[u8]) -> String {
     Sha256::digest(payload).iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Whether a Secret labelled as managed is controlled by some RegistryCredential: anything else
 /// carrying the label is a tenant's, and stays out of the cache.
-pub(crate) fn is_controlled_by_a_credential(secret: &Secret) -> bool {
+pub(crate) fn is_controlled_by_a_credential(secret: &PartialObjectMeta<Secret>) -> bool {
     secret.owner_references().iter().any(|owner| {
         owner.controller == Some(true)
             && owner.kind == "RegistryCredential"
@@ -130,25 +144,33 @@ mod tests {
     }
 
     #[test]
-    fn a_trimmed_copy_keeps_a_digest_in_place_of_the_payload_and_only_our_labels() {
-        let mut copy: Secret = serde_json::from_value(json!({
+    fn a_trimmed_copy_keeps_our_labels_owner_digest_and_who_else_wrote_its_data() {
+        let mut copy: PartialObjectMeta<Secret> = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "regcred", "namespace": "a", "resourceVersion": "7", "uid": "u",
                          "labels": {MANAGED_BY_LABEL: "regcred-operator", CREDENTIAL_LABEL: "rc", "tenant": "x"},
-                         "annotations": {"big": "..."},
+                         "annotations": {"big": "...", CONTENT_DIGEST_ANNOTATION: "d1"},
                          "ownerReferences": [
                              {"apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential", "name": "rc",
                               "uid": "rc-uid", "controller": true},
-                             {"apiVersion": "v1", "kind": "ConfigMap", "name": "other", "uid": "cm"}]},
-            "type": "kubernetes.io/dockerconfigjson",
-            "data": {DOCKER_CONFIG_JSON_KEY: "e30=", "extra": "eA=="},
+                             {"apiVersion": "v1", "kind": "ConfigMap", "name": "other", "uid": "cm"}],
+                         "managedFields": [
+                             {"manager": FIELD_MANAGER, "operation": "Apply",
+                              "fieldsV1": {"f:data": {"f:.dockerconfigjson": {}}}},
+                             {"manager": "kubectl-edit", "operation": "Update",
+                              "fieldsV1": {"f:data": {"f:.dockerconfigjson": {}}}},
+                             {"manager": "kubectl-patch", "operation": "Update",
+                              "fieldsV1": {"f:data": {"f:extra": {}}}},
+                             {"manager": "kubectl-label", "operation": "Update", "fieldsV1": {"f:metadata": {}}}]},
         }))
         .unwrap();
         managed_secret(&mut copy);
-        assert!(copy.data.is_none(), "no payload in the cache");
-        assert_eq!(copy.annotations().get(CACHED_DIGEST), Some(&content_digest(b"{}")));
+        assert_eq!(copy.annotations().get(CONTENT_DIGEST_ANNOTATION).map(String::as_str), Some("d1"));
         assert_eq!(copy.annotations().len(), 1);
         assert_eq!(copy.labels().len(), 2);
         assert_eq!(copy.owner_references().len(), 1);
+        let writers: Vec<_> = copy.managed_fields().iter().filter_map(|m| m.manager.as_deref()).collect();
+        assert_eq!(writers, vec!["kubectl-edit"], "only another writer of the data");
         assert!(is_controlled_by_a_credential(&copy));
         copy.metadata.owner_references = None;
         assert!(!is_controlled_by_a_credential(&copy), "a label alone does not make a Secret ours");

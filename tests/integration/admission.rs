@@ -12,8 +12,8 @@ use regcred_operator::crd::RegistryCredential;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use regcred_test_support::cluster_or_skip;
 use regcred_test_support::cluster::{TestNamespace, create_namespace};
+use regcred_test_support::cluster_or_skip;
 
 /// The namespaces the shipped policy treats like the system namespaces (config/admission).
 const TRUSTED: &str = "regcred-system";

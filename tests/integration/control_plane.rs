@@ -10,8 +10,8 @@ use kube::{Api, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
 use serde_json::json;
 
-use regcred_test_support::cluster_or_skip;
 use regcred_test_support::cluster::{TestNamespace, install_crd, service_account_client, wait_for};
+use regcred_test_support::cluster_or_skip;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 

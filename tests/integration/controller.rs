@@ -14,10 +14,10 @@ use kube::{Api, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
 use serde_json::json;
 
+use regcred_test_support::cluster::{TestNamespace, wait_for, wait_for_list};
 use regcred_test_support::cluster_or_skip;
 use regcred_test_support::fixture::*;
 use regcred_test_support::operator::OperatorProcess;
-use regcred_test_support::cluster::{TestNamespace, wait_for, wait_for_list};
 
 #[tokio::test]
 async fn copies_reach_namespaces_created_before_and_after_the_credential() {
@@ -422,8 +422,14 @@ async fn a_sentinel_password_appears_in_no_log_event_or_status() {
     let (_, metrics) = fx.operator.http_get("/metrics").await;
     let log = fx.operator.log();
     assert!(log.contains("source unusable"), "the log covered the failure path");
+    // The copy carries a digest of its own payload; it must not travel anywhere else either.
+    let digest: String = {
+        use sha2::Digest as _;
+        let payload = canonical("registry.example.test", "ci", sentinel);
+        sha2::Sha256::digest(payload.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    };
     for (place, text) in [("log", &log), ("status", &status), ("events", &events), ("metrics", &metrics)] {
-        for needle in [sentinel, encoded.as_str()] {
+        for needle in [sentinel, encoded.as_str(), digest.as_str()] {
             assert!(!text.contains(needle), "a credential value reached the operator's {place}");
         }
     }

@@ -17,8 +17,8 @@ use kube::{Api, Client, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
 use serde_json::json;
 
-use regcred_test_support::cluster_or_skip;
 use regcred_test_support::cluster::{TestNamespace, install_crd, wait_for};
+use regcred_test_support::cluster_or_skip;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// The seed article's two kubelet events.

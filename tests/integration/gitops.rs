@@ -14,9 +14,9 @@ use kube::{Api, Client, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
 use serde_json::{Value, json};
 
+use regcred_test_support::cluster::wait_for;
 use regcred_test_support::cluster_or_skip;
 use regcred_test_support::fixture::*;
-use regcred_test_support::cluster::wait_for;
 
 /// A tool's path from the environment tests/run.sh sets; `None` (the reason printed) when the
 /// test may skip, a failure under `CI=true`.
@@ -164,7 +164,8 @@ async fn copies_carry_none_of_the_tools_tracking_metadata() {
     let label_keys: Vec<&String> = copy.labels().keys().collect();
     assert_eq!(label_keys, vec![MANAGED_BY, "regcred.dev/credential"], "only the operator's labels");
     assert_eq!(copy.labels().get(MANAGED_BY).map(String::as_str), Some("regcred-operator"), "not Helm's");
-    assert!(copy.annotations().is_empty(), "no annotations: {:?}", copy.annotations());
+    let annotation_keys: Vec<&String> = copy.annotations().keys().collect();
+    assert_eq!(annotation_keys, vec!["regcred.dev/content-digest"], "only the operator's digest");
     fx.wait_ready(&credential, "True", "Synced").await;
 }
 

@@ -9,9 +9,9 @@ use kube::{Api, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
 use serde_json::json;
 
+use regcred_test_support::cluster::wait_for;
 use regcred_test_support::cluster_or_skip;
 use regcred_test_support::fixture::*;
-use regcred_test_support::cluster::wait_for;
 
 /// A Secret a tenant labelled as if the operator managed it, with no owner.
 async fn put_labelled_secret(admin: &kube::Client, namespace: &str, name: &str, credential: &str) -> Secret {
@@ -134,6 +134,13 @@ async fn a_failed_copy_write_never_points_a_service_account_at_a_missing_secret(
     assert!(secrets.get_opt("regcred").await.unwrap().is_some());
 
     quotas.delete("secrets", &DeleteParams::default()).await.unwrap();
+    // The retry comes with the credential's backoff, which a loaded machine may have grown past
+    // the wait; an event in the namespace brings it at once.
+    let nudge = json!({"metadata": {"labels": {"regcred.dev/nudge": "quota-lifted"}}});
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+        .patch(&namespace.name, &PatchParams::default(), &Patch::Merge(&nudge))
+        .await
+        .unwrap();
     wait_for_entries(&admin, &namespace.name, "default", &["renamed"]).await;
 }
 

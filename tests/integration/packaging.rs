@@ -17,8 +17,8 @@ use kube::{Api, Client};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use regcred_test_support::cluster_or_skip;
 use regcred_test_support::cluster::install_crd;
+use regcred_test_support::cluster_or_skip;
 
 const NAMESPACE: &str = "regcred-system";
 const NAME: &str = "regcred-operator";

@@ -12,9 +12,9 @@ use kube::{Api, Client, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
 use serde_json::json;
 
+use regcred_test_support::cluster::wait_for;
 use regcred_test_support::cluster_or_skip;
 use regcred_test_support::fixture::*;
-use regcred_test_support::cluster::wait_for;
 
 const IMAGE: &str = "registry.example.test/app:1";
 

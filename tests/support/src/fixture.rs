@@ -16,8 +16,8 @@ use kube::{Api, Client, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
 use serde_json::{Value, json};
 
-use crate::operator::{INSTANCE_LABEL, OperatorProcess};
 use crate::cluster::{TestNamespace, wait_for};
+use crate::operator::{INSTANCE_LABEL, OperatorProcess};
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
