@@ -9,33 +9,11 @@ use crate::crd::RegistryCredentialSpec;
 /// Namespaces that a glob never selects: only an exact include entry does.
 pub(crate) const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
 
-/// `*` matches any run of characters (also none), `?` exactly one.
+/// `*` matches any run of characters (also none), `?` exactly one: the kubelet's own wildcard
+/// matching (Go's `path.Match`), which a namespace glob is a subset of (the CRD allows no other
+/// special character in one).
 pub(crate) fn glob_matches(pattern: &str, name: &str) -> bool {
-    let (pattern, name) = (pattern.as_bytes(), name.as_bytes());
-    let (mut p, mut n) = (0, 0);
-    // Position after the last `*` and the name position it was tried at, for backtracking.
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p + 1, n));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == name[n] => {
-                p += 1;
-                n += 1;
-            }
-            _ => match star {
-                Some((after_star, tried)) => {
-                    p = after_star;
-                    n = tried + 1;
-                    star = Some((after_star, tried + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
+    crate::credential::wildcard_matches(pattern, name)
 }
 
 /// Whether the credential selects a namespace with this name and these labels.

@@ -278,6 +278,11 @@ fn split_host_port(authority: &str) -> (&str, &str) {
     }
 }
 
+/// Go's `path.Match` on a name without `/`; a malformed pattern matches nothing.
+pub fn wildcard_matches(pattern: &str, name: &str) -> bool {
+    path_match(pattern, name) == Some(true)
+}
+
 /// Go's `path.Match` for one host part (which holds no `/`): `*`, `?`, `[...]` classes with
 /// ranges and `^` negation, and `\` escapes. `None` for a malformed pattern, which the kubelet
 /// treats as no match. Linear in the pattern times the name, whatever the stars: a key such as

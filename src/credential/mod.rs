@@ -13,5 +13,7 @@ pub use docker_config::{
     ConfigProblem, ConfigWarning, DockerConfig, InvalidDockerConfig, KeyRewrite, Normalized, RegistryAuth,
     docker_config_from_basic_auth, normalize_docker_config, written_registry_keys,
 };
-pub use image_reference::{ImageReference, ImageReferenceError, covering_key, key_matches_image, kubelet_key};
+pub use image_reference::{
+    ImageReference, ImageReferenceError, covering_key, key_matches_image, kubelet_key, wildcard_matches,
+};
 pub use registry_key::{DOCKER_HUB, KeyProblem, KeyWarning, RegistryKey, normalize_registry_key, redact_key};

@@ -112,14 +112,7 @@ async fn a_private_image_is_pulled_with_the_copy_and_not_without_it() {
 
     // No operator, no pull secret: the registry refuses.
     let bare = regcred_test_support::cluster::TestNamespace::create(&admin, "node-none", &[]).await;
-    regcred_test_support::cluster::wait_for(
-        &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), &bare.name),
-        "default",
-        "the default ServiceAccount",
-        TIMEOUT,
-        |a| a.is_some(),
-    )
-    .await;
+    regcred_test_support::cluster::wait_for_default_service_account(&admin, &bare.name).await;
     create_pod(&admin, &bare.name, &private_pod("app", &image, &[])).await;
     let outcome = pod_outcome(&admin, &bare.name, "app").await;
     assert!(outcome == "ErrImagePull" || outcome == "ImagePullBackOff", "without a secret: {outcome}");
@@ -161,14 +154,7 @@ async fn a_deployment_stuck_before_the_credential_runs_after_recovery() {
     fx.put_source("pull", &seed_article_source(&env, &env["REGCRED_REGISTRY_PASSWORD"])).await;
     let namespace = fx.namespace(true).await;
     let ns = namespace.name.as_str();
-    regcred_test_support::cluster::wait_for(
-        &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), ns),
-        "default",
-        "the default ServiceAccount",
-        TIMEOUT,
-        |a| a.is_some(),
-    )
-    .await;
+    regcred_test_support::cluster::wait_for_default_service_account(&admin, ns).await;
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "web"},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
@@ -278,14 +264,7 @@ async fn doctor_reads_the_kubelets_real_events() {
     let namespace = regcred_test_support::cluster::TestNamespace::create(&admin, "node-doctor", &[]).await;
     let elsewhere = regcred_test_support::cluster::TestNamespace::create(&admin, "node-doctor-other", &[]).await;
     let ns = namespace.name.as_str();
-    regcred_test_support::cluster::wait_for(
-        &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), ns),
-        "default",
-        "the default ServiceAccount",
-        TIMEOUT,
-        |a| a.is_some(),
-    )
-    .await;
+    regcred_test_support::cluster::wait_for_default_service_account(&admin, ns).await;
     put_docker_config(&admin, ns, "wrong-password", &docker_config(registry, user, "not-the-password")).await;
     put_docker_config(&admin, ns, "other-registry", &docker_config("registry.example.test", user, "pw")).await;
     put_docker_config(&admin, &elsewhere.name, "misplaced", &docker_config(registry, user, "pw")).await;

@@ -65,14 +65,7 @@ async fn pods_stuck_before_the_credential_are_evicted_and_recreated_with_the_sec
     fx.put_source("pull", &docker_config("registry.example.test", "ci", "pw")).await;
     let namespace = fx.namespace(true).await;
     let ns = namespace.name.as_str();
-    regcred_test_support::cluster::wait_for(
-        &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), ns),
-        "default",
-        "the default ServiceAccount",
-        TIMEOUT,
-        |a| a.is_some(),
-    )
-    .await;
+    regcred_test_support::cluster::wait_for_default_service_account(&admin, ns).await;
     // Before any credential: a ReplicaSet's Pod, a bare Pod, and a Pod whose budget allows no eviction.
     replica_set(&admin, ns, "web").await;
     replica_set(&admin, ns, "guarded").await;

@@ -122,6 +122,13 @@ where
     }
 }
 
+/// Waits until the controller-manager has given the namespace its `default` ServiceAccount: Pods
+/// are refused before it exists.
+pub async fn wait_for_default_service_account(client: &Client, namespace: &str) {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    wait_for(&accounts, "default", "the default ServiceAccount", Duration::from_secs(30), |a| a.is_some()).await;
+}
+
 /// Waits, by watching a list, until `condition` holds for all objects the list selects.
 pub async fn wait_for_list<K>(
     api: &Api<K>,
