@@ -177,7 +177,8 @@ fn injection_condition(credential: &RegistryCredential, admission_policies_serve
         (true, true) => (
             "True",
             Reason::AdmissionPolicyServed,
-            "new Pods of selected namespaces and ServiceAccounts get the copy at admission",
+            "the cluster serves MutatingAdmissionPolicy: with the shipped policy installed, new Pods of \
+             selected namespaces and ServiceAccounts get the copy at admission",
         ),
     };
     condition(credential, "PodInjection", status, reason, message.to_owned())
