@@ -98,7 +98,16 @@ async fn service_account_admission_copies_pull_secrets_only_into_later_pods() {
     let before = pods.create(&PostParams::default(), &pod("before")).await.unwrap();
     let patch = json!({"imagePullSecrets": [{"name": "regcred"}]});
     accounts.patch("default", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    let after = pods.create(&PostParams::default(), &pod("after")).await.unwrap();
+    // The ServiceAccount admission plugin reads ServiceAccounts from the API server's own cache,
+    // which may trail the patch by a moment: a Pod created in that moment gets none either.
+    let mut after = pods.create(&PostParams::default(), &pod("after-0")).await.unwrap();
+    for attempt in 1..50 {
+        if !pull_secret_names(&after).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = pods.create(&PostParams::default(), &pod(&format!("after-{attempt}"))).await.unwrap();
+    }
 
     assert_eq!(pull_secret_names(&before), Vec::<String>::new(), "a Pod created before the patch keeps none");
     assert_eq!(pull_secret_names(&after), vec!["regcred"], "admission copies the ServiceAccount's entries");
