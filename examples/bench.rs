@@ -360,6 +360,83 @@ struct SizeResult {
     new_namespace_ms: Option<[f64; 3]>,
 }
 
+/// The plain client doing the operator's writes: at each concurrency, and by server-side apply at
+/// the best one.
+struct RawLimit {
+    by_concurrency: BTreeMap<usize, f64>,
+    best_concurrency: usize,
+    seconds: f64,
+    apply_seconds: f64,
+}
+
+impl RawLimit {
+    async fn measure(client: &Client, namespaces: &[String], concurrencies: &[usize], size: usize) -> RawLimit {
+        let mut by_concurrency = BTreeMap::new();
+        for &concurrency in concurrencies {
+            let took = raw_writes(client, namespaces, concurrency, false).await;
+            eprintln!("[{size}] raw client, concurrency {concurrency}: {took:.2?}");
+            by_concurrency.insert(concurrency, took.as_secs_f64());
+        }
+        let (&best_concurrency, &seconds) = by_concurrency.iter().min_by(|a, b| a.1.total_cmp(b.1)).unwrap();
+        let apply_seconds = raw_writes(client, namespaces, best_concurrency, true).await.as_secs_f64();
+        eprintln!(
+            "[{size}] raw client, Secrets by server-side apply, concurrency {best_concurrency}: {apply_seconds:.2}s"
+        );
+        RawLimit { by_concurrency, best_concurrency, seconds, apply_seconds }
+    }
+}
+
+/// p50, p90 and p99 in ms from a burst of new namespaces (their default ServiceAccount appearing)
+/// to the operator's entry on it, once the credential selects the burst's tier.
+async fn burst_latencies(
+    client: &Client,
+    observed: &Shared,
+    credentials: &Api<RegistryCredential>,
+    name: &str,
+    secret_name: &str,
+    tiers: &[String],
+    burst: &[String],
+) -> [f64; 3] {
+    let tier_patch = json!({"spec": {"namespaceSelector": {"matchExpressions": [{"key": TIER_LABEL, "operator": "In",
+        "values": tiers}]}}});
+    credentials.patch(name, &PatchParams::default(), &Patch::Merge(tier_patch)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    create_namespaces(client, observed, burst, "burst").await;
+    until(observed, "the burst to be patched", Duration::from_secs(120), |o| {
+        burst.iter().all(|ns| o.entry_seen.contains_key(&(ns.clone(), secret_name.to_owned())))
+    })
+    .await;
+    let observed = observed.lock().unwrap();
+    let mut latencies: Vec<f64> = burst
+        .iter()
+        .map(|ns| {
+            (observed.entry_seen[&(ns.clone(), secret_name.to_owned())] - observed.account_seen[ns]).as_secs_f64()
+                * 1000.0
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    [percentile(&latencies, 0.5), percentile(&latencies, 0.9), percentile(&latencies, 0.99)]
+}
+
+/// Deletes the credential through the operator, so the next size starts without its copies.
+async fn clean_up(
+    observed: &Shared,
+    credentials: &Api<RegistryCredential>,
+    name: &str,
+    secret_name: &str,
+    namespaces: &[String],
+) {
+    credentials.delete(name, &DeleteParams::default()).await.unwrap();
+    until(observed, "cleanup", Duration::from_secs(900), |o| {
+        namespaces.iter().all(|ns| o.copies.get(ns).is_none_or(|c| !c.contains_key(secret_name)))
+            && namespaces.iter().all(|ns| o.entries.get(ns).is_none_or(|e| !e.iter().any(|entry| entry == secret_name)))
+    })
+    .await;
+    while credentials.get_opt(name).await.unwrap().is_some() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -393,18 +470,7 @@ async fn main() {
         all.extend(names);
         tiers.push(tier.clone());
 
-        let mut raw_by_concurrency = BTreeMap::new();
-        for &concurrency in &args.raw_concurrency {
-            let took = raw_writes(&client, &all, concurrency, false).await;
-            eprintln!("[{size}] raw client, concurrency {concurrency}: {took:.2?}");
-            raw_by_concurrency.insert(concurrency, took.as_secs_f64());
-        }
-        let (&raw_best_concurrency, &raw_seconds) =
-            raw_by_concurrency.iter().min_by(|a, b| a.1.total_cmp(b.1)).unwrap();
-        let raw_apply_seconds = raw_writes(&client, &all, raw_best_concurrency, true).await.as_secs_f64();
-        eprintln!(
-            "[{size}] raw client, Secrets by server-side apply, concurrency {raw_best_concurrency}: {raw_apply_seconds:.2}s"
-        );
+        let raw = RawLimit::measure(&client, &all, &args.raw_concurrency, size).await;
 
         put_source(&client, "first").await;
         let operator = Operator::start(&args.operator, &args.operator_args);
@@ -441,27 +507,11 @@ async fn main() {
         // New-namespace latency: a burst of namespaces the credential selects.
         let new_namespace_ms = if index + 1 == args.sizes.len() && args.burst > 0 {
             let burst: Vec<String> = (0..args.burst).map(|i| format!("bench-burst-{i:04}")).collect();
-            let tier_patch = json!({"spec": {"namespaceSelector": {"matchExpressions": [{"key": TIER_LABEL, "operator": "In",
-                "values": tiers.iter().cloned().chain(["burst".to_owned()]).collect::<Vec<_>>()}]}}});
-            credentials.patch(&name, &PatchParams::default(), &Patch::Merge(tier_patch)).await.unwrap();
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            create_namespaces(&client, &observed, &burst, "burst").await;
-            until(&observed, "the burst to be patched", Duration::from_secs(120), |o| {
-                burst.iter().all(|ns| o.entry_seen.contains_key(&(ns.clone(), secret_name.clone())))
-            })
-            .await;
-            let observed = observed.lock().unwrap();
-            let mut latencies: Vec<f64> = burst
-                .iter()
-                .map(|ns| {
-                    (observed.entry_seen[&(ns.clone(), secret_name.clone())] - observed.account_seen[ns]).as_secs_f64()
-                        * 1000.0
-                })
-                .collect();
-            latencies.sort_by(f64::total_cmp);
-            all.extend(burst.iter().cloned());
             tiers.push("burst".into());
-            Some([percentile(&latencies, 0.5), percentile(&latencies, 0.9), percentile(&latencies, 0.99)])
+            let latencies =
+                burst_latencies(&client, &observed, &credentials, &name, &secret_name, &tiers, &burst).await;
+            all.extend(burst);
+            Some(latencies)
         } else {
             None
         };
@@ -479,13 +529,13 @@ async fn main() {
 
         results.push(SizeResult {
             namespaces: size,
-            raw_seconds,
-            raw_best_concurrency,
-            raw_by_concurrency,
-            raw_apply_seconds,
+            raw_seconds: raw.seconds,
+            raw_best_concurrency: raw.best_concurrency,
+            raw_by_concurrency: raw.by_concurrency,
+            raw_apply_seconds: raw.apply_seconds,
             operator_seconds,
             operator_cpu_seconds,
-            ratio: operator_seconds / raw_seconds,
+            ratio: operator_seconds / raw.seconds,
             secret_writes: delta(&after, &before, "secret"),
             service_account_writes: delta(&after, &before, "serviceaccount"),
             status_writes: delta(&after, &before, "registrycredential"),
@@ -499,16 +549,7 @@ async fn main() {
             new_namespace_ms,
         });
 
-        // Clean up through the operator, so the next size starts without these copies.
-        credentials.delete(&name, &DeleteParams::default()).await.unwrap();
-        until(&observed, "cleanup", Duration::from_secs(900), |o| {
-            all.iter().all(|ns| o.copies.get(ns).is_none_or(|c| !c.contains_key(&secret_name)))
-                && all.iter().all(|ns| o.entries.get(ns).is_none_or(|e| !e.contains(&secret_name)))
-        })
-        .await;
-        while credentials.get_opt(&name).await.unwrap().is_some() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        clean_up(&observed, &credentials, &name, &secret_name, &all).await;
         drop(operator);
     }
     let namespaces = Api::<Namespace>::all(client.clone())
