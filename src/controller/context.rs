@@ -34,9 +34,9 @@ pub(crate) struct Settings {
 pub(crate) struct Stores {
     pub(crate) credentials: Store<RegistryCredential>,
     pub(crate) namespaces: Store<Namespace>,
-    /// Only Secrets labelled as managed by this operator.
+    /// Copies: Secrets labelled as managed AND controlled by a RegistryCredential, as metadata.
     pub(crate) managed_secrets: Store<PartialObjectMeta<Secret>>,
-    /// Only the ServiceAccounts the operator may patch.
+    /// Every ServiceAccount, trimmed to its pull secrets, record and the writers of the list.
     pub(crate) service_accounts: Store<ServiceAccount>,
     /// Pending Pods, trimmed to what recovery reads.
     pub(crate) pods: Store<Pod>,

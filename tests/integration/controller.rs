@@ -1,4 +1,4 @@
-//! The behaviour contract of DESIGN.md, against the real control plane, with the operator
+//! The behaviour contract of docs/design.md, against the real control plane, with the operator
 //! running as a separate process under its own ServiceAccount and RBAC.
 
 use std::collections::BTreeMap;
