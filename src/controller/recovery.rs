@@ -180,6 +180,7 @@ pub(crate) async fn recover(
         copy_in_place,
         &ctx.settings.source_namespaces,
     );
+    let mut budgets = DisruptionBudgets::default();
     let mut bare = Vec::new();
     let mut evicted_now = 0;
     let name = credential.name_any();
@@ -197,7 +198,7 @@ pub(crate) async fn recover(
                 bare.push(format!("{namespace}/{pod}"));
             }
             StuckPod::Evict { namespace, name: pod, uid, labels } => {
-                if held_by_a_disruption_budget(ctx, &namespace, &labels).await {
+                if budgets.holds(ctx, &namespace, &labels).await {
                     continue;
                 }
                 if !ctx.evictions.take(&name, Instant::now()) {
@@ -229,19 +230,30 @@ pub(crate) async fn recover(
 /// At most this many bare stuck Pods are listed in status.
 const MAX_LISTED_BARE_PODS: usize = 20;
 
-/// Whether a PodDisruptionBudget selecting the Pod allows no disruption now. The API server lets
-/// a Pending Pod be evicted whatever its budgets say; the operator still leaves alone a Pod whose
-/// owners said it must not be disrupted, and reports it instead.
-async fn held_by_a_disruption_budget(ctx: &Context, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
-    let budgets: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), namespace);
-    let Ok(list) = budgets.list(&ListParams::default()).await else {
-        return true; // unknown: do not disrupt
-    };
-    list.items.iter().any(|budget| {
-        let Some(spec) = &budget.spec else { return false };
-        let selects = spec.selector.as_ref().is_some_and(|s| label_selector_matches(s, labels));
-        selects && budget.status.as_ref().is_none_or(|s| s.disruptions_allowed.unwrap_or(0) < 1)
-    })
+/// The PodDisruptionBudgets of the namespaces one recovery looks at, each listed once.
+#[derive(Default)]
+struct DisruptionBudgets {
+    /// `None`: the list failed, so nothing there is disrupted.
+    by_namespace: HashMap<String, Option<Vec<PodDisruptionBudget>>>,
+}
+
+impl DisruptionBudgets {
+    /// Whether a budget selecting the Pod allows no disruption now. The API server lets a Pending
+    /// Pod be evicted whatever its budgets say; the operator still leaves alone a Pod whose owners
+    /// said it must not be disrupted.
+    async fn holds(&mut self, ctx: &Context, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        if !self.by_namespace.contains_key(namespace) {
+            let api: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), namespace);
+            let listed = api.list(&ListParams::default()).await.ok().map(|list| list.items);
+            self.by_namespace.insert(namespace.to_owned(), listed);
+        }
+        let Some(budgets) = &self.by_namespace[namespace] else { return true };
+        budgets.iter().any(|budget| {
+            let Some(spec) = &budget.spec else { return false };
+            let selects = spec.selector.as_ref().is_some_and(|s| label_selector_matches(s, labels));
+            selects && budget.status.as_ref().is_none_or(|s| s.disruptions_allowed.unwrap_or(0) < 1)
+        })
+    }
 }
 
 async fn evict(ctx: &Context, namespace: &str, pod: &str, uid: &str) -> kube::Result<()> {
