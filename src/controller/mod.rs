@@ -208,7 +208,7 @@ fn watch_related(
     // Pods waiting to start, for recovering those stuck without the copy (evictStuckPods).
     let (pods, pod_events) = cached_watch(
         watcher(Api::<Pod>::all(client.clone()), all.clone().fields("status.phase=Pending")),
-        recovery::trim_pod,
+        trim::pending_pod,
         keep_all,
     );
     let mut source_namespaces = std::collections::BTreeMap::new();

@@ -171,7 +171,7 @@ async fn same_named_secrets(
     namespaces: &[&str],
 ) -> Result<HashMap<String, ExistingSecret>> {
     let name = credential.spec.secret_name.as_str();
-    let is_managed = |secret: &PartialObjectMeta<Secret>| {
+    let existing = |secret: &PartialObjectMeta<Secret>| {
         let controller = secret.owner_references().iter().find(|o| o.controller == Some(true));
         match controller {
             Some(owner) if Some(&owner.uid) == credential.metadata.uid.as_ref() => ExistingSecret::Managed,
@@ -186,7 +186,7 @@ async fn same_named_secrets(
         });
         for (namespace, secret) in futures::future::try_join_all(reads).await.map_err(Error::FindSameNamedSecrets)? {
             if let Some(secret) = secret {
-                found.insert((*namespace).to_owned(), is_managed(&secret));
+                found.insert((*namespace).to_owned(), existing(&secret));
             }
         }
         return Ok(found);
@@ -196,7 +196,7 @@ async fn same_named_secrets(
     loop {
         let page = api.list_metadata(&params).await.map_err(Error::FindSameNamedSecrets)?;
         for secret in &page.items {
-            found.insert(secret.namespace().unwrap_or_default(), is_managed(secret));
+            found.insert(secret.namespace().unwrap_or_default(), existing(secret));
         }
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),

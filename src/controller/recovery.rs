@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, EvictParams, ListParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, ResourceExt};
@@ -25,41 +24,6 @@ const PULL_FAILURES: [&str; 2] = ["ErrImagePull", "ImagePullBackOff"];
 /// The owners that create a Pod again after it is evicted.
 const RECREATING_OWNERS: [&str; 4] = ["ReplicaSet", "StatefulSet", "DaemonSet", "Job"];
 
-/// What the Pod cache keeps: the fields the decision reads.
-pub(crate) fn trim_pod(pod: &mut Pod) {
-    let meta = std::mem::take(&mut pod.metadata);
-    pod.metadata = ObjectMeta {
-        name: meta.name,
-        namespace: meta.namespace,
-        uid: meta.uid,
-        // Matched against PodDisruptionBudget selectors.
-        labels: meta.labels,
-        owner_references: meta.owner_references.map(|o| o.into_iter().filter(|o| o.controller == Some(true)).collect()),
-        resource_version: meta.resource_version,
-        ..ObjectMeta::default()
-    };
-    if let Some(spec) = &mut pod.spec {
-        let keep = k8s_openapi::api::core::v1::PodSpec {
-            service_account_name: spec.service_account_name.take(),
-            image_pull_secrets: spec.image_pull_secrets.take(),
-            ..Default::default()
-        };
-        *spec = keep;
-    }
-    if let Some(status) = &mut pod.status {
-        let waiting = |statuses: Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
-            statuses.map(|s| s.into_iter().filter(|c| waiting_reason(c).is_some()).collect())
-        };
-        let kept = k8s_openapi::api::core::v1::PodStatus {
-            phase: status.phase.take(),
-            container_statuses: waiting(status.container_statuses.take()),
-            init_container_statuses: waiting(status.init_container_statuses.take()),
-            ..Default::default()
-        };
-        *status = kept;
-    }
-}
-
 /// Whether some container of the Pod waits on a failed image pull.
 pub(crate) fn pull_failed(pod: &Pod) -> bool {
     pod.status
@@ -68,7 +32,7 @@ pub(crate) fn pull_failed(pod: &Pod) -> bool {
         .any(|c| waiting_reason(c).is_some_and(|r| PULL_FAILURES.contains(&r)))
 }
 
-fn waiting_reason(status: &k8s_openapi::api::core::v1::ContainerStatus) -> Option<&str> {
+pub(crate) fn waiting_reason(status: &k8s_openapi::api::core::v1::ContainerStatus) -> Option<&str> {
     status.state.as_ref()?.waiting.as_ref()?.reason.as_deref()
 }
 
@@ -315,7 +279,7 @@ mod tests {
                  "state": {"waiting": {"reason": reason}}}]},
         }))
         .unwrap();
-        trim_pod(&mut pod);
+        crate::controller::trim::pending_pod(&mut pod);
         pod
     }
 

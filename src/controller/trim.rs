@@ -3,7 +3,7 @@
 //! (managedFields above all, then annotations such as kubectl's last-applied-configuration)
 //! would be most of the operator's memory.
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 use kube::ResourceExt;
 use kube::api::PartialObjectMeta;
@@ -108,6 +108,42 @@ pub(crate) fn is_controlled_by_a_credential(secret: &PartialObjectMeta<Secret>) 
             && owner.kind == "RegistryCredential"
             && owner.api_version.starts_with("regcred.dev/")
     })
+}
+
+/// A Pending Pod: what recovery of stuck Pods reads (owner, ServiceAccount, pull secrets, labels
+/// for PodDisruptionBudgets, and the containers that wait).
+pub(crate) fn pending_pod(pod: &mut Pod) {
+    let meta = std::mem::take(&mut pod.metadata);
+    pod.metadata = ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        // Matched against PodDisruptionBudget selectors.
+        labels: meta.labels,
+        owner_references: meta.owner_references.map(|o| o.into_iter().filter(|o| o.controller == Some(true)).collect()),
+        resource_version: meta.resource_version,
+        ..ObjectMeta::default()
+    };
+    if let Some(spec) = &mut pod.spec {
+        let keep = k8s_openapi::api::core::v1::PodSpec {
+            service_account_name: spec.service_account_name.take(),
+            image_pull_secrets: spec.image_pull_secrets.take(),
+            ..Default::default()
+        };
+        *spec = keep;
+    }
+    if let Some(status) = &mut pod.status {
+        let waiting = |statuses: Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
+            statuses.map(|s| s.into_iter().filter(|c| super::recovery::waiting_reason(c).is_some()).collect())
+        };
+        let kept = k8s_openapi::api::core::v1::PodStatus {
+            phase: status.phase.take(),
+            container_statuses: waiting(status.container_statuses.take()),
+            init_container_statuses: waiting(status.init_container_statuses.take()),
+            ..Default::default()
+        };
+        *status = kept;
+    }
 }
 
 /// Sources are few: only managedFields go.
