@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::ServiceAccount;
-
+use super::cache::Account;
 use super::ownership::FIELD_MANAGER;
 
 /// Removals tolerated before re-adds are spaced out: a person's one-off edit is simply repaired.
@@ -44,7 +43,7 @@ pub(crate) struct Contests {
 impl Contests {
     /// Called when the operator finds its recorded entry missing from `account` and wants it
     /// back: counts the removal and says whether to re-add now.
-    pub(crate) fn readd(&self, key: &str, account: &ServiceAccount, now: Instant) -> Readd {
+    pub(crate) fn readd(&self, key: &str, account: &Account, now: Instant) -> Readd {
         let mut accounts = self.accounts.lock().expect("contests lock");
         accounts.retain(|_, removals| now.duration_since(removals.last_readd) < FORGET_AFTER);
         let remover = pull_secrets_owner(account);
@@ -77,27 +76,23 @@ fn delay_after(count: u32) -> Duration {
 
 /// The field manager other than ours that owns `imagePullSecrets`, from the managedFields the
 /// cache keeps (only the entries naming that field).
-fn pull_secrets_owner(account: &ServiceAccount) -> Option<String> {
-    account
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .filter_map(|entry| entry.manager.clone())
-        .find(|manager| manager != FIELD_MANAGER)
+fn pull_secrets_owner(account: &Account) -> Option<String> {
+    account.list_writers.iter().find(|manager| &***manager != FIELD_MANAGER).map(|manager| manager.to_string())
 }
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-
     use super::*;
+    use crate::controller::cache::intern;
 
-    fn account(manager: &str) -> ServiceAccount {
-        let mut account = ServiceAccount::default();
-        account.metadata.managed_fields =
-            Some(vec![ManagedFieldsEntry { manager: Some(manager.into()), ..Default::default() }]);
-        account
+    fn account(manager: &str) -> Account {
+        Account {
+            name: intern("default"),
+            resource_version: "1".into(),
+            pull_secrets: Box::default(),
+            added: None,
+            list_writers: [intern(manager)].into(),
+        }
     }
 
     #[test]

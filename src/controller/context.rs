@@ -4,13 +4,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::Client;
-use kube::api::PartialObjectMeta;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::cache::ObjectCache;
 use super::plan::ClusterState;
+use super::source::{ResolvedSource, SourceProblem, resolve_source};
+use super::status::{NamespaceFailure, NamespaceOutcome};
 use crate::crd::RegistryCredential;
 use crate::metrics::Metrics;
 
@@ -19,7 +21,7 @@ use crate::metrics::Metrics;
 pub(crate) struct Settings {
     /// Namespaces whose Secrets may be sources; a source anywhere else is refused.
     pub(crate) source_namespaces: Vec<String>,
-    /// Namespaces written at once within one reconcile.
+    /// Namespaces reconciled at once (and written at once by a cleanup).
     pub(crate) concurrency: usize,
     /// How often a converged RegistryCredential is checked again (a safety net; watches drive the rest).
     pub(crate) resync: Duration,
@@ -34,10 +36,9 @@ pub(crate) struct Settings {
 pub(crate) struct Stores {
     pub(crate) credentials: Store<RegistryCredential>,
     pub(crate) namespaces: Store<Namespace>,
-    /// Copies: Secrets labelled as managed AND controlled by a RegistryCredential, as metadata.
-    pub(crate) managed_secrets: Store<PartialObjectMeta<Secret>>,
-    /// Every ServiceAccount, trimmed to its pull secrets, record and the writers of the list.
-    pub(crate) service_accounts: Store<ServiceAccount>,
+    /// ServiceAccounts and copies (Secrets labelled as managed AND controlled by a
+    /// RegistryCredential, from their metadata), by namespace and compact.
+    pub(crate) objects: Arc<ObjectCache>,
     /// Pending Pods, trimmed to what recovery reads.
     pub(crate) pods: Store<Pod>,
     /// Secrets of each trusted source namespace.
@@ -49,8 +50,7 @@ impl Stores {
         // A dropped writer means the controller is shutting down; nothing to wait for then.
         let _ = self.credentials.wait_until_ready().await;
         let _ = self.namespaces.wait_until_ready().await;
-        let _ = self.managed_secrets.wait_until_ready().await;
-        let _ = self.service_accounts.wait_until_ready().await;
+        self.objects.wait_until_ready().await;
         let _ = self.pods.wait_until_ready().await;
         for store in self.source_namespaces.values() {
             let _ = store.wait_until_ready().await;
@@ -66,36 +66,121 @@ impl Stores {
     pub(crate) fn source(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
         self.source_namespaces.get(namespace)?.get(&ObjectRef::new(name).within(namespace))
     }
+}
 
-    pub(crate) fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            credentials: self.credentials.state(),
-            namespaces: self.namespaces.state(),
-            managed_secrets: self.managed_secrets.state(),
-            service_accounts: self.service_accounts.state(),
-            source_namespaces: self.source_namespaces.keys().cloned().collect(),
-        }
+/// The cluster state a plan reads, over `credentials` (from [`Stores::credentials`]).
+pub(crate) fn cluster_state<'a>(
+    credentials: &'a [Arc<RegistryCredential>],
+    settings: &'a Settings,
+) -> ClusterState<'a> {
+    ClusterState {
+        credentials: credentials.iter().map(Arc::as_ref).collect(),
+        source_namespaces: &settings.source_namespaces,
     }
 }
 
-/// The caches' contents at one moment, for planning.
-pub(crate) struct Snapshot {
-    credentials: Vec<Arc<RegistryCredential>>,
-    namespaces: Vec<Arc<Namespace>>,
-    managed_secrets: Vec<Arc<PartialObjectMeta<Secret>>>,
-    service_accounts: Vec<Arc<ServiceAccount>>,
-    source_namespaces: Vec<String>,
+/// A RegistryCredential's source, resolved once per version of the credential and of the source
+/// Secret: every namespace's reconcile reads it.
+pub(crate) type Resolution = Result<ResolvedSource, SourceProblem>;
+
+#[derive(Default)]
+pub(crate) struct ResolvedSources {
+    /// By credential UID: the resolution, and what it was computed from.
+    resolved: Mutex<HashMap<String, (SourceVersion, Arc<Resolution>)>>,
 }
 
-impl Snapshot {
-    pub(crate) fn state(&self) -> ClusterState<'_> {
-        ClusterState {
-            credentials: self.credentials.iter().map(Arc::as_ref).collect(),
-            namespaces: self.namespaces.iter().map(Arc::as_ref).collect(),
-            managed_secrets: self.managed_secrets.iter().map(Arc::as_ref).collect(),
-            service_accounts: self.service_accounts.iter().map(Arc::as_ref).collect(),
-            source_namespaces: &self.source_namespaces,
+/// The resourceVersion of the credential, and the UID and resourceVersion of its source Secret.
+type SourceVersion = [Option<String>; 3];
+
+impl ResolvedSources {
+    pub(crate) fn resolve(
+        &self,
+        credential: &RegistryCredential,
+        stores: &Stores,
+        settings: &Settings,
+    ) -> Arc<Resolution> {
+        let secret = credential.spec.source.secret_ref.as_ref().and_then(|r| stores.source(&r.namespace, &r.name));
+        let version = [
+            credential.metadata.resource_version.clone(),
+            secret.as_ref().and_then(|s| s.metadata.uid.clone()),
+            secret.as_ref().and_then(|s| s.metadata.resource_version.clone()),
+        ];
+        let uid = credential.metadata.uid.clone().unwrap_or_default();
+        let mut resolved = self.resolved.lock().expect("sources lock");
+        if let Some((seen, resolution)) = resolved.get(&uid)
+            && *seen == version
+        {
+            return resolution.clone();
         }
+        let resolution = Arc::new(resolve_source(&credential.spec, secret.as_deref(), &settings.source_namespaces));
+        resolved.insert(uid, (version, resolution.clone()));
+        resolution
+    }
+
+    pub(crate) fn forget(&self, credential: &RegistryCredential) {
+        self.resolved.lock().expect("sources lock").remove(credential.metadata.uid.as_deref().unwrap_or_default());
+    }
+}
+
+/// What the last reconcile of each namespace found, per RegistryCredential (by name): its
+/// failures, and how many namespaces it wrote since the credential's status last told.
+#[derive(Default)]
+pub(crate) struct Outcomes {
+    credentials: Mutex<HashMap<String, CredentialOutcomes>>,
+}
+
+#[derive(Default)]
+struct CredentialOutcomes {
+    failed: BTreeMap<String, NamespaceFailure>,
+    written: usize,
+    /// The credential's own reconcile is polling while namespaces are being written: no nudges.
+    progressing: bool,
+}
+
+impl Outcomes {
+    /// Records one namespace's outcome (`None`: nothing to write). Returns whether the
+    /// credential's reconcile should look again: a failure appeared, changed or went away, or a
+    /// write happened while nothing polls.
+    pub(crate) fn record(&self, credential: &str, namespace: &str, outcome: Option<&NamespaceOutcome>) -> bool {
+        let mut credentials = self.credentials.lock().expect("outcomes lock");
+        let entry = credentials.entry(credential.to_owned()).or_default();
+        let previous = match outcome {
+            Some(Err(failure)) => entry.failed.insert(namespace.to_owned(), failure.clone()),
+            _ => entry.failed.remove(namespace),
+        };
+        let wrote = matches!(outcome, Some(Ok(())));
+        entry.written += usize::from(wrote);
+        let failure_changed = match (&previous, outcome) {
+            (Some(before), Some(Err(now))) => (before.reason, &before.message) != (now.reason, &now.message),
+            (None, Some(Err(_))) | (Some(_), _) => true,
+            (None, _) => false,
+        };
+        (failure_changed || wrote) && !entry.progressing
+    }
+
+    /// The failures to report for `credential`, dropping those of namespaces that no longer exist.
+    pub(crate) fn failures(
+        &self,
+        credential: &str,
+        exists: impl Fn(&str) -> bool,
+    ) -> BTreeMap<String, NamespaceFailure> {
+        let mut credentials = self.credentials.lock().expect("outcomes lock");
+        let entry = credentials.entry(credential.to_owned()).or_default();
+        entry.failed.retain(|namespace, _| exists(namespace));
+        entry.failed.clone()
+    }
+
+    /// How many namespaces were written since the last call, and whether the credential's
+    /// reconcile polls from now on (namespaces still being written).
+    pub(crate) fn take_written(&self, credential: &str, progressing: bool) -> usize {
+        let mut credentials = self.credentials.lock().expect("outcomes lock");
+        let entry = credentials.entry(credential.to_owned()).or_default();
+        entry.progressing = progressing;
+        std::mem::take(&mut entry.written)
+    }
+
+    pub(crate) fn forget(&self, credential: &str) {
+        self.credentials.lock().expect("outcomes lock").remove(credential);
     }
 }
 
@@ -127,10 +212,15 @@ pub(crate) struct Context {
     pub(crate) stores: Stores,
     pub(crate) recorder: Recorder,
     pub(crate) metrics: Arc<Metrics>,
+    /// Requeue delays of credentials with failures.
     pub(crate) backoff: Backoff,
+    /// Requeue delays of namespaces with failures.
+    pub(crate) namespace_backoff: Backoff,
+    pub(crate) sources: ResolvedSources,
+    pub(crate) outcomes: Outcomes,
     pub(crate) contests: super::contest::Contests,
     pub(crate) evictions: super::recovery::EvictionBudget,
-    /// Asks the controller to reconcile another RegistryCredential now.
+    /// Asks the credential controller to reconcile a RegistryCredential now.
     pub(crate) retrigger: futures::channel::mpsc::UnboundedSender<ObjectRef<RegistryCredential>>,
 }
 

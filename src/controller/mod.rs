@@ -1,13 +1,17 @@
-//! The reconciling controller behind `regcred-operator run`.
+//! The reconciling controllers behind `regcred-operator run`.
 //!
-//! One reconcile per RegistryCredential: it reads the caches (namespaces, the ServiceAccounts,
-//! the managed Secrets, the source Secrets), asks the pure [`plan`] what should change, and
-//! writes only that, namespaces concurrently. Watches on every kind map each event back to the
-//! RegistryCredentials it concerns, so drift is repaired as it happens; a periodic resync is the
-//! safety net and writes nothing when converged.
+//! Two controllers share the caches. The namespace controller reconciles one namespace at a time
+//! for every RegistryCredential: it asks the pure [`plan`] what that namespace needs and writes
+//! only that, so an event in a namespace costs that namespace. The credential controller keeps
+//! each RegistryCredential's finalizer, status (the aggregate of the namespaces' outcomes) and
+//! stuck-Pod recovery, and cleans up when it is deleted. A credential-wide change (its spec, its
+//! source Secret) reconciles every namespace; a periodic resync is the safety net and writes
+//! nothing when converged.
 
+mod cache;
 mod contest;
 mod context;
+mod namespace;
 mod ownership;
 mod plan;
 mod reason;
@@ -16,12 +20,15 @@ mod recovery;
 mod source;
 mod status;
 mod trim;
+mod write;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt, stream};
+use futures::channel::mpsc::UnboundedSender;
+use futures::{FutureExt, Stream, StreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use kube::api::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
@@ -35,10 +42,11 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tracing::{info, warn};
 
+use cache::{Account, Copy, ObjectCache};
 use context::{Backoff, Context};
 pub(crate) use context::{Settings, Stores};
 pub(crate) use ownership::FIELD_MANAGER;
-use ownership::{AddedPullSecrets, managed_selector};
+use ownership::{FINALIZER, managed_selector};
 pub(crate) use reason::Reason;
 
 use crate::crd::RegistryCredential;
@@ -50,8 +58,6 @@ pub(crate) enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("writing status: {0}")]
     Status(#[source] kube::Error),
-    #[error("looking for Secrets of the copy's name: {0}")]
-    FindSameNamedSecrets(#[source] kube::Error),
     #[error("cleanup incomplete: {0}")]
     Cleanup(String),
 }
@@ -73,14 +79,15 @@ fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
 
 /// A watch feeding a cache, yielding each object it sees so the controller can map it.
 ///
-/// Objects are trimmed to what the planner reads, and only those `keep` accepts enter the cache
-/// (one that stops being accepted leaves it as if deleted). The watch retries with its own
-/// backoff and its errors stop here: the controller pauses all of its triggers after any error
-/// it sees, so one watch's hiccup would delay every other.
+/// Objects are trimmed to what the operator reads, and only those `keep` accepts enter the cache
+/// (one that stops being accepted leaves it as if deleted). `inspect` sees every event first. The
+/// watch retries with its own backoff and its errors stop here: a controller pauses all of its
+/// triggers after any error it sees, so one watch's hiccup would delay every other.
 fn cached_watch<K>(
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     trim_object: fn(&mut K),
     keep: fn(&K) -> bool,
+    mut inspect: impl FnMut(&watcher::Event<K>) + Send + 'static,
 ) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
@@ -97,6 +104,11 @@ where
             }
         })
         .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                inspect(event);
+            }
+        })
         .touched_objects()
         .filter_map(|event| async move {
             match event {
@@ -114,31 +126,42 @@ fn keep_all<K>(_: &K) -> bool {
     true
 }
 
-/// The caches and the controller; `run` drives them until `shutdown` resolves.
+fn keep_as_is<K>(_: &mut K) {}
+
+fn ignore<K>(_: &watcher::Event<K>) {}
+
+/// The caches and both controllers; `run` drives them until `shutdown` resolves.
 pub(crate) struct Operator {
-    controller: Controller<RegistryCredential>,
+    credentials: Controller<RegistryCredential>,
+    namespaces: Controller<Namespace>,
     context: Arc<Context>,
 }
 
 impl Operator {
     pub(crate) fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Operator {
-        let mut credential_watch = watcher::Config::default();
-        if let Some(selector) = &settings.credential_selector {
-            credential_watch = credential_watch.labels(selector);
-        }
-        let credentials: Api<RegistryCredential> = Api::all(client.clone());
-        let controller = Controller::new(credentials, credential_watch)
+        // Every namespace is reconciled when this channel yields: a credential-wide change.
+        let (every_namespace, every_namespace_trigger) = futures::channel::mpsc::unbounded();
+        let (stores, watches) = watch_related(&client, &settings, every_namespace);
+        let credentials = Controller::for_stream(watches.credentials, stores.credentials.clone())
             .with_config(controller::Config::default().concurrency(4))
             .trigger_backoff(watch_backoff());
-        let (stores, events) = watch_related(&client, &settings, controller.store());
-        let controller = events.trigger(controller, &stores.credentials);
+        let credentials =
+            watches.pods.trigger(watches.sources.trigger(credentials, &stores.credentials), &stores.credentials);
+        // Reconciles asked for by other reconciles: a credential whose namespaces' outcomes
+        // changed, or the next claimant of a name whose holder left.
+        let (retrigger, retriggered) = futures::channel::mpsc::unbounded();
+        let credentials = credentials.reconcile_on(retriggered);
+        let concurrency = u16::try_from(settings.concurrency).unwrap_or(u16::MAX);
+        let namespaces = Controller::for_stream(watches.namespaces, stores.namespaces.clone())
+            .with_config(controller::Config::default().concurrency(concurrency))
+            .trigger_backoff(watch_backoff())
+            .reconcile_on(watches.accounts.map(|namespace| ObjectRef::new(&namespace)))
+            .reconcile_on(watches.copies.map(|namespace| ObjectRef::new(&namespace)))
+            .reconcile_all_on(every_namespace_trigger);
         let recorder = Recorder::new(
             client.clone(),
             Reporter { controller: "regcred-operator".into(), instance: instance_name() },
         );
-        // Reconciles asked for by other reconciles: the next claimant of a name whose holder left.
-        let (retrigger, retriggered) = futures::channel::mpsc::unbounded();
-        let controller = controller.reconcile_on(retriggered);
         let context = Arc::new(Context {
             client,
             settings,
@@ -146,11 +169,14 @@ impl Operator {
             recorder,
             metrics,
             backoff: Backoff::default(),
+            namespace_backoff: Backoff::default(),
+            sources: Default::default(),
+            outcomes: Default::default(),
             contests: Default::default(),
             evictions: Default::default(),
             retrigger,
         });
-        Operator { controller, context }
+        Operator { credentials, namespaces, context }
     }
 
     /// The caches, for readiness checks.
@@ -161,55 +187,81 @@ impl Operator {
     /// Runs until `shutdown` resolves, then lets in-flight reconciles finish.
     pub(crate) async fn run(self, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
         info!(sources = ?self.context.settings.source_namespaces, "controller starting");
-        self.controller
+        let shutdown = shutdown.shared();
+        let credentials = self
+            .credentials
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile::reconcile, reconcile::error_policy, self.context.clone())
+            .for_each(|result| async move { log_controller_error(result.err()) });
+        let namespaces = self
+            .namespaces
             .graceful_shutdown_on(shutdown)
-            .run(reconcile::reconcile, reconcile::error_policy, self.context)
-            .for_each(|result| async move {
-                if let Err(error) = result {
-                    match error {
-                        controller::Error::ReconcilerFailed(..) => {} // logged by error_policy
-                        other => warn!(error = %other, "controller"),
-                    }
-                }
-            })
-            .await;
+            .run(namespace::reconcile, namespace::error_policy, self.context)
+            .for_each(|result| async move { log_controller_error(result.err()) });
+        futures::join!(credentials, namespaces);
         info!("controller stopped");
+    }
+}
+
+fn log_controller_error<E: std::error::Error, Q: std::error::Error>(error: Option<controller::Error<E, Q>>) {
+    match error {
+        None | Some(controller::Error::ReconcilerFailed(..)) => {} // logged by the error policies
+        Some(other) => warn!(error = %other, "controller"),
     }
 }
 
 type Events<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
 
-/// What happens to the objects a RegistryCredential's outcome depends on.
-struct RelatedEvents {
+/// What the watches yield: the objects each controller is triggered by.
+struct Watches {
+    credentials: Events<RegistryCredential>,
     namespaces: Events<Namespace>,
-    service_accounts: Events<ServiceAccount>,
-    managed_secrets: Events<PartialObjectMeta<Secret>>,
-    pods: Events<Pod>,
-    sources: Events<Secret>,
+    /// Namespaces whose ServiceAccounts changed.
+    accounts: futures::stream::BoxStream<'static, cache::Name>,
+    /// Namespaces whose copies changed.
+    copies: futures::stream::BoxStream<'static, cache::Name>,
+    pods: PodEvents,
+    sources: SourceEvents,
 }
 
 /// Starts the watches that fill the caches, one per kind, each trimmed to what the operator reads.
-fn watch_related(
-    client: &Client,
-    settings: &Settings,
-    credentials: Store<RegistryCredential>,
-) -> (Stores, RelatedEvents) {
+fn watch_related(client: &Client, settings: &Settings, every_namespace: UnboundedSender<()>) -> (Stores, Watches) {
     let all = watcher::Config::default();
+    let mut credential_watch = all.clone();
+    if let Some(selector) = &settings.credential_selector {
+        credential_watch = credential_watch.labels(selector);
+    }
+    let mut changes = CredentialChanges::default();
+    let fan_out = every_namespace.clone();
+    let (credentials, credential_events) = cached_watch(
+        watcher(Api::<RegistryCredential>::all(client.clone()), credential_watch),
+        keep_as_is,
+        keep_all,
+        move |event| {
+            if changes.credential_wide(event) {
+                let _ = fan_out.unbounded_send(());
+            }
+        },
+    );
     let (namespaces, namespace_events) =
-        cached_watch(watcher(Api::<Namespace>::all(client.clone()), all.clone()), trim::namespace, keep_all);
-    let (service_accounts, account_events) =
-        cached_watch(watcher(Api::<ServiceAccount>::all(client.clone()), all.clone()), trim::service_account, keep_all);
+        cached_watch(watcher(Api::<Namespace>::all(client.clone()), all.clone()), trim::namespace, keep_all, ignore);
+    let objects = Arc::new(ObjectCache::default());
+    let accounts = cache::feed::<Account>(
+        objects.clone(),
+        watcher(Api::<ServiceAccount>::all(client.clone()), all.clone()).backoff(watch_backoff()),
+    );
     // Copies by metadata alone: whatever a tenant labels as ours, no payload is ever transferred.
-    let (managed_secrets, managed_events) = cached_watch(
-        watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), all.clone().labels(&managed_selector())),
-        trim::managed_secret,
-        trim::is_controlled_by_a_credential,
+    let copies = cache::feed::<Copy>(
+        objects.clone(),
+        watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), all.clone().labels(&managed_selector()))
+            .backoff(watch_backoff()),
     );
     // Pods waiting to start, for recovering those stuck without the copy (evictStuckPods).
     let (pods, pod_events) = cached_watch(
         watcher(Api::<Pod>::all(client.clone()), all.clone().fields("status.phase=Pending")),
         trim::pending_pod,
         keep_all,
+        ignore,
     );
     let mut source_namespaces = std::collections::BTreeMap::new();
     let mut source_events = Vec::new();
@@ -218,56 +270,93 @@ fn watch_related(
             watcher(Api::<Secret>::namespaced(client.clone(), namespace), all.clone()),
             trim::source_secret,
             keep_all,
+            ignore,
         );
         source_namespaces.insert(namespace.clone(), store);
         source_events.push(events.boxed());
     }
-    let stores = Stores { credentials, namespaces, managed_secrets, service_accounts, pods, source_namespaces };
-    let events = RelatedEvents {
+    let stores = Stores { credentials: credentials.clone(), namespaces, objects, pods, source_namespaces };
+    let watches = Watches {
+        credentials: credential_events.boxed(),
         namespaces: namespace_events.boxed(),
-        service_accounts: account_events.boxed(),
-        managed_secrets: managed_events.boxed(),
-        pods: pod_events.boxed(),
-        sources: stream::select_all(source_events).boxed(),
+        accounts: accounts.boxed(),
+        copies: copies.boxed(),
+        pods: PodEvents(pod_events.boxed()),
+        sources: SourceEvents { events: stream::select_all(source_events).boxed(), every_namespace },
     };
-    (stores, events)
+    (stores, watches)
 }
 
-impl RelatedEvents {
-    /// Maps each event to the RegistryCredentials it concerns, so drift is repaired as it happens.
+/// Tells a credential-wide change (one that every namespace's plan depends on) from a status
+/// write: a new generation, the finalizer in place, deletion started, or the credential gone.
+#[derive(Default)]
+struct CredentialChanges {
+    seen: HashMap<String, (Option<i64>, bool, bool)>,
+}
+
+impl CredentialChanges {
+    fn credential_wide(&mut self, event: &watcher::Event<RegistryCredential>) -> bool {
+        match event {
+            watcher::Event::Apply(credential) | watcher::Event::InitApply(credential) => {
+                let key = (
+                    credential.metadata.generation,
+                    credential.finalizers().iter().any(|f| f == FINALIZER),
+                    credential.metadata.deletion_timestamp.is_some(),
+                );
+                let uid = credential.metadata.uid.clone().unwrap_or_default();
+                self.seen.insert(uid, key) != Some(key) && matches!(event, watcher::Event::Apply(_))
+            }
+            watcher::Event::Delete(credential) => {
+                self.seen.remove(credential.metadata.uid.as_deref().unwrap_or_default());
+                true
+            }
+            watcher::Event::Init => false,
+            // After a (re)list, whatever changed meanwhile.
+            watcher::Event::InitDone => true,
+        }
+    }
+}
+
+/// Pending Pods: one failing to pull concerns the credentials that recover stuck Pods.
+struct PodEvents(Events<Pod>);
+
+impl PodEvents {
     fn trigger(
         self,
         controller: Controller<RegistryCredential>,
         credentials: &Store<RegistryCredential>,
     ) -> Controller<RegistryCredential> {
-        let (all, by_account, by_copy, by_pod, by_source) =
-            (credentials.clone(), credentials.clone(), credentials.clone(), credentials.clone(), credentials.clone());
-        controller
-            // A namespace appearing, changing labels or terminating concerns every credential.
-            .watches_stream(self.namespaces, move |_: Namespace| refs(&all, |_| true))
-            .watches_stream(self.service_accounts, move |account: ServiceAccount| {
-                let name = account.name_any();
-                refs(&by_account, |c| {
-                    c.spec.service_accounts.names.iter().any(|n| n == "*" || *n == name) || touched_by(c, &account)
-                })
-            })
-            // The credential that controls the copy, when this instance manages it (another
-            // instance may run with another selector).
-            .watches_stream(self.managed_secrets, move |secret: PartialObjectMeta<Secret>| {
-                let owner =
-                    secret.owner_references().iter().find(|o| o.controller == Some(true)).map(|o| o.name.clone());
-                owner.map(|name| ObjectRef::new(&name)).filter(|r| by_copy.get(r).is_some())
-            })
-            // A Pod failing to pull concerns the credentials that recover stuck Pods.
-            .watches_stream(self.pods, move |pod: Pod| {
-                if recovery::pull_failed(&pod) { refs(&by_pod, |c| c.spec.evict_stuck_pods) } else { Vec::new() }
-            })
-            .watches_stream(self.sources, move |secret: Secret| {
-                let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-                refs(&by_source, |c| {
-                    c.spec.source.secret_ref.as_ref().is_some_and(|r| r.namespace == namespace && r.name == name)
-                })
-            })
+        let credentials = credentials.clone();
+        controller.watches_stream(self.0, move |pod: Pod| {
+            if recovery::pull_failed(&pod) { refs(&credentials, |c| c.spec.evict_stuck_pods) } else { Vec::new() }
+        })
+    }
+}
+
+/// Source Secrets: a change concerns the credentials reading it, and every namespace's copy.
+struct SourceEvents {
+    events: Events<Secret>,
+    every_namespace: UnboundedSender<()>,
+}
+
+impl SourceEvents {
+    fn trigger(
+        self,
+        controller: Controller<RegistryCredential>,
+        credentials: &Store<RegistryCredential>,
+    ) -> Controller<RegistryCredential> {
+        let credentials = credentials.clone();
+        let every_namespace = self.every_namespace;
+        controller.watches_stream(self.events, move |secret: Secret| {
+            let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+            let readers = refs(&credentials, |c| {
+                c.spec.source.secret_ref.as_ref().is_some_and(|r| r.namespace == namespace && r.name == name)
+            });
+            if !readers.is_empty() {
+                let _ = every_namespace.unbounded_send(());
+            }
+            readers
+        })
     }
 }
 
@@ -289,12 +378,6 @@ fn refs(
     filter: impl Fn(&RegistryCredential) -> bool,
 ) -> Vec<ObjectRef<RegistryCredential>> {
     store.state().iter().filter(|c| filter(c)).map(|c| ObjectRef::from_obj(c.as_ref())).collect()
-}
-
-/// Whether the operator recorded an entry of this credential on the ServiceAccount (so that
-/// an account leaving the selection is cleaned).
-fn touched_by(credential: &RegistryCredential, account: &ServiceAccount) -> bool {
-    AddedPullSecrets::of(account).contains(&credential.spec.secret_name)
 }
 
 fn instance_name() -> Option<String> {

@@ -3,8 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::ResourceExt;
+use super::cache::Account;
 
 /// The field manager of every write, so `managedFields` shows what is ours.
 pub(crate) const FIELD_MANAGER: &str = "regcred-operator";
@@ -34,8 +33,8 @@ pub(crate) struct AddedPullSecrets(BTreeSet<String>);
 
 impl AddedPullSecrets {
     /// The record on `account` (empty when it has none).
-    pub(crate) fn of(account: &ServiceAccount) -> Self {
-        Self::parse(account.annotations().get(ADDED_PULL_SECRETS_ANNOTATION).map(String::as_str))
+    pub(crate) fn of(account: &Account) -> Self {
+        Self::parse(account.added.as_deref())
     }
 
     pub(crate) fn parse(annotation: Option<&str>) -> Self {

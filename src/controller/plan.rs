@@ -1,35 +1,29 @@
 //! What should exist where: a pure function of the cached cluster state, one namespace at a time.
 //!
-//! The reconciler feeds it the objects from its caches and carries out the returned [`Plan`];
-//! nothing here talks to the API server, so every rule is unit-tested on its own.
+//! The reconcilers feed it the objects from their caches and carry out what it returns; nothing
+//! here talks to the API server, so every rule is unit-tested on its own. A namespace's plan
+//! reads only that namespace's objects, so work on one namespace costs that namespace alone.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
-use kube::api::PartialObjectMeta;
 
-use super::ownership::{
-    AddedPullSecrets, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
-};
-use super::trim::content_digest;
+use super::cache::{Copy, NamespaceObjects};
+use super::ownership::AddedPullSecrets;
 use crate::crd::RegistryCredential;
 use crate::crd::selection::{selects_namespace_reserving, selects_service_account};
 
-/// The cached objects a plan is computed from.
+/// What every namespace's plan reads beside the namespace's own objects.
 pub(crate) struct ClusterState<'a> {
     /// Every RegistryCredential this instance manages, the one being planned among them.
     pub(crate) credentials: Vec<&'a RegistryCredential>,
-    pub(crate) namespaces: Vec<&'a Namespace>,
-    /// Secrets labelled as managed by this operator and controlled by a RegistryCredential.
-    pub(crate) managed_secrets: Vec<&'a PartialObjectMeta<Secret>>,
-    pub(crate) service_accounts: Vec<&'a ServiceAccount>,
     /// The namespaces sources are read from: like the system namespaces, selected only by an
     /// exact include entry, never by a glob.
     pub(crate) source_namespaces: &'a [String],
 }
 
-/// The changes one RegistryCredential needs, namespace by namespace.
+/// What a plan over every namespace says about one RegistryCredential.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Plan {
     /// Selected, non-terminating namespaces.
@@ -73,7 +67,7 @@ pub(crate) struct NamespaceWork {
 }
 
 impl NamespaceWork {
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.secret.is_none()
             && self.delete_stale_secrets.is_empty()
             && self.add_to.is_empty()
@@ -85,10 +79,36 @@ impl NamespaceWork {
 pub(crate) enum SecretChange {
     /// No managed copy exists: create one (never overwriting an unmanaged Secret).
     Create,
-    /// The managed copy is stale or belongs to a credential that lost the name: apply ours.
+    /// The managed copy is stale: write ours over it.
     Update,
+    /// The copy belongs to a credential that lost the name, or lost its labels: take it over.
+    TakeOver,
     /// The namespace stopped matching (with `prune`), or the credential is being deleted.
     Delete(CopyRef),
+}
+
+/// One namespace's plan for one RegistryCredential.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NamespacePlan {
+    /// Neither selected nor holding anything of this credential.
+    Untouched,
+    /// Selected (`matched`) or being pruned, with the changes it needs (maybe none).
+    Work { matched: bool, work: NamespaceWork },
+    /// Selected, but the copy must not be written here.
+    Blocked(Blocked),
+}
+
+/// A namespace as the planner sees it: its labels and state, and its cached objects.
+#[derive(Clone, Copy)]
+pub(crate) struct NamespaceView<'a> {
+    pub(crate) namespace: &'a Namespace,
+    pub(crate) objects: &'a NamespaceObjects,
+}
+
+impl NamespaceView<'_> {
+    fn name(&self) -> &str {
+        self.namespace.metadata.name.as_deref().unwrap_or_default()
+    }
 }
 
 /// The order in which credentials claim a secret name in a namespace: oldest first, then by name.
@@ -96,49 +116,37 @@ fn claim_key(credential: &RegistryCredential) -> (Option<&k8s_openapi::jiff::Tim
     (credential.metadata.creation_timestamp.as_ref().map(|t| &t.0), credential.name_any())
 }
 
-fn is_terminating(namespace: &Namespace) -> bool {
+pub(crate) fn is_terminating(namespace: &Namespace) -> bool {
     namespace.metadata.deletion_timestamp.is_some()
         || namespace.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
 }
 
-fn has_pull_secret(account: &ServiceAccount, name: &str) -> bool {
-    account.image_pull_secrets.iter().flatten().any(|reference| reference.name == name)
-}
-
-/// The UID of the RegistryCredential that controls a cached copy.
-fn controller_uid(secret: &PartialObjectMeta<Secret>) -> Option<&str> {
-    secret.owner_references().iter().find(|o| o.controller == Some(true)).map(|o| o.uid.as_str())
-}
-
-fn copy_ref(secret: &PartialObjectMeta<Secret>) -> CopyRef {
-    CopyRef { name: secret.name_any(), uid: secret.metadata.uid.clone().unwrap_or_default() }
+fn copy_ref(copy: &Copy) -> CopyRef {
+    CopyRef { name: copy.name.to_string(), uid: copy.uid.to_string() }
 }
 
 /// What every namespace's plan shares: the credential, the cluster, and what is derived once.
-struct Planner<'a> {
+pub(crate) struct Planner<'a> {
     credential: &'a RegistryCredential,
     state: &'a ClusterState<'a>,
     my_uid: &'a str,
-    /// Live credentials with the same secret name that claim it before this one.
+    /// Credentials with the same secret name that claim it before this one; one being deleted
+    /// keeps its claim until its cleanup has removed its copies.
     rivals: Vec<&'a RegistryCredential>,
     /// (namespace, name) of every source Secret of the credentials this instance knows.
     sources: BTreeSet<(&'a str, &'a str)>,
-    copies_by_namespace: HashMap<&'a str, Vec<&'a PartialObjectMeta<Secret>>>,
-    accounts_by_namespace: HashMap<&'a str, Vec<&'a ServiceAccount>>,
 }
 
 impl<'a> Planner<'a> {
-    fn new(credential: &'a RegistryCredential, state: &'a ClusterState<'a>) -> Self {
+    pub(crate) fn new(credential: &'a RegistryCredential, state: &'a ClusterState<'a>) -> Self {
         let my_uid = credential.metadata.uid.as_deref().unwrap_or_default();
-        let secret_name = credential.spec.secret_name.as_str();
         let rivals = state
             .credentials
             .iter()
             .copied()
             .filter(|other| {
-                other.spec.secret_name == secret_name
+                other.spec.secret_name == credential.spec.secret_name
                     && other.metadata.uid != credential.metadata.uid
-                    && other.metadata.deletion_timestamp.is_none()
                     && claim_key(other) < claim_key(credential)
             })
             .collect();
@@ -148,25 +156,7 @@ impl<'a> Planner<'a> {
             .filter_map(|c| c.spec.source.secret_ref.as_ref())
             .map(|r| (r.namespace.as_str(), r.name.as_str()))
             .collect();
-        // Per namespace: the copies of this credential, and any copy under its secret name.
-        let mut copies_by_namespace: HashMap<&str, Vec<&PartialObjectMeta<Secret>>> = HashMap::new();
-        for secret in &state.managed_secrets {
-            if controller_uid(secret) == Some(my_uid) || secret.metadata.name.as_deref() == Some(secret_name) {
-                copies_by_namespace
-                    .entry(secret.metadata.namespace.as_deref().unwrap_or_default())
-                    .or_default()
-                    .push(secret);
-            }
-        }
-        Planner {
-            credential,
-            state,
-            my_uid,
-            rivals,
-            sources,
-            copies_by_namespace,
-            accounts_by_namespace: accounts_by_namespace(state),
-        }
+        Planner { credential, state, my_uid, rivals, sources }
     }
 
     fn selects(&self, credential: &RegistryCredential, namespace: &Namespace) -> bool {
@@ -176,10 +166,6 @@ impl<'a> Planner<'a> {
             namespace.labels(),
             self.state.source_namespaces,
         )
-    }
-
-    fn accounts(&self, namespace: &str) -> &[&'a ServiceAccount] {
-        self.accounts_by_namespace.get(namespace).map(Vec::as_slice).unwrap_or_default()
     }
 
     fn is_known_credential(&self, uid: &str) -> bool {
@@ -198,162 +184,168 @@ impl<'a> Planner<'a> {
     }
 
     /// Entries for `secret_name` that the operator added and no other live credential still wants.
-    fn removable_entries(&self, secret_name: &str, namespace: &Namespace) -> Vec<(String, String)> {
-        let ns = namespace.metadata.name.as_deref().unwrap_or_default();
-        self.accounts(ns)
+    fn removable_entries(&self, secret_name: &str, view: NamespaceView) -> Vec<(String, String)> {
+        view.objects
+            .accounts
             .iter()
             .filter(|account| AddedPullSecrets::of(account).contains(secret_name))
-            .filter(|account| !self.wanted_by_another(secret_name, namespace, &account.name_any()))
-            .map(|account| (account.name_any(), secret_name.to_owned()))
+            .filter(|account| !self.wanted_by_another(secret_name, view.namespace, &account.name))
+            .map(|account| (account.name.to_string(), secret_name.to_owned()))
             .collect()
     }
 
-    /// The plan for one namespace, given the digest of the payload the copies should hold.
-    fn namespace(&self, namespace: &Namespace, payload_digest: &str) -> NamespacePlan {
+    fn is_mine(&self, copy: &Copy) -> bool {
+        &*copy.controller.uid == self.my_uid
+    }
+
+    /// The plan for one namespace, given the digest of the payload the copies should hold, or
+    /// `None` when the source is unusable: then nothing is planned, so a broken source never
+    /// touches a working copy.
+    pub(crate) fn namespace(&self, view: NamespaceView, payload_digest: Option<&str>) -> NamespacePlan {
+        if is_terminating(view.namespace) {
+            return NamespacePlan::Untouched;
+        }
+        let matched = self.selects(self.credential, view.namespace);
+        let Some(payload_digest) = payload_digest else {
+            return if matched {
+                NamespacePlan::Work { matched, work: NamespaceWork::default() }
+            } else {
+                NamespacePlan::Untouched
+            };
+        };
         let spec = &self.credential.spec;
         let secret_name = spec.secret_name.as_str();
-        let ns = namespace.metadata.name.as_deref().unwrap_or_default();
-        let copies = self.copies_by_namespace.get(ns).map(Vec::as_slice).unwrap_or_default();
-        let current = copies.iter().copied().find(|s| s.metadata.name.as_deref() == Some(secret_name));
+        let ns = view.name();
+        let current = view.objects.copies.iter().find(|c| &*c.name == secret_name);
         let mut work = NamespaceWork::default();
 
-        if self.selects(self.credential, namespace) {
-            if let Some(winner) = self.rivals.iter().find(|rival| self.selects(rival, namespace)) {
+        if matched {
+            if let Some(winner) = self.rivals.iter().find(|rival| self.selects(rival, view.namespace)) {
                 return NamespacePlan::Blocked(Blocked::NameClaimedBy(winner.name_any()));
             }
             if self.sources.contains(&(ns, secret_name)) {
                 return NamespacePlan::Blocked(Blocked::SourceSecret);
             }
-            if let Some(secret) = current
-                && let Some(owner) = controller_uid(secret)
-                && owner != self.my_uid
-                && !self.is_known_credential(owner)
+            if let Some(copy) = current
+                && !self.is_mine(copy)
+                && !self.is_known_credential(&copy.controller.uid)
             {
-                let name = secret.owner_references().iter().find(|o| o.uid == owner).map(|o| o.name.clone());
-                return NamespacePlan::Blocked(Blocked::ControlledByAnother(name.unwrap_or_default()));
+                return NamespacePlan::Blocked(Blocked::ControlledByAnother(copy.controller.name.to_string()));
             }
             work.secret = match current {
                 None => Some(SecretChange::Create),
-                Some(secret) if !self.copy_is_current(secret, payload_digest) => Some(SecretChange::Update),
+                Some(copy) if !self.is_mine(copy) || !self.labels_are_mine(copy) => Some(SecretChange::TakeOver),
+                Some(copy) if !Self::holds(copy, payload_digest) => Some(SecretChange::Update),
                 Some(_) => None,
             };
-            for account in self.accounts(ns) {
-                let name = account.name_any();
-                if selects_service_account(spec, &name) {
-                    if !has_pull_secret(account, secret_name) {
-                        work.add_to.push(name);
+            for account in &view.objects.accounts {
+                if selects_service_account(spec, &account.name) {
+                    if !account.has_pull_secret(secret_name) {
+                        work.add_to.push(account.name.to_string());
                     }
                 } else if spec.prune && AddedPullSecrets::of(account).contains(secret_name) {
-                    work.remove_from.push((name, secret_name.to_owned()));
+                    work.remove_from.push((account.name.to_string(), secret_name.to_owned()));
                 }
             }
         } else if spec.prune
-            && let Some(mine) = current.filter(|s| controller_uid(s) == Some(self.my_uid))
+            && let Some(mine) = current.filter(|c| self.is_mine(c))
         {
             work.secret = Some(SecretChange::Delete(copy_ref(mine)));
-            work.remove_from = self.removable_entries(secret_name, namespace);
+            work.remove_from = self.removable_entries(secret_name, view);
         }
 
         // Copies under a name this credential no longer uses, and the entries that pointed at them.
-        for secret in copies {
-            let name = secret.name_any();
-            if name != secret_name && controller_uid(secret) == Some(self.my_uid) {
-                work.remove_from.extend(self.removable_entries(&name, namespace));
-                work.delete_stale_secrets.push(copy_ref(secret));
+        for copy in &view.objects.copies {
+            if &*copy.name != secret_name && self.is_mine(copy) {
+                work.remove_from.extend(self.removable_entries(&copy.name, view));
+                work.delete_stale_secrets.push(copy_ref(copy));
             }
         }
         work.delete_stale_secrets.sort();
-        NamespacePlan::Work(work)
-    }
-
-    /// Whether a copy already is exactly what this credential writes: the digest it wrote is the
-    /// payload's, and no other field manager has written its data or type since.
-    fn copy_is_current(&self, secret: &PartialObjectMeta<Secret>, payload_digest: &str) -> bool {
-        secret.annotations().get(CONTENT_DIGEST_ANNOTATION).map(String::as_str) == Some(payload_digest)
-            && controller_uid(secret) == Some(self.my_uid)
-            && secret.managed_fields().is_empty()
-            && secret.labels().get(CREDENTIAL_LABEL) == Some(&self.credential.name_any())
-            && secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
-    }
-}
-
-/// One selected or formerly selected namespace's outcome of planning.
-enum NamespacePlan {
-    Work(NamespaceWork),
-    Blocked(Blocked),
-}
-
-/// The changes that bring the cluster to what `credential` asks for.
-///
-/// `payload` is the normalized docker config, or `None` when the source is unusable: then
-/// nothing is planned, so a broken source never touches a working copy.
-pub(crate) fn plan(credential: &RegistryCredential, state: &ClusterState, payload: Option<&str>) -> Plan {
-    let planner = Planner::new(credential, state);
-    let digest = payload.map(|payload| content_digest(payload.as_bytes()));
-    let mut plan = Plan::default();
-    for namespace in state.namespaces.iter().copied().filter(|n| !is_terminating(n)) {
-        let ns = namespace.metadata.name.as_deref().unwrap_or_default();
-        if planner.selects(credential, namespace) {
-            plan.matched.insert(ns.to_owned());
+        if !matched && work.is_empty() {
+            return NamespacePlan::Untouched;
         }
-        let Some(digest) = &digest else { continue };
-        match planner.namespace(namespace, digest) {
-            NamespacePlan::Work(work) if work.is_empty() => {}
-            NamespacePlan::Work(work) => {
-                plan.work.insert(ns.to_owned(), work);
+        NamespacePlan::Work { matched, work }
+    }
+
+    /// Whether the copy carries this credential's labels (a tenant may have stripped them).
+    fn labels_are_mine(&self, copy: &Copy) -> bool {
+        copy.managed_by_label && copy.credential_label.as_deref() == Some(self.credential.name_any().as_str())
+    }
+
+    /// Whether a copy holds the payload: the digest the operator wrote is the payload's, and no
+    /// other field manager has written its data or type since.
+    fn holds(copy: &Copy, payload_digest: &str) -> bool {
+        copy.digest.as_deref() == Some(payload_digest) && copy.other_writers.is_empty()
+    }
+
+    /// The cleanup of one namespace when the credential is deleted: its copies and the entries
+    /// the operator added for them.
+    pub(crate) fn cleanup(&self, view: NamespaceView) -> NamespaceWork {
+        let secret_name = self.credential.spec.secret_name.as_str();
+        let mut work = NamespaceWork::default();
+        for copy in view.objects.copies.iter().filter(|c| self.is_mine(c)) {
+            work.remove_from.extend(self.removable_entries(&copy.name, view));
+            if &*copy.name == secret_name {
+                work.secret = Some(SecretChange::Delete(copy_ref(copy)));
+            } else {
+                work.delete_stale_secrets.push(copy_ref(copy));
+            }
+        }
+        // Entries whose copy someone already deleted still go, where this credential selects.
+        if self.selects(self.credential, view.namespace) {
+            for (account, entry) in self.removable_entries(secret_name, view) {
+                if !work.remove_from.iter().any(|(a, e)| *a == account && *e == entry) {
+                    work.remove_from.push((account, entry));
+                }
+            }
+        }
+        work
+    }
+}
+
+/// The plan of `credential` over every namespace (for its status; writes go namespace by
+/// namespace), given the digest of the payload, or `None` when the source is unusable.
+pub(crate) fn plan<'a>(
+    credential: &RegistryCredential,
+    state: &ClusterState,
+    namespaces: impl IntoIterator<Item = NamespaceView<'a>>,
+    payload_digest: Option<&str>,
+) -> Plan {
+    let planner = Planner::new(credential, state);
+    let mut plan = Plan::default();
+    for view in namespaces {
+        match planner.namespace(view, payload_digest) {
+            NamespacePlan::Untouched => {}
+            NamespacePlan::Work { matched, work } => {
+                if matched {
+                    plan.matched.insert(view.name().to_owned());
+                }
+                if !work.is_empty() {
+                    plan.work.insert(view.name().to_owned(), work);
+                }
             }
             NamespacePlan::Blocked(blocked) => {
-                plan.blocked.insert(ns.to_owned(), blocked);
+                plan.matched.insert(view.name().to_owned());
+                plan.blocked.insert(view.name().to_owned(), blocked);
             }
         }
     }
     plan
 }
 
-/// The cleanup when `credential` is deleted: its copies and the entries the operator added for them.
-pub(crate) fn plan_cleanup(credential: &RegistryCredential, state: &ClusterState) -> BTreeMap<String, NamespaceWork> {
+/// The cleanup when `credential` is deleted, over every namespace.
+pub(crate) fn plan_cleanup<'a>(
+    credential: &RegistryCredential,
+    state: &ClusterState,
+    namespaces: impl IntoIterator<Item = NamespaceView<'a>>,
+) -> BTreeMap<String, NamespaceWork> {
     let planner = Planner::new(credential, state);
-    let namespaces: HashMap<&str, &Namespace> =
-        state.namespaces.iter().map(|n| (n.metadata.name.as_deref().unwrap_or_default(), *n)).collect();
-    let mut work: BTreeMap<String, NamespaceWork> = BTreeMap::new();
-    for secret in state.managed_secrets.iter().filter(|s| controller_uid(s) == Some(planner.my_uid)) {
-        let ns = secret.metadata.namespace.as_deref().unwrap_or_default();
-        let Some(namespace) = namespaces.get(ns) else { continue };
-        let entry = work.entry(ns.to_owned()).or_default();
-        let name = secret.name_any();
-        entry.remove_from.extend(planner.removable_entries(&name, namespace));
-        if name == credential.spec.secret_name {
-            entry.secret = Some(SecretChange::Delete(copy_ref(secret)));
-        } else {
-            entry.delete_stale_secrets.push(copy_ref(secret));
-        }
-    }
-    // Entries whose copy someone already deleted still go, in the namespaces this credential selects.
-    let secret_name = credential.spec.secret_name.as_str();
-    for account in &state.service_accounts {
-        let ns = account.metadata.namespace.as_deref().unwrap_or_default();
-        let Some(namespace) = namespaces.get(ns) else { continue };
-        if !AddedPullSecrets::of(account).contains(secret_name)
-            || !planner.selects(credential, namespace)
-            || planner.wanted_by_another(secret_name, namespace, &account.name_any())
-        {
-            continue;
-        }
-        let entry = (account.name_any(), secret_name.to_owned());
-        let namespace_work = work.entry(ns.to_owned()).or_default();
-        if !namespace_work.remove_from.contains(&entry) {
-            namespace_work.remove_from.push(entry);
-        }
-    }
-    work
-}
-
-fn accounts_by_namespace<'a>(state: &ClusterState<'a>) -> HashMap<&'a str, Vec<&'a ServiceAccount>> {
-    let mut by_namespace: HashMap<&str, Vec<&ServiceAccount>> = HashMap::new();
-    for account in &state.service_accounts {
-        by_namespace.entry(account.metadata.namespace.as_deref().unwrap_or_default()).or_default().push(account);
-    }
-    by_namespace
+    namespaces
+        .into_iter()
+        .map(|view| (view.name().to_owned(), planner.cleanup(view)))
+        .filter(|(_, work)| !work.is_empty())
+        .collect()
 }
 
 #[cfg(test)]
@@ -365,7 +357,13 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::controller::ownership::ADDED_PULL_SECRETS_ANNOTATION;
+    use crate::controller::cache::{Account, ObjectCache};
+    use crate::controller::ownership::{
+        ADDED_PULL_SECRETS_ANNOTATION, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+    };
+    use crate::controller::trim::content_digest;
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+    use kube::api::PartialObjectMeta;
 
     const PAYLOAD: &str = r#"{"auths":{"registry.test":{"auth":"dTpw","password":"p","username":"u"}}}"#;
 
@@ -409,7 +407,7 @@ mod tests {
 
     /// A copy as the operator writes it for `owner`, holding `payload`, as the cache holds it.
     fn copy(namespace: &str, name: &str, owner: &RegistryCredential, payload: &str) -> PartialObjectMeta<Secret> {
-        let mut secret = PartialObjectMeta::<Secret> {
+        PartialObjectMeta::<Secret> {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 uid: Some(format!("uid-{namespace}-{name}")),
@@ -433,27 +431,57 @@ mod tests {
                 ..Default::default()
             },
             ..Default::default()
-        };
-        crate::controller::trim::managed_secret(&mut secret);
-        secret
+        }
     }
 
     fn stale(name: &str, namespace: &str) -> CopyRef {
         CopyRef { name: name.into(), uid: format!("uid-{namespace}-{name}") }
     }
 
+    /// The cluster as the caches would hold it.
+    struct Cluster<'a> {
+        credentials: &'a [RegistryCredential],
+        namespaces: &'a [Namespace],
+        objects: ObjectCache,
+        source_namespaces: &'a [String],
+    }
+
     fn state<'a>(
         credentials: &'a [RegistryCredential],
         namespaces: &'a [Namespace],
-        secrets: &'a [PartialObjectMeta<Secret>],
-        accounts: &'a [ServiceAccount],
-    ) -> ClusterState<'a> {
-        ClusterState {
-            credentials: credentials.iter().collect(),
-            namespaces: namespaces.iter().collect(),
-            managed_secrets: secrets.iter().collect(),
-            service_accounts: accounts.iter().collect(),
-            source_namespaces: &[],
+        secrets: &[PartialObjectMeta<Secret>],
+        accounts: &[ServiceAccount],
+    ) -> Cluster<'a> {
+        let objects = ObjectCache::default();
+        for secret in secrets {
+            objects.apply(&secret.namespace().unwrap(), &secret.name_any(), Copy::from_metadata(&secret.metadata));
+        }
+        for account in accounts {
+            objects.apply(&account.namespace().unwrap(), &account.name_any(), Some(Account::from_object(account)));
+        }
+        Cluster { credentials, namespaces, objects, source_namespaces: &[] }
+    }
+
+    impl Cluster<'_> {
+        fn with_objects<R>(&self, f: impl FnOnce(&ClusterState, Vec<NamespaceView>) -> R) -> R {
+            let state = ClusterState {
+                credentials: self.credentials.iter().collect(),
+                source_namespaces: self.source_namespaces,
+            };
+            let objects: Vec<NamespaceObjects> =
+                self.namespaces.iter().map(|n| self.objects.namespace(&n.name_any())).collect();
+            let views =
+                self.namespaces.iter().zip(&objects).map(|(namespace, objects)| NamespaceView { namespace, objects });
+            f(&state, views.collect())
+        }
+
+        fn plan(&self, credential: &RegistryCredential, payload: Option<&str>) -> Plan {
+            let digest = payload.map(|p| content_digest(p.as_bytes()));
+            self.with_objects(|state, views| plan(credential, state, views, digest.as_deref()))
+        }
+
+        fn cleanup(&self, credential: &RegistryCredential) -> BTreeMap<String, NamespaceWork> {
+            self.with_objects(|state, views| plan_cleanup(credential, state, views))
         }
     }
 
@@ -467,7 +495,7 @@ mod tests {
             account("a1", "other", &[], None),
             account("b1", "default", &[], None),
         ];
-        let plan = plan(&rc, &state(&credentials, &namespaces, &[], &accounts), Some(PAYLOAD));
+        let plan = state(&credentials, &namespaces, &[], &accounts).plan(&rc, Some(PAYLOAD));
         assert_eq!(plan.matched.iter().collect::<Vec<_>>(), vec!["a1"]);
         assert_eq!(
             plan.work.get("a1"),
@@ -487,7 +515,7 @@ mod tests {
         let namespaces = [namespace("a1", "a")];
         let secrets = [copy("a1", "regcred", &rc, PAYLOAD)];
         let accounts = [account("a1", "default", &["regcred"], Some("regcred"))];
-        let plan = plan(&rc, &state(&credentials, &namespaces, &secrets, &accounts), Some(PAYLOAD));
+        let plan = state(&credentials, &namespaces, &secrets, &accounts).plan(&rc, Some(PAYLOAD));
         assert!(plan.work.is_empty(), "{plan:?}");
         assert_eq!(plan.matched.len(), 1);
     }
@@ -500,13 +528,13 @@ mod tests {
         // Edited by hand: the digest still says current, but another field manager wrote the data.
         let mut edited = copy("a1", "regcred", &rc, PAYLOAD);
         edited.metadata.managed_fields =
-            Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
-                manager: Some("kubectl-edit".into()),
-                ..Default::default()
-            }]);
+            Some(vec![serde_json::from_value(json!({
+            "manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:data": {"f:.dockerconfigjson": {}}},
+        }))
+        .unwrap()]);
         for secret in [copy("a1", "regcred", &rc, "{}"), edited] {
             let secrets = [secret];
-            let plan = plan(&rc, &state(&credentials, &namespaces, &secrets, &[]), Some(PAYLOAD));
+            let plan = state(&credentials, &namespaces, &secrets, &[]).plan(&rc, Some(PAYLOAD));
             assert_eq!(plan.work["a1"].secret, Some(SecretChange::Update));
         }
     }
@@ -517,7 +545,7 @@ mod tests {
         let credentials = [rc.clone()];
         let namespaces = [namespace("a1", "a"), namespace("b1", "b")];
         let secrets = [copy("b1", "regcred", &rc, PAYLOAD)];
-        let plan = plan(&rc, &state(&credentials, &namespaces, &secrets, &[]), None);
+        let plan = state(&credentials, &namespaces, &secrets, &[]).plan(&rc, None);
         assert!(plan.work.is_empty(), "neither create nor prune: {plan:?}");
         assert_eq!(plan.matched.len(), 1);
     }
@@ -532,7 +560,7 @@ mod tests {
             account("b1", "default", &["mine", "regcred"], Some("regcred")),
             account("b1", "users", &["regcred"], None),
         ];
-        let plan = plan(&rc, &state(&credentials, &namespaces, &secrets, &accounts), Some(PAYLOAD));
+        let plan = state(&credentials, &namespaces, &secrets, &accounts).plan(&rc, Some(PAYLOAD));
         assert_eq!(
             plan.work.get("b1"),
             Some(&NamespaceWork {
@@ -550,7 +578,7 @@ mod tests {
         let namespaces = [namespace("b1", "b")];
         let secrets = [copy("b1", "regcred", &rc, PAYLOAD)];
         let accounts = [account("b1", "default", &["regcred"], Some("regcred"))];
-        assert!(plan(&rc, &state(&credentials, &namespaces, &secrets, &accounts), Some(PAYLOAD)).work.is_empty());
+        assert!(state(&credentials, &namespaces, &secrets, &accounts).plan(&rc, Some(PAYLOAD)).work.is_empty());
     }
 
     #[test]
@@ -563,7 +591,7 @@ mod tests {
             ..Default::default()
         });
         let namespaces = [terminating];
-        let plan = plan(&rc, &state(&credentials, &namespaces, &[], &[]), Some(PAYLOAD));
+        let plan = state(&credentials, &namespaces, &[], &[]).plan(&rc, Some(PAYLOAD));
         assert_eq!(plan, Plan::default());
     }
 
@@ -575,13 +603,10 @@ mod tests {
         let credentials = [older.clone(), newer.clone(), tie.clone()];
         let namespaces = [namespace("a1", "a")];
         let cluster = state(&credentials, &namespaces, &[], &[]);
-        assert!(plan(&newer, &cluster, Some(PAYLOAD)).blocked.contains_key("a1"));
-        assert_eq!(plan(&tie, &cluster, Some(PAYLOAD)).blocked.get("a1"), None, "same second: beta < zeta");
-        assert_eq!(
-            plan(&older, &cluster, Some(PAYLOAD)).blocked.get("a1"),
-            Some(&Blocked::NameClaimedBy("beta".into()))
-        );
-        assert!(plan(&newer, &cluster, Some(PAYLOAD)).work.is_empty(), "a loser writes nothing");
+        assert!(cluster.plan(&newer, Some(PAYLOAD)).blocked.contains_key("a1"));
+        assert_eq!(cluster.plan(&tie, Some(PAYLOAD)).blocked.get("a1"), None, "same second: beta < zeta");
+        assert_eq!(cluster.plan(&older, Some(PAYLOAD)).blocked.get("a1"), Some(&Blocked::NameClaimedBy("beta".into())));
+        assert!(cluster.plan(&newer, Some(PAYLOAD)).work.is_empty(), "a loser writes nothing");
     }
 
     #[test]
@@ -591,7 +616,7 @@ mod tests {
         let other = credential("other", 2, json!({"source": {"secretRef": {"namespace": "a1", "name": "regcred"}}}));
         let credentials = [rc.clone(), other];
         let namespaces = [namespace("a1", "a")];
-        let plan = plan(&rc, &state(&credentials, &namespaces, &[], &[]), Some(PAYLOAD));
+        let plan = state(&credentials, &namespaces, &[], &[]).plan(&rc, Some(PAYLOAD));
         assert_eq!(plan.blocked.get("a1"), Some(&Blocked::SourceSecret));
         assert!(plan.work.is_empty());
     }
@@ -603,7 +628,7 @@ mod tests {
         let credentials = [rc.clone()];
         let namespaces = [namespace("a1", "a")];
         let secrets = [copy("a1", "regcred", &elsewhere, "{}")];
-        let plan = plan(&rc, &state(&credentials, &namespaces, &secrets, &[]), Some(PAYLOAD));
+        let plan = state(&credentials, &namespaces, &secrets, &[]).plan(&rc, Some(PAYLOAD));
         assert_eq!(plan.blocked.get("a1"), Some(&Blocked::ControlledByAnother("elsewhere".into())));
         assert!(plan.work.is_empty(), "neither overwritten nor deleted");
     }
@@ -616,7 +641,7 @@ mod tests {
         let sources = ["regcred-system".to_owned()];
         let mut cluster = state(&credentials, &namespaces, &[], &[]);
         cluster.source_namespaces = &sources;
-        let plan = plan(&rc, &cluster, Some(PAYLOAD));
+        let plan = cluster.plan(&rc, Some(PAYLOAD));
         assert_eq!(plan.matched.iter().collect::<Vec<_>>(), vec!["a1"]);
     }
 
@@ -627,8 +652,8 @@ mod tests {
         let credentials = [winner.clone(), loser.clone()];
         let namespaces = [namespace("a1", "a")];
         let secrets = [copy("a1", "regcred", &loser, PAYLOAD)];
-        let plan = plan(&winner, &state(&credentials, &namespaces, &secrets, &[]), Some(PAYLOAD));
-        assert_eq!(plan.work["a1"].secret, Some(SecretChange::Update));
+        let plan = state(&credentials, &namespaces, &secrets, &[]).plan(&winner, Some(PAYLOAD));
+        assert_eq!(plan.work["a1"].secret, Some(SecretChange::TakeOver));
     }
 
     #[test]
@@ -638,7 +663,7 @@ mod tests {
         let namespaces = [namespace("a1", "a")];
         let secrets = [copy("a1", "regcred", &rc, PAYLOAD)];
         let accounts = [account("a1", "default", &["regcred"], Some("regcred"))];
-        let work = &plan(&rc, &state(&credentials, &namespaces, &secrets, &accounts), Some(PAYLOAD)).work["a1"];
+        let work = &state(&credentials, &namespaces, &secrets, &accounts).plan(&rc, Some(PAYLOAD)).work["a1"];
         assert_eq!(work.secret, Some(SecretChange::Create));
         assert_eq!(work.delete_stale_secrets, vec![stale("regcred", "a1")]);
         assert_eq!(work.add_to, vec!["default"]);
@@ -655,7 +680,7 @@ mod tests {
             account("a1", "default", &["regcred"], Some("regcred")),
             account("a1", "builder", &["regcred"], Some("regcred")),
         ];
-        let work = &plan(&rc, &state(&credentials, &namespaces, &secrets, &accounts), Some(PAYLOAD)).work["a1"];
+        let work = &state(&credentials, &namespaces, &secrets, &accounts).plan(&rc, Some(PAYLOAD)).work["a1"];
         assert_eq!(work.remove_from, vec![("builder".to_owned(), "regcred".to_owned())]);
     }
 
@@ -670,7 +695,7 @@ mod tests {
             account("a1", "default", &["regcred"], Some("regcred")),
             account("b1", "default", &["regcred"], Some("regcred")),
         ];
-        let work = plan_cleanup(&leaving, &state(&credentials, &namespaces, &secrets, &accounts));
+        let work = state(&credentials, &namespaces, &secrets, &accounts).cleanup(&leaving);
         assert_eq!(work["a1"].secret, Some(SecretChange::Delete(stale("regcred", "a1"))));
         assert_eq!(work["a1"].remove_from, vec![("default".to_owned(), "regcred".to_owned())]);
         assert_eq!(work["b1"].secret, Some(SecretChange::Delete(stale("regcred", "b1"))));
@@ -686,7 +711,7 @@ mod tests {
             account("a1", "default", &["mine", "regcred"], Some("regcred")),
             account("b1", "default", &["regcred"], Some("regcred")),
         ];
-        let work = plan_cleanup(&rc, &state(&credentials, &namespaces, &[], &accounts));
+        let work = state(&credentials, &namespaces, &[], &accounts).cleanup(&rc);
         assert_eq!(work.len(), 1, "b1 is not selected: its entry belongs to whoever selects it: {work:?}");
         assert_eq!(
             work["a1"],

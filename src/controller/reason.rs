@@ -10,6 +10,8 @@ use std::str::FromStr;
 pub(crate) enum Reason {
     /// Every selected namespace holds the current copy.
     Synced,
+    /// Copies and entries are still being written; `Reconciling` until every namespace is done.
+    Progressing,
     /// Some selected namespaces failed; `status.failures` says which and why.
     SyncFailed,
     /// The source Secret is in a namespace the operator does not trust for sources.
@@ -71,8 +73,9 @@ pub(crate) enum Category {
 }
 
 impl Reason {
-    pub(crate) const ALL: [Reason; 22] = [
+    pub(crate) const ALL: [Reason; 23] = [
         Reason::Synced,
+        Reason::Progressing,
         Reason::SyncFailed,
         Reason::SourceNotTrusted,
         Reason::SourceNotFound,
@@ -99,6 +102,7 @@ impl Reason {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::Synced => "Synced",
+            Reason::Progressing => "Progressing",
             Reason::SyncFailed => "SyncFailed",
             Reason::SourceNotTrusted => "SourceNotTrusted",
             Reason::SourceNotFound => "SourceNotFound",
@@ -125,7 +129,7 @@ impl Reason {
 
     pub(crate) fn category(self) -> Category {
         match self {
-            Reason::Synced | Reason::Cleanup => Category::Healthy,
+            Reason::Synced | Reason::Progressing | Reason::Cleanup => Category::Healthy,
             Reason::EvictedStuckPod => Category::Info,
             Reason::StuckWithoutPullSecret => Category::Conflict,
             Reason::AdmissionPolicyServed | Reason::AdmissionPolicyNotServed | Reason::InjectionDisabled => {

@@ -5,6 +5,7 @@ use kube::ResourceExt;
 use thiserror::Error;
 
 use super::reason::Reason;
+use super::trim::content_digest;
 use crate::crd::RegistryCredentialSpec;
 use crate::credential::pull_secret::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_KEY, DOCKERCFG_TYPE};
 use crate::credential::{
@@ -17,6 +18,8 @@ use crate::credential::{
 pub(crate) struct ResolvedSource {
     /// Canonical `.dockerconfigjson`; a credential, never logged.
     pub(crate) payload: String,
+    /// The digest written on each copy (see [`content_digest`]).
+    pub(crate) digest: String,
     pub(crate) registries: Vec<String>,
     pub(crate) rewrites: Vec<KeyRewrite>,
     /// Warnings, already rendered; they name keys and fields, never values.
@@ -102,8 +105,10 @@ pub(crate) fn resolve_source(
             return Err(SourceProblem::NoAllowedRegistries { namespace, name });
         }
     }
+    let payload = normalized.config.to_canonical_json();
     Ok(ResolvedSource {
-        payload: normalized.config.to_canonical_json(),
+        digest: content_digest(payload.as_bytes()),
+        payload,
         registries: normalized.config.registries().map(str::to_owned).collect(),
         rewrites: normalized.rewrites,
         warnings: normalized.warnings.iter().map(ToString::to_string).collect(),

@@ -36,22 +36,38 @@ pub(crate) fn failure(reason: Reason, message: impl Into<String>) -> NamespaceFa
     NamespaceFailure { reason, message: message.into(), retry_after: None }
 }
 
-/// The status a reconcile's outcome describes. The credential's current status keeps
+/// Where the namespaces of one RegistryCredential stand: the plan over every namespace, and what
+/// the namespace reconciles found. The status is their aggregate.
+pub(crate) struct Aggregate<'a> {
+    /// Selected, non-terminating namespaces.
+    pub(crate) matched: &'a BTreeSet<String>,
+    /// Selected namespaces where the copy must not be written.
+    pub(crate) blocked: &'a BTreeMap<String, Blocked>,
+    /// Namespaces whose last writes failed.
+    pub(crate) failed: &'a BTreeMap<String, NamespaceFailure>,
+    /// Namespaces with changes not yet written (and not failed).
+    pub(crate) pending: usize,
+    /// Namespaces written since the last status.
+    pub(crate) written: usize,
+}
+
+/// The status an aggregate describes. The credential's current status keeps
 /// `lastTransitionTime` stable while a condition's status does not change.
 pub(crate) fn desired_status(
     credential: &RegistryCredential,
-    matched: &BTreeSet<String>,
-    blocked: &BTreeMap<String, Blocked>,
-    outcomes: &BTreeMap<String, NamespaceOutcome>,
+    aggregate: &Aggregate,
     source: std::result::Result<&ResolvedSource, &SourceProblem>,
     admission_policies_served: bool,
 ) -> RegistryCredentialStatus {
-    let mut failures = failures(&credential.spec.secret_name, matched, blocked, outcomes);
+    let matched = aggregate.matched;
+    let mut failures = failures(&credential.spec.secret_name, aggregate);
     let failed = i32::try_from(failures.iter().filter(|f| matched.contains(&f.namespace)).count()).unwrap_or(i32::MAX);
     let total = i32::try_from(matched.len()).unwrap_or(i32::MAX);
-    let synced = if source.is_ok() { total.saturating_sub(failed) } else { 0 };
+    let pending = i32::try_from(aggregate.pending).unwrap_or(i32::MAX);
+    let synced = if source.is_ok() { total.saturating_sub(failed).saturating_sub(pending).max(0) } else { 0 };
     let health = match source {
         Err(problem) => Health::Source(problem),
+        Ok(_) if failures.is_empty() && pending > 0 => Health::Progressing { pending, total },
         Ok(_) if failures.is_empty() => Health::Synced { synced, total },
         Ok(_) => {
             let needs_a_person = failures
@@ -81,13 +97,8 @@ pub(crate) fn desired_status(
 
 /// Every namespace that is not as it should be, sorted: those blocked by the plan, and those whose
 /// writes failed. Namespaces that stopped matching are listed too: a failed prune left a copy.
-fn failures(
-    secret_name: &str,
-    matched: &BTreeSet<String>,
-    blocked: &BTreeMap<String, Blocked>,
-    outcomes: &BTreeMap<String, NamespaceOutcome>,
-) -> Vec<SyncFailure> {
-    let blocked = blocked.iter().map(|(namespace, blocked)| {
+fn failures(secret_name: &str, aggregate: &Aggregate) -> Vec<SyncFailure> {
+    let blocked = aggregate.blocked.iter().map(|(namespace, blocked)| {
         let (reason, message) = match blocked {
             Blocked::NameClaimedBy(winner) => (
                 Reason::NameConflict,
@@ -106,14 +117,14 @@ fn failures(
         };
         SyncFailure { namespace: namespace.clone(), reason: reason.to_string(), message }
     });
-    let failed = outcomes.iter().filter_map(|(namespace, outcome)| {
-        let failure = outcome.as_ref().err()?;
-        let pruning = if matched.contains(namespace) { "" } else { "pruning a namespace that stopped matching: " };
-        Some(SyncFailure {
+    let failed = aggregate.failed.iter().map(|(namespace, failure)| {
+        let pruning =
+            if aggregate.matched.contains(namespace) { "" } else { "pruning a namespace that stopped matching: " };
+        SyncFailure {
             namespace: namespace.clone(),
             reason: failure.reason.to_string(),
             message: format!("{pruning}{}", failure.message),
-        })
+        }
     });
     let mut failures: Vec<SyncFailure> = blocked.chain(failed).collect();
     failures.sort_by(|a, b| a.namespace.cmp(&b.namespace));
@@ -124,6 +135,11 @@ fn failures(
 enum Health<'a> {
     Synced {
         synced: i32,
+        total: i32,
+    },
+    /// The namespace reconciles are still writing.
+    Progressing {
+        pending: i32,
         total: i32,
     },
     /// The source is unusable: a person has to act.
@@ -143,6 +159,13 @@ impl Health<'_> {
         match self {
             Health::Synced { synced, total } => {
                 vec![condition(credential, "Ready", "True", Reason::Synced, format!("{synced}/{total} namespaces"))]
+            }
+            Health::Progressing { pending, total } => {
+                let message = format!("writing {pending} of {total} namespaces");
+                vec![
+                    condition(credential, "Ready", "False", Reason::Progressing, message.clone()),
+                    condition(credential, "Reconciling", "True", Reason::Progressing, message),
+                ]
             }
             Health::Source(problem) => vec![
                 condition(credential, "Ready", "False", problem.reason(), problem.to_string()),
@@ -205,18 +228,16 @@ fn condition(credential: &RegistryCredential, type_: &str, status: &str, reason:
 pub(crate) async fn publish(
     credential: &RegistryCredential,
     ctx: &Context,
-    matched: &BTreeSet<String>,
-    blocked: &BTreeMap<String, Blocked>,
-    outcomes: &BTreeMap<String, NamespaceOutcome>,
+    aggregate: &Aggregate<'_>,
     source: std::result::Result<&ResolvedSource, &SourceProblem>,
     stuck_pods: Option<StuckPodCounts>,
 ) -> Result<()> {
     let served = ctx.settings.admission_policies_served;
-    let mut status = desired_status(credential, matched, blocked, outcomes, source, served);
+    let mut status = desired_status(credential, aggregate, source, served);
     status.stuck_pods = stuck_pods;
     let name = credential.name_any();
     ctx.metrics.set_managed_namespaces(&name, status.namespaces.map_or(0, |n| n.synced));
-    for event in events(credential.status.as_ref(), &status, outcomes) {
+    for event in events(credential.status.as_ref(), &status, aggregate.written) {
         record(ctx, credential, event).await;
     }
     if credential.status.as_ref() == Some(&status) {
@@ -230,7 +251,7 @@ pub(crate) async fn publish(
 fn events(
     previous: Option<&RegistryCredentialStatus>,
     status: &RegistryCredentialStatus,
-    outcomes: &BTreeMap<String, NamespaceOutcome>,
+    written: usize,
 ) -> Vec<Event> {
     let mut events = Vec::new();
     let ready = &status.conditions[0];
@@ -247,7 +268,6 @@ fn events(
             secondary: None,
         });
     }
-    let written = outcomes.values().filter(|o| o.is_ok()).count();
     if written > 0 {
         events.push(Event {
             type_: EventType::Normal,
@@ -370,18 +390,28 @@ mod tests {
     fn source() -> ResolvedSource {
         ResolvedSource {
             payload: "{}".into(),
+            digest: "d".into(),
             registries: vec!["registry.test".into()],
             rewrites: vec![],
             warnings: vec![],
         }
     }
 
+    fn aggregate<'a>(
+        matched: &'a BTreeSet<String>,
+        blocked: &'a BTreeMap<String, Blocked>,
+        failed: &'a BTreeMap<String, NamespaceFailure>,
+    ) -> Aggregate<'a> {
+        Aggregate { matched, blocked, failed, pending: 0, written: 0 }
+    }
+
     #[test]
     fn failures_are_sorted_capped_and_counted_in_full() {
         let matched: BTreeSet<String> = (0..30).map(|i| format!("ns-{i:02}")).collect();
-        let outcomes: BTreeMap<String, NamespaceOutcome> =
-            matched.iter().rev().map(|ns| (ns.clone(), Err(failure(Reason::SecretWriteFailed, "denied")))).collect();
-        let status = desired_status(&credential(), &matched, &BTreeMap::new(), &outcomes, Ok(&source()), true);
+        let failed: BTreeMap<String, NamespaceFailure> =
+            matched.iter().rev().map(|ns| (ns.clone(), failure(Reason::SecretWriteFailed, "denied"))).collect();
+        let status =
+            desired_status(&credential(), &aggregate(&matched, &BTreeMap::new(), &failed), Ok(&source()), true);
         assert_eq!(status.failures.len(), MAX_LISTED_FAILURES);
         assert_eq!(status.failures[0].namespace, "ns-00");
         assert_eq!(status.namespaces, Some(NamespaceCounts { matched: 30, synced: 0, failed: 30 }));
@@ -395,8 +425,9 @@ mod tests {
     #[test]
     fn a_failed_prune_is_listed_and_keeps_ready_false() {
         let matched = BTreeSet::from(["a".to_owned()]);
-        let outcomes = BTreeMap::from([("gone".to_owned(), Err(failure(Reason::SecretDeleteFailed, "denied")))]);
-        let status = desired_status(&credential(), &matched, &BTreeMap::new(), &outcomes, Ok(&source()), true);
+        let failed = BTreeMap::from([("gone".to_owned(), failure(Reason::SecretDeleteFailed, "denied"))]);
+        let status =
+            desired_status(&credential(), &aggregate(&matched, &BTreeMap::new(), &failed), Ok(&source()), true);
         assert_eq!(status.failures.len(), 1);
         assert!(status.failures[0].message.starts_with("pruning a namespace that stopped matching"));
         assert_eq!(status.namespaces, Some(NamespaceCounts { matched: 1, synced: 1, failed: 0 }));
@@ -408,32 +439,49 @@ mod tests {
     fn an_unchanged_outcome_keeps_the_status_byte_equal_and_records_no_event() {
         let matched = BTreeSet::from(["a".to_owned()]);
         let mut rc = credential();
-        let first = desired_status(&rc, &matched, &BTreeMap::new(), &BTreeMap::new(), Ok(&source()), true);
+        let (none, no_failures) = (BTreeMap::new(), BTreeMap::new());
+        let converged = aggregate(&matched, &none, &no_failures);
+        let first = desired_status(&rc, &converged, Ok(&source()), true);
         assert_eq!(first.synced.as_deref(), Some("1/1"));
         rc.status = Some(first.clone());
-        let again = desired_status(&rc, &matched, &BTreeMap::new(), &BTreeMap::new(), Ok(&source()), true);
+        let again = desired_status(&rc, &converged, Ok(&source()), true);
         assert_eq!(again, first, "lastTransitionTime is kept, so nothing is rewritten");
-        assert!(events(Some(&first), &again, &BTreeMap::new()).is_empty());
+        assert!(events(Some(&first), &again, 0).is_empty());
+    }
+
+    #[test]
+    fn namespaces_still_being_written_keep_ready_false_and_reconciling_true() {
+        let matched: BTreeSet<String> = (0..10).map(|i| format!("ns-{i}")).collect();
+        let (none, no_failures) = (BTreeMap::new(), BTreeMap::new());
+        let writing = Aggregate { pending: 4, written: 6, ..aggregate(&matched, &none, &no_failures) };
+        let status = desired_status(&credential(), &writing, Ok(&source()), true);
+        assert_eq!(status.synced.as_deref(), Some("6/10"));
+        let (ready, reconciling) = (&status.conditions[0], &status.conditions[1]);
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "Progressing"));
+        assert_eq!((reconciling.type_.as_str(), reconciling.status.as_str()), ("Reconciling", "True"));
+        assert_eq!(events(None, &status, writing.written)[0].reason, "Synced", "what was written is told");
     }
 
     #[test]
     fn a_bad_source_is_reported_once_and_conflicts_when_new() {
         let matched = BTreeSet::from(["a".to_owned()]);
         let problem = SourceProblem::NotFound { namespace: "regcred-system".into(), name: "src".into() };
-        let bad = desired_status(&credential(), &matched, &BTreeMap::new(), &BTreeMap::new(), Err(&problem), true);
+        let (none, no_failures) = (BTreeMap::new(), BTreeMap::new());
+        let bad = desired_status(&credential(), &aggregate(&matched, &none, &no_failures), Err(&problem), true);
         assert_eq!(bad.conditions[0].reason, "SourceNotFound");
         assert_eq!(
             (bad.conditions[1].type_.as_str(), bad.conditions[1].reason.as_str()),
             ("Stalled", "SourceNotFound"),
             "a bad source waits for a person"
         );
-        assert_eq!(events(None, &bad, &BTreeMap::new())[0].reason, "SourceNotFound");
-        assert!(events(Some(&bad), &bad, &BTreeMap::new()).is_empty());
+        assert_eq!(events(None, &bad, 0)[0].reason, "SourceNotFound");
+        assert!(events(Some(&bad), &bad, 0).is_empty());
 
         let conflicts = BTreeMap::from([("a".to_owned(), Blocked::NameClaimedBy("older".to_owned()))]);
-        let conflicted = desired_status(&credential(), &matched, &conflicts, &BTreeMap::new(), Ok(&source()), true);
-        assert_eq!(events(None, &conflicted, &BTreeMap::new())[0].reason, "NameConflict");
+        let conflicted =
+            desired_status(&credential(), &aggregate(&matched, &conflicts, &no_failures), Ok(&source()), true);
+        assert_eq!(events(None, &conflicted, 0)[0].reason, "NameConflict");
         assert_eq!(conflicted.conditions[1].type_, "Stalled");
-        assert!(events(Some(&conflicted), &conflicted, &BTreeMap::new()).is_empty());
+        assert!(events(Some(&conflicted), &conflicted, 0).is_empty());
     }
 }

@@ -1,0 +1,462 @@
+//! The ServiceAccounts and copies the planner reads, grouped by namespace and kept compact.
+//!
+//! At 10,000 namespaces with several ServiceAccounts each, these are most of the objects the
+//! operator knows. A Kubernetes struct with its ObjectMeta costs about a kilobyte even when
+//! trimmed, and a reflector store has no index by namespace, so every plan of one namespace would
+//! scan the cluster. Here each object keeps only the fields a decision reads, names repeated
+//! across namespaces (`default`, the copy's name, field managers) share one allocation, and the
+//! objects of a namespace are found in one lookup.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use futures::{Stream, StreamExt, stream};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::api::{ObjectMeta, PartialObjectMeta};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tokio::sync::watch;
+use tracing::warn;
+
+use super::ownership::{
+    ADDED_PULL_SECRETS_ANNOTATION, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+};
+use crate::credential::pull_secret::DOCKER_CONFIG_JSON_KEY;
+
+/// A name shared by every object that uses it.
+pub(crate) type Name = Arc<str>;
+
+/// Names seen in more than one place share one allocation. Names no object holds any more are
+/// dropped now and then, so the table follows the cluster rather than its history.
+pub(crate) fn intern(name: &str) -> Name {
+    static TABLE: Mutex<Option<(HashSet<Name>, usize)>> = Mutex::new(None);
+    let mut table = TABLE.lock().expect("intern lock");
+    let (names, inserted) = table.get_or_insert_with(Default::default);
+    if let Some(known) = names.get(name) {
+        return known.clone();
+    }
+    *inserted += 1;
+    if *inserted % 4096 == 0 {
+        names.retain(|name| Arc::strong_count(name) > 1);
+    }
+    let name: Name = Arc::from(name);
+    names.insert(name.clone());
+    name
+}
+
+/// A ServiceAccount as the planner and the patches read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Account {
+    pub(crate) name: Name,
+    /// The guard of every patch.
+    pub(crate) resource_version: Box<str>,
+    pub(crate) pull_secrets: Box<[Name]>,
+    /// The operator's record of the entries it added (the annotation's raw value).
+    pub(crate) added: Option<Box<str>>,
+    /// Field managers that own `imagePullSecrets`: who else writes the list.
+    pub(crate) list_writers: Box<[Name]>,
+}
+
+impl Account {
+    pub(crate) fn from_object(account: &ServiceAccount) -> Account {
+        let list_writers = account
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|entry| entry.fields_v1.as_ref().is_some_and(|f| f.0.get("f:imagePullSecrets").is_some()))
+            .filter_map(|entry| entry.manager.as_deref().map(intern))
+            .collect();
+        Account {
+            name: intern(&account.name_any()),
+            resource_version: account.resource_version().unwrap_or_default().into(),
+            pull_secrets: account.image_pull_secrets.iter().flatten().map(|r| intern(&r.name)).collect(),
+            added: account.annotations().get(ADDED_PULL_SECRETS_ANNOTATION).map(|a| a.as_str().into()),
+            list_writers,
+        }
+    }
+
+    pub(crate) fn has_pull_secret(&self, name: &str) -> bool {
+        self.pull_secrets.iter().any(|entry| &**entry == name)
+    }
+}
+
+/// The RegistryCredential that controls a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Controller {
+    pub(crate) uid: Name,
+    pub(crate) name: Name,
+}
+
+/// A Secret labelled as managed and controlled by a RegistryCredential, from its metadata alone
+/// (the watch never transfers a payload): whatever a tenant puts in a Secret labelled as ours,
+/// the cache keeps a few dozen bytes of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Copy {
+    pub(crate) name: Name,
+    pub(crate) uid: Box<str>,
+    pub(crate) controller: Controller,
+    /// The value of the credential label, if any.
+    pub(crate) credential_label: Option<Name>,
+    /// Whether the managed-by label says regcred-operator.
+    pub(crate) managed_by_label: bool,
+    /// The digest of the payload the operator wrote.
+    pub(crate) digest: Option<Box<str>>,
+    /// Field managers other than the operator's that wrote the payload key or the type since.
+    pub(crate) other_writers: Box<[Name]>,
+}
+
+impl Copy {
+    /// The copy, or `None` when no RegistryCredential controls the Secret: anything else carrying
+    /// the label is a tenant's, and stays out of the cache.
+    pub(crate) fn from_metadata(secret: &ObjectMeta) -> Option<Copy> {
+        let controller = secret.owner_references.iter().flatten().find(|owner| {
+            owner.controller == Some(true)
+                && owner.kind == "RegistryCredential"
+                && owner.api_version.starts_with("regcred.dev/")
+        })?;
+        let other_writers = secret
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|entry| entry.manager.as_deref() != Some(FIELD_MANAGER))
+            // The payload key and the type, not other keys someone added beside them: the
+            // operator's write takes back what it owns, and leaves the rest.
+            .filter(|entry| {
+                entry.fields_v1.as_ref().is_some_and(|f| {
+                    f.0.get("f:data").and_then(|data| data.get(format!("f:{DOCKER_CONFIG_JSON_KEY}"))).is_some()
+                        || f.0.get("f:type").is_some()
+                })
+            })
+            .filter_map(|entry| entry.manager.as_deref().map(intern))
+            .collect();
+        let label = |key: &str| secret.labels.as_ref().and_then(|labels| labels.get(key));
+        Some(Copy {
+            name: intern(secret.name.as_deref().unwrap_or_default()),
+            uid: secret.uid.as_deref().unwrap_or_default().into(),
+            controller: Controller { uid: intern(&controller.uid), name: intern(&controller.name) },
+            credential_label: label(CREDENTIAL_LABEL).map(|v| intern(v)),
+            managed_by_label: label(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE),
+            digest: secret
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(CONTENT_DIGEST_ANNOTATION))
+                .map(|d| d.as_str().into()),
+            other_writers,
+        })
+    }
+}
+
+/// What the cache knows of one namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct NamespaceObjects {
+    /// Sorted by name.
+    pub(crate) accounts: Vec<Account>,
+    /// Sorted by name.
+    pub(crate) copies: Vec<Copy>,
+}
+
+impl NamespaceObjects {
+    pub(crate) fn account(&self, name: &str) -> Option<&Account> {
+        self.accounts.binary_search_by(|a| (*a.name).cmp(name)).ok().map(|i| &self.accounts[i])
+    }
+
+    fn is_empty(&self) -> bool {
+        self.accounts.is_empty() && self.copies.is_empty()
+    }
+}
+
+/// One kind kept in [`NamespaceObjects`].
+pub(crate) trait Cached: Sized {
+    type Object: kube::Resource<DynamicType = ()> + Send + 'static;
+    /// The compact form, or `None` for an object the cache does not keep.
+    fn compact(object: &Self::Object) -> Option<Self>;
+    fn name(&self) -> &str;
+    fn entries(objects: &mut NamespaceObjects) -> &mut Vec<Self>;
+    /// The bit this kind sets in the readiness mask once listed.
+    const READY_BIT: u8;
+}
+
+impl Cached for Account {
+    type Object = ServiceAccount;
+    const READY_BIT: u8 = 1;
+
+    fn compact(object: &ServiceAccount) -> Option<Self> {
+        Some(Account::from_object(object))
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn entries(objects: &mut NamespaceObjects) -> &mut Vec<Self> {
+        &mut objects.accounts
+    }
+}
+
+impl Cached for Copy {
+    type Object = PartialObjectMeta<Secret>;
+    const READY_BIT: u8 = 2;
+
+    fn compact(object: &PartialObjectMeta<Secret>) -> Option<Self> {
+        Copy::from_metadata(&object.metadata)
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn entries(objects: &mut NamespaceObjects) -> &mut Vec<Self> {
+        &mut objects.copies
+    }
+}
+
+const ALL_READY: u8 = Account::READY_BIT | Copy::READY_BIT;
+
+/// ServiceAccounts and copies by namespace, filled by one watch per kind.
+pub(crate) struct ObjectCache {
+    namespaces: RwLock<HashMap<Name, NamespaceObjects>>,
+    ready: watch::Sender<u8>,
+}
+
+impl Default for ObjectCache {
+    fn default() -> Self {
+        ObjectCache { namespaces: RwLock::default(), ready: watch::Sender::new(0) }
+    }
+}
+
+impl ObjectCache {
+    /// Reads the cache; hold the guard only while planning, never across an await.
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, HashMap<Name, NamespaceObjects>> {
+        self.namespaces.read().expect("cache lock")
+    }
+
+    /// One cached ServiceAccount.
+    pub(crate) fn account(&self, namespace: &str, name: &str) -> Option<Account> {
+        self.read().get(namespace)?.account(name).cloned()
+    }
+
+    /// A copy of one namespace's objects.
+    pub(crate) fn namespace(&self, namespace: &str) -> NamespaceObjects {
+        self.read().get(namespace).cloned().unwrap_or_default()
+    }
+
+    pub(crate) async fn wait_until_ready(&self) {
+        let mut ready = self.ready.subscribe();
+        // The sender lives as long as the cache: an error cannot happen while it is awaited.
+        let _ = ready.wait_for(|mask| *mask & ALL_READY == ALL_READY).await;
+    }
+
+    /// Puts the object in, or takes it out when the cache does not keep it. Also called with the
+    /// result of the operator's own writes, so the next plan does not act on what it just did.
+    pub(crate) fn apply<K: Cached>(&self, namespace: &str, name: &str, object: Option<K>) {
+        let mut namespaces = self.namespaces.write().expect("cache lock");
+        if object.is_none() && !namespaces.contains_key(namespace) {
+            return;
+        }
+        let objects = namespaces.entry(intern(namespace)).or_default();
+        let entries = K::entries(objects);
+        match (entries.binary_search_by(|e| e.name().cmp(name)), object) {
+            (Ok(i), Some(object)) => entries[i] = object,
+            (Err(i), Some(object)) => entries.insert(i, object),
+            (Ok(i), None) => {
+                entries.remove(i);
+            }
+            (Err(_), None) => {}
+        }
+        if objects.is_empty() {
+            namespaces.remove(namespace);
+        }
+    }
+
+    /// Replaces every object of one kind after a (re)list; returns the namespaces whose objects
+    /// of that kind changed.
+    fn replace_all<K: Cached + PartialEq>(&self, listed: HashMap<Name, Vec<K>>) -> Vec<Name> {
+        let mut namespaces = self.namespaces.write().expect("cache lock");
+        let mut changed = Vec::new();
+        for (namespace, objects) in namespaces.iter_mut() {
+            if !listed.contains_key(namespace) && !K::entries(objects).is_empty() {
+                K::entries(objects).clear();
+                changed.push(namespace.clone());
+            }
+        }
+        for (namespace, mut listed) in listed {
+            listed.sort_by(|a, b| a.name().cmp(b.name()));
+            let entries = K::entries(namespaces.entry(namespace.clone()).or_default());
+            if *entries != listed {
+                *entries = listed;
+                changed.push(namespace);
+            }
+        }
+        namespaces.retain(|_, objects| !objects.is_empty());
+        drop(namespaces);
+        self.ready.send_modify(|mask| *mask |= K::READY_BIT);
+        changed
+    }
+}
+
+/// Feeds one kind of the cache from a watch; yields the namespaces whose objects changed.
+pub(crate) fn feed<K>(
+    cache: Arc<ObjectCache>,
+    events: impl Stream<Item = Result<watcher::Event<K::Object>, watcher::Error>> + Send + 'static,
+) -> impl Stream<Item = Name> + Send
+where
+    K: Cached + PartialEq + Send + 'static,
+{
+    let mut listing: Option<HashMap<Name, Vec<K>>> = None;
+    events
+        .map(move |event| match event {
+            Ok(watcher::Event::Init) => {
+                listing = Some(HashMap::new());
+                Vec::new()
+            }
+            Ok(watcher::Event::InitApply(object)) => {
+                if let Some(compact) = K::compact(&object) {
+                    let namespace = intern(&object.namespace().unwrap_or_default());
+                    listing.get_or_insert_with(HashMap::new).entry(namespace).or_default().push(compact);
+                }
+                Vec::new()
+            }
+            Ok(watcher::Event::InitDone) => cache.replace_all(listing.take().unwrap_or_default()),
+            Ok(watcher::Event::Apply(object)) => {
+                let namespace = object.namespace().unwrap_or_default();
+                cache.apply(&namespace, &object.name_any(), K::compact(&object));
+                vec![intern(&namespace)]
+            }
+            Ok(watcher::Event::Delete(object)) => {
+                let namespace = object.namespace().unwrap_or_default();
+                cache.apply::<K>(&namespace, &object.name_any(), None);
+                vec![intern(&namespace)]
+            }
+            Err(error) => {
+                warn!(kind = %K::Object::kind(&()), %error, "watch interrupted; retrying");
+                Vec::new()
+            }
+        })
+        .flat_map(stream::iter)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn an_account_keeps_what_patches_need_and_only_the_operators_record() {
+        let account: ServiceAccount = serde_json::from_value(json!({
+            "metadata": {"name": "default", "namespace": "a", "resourceVersion": "7", "uid": "u",
+                         "annotations": {ADDED_PULL_SECRETS_ANNOTATION: "regcred", "kubectl.kubernetes.io/last-applied-configuration": "{}"},
+                         "managedFields": [{"manager": "kubectl"},
+                                           {"manager": "argocd-controller", "operation": "Apply",
+                                            "fieldsV1": {"f:imagePullSecrets": {}}}]},
+            "imagePullSecrets": [{"name": "regcred"}],
+            "secrets": [{"name": "token"}],
+        }))
+        .unwrap();
+        assert_eq!(
+            Account::from_object(&account),
+            Account {
+                name: intern("default"),
+                resource_version: "7".into(),
+                pull_secrets: [intern("regcred")].into(),
+                added: Some("regcred".into()),
+                list_writers: [intern("argocd-controller")].into(),
+            }
+        );
+    }
+
+    fn secret(owners: serde_json::Value) -> PartialObjectMeta<Secret> {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "regcred", "namespace": "a", "resourceVersion": "7", "uid": "u",
+                         "labels": {MANAGED_BY_LABEL: "regcred-operator", CREDENTIAL_LABEL: "rc", "tenant": "x"},
+                         "annotations": {"big": "...", CONTENT_DIGEST_ANNOTATION: "d1"},
+                         "ownerReferences": owners,
+                         "managedFields": [
+                             {"manager": FIELD_MANAGER, "operation": "Apply",
+                              "fieldsV1": {"f:data": {"f:.dockerconfigjson": {}}}},
+                             {"manager": "kubectl-edit", "operation": "Update",
+                              "fieldsV1": {"f:data": {"f:.dockerconfigjson": {}}}},
+                             {"manager": "kubectl-patch", "operation": "Update",
+                              "fieldsV1": {"f:data": {"f:extra": {}}}},
+                             {"manager": "kubectl-label", "operation": "Update", "fieldsV1": {"f:metadata": {}}}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_copy_keeps_our_labels_owner_digest_and_who_else_wrote_its_data() {
+        let copy = Copy::from_metadata(
+            &secret(json!([
+            {"apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential", "name": "rc",
+             "uid": "rc-uid", "controller": true},
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "other", "uid": "cm"}]))
+            .metadata,
+        )
+        .unwrap();
+        assert_eq!(
+            copy,
+            Copy {
+                name: intern("regcred"),
+                uid: "u".into(),
+                controller: Controller { uid: intern("rc-uid"), name: intern("rc") },
+                credential_label: Some(intern("rc")),
+                managed_by_label: true,
+                digest: Some("d1".into()),
+                other_writers: [intern("kubectl-edit")].into(),
+            },
+            "only another writer of the data"
+        );
+    }
+
+    #[test]
+    fn a_label_alone_does_not_make_a_secret_ours() {
+        assert_eq!(Copy::from_metadata(&secret(json!([])).metadata), None);
+        let not_a_credential =
+            json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "c", "uid": "c", "controller": true}]);
+        assert_eq!(Copy::from_metadata(&secret(not_a_credential).metadata), None);
+    }
+
+    fn account(namespace: &str, name: &str) -> ServiceAccount {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": namespace, "resourceVersion": "1"}}))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_relist_replaces_a_kind_and_names_the_namespaces_that_changed() {
+        let cache = Arc::new(ObjectCache::default());
+        let first = vec![
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(account("a", "default"))),
+            Ok(watcher::Event::InitApply(account("b", "default"))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(account("a", "builder"))),
+            Ok(watcher::Event::Delete(account("b", "default"))),
+        ];
+        let touched: Vec<Name> = feed::<Account>(cache.clone(), stream::iter(first)).collect().await;
+        assert_eq!(touched.iter().map(|n| &**n).collect::<Vec<_>>().len(), 4);
+        let a = cache.namespace("a");
+        let names: Vec<&str> = a.accounts.iter().map(|a| &*a.name).collect();
+        assert_eq!(names, vec!["builder", "default"], "sorted by name");
+        assert!(cache.read().get("b").is_none(), "an empty namespace leaves the cache");
+        assert!(cache.read().get("a").unwrap().account("builder").is_some());
+
+        let relist = vec![
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(account("a", "builder"))),
+            Ok(watcher::Event::InitApply(account("a", "default"))),
+            Ok(watcher::Event::InitApply(account("c", "default"))),
+            Ok(watcher::Event::InitDone),
+        ];
+        let touched: Vec<Name> = feed::<Account>(cache.clone(), stream::iter(relist)).collect().await;
+        assert_eq!(touched, vec![intern("c")], "a is unchanged");
+    }
+
+    #[test]
+    fn interned_names_share_one_allocation() {
+        let (a, b) = (intern("default"), intern(&String::from("default")));
+        assert!(Arc::ptr_eq(&a, &b));
+    }
+}

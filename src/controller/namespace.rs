@@ -1,0 +1,66 @@
+//! The namespace reconciler: one namespace, every RegistryCredential. A change in a namespace (a
+//! ServiceAccount appearing, a copy deleted, a label edited) costs that namespace's plan and
+//! writes, whatever the size of the cluster; a credential-wide change (a rotation, a selector
+//! edit) reconciles every namespace, as many at once as `--concurrency` allows.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use tracing::warn;
+
+use super::context::{Context, cluster_state};
+use super::ownership::FINALIZER;
+use super::plan::{NamespacePlan, NamespaceView, Planner};
+use super::write::{Writing, sync_namespace};
+use super::{Error, Result};
+use crate::crd::RegistryCredential;
+
+/// Whether the namespace reconciler writes for this credential: its finalizer is in place (so
+/// its deletion cleans up what it wrote) and it is not being deleted (its cleanup owns that).
+fn is_active(credential: &RegistryCredential) -> bool {
+    credential.metadata.deletion_timestamp.is_none() && credential.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+pub(crate) async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.wait_for_caches().await;
+    let name = namespace.name_any();
+    let credentials = ctx.stores.credentials.state();
+    let state = cluster_state(&credentials, &ctx.settings);
+    let mut next = ctx.settings.resync;
+    let mut failed = false;
+    for credential in credentials.iter().filter(|c| is_active(c)) {
+        let resolution = ctx.sources.resolve(credential, &ctx.stores, &ctx.settings);
+        let source = resolution.as_ref().as_ref().ok();
+        // Read for each credential: the writes for the one before are in the cache already.
+        let objects = ctx.stores.objects.namespace(&name);
+        let view = NamespaceView { namespace: &namespace, objects: &objects };
+        let plan = Planner::new(credential, &state).namespace(view, source.map(|s| s.digest.as_str()));
+        let outcome = match (plan, source) {
+            (NamespacePlan::Work { work, .. }, Some(source)) if !work.is_empty() => {
+                let writing = Writing::Sync { source, digest: &source.digest };
+                Some(sync_namespace(credential, &ctx, &name, &work, writing).await)
+            }
+            _ => None,
+        };
+        if let Some(Err(failure)) = &outcome {
+            failed = true;
+            next = next.min(failure.retry_after.unwrap_or_else(|| ctx.namespace_backoff.next_delay(&name)));
+        }
+        if ctx.outcomes.record(&credential.name_any(), &name, outcome.as_ref()) {
+            let _ = ctx.retrigger.unbounded_send(ObjectRef::from_obj(credential.as_ref()));
+        }
+    }
+    if !failed {
+        ctx.namespace_backoff.reset(&name);
+    }
+    Ok(Action::requeue(next))
+}
+
+/// The reconcile itself records its failures as outcomes; only waiting for the caches can fail.
+pub(crate) fn error_policy(namespace: Arc<Namespace>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(namespace = %namespace.name_any(), %error, "namespace reconcile failed");
+    Action::requeue(ctx.namespace_backoff.next_delay(&namespace.name_any()))
+}

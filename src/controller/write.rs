@@ -1,0 +1,497 @@
+//! The writes that carry out one namespace's plan: the copy first, then the ServiceAccount
+//! entries, each with the cheapest call that keeps ownership clear.
+
+use std::collections::BTreeMap;
+
+use futures::{StreamExt, stream};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::debug;
+
+use super::cache::{Account, Copy};
+use super::contest::Readd;
+use super::context::Context;
+use super::ownership::{
+    ADDED_PULL_SECRETS_ANNOTATION, AddedPullSecrets, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, FIELD_MANAGER,
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+};
+use super::plan::{CopyRef, NamespaceWork, SecretChange};
+use super::reason::Reason;
+use super::source::ResolvedSource;
+use super::status::{self, NamespaceFailure, NamespaceOutcome};
+use crate::crd::{OnConflict, RegistryCredential};
+use crate::credential::pull_secret::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE};
+
+/// Attempts at a guarded ServiceAccount patch before the namespace is reported as failed.
+const PATCH_ATTEMPTS: usize = 5;
+
+/// What the writes are for.
+#[derive(Clone, Copy)]
+pub(crate) enum Writing<'a> {
+    /// Bring the namespace to the usable `source`.
+    Sync { source: &'a ResolvedSource, digest: &'a str },
+    /// The RegistryCredential is being deleted: only removals.
+    Cleanup,
+}
+
+/// Carries out the work of many namespaces concurrently (a cleanup); one namespace's failure
+/// never stops the others.
+pub(crate) async fn execute(
+    credential: &RegistryCredential,
+    ctx: &Context,
+    work: BTreeMap<String, NamespaceWork>,
+    writing: Writing<'_>,
+) -> BTreeMap<String, NamespaceOutcome> {
+    stream::iter(work)
+        .map(|(namespace, work)| async move {
+            let outcome = sync_namespace(credential, ctx, &namespace, &work, writing).await;
+            (namespace, outcome)
+        })
+        .buffer_unordered(ctx.settings.concurrency)
+        .collect()
+        .await
+}
+
+/// Carries out one namespace's work for one RegistryCredential.
+pub(crate) async fn sync_namespace(
+    credential: &RegistryCredential,
+    ctx: &Context,
+    namespace: &str,
+    work: &NamespaceWork,
+    writing: Writing<'_>,
+) -> NamespaceOutcome {
+    let outcome = write_namespace(credential, ctx, namespace, work, writing).await;
+    if let Err(failure) = &outcome {
+        ctx.metrics.sync_failure(failure.reason);
+        debug!(credential = %credential.name_any(), %namespace, reason = %failure.reason, message = %failure.message, "namespace not synced");
+    }
+    outcome
+}
+
+async fn write_namespace(
+    credential: &RegistryCredential,
+    ctx: &Context,
+    namespace: &str,
+    work: &NamespaceWork,
+    writing: Writing<'_>,
+) -> NamespaceOutcome {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret_name = &credential.spec.secret_name;
+    match (&work.secret, writing) {
+        (Some(SecretChange::Create), Writing::Sync { source, digest }) => {
+            create_copy(credential, ctx, &secrets, source, digest).await?
+        }
+        (Some(SecretChange::Update), Writing::Sync { source, digest }) => {
+            update_copy(ctx, &secrets, secret_name, source, digest).await?
+        }
+        (Some(SecretChange::TakeOver), Writing::Sync { source, digest }) => {
+            apply_copy(credential, ctx, &secrets, source, digest).await?
+        }
+        (Some(SecretChange::Delete(copy)), _) => delete_copy(ctx, &secrets, copy).await?,
+        (Some(_), Writing::Cleanup) | (None, _) => {}
+    }
+    for stale in &work.delete_stale_secrets {
+        delete_copy(ctx, &secrets, stale).await?;
+    }
+    // The entries follow the copy, never precede it: an entry naming a Secret that a failed write
+    // left missing would send Pods to pull without credentials. New Pods do not wait for either:
+    // the admission policy names the copy in them already.
+    let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut contested = None;
+    for account in &work.add_to {
+        match readd(ctx, namespace, account, secret_name) {
+            Readd::Now => edit_pull_secrets(ctx, &accounts, account, &PullSecretEdit::Add(secret_name)).await?,
+            Readd::Contested { wait, removals, remover } => {
+                let remover = remover.unwrap_or_else(|| "an unknown writer".to_owned());
+                let message = format!(
+                    "ServiceAccount {account}: {remover} removed the {secret_name} entry {removals} times; \
+                     re-adding in {}s",
+                    wait.as_secs().max(1)
+                );
+                contested =
+                    Some(NamespaceFailure { retry_after: Some(wait), ..status::failure(Reason::Contested, message) });
+            }
+        }
+    }
+    let mut removals: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (account, entry) in &work.remove_from {
+        removals.entry(account).or_default().push(entry);
+    }
+    for (account, entries) in removals {
+        edit_pull_secrets(ctx, &accounts, account, &PullSecretEdit::Remove(entries)).await?;
+    }
+    contested.map_or(Ok(()), Err)
+}
+
+/// The copy as this operator writes it.
+fn desired_copy(credential: &RegistryCredential, namespace: &str, source: &ResolvedSource, digest: &str) -> Secret {
+    let owner = OwnerReference {
+        api_version: RegistryCredential::api_version(&()).into_owned(),
+        kind: RegistryCredential::kind(&()).into_owned(),
+        name: credential.name_any(),
+        uid: credential.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(credential.spec.secret_name.clone()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(
+                [(MANAGED_BY_LABEL, MANAGED_BY_VALUE.to_owned()), (CREDENTIAL_LABEL, credential.name_any())]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+            ),
+            annotations: Some([(CONTENT_DIGEST_ANNOTATION.to_owned(), digest.to_owned())].into()),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        type_: Some(DOCKER_CONFIG_JSON_TYPE.to_owned()),
+        data: Some([(DOCKER_CONFIG_JSON_KEY.to_owned(), ByteString(source.payload.as_bytes().to_vec()))].into()),
+        ..Default::default()
+    }
+}
+
+/// A Secret of the copy's name that was there when the copy was to be created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ExistingSecret {
+    /// Controlled by this RegistryCredential: the cache had not seen it yet, or someone removed
+    /// its labels (then the write restores them).
+    Managed,
+    /// Someone else's: never overwritten unless `onConflict: Adopt`, and never adopted from
+    /// another controller (`kind/name` of its controller owner).
+    Unmanaged { controller: Option<String> },
+}
+
+impl ExistingSecret {
+    fn of(credential: &RegistryCredential, secret: &ObjectMeta) -> ExistingSecret {
+        let controller = secret.owner_references.iter().flatten().find(|o| o.controller == Some(true));
+        match controller {
+            Some(owner) if Some(&owner.uid) == credential.metadata.uid.as_ref() => ExistingSecret::Managed,
+            other => ExistingSecret::Unmanaged { controller: other.map(|o| format!("{}/{}", o.kind, o.name)) },
+        }
+    }
+}
+
+/// How a Secret that is in the way becomes the copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overwrite {
+    /// It is ours already (the cache had not seen it, or its labels were removed).
+    TakeOver,
+    /// Someone else's, and `onConflict: Adopt` says to take it, once it is known to be adoptable.
+    Adopt,
+}
+
+/// Whether and how the Secret found in the way may be written. An unmanaged Secret is never
+/// overwritten unless `onConflict: Adopt`.
+fn overwrite(existing: &ExistingSecret, on_conflict: OnConflict, name: &str) -> Result<Overwrite, NamespaceFailure> {
+    match existing {
+        ExistingSecret::Managed => Ok(Overwrite::TakeOver),
+        ExistingSecret::Unmanaged { controller: Some(controller) } if on_conflict == OnConflict::Adopt => {
+            Err(adopt_impossible(name, &format!("it is controlled by {controller}")))
+        }
+        ExistingSecret::Unmanaged { .. } if on_conflict == OnConflict::Adopt => Ok(Overwrite::Adopt),
+        ExistingSecret::Unmanaged { .. } => Err(unmanaged_conflict(name)),
+    }
+}
+
+fn adopt_impossible(name: &str, why: &str) -> NamespaceFailure {
+    status::failure(Reason::AdoptImpossible, format!("Secret {name} cannot be adopted: {why}; delete or rename it"))
+}
+
+fn unmanaged_conflict(name: &str) -> NamespaceFailure {
+    status::failure(
+        Reason::SecretConflict,
+        format!("Secret {name} exists and is not managed by regcred-operator; set onConflict: Adopt to take it over"),
+    )
+}
+
+/// Creates the copy: one POST, which fails rather than touch a Secret of that name that the
+/// cache did not know; that Secret is then read and judged.
+async fn create_copy(
+    credential: &RegistryCredential,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    source: &ResolvedSource,
+    digest: &str,
+) -> NamespaceOutcome {
+    let name = &credential.spec.secret_name;
+    let copy = desired_copy(credential, secrets.namespace().unwrap_or_default(), source, digest);
+    let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
+    ctx.metrics.api_write("secret", "create");
+    let error = match secrets.create(&params, &copy).await {
+        Ok(created) => return remember_copy(ctx, &created.metadata),
+        Err(e) if is_status(&e, 409) => e,
+        Err(e) => return Err(api_failure(Reason::SecretWriteFailed, &e)),
+    };
+    let existing = match secrets.get_metadata_opt(name).await {
+        Ok(Some(secret)) => ExistingSecret::of(credential, &secret.metadata),
+        // Deleted since: the next reconcile creates it.
+        Ok(None) => return Err(api_failure(Reason::SecretWriteFailed, &error)),
+        Err(e) => return Err(api_failure(Reason::SecretWriteFailed, &e)),
+    };
+    if overwrite(&existing, credential.spec.on_conflict, name)? == Overwrite::Adopt {
+        check_adoptable(secrets, name).await?;
+    }
+    apply_copy(credential, ctx, secrets, source, digest).await
+}
+
+/// Whether someone else's Secret can become the copy: the type of a Secret cannot change, and an
+/// immutable one cannot be written. Checked before the write, so it is reported, not attempted.
+async fn check_adoptable(secrets: &Api<Secret>, name: &str) -> NamespaceOutcome {
+    let existing = match secrets.get_opt(name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(api_failure(Reason::SecretWriteFailed, &e)),
+    };
+    let secret_type = existing.type_.as_deref().unwrap_or("Opaque");
+    if secret_type != DOCKER_CONFIG_JSON_TYPE {
+        return Err(adopt_impossible(name, &format!("its type is {secret_type}, which cannot change")));
+    }
+    if existing.immutable == Some(true) {
+        return Err(adopt_impossible(name, "it is immutable"));
+    }
+    Ok(())
+}
+
+/// Writes the whole copy with a forced server-side apply under the operator's field manager:
+/// labels, owner and payload become ours, fields others added beside them stay.
+async fn apply_copy(
+    credential: &RegistryCredential,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    source: &ResolvedSource,
+    digest: &str,
+) -> NamespaceOutcome {
+    let copy = desired_copy(credential, secrets.namespace().unwrap_or_default(), source, digest);
+    let patch = Patch::Apply(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": copy.metadata, "type": copy.type_, "data": copy.data,
+    }));
+    ctx.metrics.api_write("secret", "apply");
+    match secrets.patch(&credential.spec.secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &patch).await {
+        Ok(written) => remember_copy(ctx, &written.metadata),
+        Err(e) => Err(api_failure(Reason::SecretWriteFailed, &e)),
+    }
+}
+
+/// Brings a copy that is ours, labels and owner intact, to the payload: only the payload and its
+/// digest are sent.
+async fn update_copy(
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    name: &str,
+    source: &ResolvedSource,
+    digest: &str,
+) -> NamespaceOutcome {
+    let patch = json!({
+        "metadata": { "annotations": { CONTENT_DIGEST_ANNOTATION: digest } },
+        "data": { DOCKER_CONFIG_JSON_KEY: ByteString(source.payload.as_bytes().to_vec()) },
+    });
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
+    ctx.metrics.api_write("secret", "patch");
+    match secrets.patch(name, &params, &Patch::Merge(&patch)).await {
+        Ok(written) => remember_copy(ctx, &written.metadata),
+        Err(e) => Err(api_failure(Reason::SecretWriteFailed, &e)),
+    }
+}
+
+/// Puts a copy the operator just wrote into the cache, so the next plan of the namespace does not
+/// write it again before the watch reports it.
+fn remember_copy(ctx: &Context, written: &ObjectMeta) -> NamespaceOutcome {
+    let namespace = written.namespace.as_deref().unwrap_or_default();
+    let name = written.name.as_deref().unwrap_or_default();
+    ctx.stores.objects.apply(namespace, name, Copy::from_metadata(written));
+    Ok(())
+}
+
+/// Deletes a copy, only if it still is the object the cache saw (UID precondition): a Secret
+/// that took the name since is someone else's.
+async fn delete_copy(ctx: &Context, secrets: &Api<Secret>, copy: &CopyRef) -> NamespaceOutcome {
+    ctx.metrics.api_write("secret", "delete");
+    let params = DeleteParams {
+        preconditions: Some(Preconditions { uid: Some(copy.uid.clone()), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    match secrets.delete(&copy.name, &params).await {
+        Ok(_) => {
+            ctx.stores.objects.apply::<Copy>(secrets.namespace().unwrap_or_default(), &copy.name, None);
+            Ok(())
+        }
+        // Gone, or the name now belongs to another object: nothing of ours to delete.
+        Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
+        Err(e) => Err(api_failure(Reason::SecretDeleteFailed, &e)),
+    }
+}
+
+/// Whether to add the entry to `account` now: at once for a first add or a one-off repair; spaced
+/// out when the operator's recorded entry keeps disappearing.
+fn readd(ctx: &Context, namespace: &str, account: &str, secret_name: &str) -> Readd {
+    let Some(cached) = ctx.stores.objects.account(namespace, account) else {
+        return Readd::Now;
+    };
+    if !AddedPullSecrets::of(&cached).contains(secret_name) {
+        return Readd::Now;
+    }
+    ctx.contests.readd(&format!("{namespace}/{account}"), &cached, std::time::Instant::now())
+}
+
+/// A change to a ServiceAccount's `imagePullSecrets`.
+#[derive(Debug)]
+enum PullSecretEdit<'a> {
+    /// Append the entry after the others, unless present, and record it as the operator's.
+    Add(&'a str),
+    /// Remove these entries, but only those the operator recorded as its own.
+    Remove(Vec<&'a str>),
+}
+
+/// Edits a ServiceAccount's `imagePullSecrets`, touching only entries the operator added. The
+/// list is atomic, so the patch carries the resourceVersion it was computed from and is
+/// recomputed from a fresh read on conflict.
+async fn edit_pull_secrets(
+    ctx: &Context,
+    accounts: &Api<ServiceAccount>,
+    name: &str,
+    edit: &PullSecretEdit<'_>,
+) -> NamespaceOutcome {
+    let namespace = accounts.namespace().unwrap_or_default();
+    let Some(mut account) = ctx.stores.objects.account(namespace, name) else { return Ok(()) };
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
+    for _ in 0..PATCH_ATTEMPTS {
+        let Some(patch) = pull_secrets_patch(&account, edit) else { return Ok(()) };
+        ctx.metrics.api_write("serviceaccount", "patch");
+        match accounts.patch(name, &params, &Patch::Merge(&patch)).await {
+            Ok(patched) => {
+                ctx.stores.objects.apply(namespace, name, Some(Account::from_object(&patched)));
+                return Ok(());
+            }
+            Err(e) if is_status(&e, 409) => {
+                ctx.metrics.patch_conflict();
+                account = match accounts.get_opt(name).await {
+                    Ok(Some(fresh)) => Account::from_object(&fresh),
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(api_failure(Reason::ServiceAccountReadFailed, &e)),
+                };
+            }
+            Err(e) if is_status(&e, 404) => return Ok(()),
+            Err(e) => return Err(api_failure(Reason::ServiceAccountPatchFailed, &e)),
+        }
+    }
+    Err(status::failure(
+        Reason::ServiceAccountPatchConflict,
+        format!("ServiceAccount {name} kept changing during {PATCH_ATTEMPTS} attempts to patch it"),
+    ))
+}
+
+/// The merge patch for the change, guarded by the resourceVersion it was computed from, or
+/// `None` when the ServiceAccount already is as wanted.
+fn pull_secrets_patch(account: &Account, edit: &PullSecretEdit) -> Option<serde_json::Value> {
+    let mut entries: Vec<&str> = account.pull_secrets.iter().map(|name| &**name).collect();
+    let mut record = AddedPullSecrets::of(account);
+    match edit {
+        PullSecretEdit::Add(name) => {
+            if entries.contains(name) {
+                return None;
+            }
+            entries.push(name);
+            record.insert(name);
+        }
+        PullSecretEdit::Remove(names) => {
+            let ours: Vec<&str> = names.iter().copied().filter(|name| record.contains(name)).collect();
+            if ours.is_empty() {
+                return None;
+            }
+            entries.retain(|entry| !ours.contains(entry));
+            ours.iter().for_each(|name| record.remove(name));
+        }
+    }
+    let entries: Vec<serde_json::Value> = entries.into_iter().map(|name| json!({ "name": name })).collect();
+    Some(json!({
+        "metadata": {
+            "resourceVersion": &*account.resource_version,
+            "annotations": { ADDED_PULL_SECRETS_ANNOTATION: record.annotation() },
+        },
+        "imagePullSecrets": entries,
+    }))
+}
+
+fn is_status(error: &kube::Error, code: u16) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == code)
+}
+
+/// A failure from an API error; API messages name objects and fields, not Secret data.
+fn api_failure(reason: Reason, error: &kube::Error) -> NamespaceFailure {
+    status::failure(reason, error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::LocalObjectReference;
+
+    fn account(entries: &[&str], record: Option<&str>) -> Account {
+        let mut account = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some("default".into()),
+                resource_version: Some("7".into()),
+                ..Default::default()
+            },
+            image_pull_secrets: Some(entries.iter().map(|n| LocalObjectReference { name: n.to_string() }).collect()),
+            ..Default::default()
+        };
+        if let Some(record) = record {
+            account.annotations_mut().insert(ADDED_PULL_SECRETS_ANNOTATION.into(), record.into());
+        }
+        Account::from_object(&account)
+    }
+
+    #[test]
+    fn an_unmanaged_secret_is_never_overwritten_unless_adopted() {
+        let unmanaged = ExistingSecret::Unmanaged { controller: None };
+        assert_eq!(overwrite(&ExistingSecret::Managed, OnConflict::Skip, "regcred"), Ok(Overwrite::TakeOver));
+        assert_eq!(overwrite(&unmanaged, OnConflict::Adopt, "regcred"), Ok(Overwrite::Adopt));
+        let refused = overwrite(&unmanaged, OnConflict::Skip, "regcred").unwrap_err();
+        assert_eq!(refused.reason, Reason::SecretConflict);
+        let controlled = ExistingSecret::Unmanaged { controller: Some("SealedSecret/pull".into()) };
+        let impossible = overwrite(&controlled, OnConflict::Adopt, "regcred").unwrap_err();
+        assert_eq!(impossible.reason, Reason::AdoptImpossible);
+        assert!(impossible.message.contains("SealedSecret/pull"), "{}", impossible.message);
+    }
+
+    #[test]
+    fn add_appends_after_the_users_entries_and_records_it() {
+        let patch = pull_secrets_patch(&account(&["mine", "other"], None), &PullSecretEdit::Add("regcred")).unwrap();
+        assert_eq!(
+            patch,
+            json!({"metadata": {"resourceVersion": "7", "annotations": {ADDED_PULL_SECRETS_ANNOTATION: "regcred"}},
+                   "imagePullSecrets": [{"name": "mine"}, {"name": "other"}, {"name": "regcred"}]})
+        );
+    }
+
+    #[test]
+    fn an_entry_already_present_is_neither_added_nor_recorded() {
+        assert_eq!(pull_secrets_patch(&account(&["regcred"], None), &PullSecretEdit::Add("regcred")), None);
+    }
+
+    #[test]
+    fn remove_takes_only_recorded_entries_and_drops_an_empty_record() {
+        let patch = pull_secrets_patch(
+            &account(&["mine", "regcred"], Some("regcred")),
+            &PullSecretEdit::Remove(vec!["regcred"]),
+        )
+        .unwrap();
+        assert_eq!(
+            patch,
+            json!({"metadata": {"resourceVersion": "7", "annotations": {ADDED_PULL_SECRETS_ANNOTATION: null}},
+                   "imagePullSecrets": [{"name": "mine"}]})
+        );
+        assert_eq!(
+            pull_secrets_patch(&account(&["mine", "regcred"], None), &PullSecretEdit::Remove(vec!["regcred"])),
+            None
+        );
+    }
+}
