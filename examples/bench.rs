@@ -1,5 +1,8 @@
-//! Benchmark: convergence time, API writes and memory of regcred-operator at 100, 1,000 and
-//! 10,000 namespaces, against the raw limit of the same writes from a plain client.
+//! Benchmark: convergence time, API writes, CPU and memory of regcred-operator at 1,000 and
+//! 10,000 namespaces, each with 5 ServiceAccounts and 10 unrelated Secrets, against the raw limit
+//! of the same writes from a plain client, measured in the same run. Every size is measured twice:
+//! the credential selecting every ServiceAccount (`names: ["*"]`, five patches per namespace) and
+//! only `default` (one).
 //!
 //! Run it with `bash scripts/bench.sh` (a dedicated local control plane, release builds), or
 //! against the cluster in KUBECONFIG:
@@ -25,6 +28,10 @@ use serde_json::{Value, json};
 const SOURCE_NAMESPACE: &str = "regcred-bench-source";
 const TIER_LABEL: &str = "regcred.dev/bench-tier";
 const RAW_SECRET: &str = "raw-bench";
+/// ServiceAccounts created in each namespace beside `default`.
+const EXTRA_ACCOUNTS: [&str; 4] = ["builder", "deployer", "app", "batch"];
+/// Unrelated Secrets in each namespace: the operator must not pay for them.
+const UNRELATED_SECRETS: usize = 10;
 
 #[derive(Parser)]
 struct Args {
@@ -32,11 +39,15 @@ struct Args {
     #[arg(long, default_value = "target/release/regcred-operator")]
     operator: PathBuf,
     /// Namespace counts to measure, in increasing order.
-    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     sizes: Vec<usize>,
     /// Concurrency levels tried for the raw client; the best counts.
-    #[arg(long, value_delimiter = ',', default_value = "32,128,512")]
+    #[arg(long, value_delimiter = ',', default_value = "64,256")]
     raw_concurrency: Vec<usize>,
+    /// Record a CPU profile of the operator (perf, at 99 Hz with DWARF call graphs) during the
+    /// largest size's `["*"]` run, into this file.
+    #[arg(long)]
+    profile: Option<PathBuf>,
     /// Namespaces created in one burst for the new-namespace latency.
     #[arg(long, default_value_t = 200)]
     burst: usize,
@@ -53,8 +64,8 @@ struct Args {
 struct Observed {
     /// namespace -> (secret name -> payload) of managed copies.
     copies: HashMap<String, HashMap<String, String>>,
-    /// namespace -> imagePullSecrets of its default ServiceAccount.
-    entries: HashMap<String, Vec<String>>,
+    /// (namespace, ServiceAccount) -> its imagePullSecrets.
+    entries: HashMap<(String, String), Vec<String>>,
     /// namespace -> when its default ServiceAccount was first seen.
     account_seen: HashMap<String, Instant>,
     /// (namespace, entry) -> when the default ServiceAccount was first seen listing it.
@@ -91,20 +102,46 @@ async fn watch_copies(client: Client, observed: Shared) {
     }
 }
 
-async fn watch_default_accounts(client: Client, observed: Shared) {
-    let config = watcher::Config::default().fields("metadata.name=default");
-    let mut events = watcher::watcher(Api::<ServiceAccount>::all(client), config).boxed();
+async fn watch_accounts(client: Client, observed: Shared) {
+    let mut events = watcher::watcher(Api::<ServiceAccount>::all(client), watcher::Config::default()).boxed();
     while let Some(event) = events.next().await {
         let now = Instant::now();
         if let Ok(watcher::Event::Apply(a) | watcher::Event::InitApply(a)) = event {
-            let namespace = a.namespace().unwrap();
+            let (namespace, name) = (a.namespace().unwrap(), a.name_any());
             let entries: Vec<String> = a.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect();
             let mut observed = observed.lock().unwrap();
-            observed.account_seen.entry(namespace.clone()).or_insert(now);
-            for entry in &entries {
-                observed.entry_seen.entry((namespace.clone(), entry.clone())).or_insert(now);
+            if name == "default" {
+                observed.account_seen.entry(namespace.clone()).or_insert(now);
+                for entry in &entries {
+                    observed.entry_seen.entry((namespace.clone(), entry.clone())).or_insert(now);
+                }
             }
-            observed.entries.insert(namespace, entries);
+            observed.entries.insert((namespace, name), entries);
+        }
+    }
+}
+
+/// Which ServiceAccounts the credential selects.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+enum Accounts {
+    /// `names: ["*"]`: all five in each namespace.
+    Every,
+    /// `names: ["default"]`.
+    Default,
+}
+
+impl Accounts {
+    fn names(self) -> Vec<&'static str> {
+        match self {
+            Accounts::Every => std::iter::once("default").chain(EXTRA_ACCOUNTS).collect(),
+            Accounts::Default => vec!["default"],
+        }
+    }
+
+    fn selector(self) -> Value {
+        match self {
+            Accounts::Every => json!(["*"]),
+            Accounts::Default => json!(["default"]),
         }
     }
 }
@@ -121,11 +158,16 @@ async fn until(observed: &Shared, what: &str, timeout: Duration, done: impl Fn(&
     }
 }
 
-/// Every namespace holds copy `secret_name` with `payload` and lists it on its default account.
-fn converged(observed: &Observed, namespaces: &[String], secret_name: &str, payload: &str) -> bool {
+/// Every namespace holds copy `secret_name` with `payload` and lists it on the selected accounts.
+fn converged(observed: &Observed, namespaces: &[String], accounts: &[&str], secret_name: &str, payload: &str) -> bool {
     namespaces.iter().all(|ns| {
         observed.copies.get(ns).and_then(|c| c.get(secret_name)).is_some_and(|p| p == payload)
-            && observed.entries.get(ns).is_some_and(|e| e.iter().any(|name| name == secret_name))
+            && accounts.iter().all(|account| {
+                observed
+                    .entries
+                    .get(&(ns.clone(), (*account).to_owned()))
+                    .is_some_and(|e| e.iter().any(|name| name == secret_name))
+            })
     })
 }
 
@@ -151,16 +193,41 @@ async fn put_source(client: &Client, password: &str) {
     apply(&Api::<Secret>::namespaced(client.clone(), SOURCE_NAMESPACE), "pull", body).await;
 }
 
-/// Creates namespaces `names` in tier `tier` and waits for their default ServiceAccounts.
-async fn create_namespaces(client: &Client, observed: &Shared, names: &[String], tier: &str) -> Duration {
+/// Creates namespaces `names` in tier `tier` (with `populate`, each with the extra ServiceAccounts
+/// and the unrelated Secrets) and waits for their default ServiceAccounts.
+async fn create_namespaces(
+    client: &Client,
+    observed: &Shared,
+    names: &[String],
+    tier: &str,
+    populate: bool,
+) -> Duration {
     let started = Instant::now();
     let api: Api<Namespace> = Api::all(client.clone());
     stream::iter(names)
         .map(|name| {
-            let api = api.clone();
+            let (api, client) = (api.clone(), client.clone());
             let body: Namespace =
                 serde_json::from_value(json!({"metadata": {"name": name, "labels": {TIER_LABEL: tier}}})).unwrap();
-            async move { api.create(&PostParams::default(), &body).await.map(drop) }
+            async move {
+                api.create(&PostParams::default(), &body).await?;
+                if !populate {
+                    return Ok::<(), kube::Error>(());
+                }
+                let accounts = Api::<ServiceAccount>::namespaced(client.clone(), name);
+                for account in EXTRA_ACCOUNTS {
+                    let body: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": account}})).unwrap();
+                    accounts.create(&PostParams::default(), &body).await?;
+                }
+                let secrets = Api::<Secret>::namespaced(client, name);
+                for i in 0..UNRELATED_SECRETS {
+                    let body: Secret = serde_json::from_value(json!({"metadata": {"name": format!("app-config-{i}")},
+                        "stringData": {"config.yaml": "a: b\n".repeat(32)}}))
+                    .unwrap();
+                    secrets.create(&PostParams::default(), &body).await?;
+                }
+                Ok(())
+            }
         })
         .buffer_unordered(64)
         .try_collect::<Vec<_>>()
@@ -173,59 +240,76 @@ async fn create_namespaces(client: &Client, observed: &Shared, names: &[String],
     started.elapsed()
 }
 
-/// The same writes the operator makes (one Secret, one ServiceAccount patch per namespace),
-/// from a plain client at `concurrency`; then undone, untimed. `server_side_apply` writes the
-/// Secret as the operator does instead of with a plain create, to show what that costs.
-async fn raw_writes(client: &Client, namespaces: &[String], concurrency: usize, server_side_apply: bool) -> Duration {
+/// What the plain client took for the operator's writes in every namespace.
+struct RawRun {
+    /// One Secret create and a patch of each selected ServiceAccount.
+    writes: Duration,
+    /// A merge patch of each Secret's payload, as the operator rotates a copy.
+    rotation: Duration,
+}
+
+/// The same writes the operator makes, from a plain client at `concurrency`; then undone, untimed.
+async fn raw_writes(client: &Client, namespaces: &[String], accounts: Accounts, concurrency: usize) -> RawRun {
     let payload = canonical("raw");
+    let names = accounts.names();
     let started = Instant::now();
     stream::iter(namespaces)
         .map(|ns| {
-            let (client, payload) = (client.clone(), payload.clone());
+            let (client, payload, names) = (client.clone(), payload.clone(), names.clone());
             async move {
                 let secret: Secret = serde_json::from_value(json!({"metadata": {"name": RAW_SECRET},
                     "type": "kubernetes.io/dockerconfigjson", "stringData": {".dockerconfigjson": payload}}))
                 .unwrap();
-                let secrets = Api::<Secret>::namespaced(client.clone(), ns);
-                if server_side_apply {
-                    let mut body = serde_json::to_value(&secret).unwrap();
-                    body["apiVersion"] = json!("v1");
-                    body["kind"] = json!("Secret");
-                    secrets.patch(RAW_SECRET, &PatchParams::apply("regcred-bench"), &Patch::Apply(&body)).await?;
-                } else {
-                    secrets.create(&PostParams::default(), &secret).await?;
-                }
+                Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &secret).await?;
                 let patch = json!({"imagePullSecrets": [{"name": RAW_SECRET}]});
-                Api::<ServiceAccount>::namespaced(client, ns)
-                    .patch("default", &PatchParams::default(), &Patch::Merge(patch))
-                    .await
-                    .map(drop)
+                let service_accounts = Api::<ServiceAccount>::namespaced(client, ns);
+                for name in names {
+                    service_accounts.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                }
+                Ok::<(), kube::Error>(())
             }
         })
         .buffer_unordered(concurrency)
         .try_collect::<Vec<_>>()
         .await
         .unwrap();
-    let elapsed = started.elapsed();
+    let writes = started.elapsed();
+    let rotated = base64::engine::general_purpose::STANDARD.encode(canonical("raw-rotated"));
+    let started = Instant::now();
     stream::iter(namespaces)
         .map(|ns| {
-            let client = client.clone();
+            let (client, rotated) = (client.clone(), rotated.clone());
+            async move {
+                let patch = json!({"data": {".dockerconfigjson": rotated}});
+                Api::<Secret>::namespaced(client, ns)
+                    .patch(RAW_SECRET, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let rotation = started.elapsed();
+    stream::iter(namespaces)
+        .map(|ns| {
+            let (client, names) = (client.clone(), names.clone());
             async move {
                 Api::<Secret>::namespaced(client.clone(), ns)
                     .delete(RAW_SECRET, &DeleteParams::default())
                     .await
                     .unwrap();
                 let patch = json!({"imagePullSecrets": null});
-                Api::<ServiceAccount>::namespaced(client, ns)
-                    .patch("default", &PatchParams::default(), &Patch::Merge(patch))
-                    .await
-                    .unwrap();
+                let service_accounts = Api::<ServiceAccount>::namespaced(client, ns);
+                for name in names {
+                    service_accounts.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+                }
             }
         })
         .buffer_unordered(128)
         .collect::<Vec<_>>()
         .await;
-    elapsed
+    RawRun { writes, rotation }
 }
 
 struct Operator {
@@ -275,21 +359,22 @@ impl Operator {
         writes
     }
 
-    async fn reconciles(&self) -> f64 {
+    /// A counter's value (summed over its labels).
+    async fn counter(&self, name: &str) -> f64 {
         self.metrics()
             .await
             .lines()
-            .filter(|l| l.starts_with("regcred_reconciles_total{"))
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
             .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
             .sum()
     }
 
-    /// Waits until a second passes without a reconcile, so late writes are counted.
+    /// Waits until two seconds pass without a write, so late writes are counted.
     async fn settle(&self) {
         loop {
-            let reconciles = self.reconciles().await;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            if self.reconciles().await == reconciles {
+            let writes = self.writes().await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            if self.writes().await == writes {
                 return;
             }
         }
@@ -339,10 +424,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[derive(Serialize)]
 struct SizeResult {
     namespaces: usize,
+    accounts: Accounts,
     raw_seconds: f64,
     raw_best_concurrency: usize,
     raw_by_concurrency: BTreeMap<usize, f64>,
-    raw_apply_seconds: f64,
+    raw_rotation_seconds: f64,
     operator_seconds: f64,
     /// CPU the operator itself used while converging (it shares the 2 cores with the API server).
     operator_cpu_seconds: f64,
@@ -353,41 +439,49 @@ struct SizeResult {
     event_writes: f64,
     rss_mib: f64,
     peak_rss_mib: f64,
+    /// After a change of the source Secret that changes no payload: every namespace re-planned.
     resync_secret_writes: f64,
     resync_service_account_writes: f64,
-    resync_status_writes: f64,
     rotation_seconds: f64,
-    new_namespace_ms: Option<[f64; 3]>,
+    rotation_cpu_seconds: f64,
+    rotation_ratio: f64,
+    throttled_responses: f64,
+    new_namespace_ms: Option<[f64; 4]>,
+    /// Secret writes and ServiceAccount patches per namespace of the burst.
+    new_namespace_writes: Option<[f64; 2]>,
 }
 
-/// The plain client doing the operator's writes: at each concurrency, and by server-side apply at
-/// the best one.
+/// The plain client doing the operator's writes, at each concurrency; the best counts, and the
+/// rotation is measured at that one.
 struct RawLimit {
     by_concurrency: BTreeMap<usize, f64>,
     best_concurrency: usize,
     seconds: f64,
-    apply_seconds: f64,
+    rotation_seconds: f64,
 }
 
 impl RawLimit {
-    async fn measure(client: &Client, namespaces: &[String], concurrencies: &[usize], size: usize) -> RawLimit {
+    async fn measure(client: &Client, namespaces: &[String], accounts: Accounts, concurrencies: &[usize]) -> RawLimit {
+        let size = namespaces.len();
         let mut by_concurrency = BTreeMap::new();
+        let mut rotations = BTreeMap::new();
         for &concurrency in concurrencies {
-            let took = raw_writes(client, namespaces, concurrency, false).await;
-            eprintln!("[{size}] raw client, concurrency {concurrency}: {took:.2?}");
-            by_concurrency.insert(concurrency, took.as_secs_f64());
+            let run = raw_writes(client, namespaces, accounts, concurrency).await;
+            eprintln!(
+                "[{size} {accounts:?}] raw client, concurrency {concurrency}: {:.2?}, rotation {:.2?}",
+                run.writes, run.rotation
+            );
+            by_concurrency.insert(concurrency, run.writes.as_secs_f64());
+            rotations.insert(concurrency, run.rotation.as_secs_f64());
         }
         let (&best_concurrency, &seconds) = by_concurrency.iter().min_by(|a, b| a.1.total_cmp(b.1)).unwrap();
-        let apply_seconds = raw_writes(client, namespaces, best_concurrency, true).await.as_secs_f64();
-        eprintln!(
-            "[{size}] raw client, Secrets by server-side apply, concurrency {best_concurrency}: {apply_seconds:.2}s"
-        );
-        RawLimit { by_concurrency, best_concurrency, seconds, apply_seconds }
+        let rotation_seconds = rotations.values().copied().min_by(f64::total_cmp).unwrap();
+        RawLimit { by_concurrency, best_concurrency, seconds, rotation_seconds }
     }
 }
 
-/// p50, p90 and p99 in ms from a burst of new namespaces (their default ServiceAccount appearing)
-/// to the operator's entry on it, once the credential selects the burst's tier.
+/// p50, p90, p99 and max in ms from a burst of new namespaces (their default ServiceAccount
+/// appearing) to the operator's entry on it, once the credential selects the burst's tier.
 async fn burst_latencies(
     client: &Client,
     observed: &Shared,
@@ -396,12 +490,12 @@ async fn burst_latencies(
     secret_name: &str,
     tiers: &[String],
     burst: &[String],
-) -> [f64; 3] {
+) -> [f64; 4] {
     let tier_patch = json!({"spec": {"namespaceSelector": {"matchExpressions": [{"key": TIER_LABEL, "operator": "In",
         "values": tiers}]}}});
     credentials.patch(name, &PatchParams::default(), &Patch::Merge(tier_patch)).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    create_namespaces(client, observed, burst, "burst").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    create_namespaces(client, observed, burst, "burst", false).await;
     until(observed, "the burst to be patched", Duration::from_secs(120), |o| {
         burst.iter().all(|ns| o.entry_seen.contains_key(&(ns.clone(), secret_name.to_owned())))
     })
@@ -415,10 +509,15 @@ async fn burst_latencies(
         })
         .collect();
     latencies.sort_by(f64::total_cmp);
-    [percentile(&latencies, 0.5), percentile(&latencies, 0.9), percentile(&latencies, 0.99)]
+    [
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.9),
+        percentile(&latencies, 0.99),
+        latencies[latencies.len() - 1],
+    ]
 }
 
-/// Deletes the credential through the operator, so the next size starts without its copies.
+/// Deletes the credential through the operator, so the next run starts without its copies.
 async fn clean_up(
     observed: &Shared,
     credentials: &Api<RegistryCredential>,
@@ -429,11 +528,149 @@ async fn clean_up(
     credentials.delete(name, &DeleteParams::default()).await.unwrap();
     until(observed, "cleanup", Duration::from_secs(900), |o| {
         namespaces.iter().all(|ns| o.copies.get(ns).is_none_or(|c| !c.contains_key(secret_name)))
-            && namespaces.iter().all(|ns| o.entries.get(ns).is_none_or(|e| !e.iter().any(|entry| entry == secret_name)))
+            && o.entries
+                .iter()
+                .all(|((ns, _), e)| !namespaces.contains(ns) || !e.iter().any(|entry| entry == secret_name))
     })
     .await;
     while credentials.get_opt(name).await.unwrap().is_some() {
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `perf record` attached to the operator until dropped.
+struct Profiler(Child);
+
+impl Profiler {
+    fn attach(pid: u32, out: &PathBuf) -> Profiler {
+        let child = Command::new("perf")
+            .args(["record", "-F", "99", "--call-graph", "dwarf,16384", "-p", &pid.to_string(), "-o"])
+            .arg(out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("perf starts");
+        Profiler(child)
+    }
+}
+
+impl Drop for Profiler {
+    fn drop(&mut self) {
+        // SIGINT: perf writes its file and exits.
+        let _ = Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// What one run of the operator is asked to do.
+struct Run<'a> {
+    size: usize,
+    accounts: Accounts,
+    namespaces: &'a mut Vec<String>,
+    tiers: &'a mut Vec<String>,
+    /// Namespaces created in a burst once converged, if any.
+    burst: usize,
+    profile: Option<&'a PathBuf>,
+}
+
+async fn measure_operator(args: &Args, client: &Client, observed: &Shared, raw: RawLimit, run: Run<'_>) -> SizeResult {
+    let Run { size, accounts, namespaces, tiers, burst, profile } = run;
+    let credentials: Api<RegistryCredential> = Api::all(client.clone());
+    put_source(client, "first").await;
+    let operator = Operator::start(&args.operator, &args.operator_args);
+    let profiler = profile.map(|out| Profiler::attach(operator.child.id(), out));
+    let before = operator.writes().await;
+    let name = format!("bench-{size}-{}", format!("{accounts:?}").to_lowercase());
+    let secret_name = name.clone();
+    let body = json!({"apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential", "metadata": {"name": name},
+        "spec": {"source": {"secretRef": {"namespace": SOURCE_NAMESPACE, "name": "pull"}}, "secretName": secret_name,
+                 "serviceAccounts": {"names": accounts.selector()},
+                 "namespaceSelector": {"matchExpressions": [{"key": TIER_LABEL, "operator": "In", "values": tiers}]}}});
+    let selected = accounts.names();
+    let expected = canonical("first");
+    let cpu_before = operator.cpu_seconds();
+    let started = Instant::now();
+    apply(&credentials, &name, body).await;
+    let done = until(observed, "the operator to converge", Duration::from_secs(900), |o| {
+        converged(o, namespaces, &selected, &secret_name, &expected)
+    })
+    .await;
+    let operator_seconds = (done - started).as_secs_f64();
+    let operator_cpu_seconds = operator.cpu_seconds() - cpu_before;
+    operator.settle().await;
+    let after = operator.writes().await;
+    eprintln!("[{size} {accounts:?}] operator converged in {operator_seconds:.2}s; writes {after:?}");
+
+    // Converged: a change of the source Secret that leaves the payload as it is re-plans every
+    // namespace, and must write nothing.
+    let reconciled = operator.counter("regcred_namespace_reconciles_total").await;
+    let touch = json!({"metadata": {"annotations": {"regcred.dev/bench-touch": format!("{size}-{accounts:?}")}}});
+    Api::<Secret>::namespaced(client.clone(), SOURCE_NAMESPACE)
+        .patch("pull", &PatchParams::default(), &Patch::Merge(touch))
+        .await
+        .unwrap();
+    while operator.counter("regcred_namespace_reconciles_total").await < reconciled + namespaces.len() as f64 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    operator.settle().await;
+    let resynced = operator.writes().await;
+
+    // New-namespace latency: a burst of namespaces the credential selects.
+    let (new_namespace_ms, new_namespace_writes) = if burst > 0 {
+        let names: Vec<String> = (0..burst).map(|i| format!("bench-burst-{i:04}")).collect();
+        tiers.push("burst".into());
+        let latencies = burst_latencies(client, observed, &credentials, &name, &secret_name, tiers, &names).await;
+        operator.settle().await;
+        let burst_writes = operator.writes().await;
+        namespaces.extend(names);
+        let per_namespace = |resource| delta(&burst_writes, &resynced, resource) / burst as f64;
+        (Some(latencies), Some([per_namespace("secret"), per_namespace("serviceaccount")]))
+    } else {
+        (None, None)
+    };
+
+    // Rotation: the source changes; every copy must carry the new payload.
+    let rotated = canonical("second");
+    let cpu_before = operator.cpu_seconds();
+    let started = Instant::now();
+    put_source(client, "second").await;
+    let done = until(observed, "rotation", Duration::from_secs(900), |o| {
+        converged(o, namespaces, &selected, &secret_name, &rotated)
+    })
+    .await;
+    let rotation_seconds = (done - started).as_secs_f64();
+    let rotation_cpu_seconds = operator.cpu_seconds() - cpu_before;
+    eprintln!("[{size} {accounts:?}] rotation reached every copy in {rotation_seconds:.2}s");
+    drop(profiler);
+    let (rss_mib, peak_rss_mib) = operator.rss_mib();
+    let throttled_responses = operator.counter("regcred_api_requests_throttled_total").await;
+
+    clean_up(observed, &credentials, &name, &secret_name, namespaces).await;
+    drop(operator);
+    SizeResult {
+        namespaces: size,
+        accounts,
+        raw_seconds: raw.seconds,
+        raw_best_concurrency: raw.best_concurrency,
+        raw_by_concurrency: raw.by_concurrency,
+        raw_rotation_seconds: raw.rotation_seconds,
+        operator_seconds,
+        operator_cpu_seconds,
+        ratio: operator_seconds / raw.seconds,
+        secret_writes: delta(&after, &before, "secret"),
+        service_account_writes: delta(&after, &before, "serviceaccount"),
+        status_writes: delta(&after, &before, "registrycredential"),
+        event_writes: delta(&after, &before, "event"),
+        rss_mib,
+        peak_rss_mib,
+        resync_secret_writes: delta(&resynced, &after, "secret"),
+        resync_service_account_writes: delta(&resynced, &after, "serviceaccount"),
+        rotation_seconds,
+        rotation_cpu_seconds,
+        rotation_ratio: rotation_seconds / raw.rotation_seconds,
+        throttled_responses,
+        new_namespace_ms,
+        new_namespace_writes,
     }
 }
 
@@ -456,101 +693,35 @@ async fn main() {
 
     let observed: Shared = Arc::default();
     tokio::spawn(watch_copies(client.clone(), observed.clone()));
-    tokio::spawn(watch_default_accounts(client.clone(), observed.clone()));
+    tokio::spawn(watch_accounts(client.clone(), observed.clone()));
 
     let mut all: Vec<String> = Vec::new();
     let mut tiers: Vec<String> = Vec::new();
     let mut results = Vec::new();
-    let credentials: Api<RegistryCredential> = Api::all(client.clone());
     for (index, &size) in args.sizes.iter().enumerate() {
         let tier = size.to_string();
         let names: Vec<String> = (all.len()..size).map(|i| format!("bench-{i:05}")).collect();
-        let took = create_namespaces(&client, &observed, &names, &tier).await;
-        eprintln!("[{size}] {} namespaces created with their default ServiceAccounts in {took:.1?}", names.len());
+        let took = create_namespaces(&client, &observed, &names, &tier, true).await;
+        eprintln!(
+            "[{size}] {} namespaces created, each with {} ServiceAccounts and {UNRELATED_SECRETS} unrelated Secrets, in {took:.1?}",
+            names.len(),
+            EXTRA_ACCOUNTS.len() + 1
+        );
         all.extend(names);
         tiers.push(tier.clone());
-
-        let raw = RawLimit::measure(&client, &all, &args.raw_concurrency, size).await;
-
-        put_source(&client, "first").await;
-        let operator = Operator::start(&args.operator, &args.operator_args);
-        let before = operator.writes().await;
-        let secret_name = format!("bench-{size}");
-        let name = format!("bench-{size}");
-        let body = json!({"apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential", "metadata": {"name": name},
-            "spec": {"source": {"secretRef": {"namespace": SOURCE_NAMESPACE, "name": "pull"}}, "secretName": secret_name,
-                     "namespaceSelector": {"matchExpressions": [{"key": TIER_LABEL, "operator": "In", "values": tiers}]}}});
-        let expected = canonical("first");
-        let cpu_before = operator.cpu_seconds();
-        let started = Instant::now();
-        apply(&credentials, &name, body).await;
-        let done = until(&observed, "the operator to converge", Duration::from_secs(900), |o| {
-            converged(o, &all, &secret_name, &expected)
-        })
-        .await;
-        let operator_seconds = (done - started).as_secs_f64();
-        let operator_cpu_seconds = operator.cpu_seconds() - cpu_before;
-        operator.settle().await;
-        let after = operator.writes().await;
-        eprintln!("[{size}] operator converged in {operator_seconds:.2}s; writes {after:?}");
-
-        // Converged: a forced reconcile (an annotation change) must write nothing.
-        let reconciles = operator.reconciles().await;
-        let touch = json!({"metadata": {"annotations": {"regcred.dev/bench-resync": format!("{size}")}}});
-        credentials.patch(&name, &PatchParams::default(), &Patch::Merge(touch)).await.unwrap();
-        while operator.reconciles().await < reconciles + 1.0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let largest = index + 1 == args.sizes.len();
+        for accounts in [Accounts::Every, Accounts::Default] {
+            let raw = RawLimit::measure(&client, &all, accounts, &args.raw_concurrency).await;
+            let run = Run {
+                size,
+                accounts,
+                namespaces: &mut all,
+                tiers: &mut tiers,
+                burst: if largest && accounts == Accounts::Default { args.burst } else { 0 },
+                profile: args.profile.as_ref().filter(|_| largest && accounts == Accounts::Every),
+            };
+            results.push(measure_operator(&args, &client, &observed, raw, run).await);
         }
-        operator.settle().await;
-        let resynced = operator.writes().await;
-
-        // New-namespace latency: a burst of namespaces the credential selects.
-        let new_namespace_ms = if index + 1 == args.sizes.len() && args.burst > 0 {
-            let burst: Vec<String> = (0..args.burst).map(|i| format!("bench-burst-{i:04}")).collect();
-            tiers.push("burst".into());
-            let latencies =
-                burst_latencies(&client, &observed, &credentials, &name, &secret_name, &tiers, &burst).await;
-            all.extend(burst);
-            Some(latencies)
-        } else {
-            None
-        };
-        let (rss_mib, peak_rss_mib) = operator.rss_mib();
-
-        // Rotation: the source changes; every copy must carry the new payload.
-        let rotated = canonical("second");
-        let started = Instant::now();
-        put_source(&client, "second").await;
-        let done =
-            until(&observed, "rotation", Duration::from_secs(900), |o| converged(o, &all, &secret_name, &rotated))
-                .await;
-        let rotation_seconds = (done - started).as_secs_f64();
-        eprintln!("[{size}] rotation reached every copy in {rotation_seconds:.2}s");
-
-        results.push(SizeResult {
-            namespaces: size,
-            raw_seconds: raw.seconds,
-            raw_best_concurrency: raw.best_concurrency,
-            raw_by_concurrency: raw.by_concurrency,
-            raw_apply_seconds: raw.apply_seconds,
-            operator_seconds,
-            operator_cpu_seconds,
-            ratio: operator_seconds / raw.seconds,
-            secret_writes: delta(&after, &before, "secret"),
-            service_account_writes: delta(&after, &before, "serviceaccount"),
-            status_writes: delta(&after, &before, "registrycredential"),
-            event_writes: delta(&after, &before, "event"),
-            rss_mib,
-            peak_rss_mib,
-            resync_secret_writes: delta(&resynced, &after, "secret"),
-            resync_service_account_writes: delta(&resynced, &after, "serviceaccount"),
-            resync_status_writes: delta(&resynced, &after, "registrycredential"),
-            rotation_seconds,
-            new_namespace_ms,
-        });
-
-        clean_up(&observed, &credentials, &name, &secret_name, &all).await;
-        drop(operator);
     }
     let namespaces = Api::<Namespace>::all(client.clone())
         .list(&ListParams::default().labels(TIER_LABEL))
@@ -584,29 +755,49 @@ fn report(args: &Args, version: &str, namespaces: usize, results: &[SizeResult])
         .map(|cmd| cmd.lines().filter(|l| l.contains("inflight")).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "(cluster from KUBECONFIG: flags unknown)".into());
     let mut table = String::from(
-        "| namespaces | raw client | raw, Secrets by SSA | operator (its CPU) | ratio | Secret writes | SA patches | status writes | peak RSS | resync writes (Secret/SA/status) | rotation | new namespace p50/p90/p99 |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| namespaces | accounts | raw client | operator (its CPU) | ratio | Secret writes | SA patches | status writes | resync writes (Secret/SA) | raw rotation | rotation (its CPU) | ratio | peak RSS | 429s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in results {
-        let latency =
-            r.new_namespace_ms.map_or("-".into(), |[p50, p90, p99]| format!("{p50:.0} / {p90:.0} / {p99:.0} ms"));
         table.push_str(&format!(
-            "| {} | {:.2} s (c={}) | {:.2} s | {:.2} s ({:.1} s) | {:.2} | {} | {} | {} | {:.1} MiB | {}/{}/{} | {:.2} s | {} |\n",
+            "| {} | {} | {:.2} s (c={}) | {:.2} s ({:.1} s) | {:.2} | {} | {} | {} | {}/{} | {:.2} s | {:.2} s ({:.1} s) | {:.2} | {:.1} MiB | {} |\n",
             r.namespaces,
+            r.accounts.selector(),
             r.raw_seconds,
             r.raw_best_concurrency,
-            r.raw_apply_seconds,
             r.operator_seconds,
             r.operator_cpu_seconds,
             r.ratio,
             r.secret_writes,
             r.service_account_writes,
             r.status_writes,
-            r.peak_rss_mib,
             r.resync_secret_writes,
             r.resync_service_account_writes,
-            r.resync_status_writes,
+            r.raw_rotation_seconds,
             r.rotation_seconds,
-            latency
+            r.rotation_cpu_seconds,
+            r.rotation_ratio,
+            r.peak_rss_mib,
+            r.throttled_responses,
+        ));
+    }
+    let mut notes = String::new();
+    for r in results {
+        if let (Some([p50, p90, p99, max]), Some([secrets, patches])) = (r.new_namespace_ms, r.new_namespace_writes) {
+            notes.push_str(&format!(
+                "- New namespaces ({} at once, beside {} selected, `{}`): default ServiceAccount patched p50 {p50:.0} ms, p90 {p90:.0} ms, p99 {p99:.0} ms, max {max:.0} ms; {secrets:.2} Secret writes and {patches:.2} ServiceAccount patches per new namespace.\n",
+                args.burst,
+                r.namespaces,
+                r.accounts.selector()
+            ));
+        }
+    }
+    let every: Vec<&SizeResult> = results.iter().filter(|r| r.accounts == Accounts::Every).collect();
+    if let [small, .., large] = every.as_slice() {
+        let per_namespace =
+            (large.peak_rss_mib - small.peak_rss_mib) * 1024.0 / (large.namespaces - small.namespaces) as f64;
+        notes.push_str(&format!(
+            "- Memory per extra namespace (5 ServiceAccounts, 10 unrelated Secrets, one copy): {per_namespace:.2} KiB, from the peak RSS at {} and {} namespaces.\n",
+            small.namespaces, large.namespaces
         ));
     }
     let context = format!(
@@ -614,16 +805,15 @@ fn report(args: &Args, version: &str, namespaces: usize, results: &[SizeResult])
         machine(),
         args.operator_args.join(" ")
     );
-    println!("{table}\n{context}");
+    println!("{table}\n{notes}\n{context}");
     std::fs::create_dir_all(&args.out).unwrap();
     let markdown = format!(
-        "# Benchmark results\n\nProduced by `bash scripts/bench.sh` (examples/bench.rs).\n\n{table}\n{context}\n\n\
-         - *raw client*: the same writes (one Secret create, one ServiceAccount patch per namespace) from a plain kube client at the best of the tried concurrencies.\n\
-         - *raw, Secrets by SSA*: the same, with the Secrets written by server-side apply as the operator writes them (same concurrency).\n\
-         - *operator*: from applying the RegistryCredential until every namespace holds the copy and lists it on its default ServiceAccount, as seen by watches.\n\
-         - *writes*: the operator's own `regcred_api_writes_total`, counted from start to convergence; *resync writes*: after a forced reconcile of the converged state.\n\
-         - *new namespace*: {} namespaces created at once; from each default ServiceAccount appearing to it listing the secret, both seen by the benchmark's watch.\n",
-        args.burst
+        "# Benchmark results\n\nProduced by `bash scripts/bench.sh` (examples/bench.rs).\n\n{table}\n{notes}\n{context}\n\n\
+         - Every namespace holds 5 ServiceAccounts (`default` and four more) and {UNRELATED_SECRETS} unrelated Secrets; *accounts* is the credential's `serviceAccounts.names`.\n\
+         - *raw client*: the same writes (one Secret create and a merge patch of each selected ServiceAccount per namespace) from a plain kube client at the best of the tried concurrencies, in the same run; *raw rotation*: a merge patch of each of those Secrets' payload.\n\
+         - *operator*: from applying the RegistryCredential until every namespace holds the copy and lists it on every selected ServiceAccount, as seen by watches; *rotation*: from changing the source Secret until every copy holds the new payload.\n\
+         - *writes*: the operator's own `regcred_api_writes_total` from start to convergence; *resync writes*: after a change of the source Secret that leaves its payload as it is, which re-plans every namespace.\n\
+         - *peak RSS*: VmHWM of the operator process at the end of the run; *429s*: responses 429/503 the operator received (`regcred_api_requests_throttled_total`).\n"
     );
     std::fs::write(args.out.join("results.md"), markdown).unwrap();
     let json = json!({"context": context, "results": results});

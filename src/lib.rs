@@ -12,4 +12,5 @@ pub mod crd;
 pub mod credential;
 mod leader_election;
 mod metrics;
+mod pace;
 mod telemetry;

@@ -41,6 +41,8 @@ pub(crate) struct Metrics {
     api_writes: Family<WriteLabels, Counter>,
     sync_failures: Family<ReasonLabels, Counter>,
     patch_conflicts: Counter,
+    requests_throttled: Counter,
+    request_limit: Gauge,
     pods_evicted: Counter,
     managed_namespaces: Family<CredentialLabels, Gauge>,
     leader: Gauge,
@@ -72,6 +74,18 @@ impl Default for Metrics {
             "Guarded ServiceAccount patches refused because the ServiceAccount changed meanwhile",
             patch_conflicts.clone(),
         );
+        let requests_throttled = Counter::default();
+        registry.register(
+            "api_requests_throttled",
+            "Responses 429 (too many requests) or 503 from the API server; each one slows the operator down",
+            requests_throttled.clone(),
+        );
+        let request_limit = Gauge::default();
+        registry.register(
+            "api_requests_in_flight_limit",
+            "Requests the operator allows itself in flight now (halved on 429, regained on success)",
+            request_limit.clone(),
+        );
         let pods_evicted = Counter::default();
         registry.register(
             "stuck_pods_evicted",
@@ -93,6 +107,8 @@ impl Default for Metrics {
             api_writes,
             sync_failures,
             patch_conflicts,
+            requests_throttled,
+            request_limit,
             pods_evicted,
             managed_namespaces,
             leader,
@@ -116,6 +132,14 @@ impl Metrics {
 
     pub(crate) fn patch_conflict(&self) {
         self.patch_conflicts.inc();
+    }
+
+    pub(crate) fn request_throttled(&self) {
+        self.requests_throttled.inc();
+    }
+
+    pub(crate) fn set_request_limit(&self, limit: i64) {
+        self.request_limit.set(limit);
     }
 
     pub(crate) fn pod_evicted(&self) {

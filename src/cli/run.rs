@@ -1,6 +1,7 @@
 //! `regcred-operator run`: the controller, with metrics and health probes over HTTP.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use tracing::{error, info};
 use crate::controller::{Operator, Settings, Stores, admission_policies_served};
 use crate::leader_election::{Leadership, LeaseSettings};
 use crate::metrics::Metrics;
+use crate::pace::{Pace, paced_client};
 use crate::telemetry::{self, LogFormat};
 
 /// Where the in-cluster namespace of the operator's own Pod is written.
@@ -35,9 +37,15 @@ pub struct RunArgs {
     #[arg(long, env = "REGCRED_CREDENTIAL_SELECTOR")]
     pub(crate) credential_selector: Option<String>,
 
-    /// Namespaces written concurrently within one reconcile.
+    /// Namespaces reconciled at once, and the most API requests in flight (fewer while the API
+    /// server answers 429).
     #[arg(long, env = "REGCRED_CONCURRENCY", default_value_t = 64)]
     pub(crate) concurrency: usize,
+
+    /// Never send more API requests per second than this (bursts up to one second's worth);
+    /// unset, the operator goes as fast as the API server answers.
+    #[arg(long, env = "REGCRED_MAX_REQUESTS_PER_SECOND")]
+    pub(crate) max_requests_per_second: Option<NonZeroU32>,
 
     /// Seconds between safety-net resyncs of a converged RegistryCredential.
     #[arg(long, env = "REGCRED_RESYNC_SECONDS", default_value_t = 300)]
@@ -133,9 +141,19 @@ pub async fn run(args: RunArgs) -> u8 {
         }
     };
     let metrics = Arc::new(Metrics::default());
+    // The controllers' requests keep a pace; leader election keeps its own client, so that a
+    // Lease renewal never waits behind them.
+    let pace = Pace::new(args.concurrency, args.max_requests_per_second, metrics.clone());
+    let paced = match paced_client(pace).await {
+        Ok(client) => client,
+        Err(error) => {
+            error!(%error, "no Kubernetes client: set KUBECONFIG or run in a cluster");
+            return 1;
+        }
+    };
     let mut settings = args.settings();
     settings.admission_policies_served = admission_policies_served(&client).await;
-    let operator = Operator::new(client.clone(), settings, metrics.clone());
+    let operator = Operator::new(paced, settings, metrics.clone());
     let (stop_tx, stop_rx) = watch::channel(None::<Stop>);
     let leading = Arc::new(AtomicBool::new(false));
 
