@@ -38,6 +38,7 @@ pub(crate) struct Metrics {
     registry: Mutex<Registry>,
     reconciles: Family<ResultLabels, Counter>,
     reconcile_duration: Histogram,
+    namespace_reconciles: Counter,
     api_writes: Family<WriteLabels, Counter>,
     sync_failures: Family<ReasonLabels, Counter>,
     patch_conflicts: Counter,
@@ -59,6 +60,12 @@ impl Default for Metrics {
             "Time one RegistryCredential reconcile takes",
             prometheus_client::registry::Unit::Seconds,
             reconcile_duration.clone(),
+        );
+        let namespace_reconciles = Counter::default();
+        registry.register(
+            "namespace_reconciles",
+            "Namespace reconciles (each plans one namespace for every RegistryCredential)",
+            namespace_reconciles.clone(),
         );
         let api_writes = Family::<WriteLabels, Counter>::default();
         registry.register(
@@ -104,6 +111,7 @@ impl Default for Metrics {
             registry: Mutex::new(registry),
             reconciles,
             reconcile_duration,
+            namespace_reconciles,
             api_writes,
             sync_failures,
             patch_conflicts,
@@ -120,6 +128,10 @@ impl Metrics {
     pub(crate) fn observe_reconcile(&self, duration: Duration, ok: bool) {
         self.reconciles.get_or_create(&ResultLabels { result: if ok { "success" } else { "error" } }).inc();
         self.reconcile_duration.observe(duration.as_secs_f64());
+    }
+
+    pub(crate) fn namespace_reconciled(&self) {
+        self.namespace_reconciles.inc();
     }
 
     pub(crate) fn api_write(&self, resource: &'static str, verb: &'static str) {

@@ -205,10 +205,10 @@ mod tests {
         assert_eq!(pace.limit(), 32, "the same overload");
         pace.observe(StatusCode::SERVICE_UNAVAILABLE, start + DECREASE_WINDOW);
         assert_eq!(pace.limit(), 16);
-        for _ in 0..16 {
+        for _ in 0..17 {
             pace.observe(StatusCode::OK, start);
         }
-        assert_eq!(pace.limit(), 17, "one more per round of successes");
+        assert_eq!(pace.limit(), 17, "one more per round of successes (a round is the limit's worth)");
         for _ in 0..10_000 {
             pace.observe(StatusCode::CREATED, start);
         }

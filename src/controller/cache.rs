@@ -103,8 +103,10 @@ pub(crate) struct Copy {
     pub(crate) managed_by_label: bool,
     /// The digest of the payload the operator wrote.
     pub(crate) digest: Option<Box<str>>,
-    /// Field managers other than the operator's that wrote the payload key or the type since.
-    pub(crate) other_writers: Box<[Name]>,
+    /// Whether the operator's field manager owns the payload key. Whoever changes the payload
+    /// takes that field over (an update or a forced apply moves ownership of what it changes),
+    /// so a copy the operator no longer owns the payload of was edited since it was written.
+    pub(crate) payload_is_ours: bool,
 }
 
 impl Copy {
@@ -116,21 +118,14 @@ impl Copy {
                 && owner.kind == "RegistryCredential"
                 && owner.api_version.starts_with("regcred.dev/")
         })?;
-        let other_writers = secret
-            .managed_fields
-            .iter()
-            .flatten()
-            .filter(|entry| entry.manager.as_deref() != Some(FIELD_MANAGER))
-            // The payload key and the type, not other keys someone added beside them: the
-            // operator's write takes back what it owns, and leaves the rest.
-            .filter(|entry| {
-                entry.fields_v1.as_ref().is_some_and(|f| {
+        // The payload key, not other keys someone added beside it (the operator leaves those), nor
+        // the type, which cannot change and stays owned by whoever created the Secret.
+        let payload_is_ours = secret.managed_fields.iter().flatten().any(|entry| {
+            entry.manager.as_deref() == Some(FIELD_MANAGER)
+                && entry.fields_v1.as_ref().is_some_and(|f| {
                     f.0.get("f:data").and_then(|data| data.get(format!("f:{DOCKER_CONFIG_JSON_KEY}"))).is_some()
-                        || f.0.get("f:type").is_some()
                 })
-            })
-            .filter_map(|entry| entry.manager.as_deref().map(intern))
-            .collect();
+        });
         let label = |key: &str| secret.labels.as_ref().and_then(|labels| labels.get(key));
         Some(Copy {
             name: intern(secret.name.as_deref().unwrap_or_default()),
@@ -143,7 +138,7 @@ impl Copy {
                 .as_ref()
                 .and_then(|a| a.get(CONTENT_DIGEST_ANNOTATION))
                 .map(|d| d.as_str().into()),
-            other_writers,
+            payload_is_ours,
         })
     }
 }
@@ -240,6 +235,10 @@ impl ObjectCache {
     /// A copy of one namespace's objects.
     pub(crate) fn namespace(&self, namespace: &str) -> NamespaceObjects {
         self.read().get(namespace).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        *self.ready.borrow() & ALL_READY == ALL_READY
     }
 
     pub(crate) async fn wait_until_ready(&self) {
@@ -387,7 +386,7 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_keeps_our_labels_owner_digest_and_who_else_wrote_its_data() {
+    fn a_copy_keeps_our_labels_owner_digest_and_whether_its_payload_is_still_ours() {
         let copy = Copy::from_metadata(
             &secret(json!([
             {"apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential", "name": "rc",
@@ -405,10 +404,14 @@ mod tests {
                 credential_label: Some(intern("rc")),
                 managed_by_label: true,
                 digest: Some("d1".into()),
-                other_writers: [intern("kubectl-edit")].into(),
-            },
-            "only another writer of the data"
+                payload_is_ours: true,
+            }
         );
+        let mut edited = secret(json!([
+            {"apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential", "name": "rc",
+             "uid": "rc-uid", "controller": true}]));
+        edited.metadata.managed_fields.as_mut().unwrap().remove(0);
+        assert!(!Copy::from_metadata(&edited.metadata).unwrap().payload_is_ours, "kubectl-edit took the payload over");
     }
 
     #[test]

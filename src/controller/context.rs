@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::Client;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::sync::watch;
 
 use super::cache::ObjectCache;
 use super::plan::ClusterState;
@@ -43,23 +44,22 @@ pub(crate) struct Stores {
     pub(crate) pods: Store<Pod>,
     /// Secrets of each trusted source namespace.
     pub(crate) source_namespaces: BTreeMap<String, Store<Secret>>,
+    /// For each reflector store above, whether its first list is in. (A reflector store's own
+    /// `wait_until_ready` wakes a single waiter, and many reconciles wait at once.)
+    pub(crate) listed: Vec<watch::Receiver<bool>>,
 }
 
 impl Stores {
     pub(crate) async fn wait_until_ready(&self) {
-        // A dropped writer means the controller is shutting down; nothing to wait for then.
-        let _ = self.credentials.wait_until_ready().await;
-        let _ = self.namespaces.wait_until_ready().await;
-        self.objects.wait_until_ready().await;
-        let _ = self.pods.wait_until_ready().await;
-        for store in self.source_namespaces.values() {
-            let _ = store.wait_until_ready().await;
+        for listed in &self.listed {
+            // An error means the watch is gone: the controller is shutting down.
+            let _ = listed.clone().wait_for(|listed| *listed).await;
         }
+        self.objects.wait_until_ready().await;
     }
 
     pub(crate) fn is_ready(&self) -> bool {
-        // `wait_until_ready` resolving at once is the only readiness signal a Store offers.
-        futures::FutureExt::now_or_never(self.wait_until_ready()).is_some()
+        self.listed.iter().all(|listed| *listed.borrow()) && self.objects.is_ready()
     }
 
     /// A source Secret, when its namespace is trusted and it exists.
@@ -156,6 +156,12 @@ impl Outcomes {
             (None, _) => false,
         };
         (failure_changed || wrote) && !entry.progressing
+    }
+
+    /// Why the last reconcile of `namespace` failed for `credential`, if it did.
+    pub(crate) fn failure_reason(&self, credential: &str, namespace: &str) -> Option<super::reason::Reason> {
+        let credentials = self.credentials.lock().expect("outcomes lock");
+        Some(credentials.get(credential)?.failed.get(namespace)?.reason)
     }
 
     /// The failures to report for `credential`, dropping those of namespaces that no longer exist.

@@ -40,7 +40,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use cache::{Account, Copy, ObjectCache};
 use context::{Backoff, Context};
@@ -81,6 +81,8 @@ fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
 ///
 /// Objects are trimmed to what the operator reads, and only those `keep` accepts enter the cache
 /// (one that stops being accepted leaves it as if deleted). `inspect` sees every event first. The
+/// returned flag turns true once the first list is in the cache: a reflector store's own
+/// readiness wakes only one waiter at a time, and every reconcile waits for the caches. The
 /// watch retries with its own backoff and its errors stop here: a controller pauses all of its
 /// triggers after any error it sees, so one watch's hiccup would delay every other.
 fn cached_watch<K>(
@@ -88,11 +90,12 @@ fn cached_watch<K>(
     trim_object: fn(&mut K),
     keep: fn(&K) -> bool,
     mut inspect: impl FnMut(&watcher::Event<K>) + Send + 'static,
-) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send)
+) -> (Store<K>, tokio::sync::watch::Receiver<bool>, impl Stream<Item = Result<K, watcher::Error>> + Send)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
+    let (listed, is_listed) = tokio::sync::watch::channel(false);
     let stream = events
         .backoff(watch_backoff())
         .modify(trim_object)
@@ -106,6 +109,9 @@ where
         .reflect(writer)
         .inspect(move |event| {
             if let Ok(event) = event {
+                if matches!(event, watcher::Event::InitDone) {
+                    listed.send_replace(true);
+                }
                 inspect(event);
             }
         })
@@ -119,7 +125,7 @@ where
                 }
             }
         });
-    (reader, stream)
+    (reader, is_listed, stream)
 }
 
 fn keep_all<K>(_: &K) -> bool {
@@ -198,7 +204,14 @@ impl Operator {
             .graceful_shutdown_on(shutdown)
             .run(namespace::reconcile, namespace::error_policy, self.context)
             .for_each(|result| async move { log_controller_error(result.err()) });
-        futures::join!(credentials, namespaces);
+        // Each controller in a task of its own: the credential controller's plan over every
+        // namespace never holds up namespace reconciles, and the two use both cores.
+        let (credentials, namespaces) = futures::join!(tokio::spawn(credentials), tokio::spawn(namespaces));
+        for stopped in [credentials, namespaces] {
+            if let Err(error) = stopped {
+                warn!(%error, "controller task failed");
+            }
+        }
         info!("controller stopped");
     }
 }
@@ -206,6 +219,8 @@ impl Operator {
 fn log_controller_error<E: std::error::Error, Q: std::error::Error>(error: Option<controller::Error<E, Q>>) {
     match error {
         None | Some(controller::Error::ReconcilerFailed(..)) => {} // logged by the error policies
+        // A namespace deleted after its reconcile was asked for: nothing left to do.
+        Some(controller::Error::ObjectNotFound(object)) => debug!(%object, "gone before its reconcile"),
         Some(other) => warn!(error = %other, "controller"),
     }
 }
@@ -233,17 +248,18 @@ fn watch_related(client: &Client, settings: &Settings, every_namespace: Unbounde
     }
     let mut changes = CredentialChanges::default();
     let fan_out = every_namespace.clone();
-    let (credentials, credential_events) = cached_watch(
+    let (credentials, credentials_listed, credential_events) = cached_watch(
         watcher(Api::<RegistryCredential>::all(client.clone()), credential_watch),
         keep_as_is,
         keep_all,
         move |event| {
             if changes.credential_wide(event) {
+                debug!("a credential-wide change: every namespace is reconciled");
                 let _ = fan_out.unbounded_send(());
             }
         },
     );
-    let (namespaces, namespace_events) =
+    let (namespaces, namespaces_listed, namespace_events) =
         cached_watch(watcher(Api::<Namespace>::all(client.clone()), all.clone()), trim::namespace, keep_all, ignore);
     let objects = Arc::new(ObjectCache::default());
     let accounts = cache::feed::<Account>(
@@ -257,25 +273,27 @@ fn watch_related(client: &Client, settings: &Settings, every_namespace: Unbounde
             .backoff(watch_backoff()),
     );
     // Pods waiting to start, for recovering those stuck without the copy (evictStuckPods).
-    let (pods, pod_events) = cached_watch(
+    let (pods, pods_listed, pod_events) = cached_watch(
         watcher(Api::<Pod>::all(client.clone()), all.clone().fields("status.phase=Pending")),
         trim::pending_pod,
         keep_all,
         ignore,
     );
+    let mut listed = vec![credentials_listed, namespaces_listed, pods_listed];
     let mut source_namespaces = std::collections::BTreeMap::new();
     let mut source_events = Vec::new();
     for namespace in &settings.source_namespaces {
-        let (store, events) = cached_watch(
+        let (store, store_listed, events) = cached_watch(
             watcher(Api::<Secret>::namespaced(client.clone(), namespace), all.clone()),
             trim::source_secret,
             keep_all,
             ignore,
         );
         source_namespaces.insert(namespace.clone(), store);
+        listed.push(store_listed);
         source_events.push(events.boxed());
     }
-    let stores = Stores { credentials: credentials.clone(), namespaces, objects, pods, source_namespaces };
+    let stores = Stores { credentials: credentials.clone(), namespaces, objects, pods, source_namespaces, listed };
     let watches = Watches {
         credentials: credential_events.boxed(),
         namespaces: namespace_events.boxed(),

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::context::{Context, cluster_state};
 use super::ownership::FINALIZER;
@@ -56,6 +56,8 @@ pub(crate) async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> R
     if !failed {
         ctx.namespace_backoff.reset(&name);
     }
+    ctx.metrics.namespace_reconciled();
+    debug!(namespace = %name, failed, "namespace reconciled");
     Ok(Action::requeue(next))
 }
 

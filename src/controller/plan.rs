@@ -273,10 +273,10 @@ impl<'a> Planner<'a> {
         copy.managed_by_label && copy.credential_label.as_deref() == Some(self.credential.name_any().as_str())
     }
 
-    /// Whether a copy holds the payload: the digest the operator wrote is the payload's, and no
-    /// other field manager has written its data or type since.
+    /// Whether a copy holds the payload: the digest the operator wrote is the payload's, and
+    /// nobody has changed the payload since.
     fn holds(copy: &Copy, payload_digest: &str) -> bool {
-        copy.digest.as_deref() == Some(payload_digest) && copy.other_writers.is_empty()
+        copy.digest.as_deref() == Some(payload_digest) && copy.payload_is_ours
     }
 
     /// The cleanup of one namespace when the credential is deleted: its copies and the entries
@@ -353,13 +353,14 @@ mod tests {
     use std::collections::BTreeMap;
 
     use k8s_openapi::api::core::v1::LocalObjectReference;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta, OwnerReference, Time};
     use serde_json::json;
 
     use super::*;
     use crate::controller::cache::{Account, ObjectCache};
     use crate::controller::ownership::{
-        ADDED_PULL_SECRETS_ANNOTATION, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+        ADDED_PULL_SECRETS_ANNOTATION, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL,
+        MANAGED_BY_VALUE,
     };
     use crate::controller::trim::content_digest;
     use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
@@ -428,10 +429,18 @@ mod tests {
                     CONTENT_DIGEST_ANNOTATION.to_owned(),
                     content_digest(payload.as_bytes()),
                 )])),
+                managed_fields: Some(vec![payload_written_by(FIELD_MANAGER)]),
                 ..Default::default()
             },
             ..Default::default()
         }
+    }
+
+    fn payload_written_by(manager: &str) -> ManagedFieldsEntry {
+        serde_json::from_value(json!({
+            "manager": manager, "operation": "Update", "fieldsV1": {"f:data": {"f:.dockerconfigjson": {}}},
+        }))
+        .unwrap()
     }
 
     fn stale(name: &str, namespace: &str) -> CopyRef {
@@ -525,7 +534,7 @@ mod tests {
         let rc = credential("rc", 1, json!({}));
         let credentials = [rc.clone()];
         let namespaces = [namespace("a1", "a")];
-        // Edited by hand: the digest still says current, but another field manager wrote the data.
+        // Edited by hand: the digest still says current, but another field manager took the data.
         let mut edited = copy("a1", "regcred", &rc, PAYLOAD);
         edited.metadata.managed_fields =
             Some(vec![serde_json::from_value(json!({

@@ -212,7 +212,8 @@ fn unmanaged_conflict(name: &str) -> NamespaceFailure {
 }
 
 /// Creates the copy: one POST, which fails rather than touch a Secret of that name that the
-/// cache did not know; that Secret is then read and judged.
+/// cache did not know; that Secret is then read and judged. Once a Secret was found in the way
+/// here, it is read first: telling it again costs a read, not a refused write.
 async fn create_copy(
     credential: &RegistryCredential,
     ctx: &Context,
@@ -221,24 +222,36 @@ async fn create_copy(
     digest: &str,
 ) -> NamespaceOutcome {
     let name = &credential.spec.secret_name;
-    let copy = desired_copy(credential, secrets.namespace().unwrap_or_default(), source, digest);
-    let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
-    ctx.metrics.api_write("secret", "create");
-    let error = match secrets.create(&params, &copy).await {
-        Ok(created) => return remember_copy(ctx, &created.metadata),
-        Err(e) if is_status(&e, 409) => e,
-        Err(e) => return Err(api_failure(Reason::SecretWriteFailed, &e)),
+    let namespace = secrets.namespace().unwrap_or_default();
+    let was_in_the_way = matches!(
+        ctx.outcomes.failure_reason(&credential.name_any(), namespace),
+        Some(Reason::SecretConflict | Reason::AdoptImpossible)
+    );
+    if !was_in_the_way || read_metadata(secrets, name).await?.is_none() {
+        let copy = desired_copy(credential, namespace, source, digest);
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
+        ctx.metrics.api_write("secret", "create");
+        match secrets.create(&params, &copy).await {
+            Ok(created) => return remember_copy(ctx, &created.metadata),
+            Err(e) if is_status(&e, 409) => {}
+            Err(e) => return Err(api_failure(Reason::SecretWriteFailed, &e)),
+        }
+    }
+    let Some(existing) = read_metadata(secrets, name).await? else {
+        // Deleted since: the next reconcile creates the copy.
+        return Err(status::failure(Reason::SecretWriteFailed, format!("Secret {name} changed while being created")));
     };
-    let existing = match secrets.get_metadata_opt(name).await {
-        Ok(Some(secret)) => ExistingSecret::of(credential, &secret.metadata),
-        // Deleted since: the next reconcile creates it.
-        Ok(None) => return Err(api_failure(Reason::SecretWriteFailed, &error)),
-        Err(e) => return Err(api_failure(Reason::SecretWriteFailed, &e)),
-    };
-    if overwrite(&existing, credential.spec.on_conflict, name)? == Overwrite::Adopt {
+    if overwrite(&ExistingSecret::of(credential, &existing), credential.spec.on_conflict, name)? == Overwrite::Adopt {
         check_adoptable(secrets, name).await?;
     }
     apply_copy(credential, ctx, secrets, source, digest).await
+}
+
+async fn read_metadata(secrets: &Api<Secret>, name: &str) -> Result<Option<ObjectMeta>, NamespaceFailure> {
+    match secrets.get_metadata_opt(name).await {
+        Ok(found) => Ok(found.map(|secret| secret.metadata)),
+        Err(e) => Err(api_failure(Reason::SecretWriteFailed, &e)),
+    }
 }
 
 /// Whether someone else's Secret can become the copy: the type of a Secret cannot change, and an

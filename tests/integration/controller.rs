@@ -457,7 +457,7 @@ async fn probes_and_metrics_are_served() {
     }
     assert!(fx.operator.metric("regcred_reconciles_total{result=\"success\"}").await >= 1.0);
     assert!(fx.operator.metric("regcred_reconcile_duration_seconds_count").await >= 1.0);
-    assert_eq!(fx.operator.metric("regcred_api_writes_total{resource=\"secret\",verb=\"apply\"}").await, 1.0);
+    assert_eq!(fx.operator.metric("regcred_api_writes_total{resource=\"secret\",verb=\"create\"}").await, 1.0);
     assert_eq!(fx.operator.metric("regcred_api_writes_total{resource=\"serviceaccount\",verb=\"patch\"}").await, 1.0);
     let managed = format!("regcred_managed_namespaces{{credential=\"{}\"}}", credential.name_any());
     assert_eq!(fx.operator.metric(&managed).await, 1.0);
