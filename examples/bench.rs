@@ -64,8 +64,8 @@ struct Args {
 struct Observed {
     /// namespace -> (secret name -> payload) of managed copies.
     copies: HashMap<String, HashMap<String, String>>,
-    /// (namespace, ServiceAccount) -> its imagePullSecrets.
-    entries: HashMap<(String, String), Vec<String>>,
+    /// namespace -> ServiceAccount -> its imagePullSecrets.
+    entries: HashMap<String, HashMap<String, Vec<String>>>,
     /// namespace -> when its default ServiceAccount was first seen.
     account_seen: HashMap<String, Instant>,
     /// (namespace, entry) -> when the default ServiceAccount was first seen listing it.
@@ -116,7 +116,7 @@ async fn watch_accounts(client: Client, observed: Shared) {
                     observed.entry_seen.entry((namespace.clone(), entry.clone())).or_insert(now);
                 }
             }
-            observed.entries.insert((namespace, name), entries);
+            observed.entries.entry(namespace).or_default().insert(name, entries);
         }
     }
 }
@@ -146,7 +146,7 @@ impl Accounts {
     }
 }
 
-/// Waits until `done` holds for what the watches saw; returns when it first did (to 10 ms).
+/// Waits until `done` holds for what the watches saw; returns when it first did (to 20 ms).
 async fn until(observed: &Shared, what: &str, timeout: Duration, done: impl Fn(&Observed) -> bool) -> Instant {
     let deadline = Instant::now() + timeout;
     loop {
@@ -154,7 +154,7 @@ async fn until(observed: &Shared, what: &str, timeout: Duration, done: impl Fn(&
             return Instant::now();
         }
         assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -163,10 +163,8 @@ fn converged(observed: &Observed, namespaces: &[String], accounts: &[&str], secr
     namespaces.iter().all(|ns| {
         observed.copies.get(ns).and_then(|c| c.get(secret_name)).is_some_and(|p| p == payload)
             && accounts.iter().all(|account| {
-                observed
-                    .entries
-                    .get(&(ns.clone(), (*account).to_owned()))
-                    .is_some_and(|e| e.iter().any(|name| name == secret_name))
+                let entries = observed.entries.get(ns).and_then(|accounts| accounts.get(*account));
+                entries.is_some_and(|e| e.iter().any(|name| name == secret_name))
             })
     })
 }
@@ -528,9 +526,11 @@ async fn clean_up(
     credentials.delete(name, &DeleteParams::default()).await.unwrap();
     until(observed, "cleanup", Duration::from_secs(900), |o| {
         namespaces.iter().all(|ns| o.copies.get(ns).is_none_or(|c| !c.contains_key(secret_name)))
-            && o.entries
-                .iter()
-                .all(|((ns, _), e)| !namespaces.contains(ns) || !e.iter().any(|entry| entry == secret_name))
+            && namespaces.iter().all(|ns| {
+                o.entries.get(ns).is_none_or(|accounts| {
+                    accounts.values().all(|entries| !entries.iter().any(|entry| entry == secret_name))
+                })
+            })
     })
     .await;
     while credentials.get_opt(name).await.unwrap().is_some() {

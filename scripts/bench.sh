@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Benchmark: convergence time, API writes and memory at 100, 1,000 and 10,000 namespaces,
-# against the raw limit of the same writes, on a dedicated local control plane (or the cluster
-# in KUBECONFIG). Writes docs/benchmark/results.{md,json}. Extra arguments go to the benchmark
-# (e.g. --sizes 100,1000).
+# Benchmark: convergence, rotation, API writes, CPU and memory at 1,000 and 10,000 namespaces
+# (5 ServiceAccounts and 10 unrelated Secrets each), against the raw limit of the same writes
+# measured in the same run, on a dedicated local control plane (or the cluster in KUBECONFIG).
+# Writes docs/benchmark/results.{md,json}, and with perf on the machine a CPU profile of the
+# largest run: docs/benchmark/flamegraph.svg and profile.txt. Extra arguments go to the
+# benchmark (e.g. --sizes 100,1000).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+out=docs/benchmark
 cargo build --release --locked --bin regcred-operator --example bench
+profile=()
+if command -v perf >/dev/null 2>&1; then
+  command -v inferno-flamegraph >/dev/null 2>&1 || cargo install --locked inferno >/dev/null
+  profile=(--profile "${TMPDIR:-/tmp}/regcred-bench.perf.data")
+fi
 if [[ -z "${KUBECONFIG:-}" ]]; then
   cluster_dir="$(mktemp -d "${TMPDIR:-/tmp}/regcred-bench.XXXXXX")"
   trap 'bash tests/cluster/down.sh "$cluster_dir" >/dev/null 2>&1 || true' EXIT
@@ -14,4 +22,12 @@ if [[ -z "${KUBECONFIG:-}" ]]; then
   eval "$(bash tests/cluster/up.sh "$cluster_dir")"
   export REGCRED_CLUSTER_DIR="$cluster_dir"
 fi
-target/release/examples/bench --operator target/release/regcred-operator "$@"
+target/release/examples/bench --operator target/release/regcred-operator --out "$out" "${profile[@]}" "$@"
+if [[ ${#profile[@]} -gt 0 && -s "${profile[1]}" ]]; then
+  perf script -i "${profile[1]}" 2>/dev/null | inferno-collapse-perf > "$out/profile.folded"
+  inferno-flamegraph --title "regcred-operator, largest run: convergence, resync, rotation" \
+    < "$out/profile.folded" > "$out/flamegraph.svg"
+  perf report -i "${profile[1]}" --stdio --no-children --sort dso,symbol --percent-limit 1 2>/dev/null \
+    | grep -v '^$' | head -80 > "$out/profile.txt"
+  rm -f "$out/profile.folded"
+fi
