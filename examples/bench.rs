@@ -753,6 +753,7 @@ fn report(args: &Args, version: &str, namespaces: usize, results: &[SizeResult])
         .ok()
         .and_then(|dir| std::fs::read_to_string(format!("{dir}/kube-apiserver.cmd")).ok())
         .map(|cmd| cmd.lines().filter(|l| l.contains("inflight")).collect::<Vec<_>>().join(" "))
+        .map(|flags| if flags.is_empty() { "the default inflight limits (400 / 200)".into() } else { flags })
         .unwrap_or_else(|| "(cluster from KUBECONFIG: flags unknown)".into());
     let mut table = String::from(
         "| namespaces | accounts | raw client | operator (its CPU) | ratio | Secret writes | SA patches | status writes | resync writes (Secret/SA) | raw rotation | rotation (its CPU) | ratio | peak RSS | 429s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
