@@ -39,7 +39,7 @@ pub struct RunArgs {
 
     /// Namespaces reconciled at once, and the most API requests in flight (fewer while the API
     /// server answers 429).
-    #[arg(long, env = "REGCRED_CONCURRENCY", default_value_t = 64)]
+    #[arg(long, env = "REGCRED_CONCURRENCY", default_value_t = 128)]
     pub(crate) concurrency: usize,
 
     /// Never send more API requests per second than this (bursts up to one second's worth);

@@ -247,26 +247,36 @@ impl ObjectCache {
         let _ = ready.wait_for(|mask| *mask & ALL_READY == ALL_READY).await;
     }
 
-    /// Puts the object in, or takes it out when the cache does not keep it. Also called with the
-    /// result of the operator's own writes, so the next plan does not act on what it just did.
-    pub(crate) fn apply<K: Cached>(&self, namespace: &str, name: &str, object: Option<K>) {
+    /// Puts the object in, or takes it out when the cache does not keep it; returns whether
+    /// anything changed. Also called with the result of the operator's own writes, so the next
+    /// plan does not act on what it just did, and the watch event of that write changes nothing.
+    pub(crate) fn apply<K: Cached + PartialEq>(&self, namespace: &str, name: &str, object: Option<K>) -> bool {
         let mut namespaces = self.namespaces.write().expect("cache lock");
         if object.is_none() && !namespaces.contains_key(namespace) {
-            return;
+            return false;
         }
         let objects = namespaces.entry(intern(namespace)).or_default();
         let entries = K::entries(objects);
-        match (entries.binary_search_by(|e| e.name().cmp(name)), object) {
-            (Ok(i), Some(object)) => entries[i] = object,
-            (Err(i), Some(object)) => entries.insert(i, object),
+        let changed = match (entries.binary_search_by(|e| e.name().cmp(name)), object) {
+            (Ok(i), Some(object)) if entries[i] == object => false,
+            (Ok(i), Some(object)) => {
+                entries[i] = object;
+                true
+            }
+            (Err(i), Some(object)) => {
+                entries.insert(i, object);
+                true
+            }
             (Ok(i), None) => {
                 entries.remove(i);
+                true
             }
-            (Err(_), None) => {}
-        }
+            (Err(_), None) => false,
+        };
         if objects.is_empty() {
             namespaces.remove(namespace);
         }
+        changed
     }
 
     /// Replaces every object of one kind after a (re)list; returns the namespaces whose objects
@@ -318,15 +328,17 @@ where
                 Vec::new()
             }
             Ok(watcher::Event::InitDone) => cache.replace_all(listing.take().unwrap_or_default()),
+            // Only changes wake the namespace: the event of the operator's own write, already in
+            // the cache, does not.
             Ok(watcher::Event::Apply(object)) => {
                 let namespace = object.namespace().unwrap_or_default();
-                cache.apply(&namespace, &object.name_any(), K::compact(&object));
-                vec![intern(&namespace)]
+                let changed = cache.apply(&namespace, &object.name_any(), K::compact(&object));
+                if changed { vec![intern(&namespace)] } else { Vec::new() }
             }
             Ok(watcher::Event::Delete(object)) => {
                 let namespace = object.namespace().unwrap_or_default();
-                cache.apply::<K>(&namespace, &object.name_any(), None);
-                vec![intern(&namespace)]
+                let changed = cache.apply::<K>(&namespace, &object.name_any(), None);
+                if changed { vec![intern(&namespace)] } else { Vec::new() }
             }
             Err(error) => {
                 warn!(kind = %K::Object::kind(&()), %error, "watch interrupted; retrying");
@@ -455,6 +467,14 @@ mod tests {
         ];
         let touched: Vec<Name> = feed::<Account>(cache.clone(), stream::iter(relist)).collect().await;
         assert_eq!(touched, vec![intern("c")], "a is unchanged");
+
+        // The operator's own write, already in the cache: its watch event wakes no one.
+        let mut patched = account("a", "default");
+        patched.metadata.resource_version = Some("2".into());
+        assert!(cache.apply("a", "default", Some(Account::from_object(&patched))));
+        let touched: Vec<Name> =
+            feed::<Account>(cache.clone(), stream::iter(vec![Ok(watcher::Event::Apply(patched))])).collect().await;
+        assert!(touched.is_empty());
     }
 
     #[test]

@@ -176,13 +176,13 @@ impl Outcomes {
         entry.failed.clone()
     }
 
-    /// How many namespaces were written since the last call, and whether the credential's
-    /// reconcile polls from now on (namespaces still being written).
+    /// Whether the credential's reconcile polls from now on (namespaces still being written),
+    /// and once they are all written, how many were (told once per rollout, not every second).
     pub(crate) fn take_written(&self, credential: &str, progressing: bool) -> usize {
         let mut credentials = self.credentials.lock().expect("outcomes lock");
         let entry = credentials.entry(credential.to_owned()).or_default();
         entry.progressing = progressing;
-        std::mem::take(&mut entry.written)
+        if progressing { 0 } else { std::mem::take(&mut entry.written) }
     }
 
     pub(crate) fn forget(&self, credential: &str) {

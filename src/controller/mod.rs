@@ -36,6 +36,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::ResetTimerBackoff;
 use kube::runtime::watcher::ExponentialBackoff;
+use kube::runtime::{Predicate, predicates};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -148,7 +149,13 @@ impl Operator {
         // Every namespace is reconciled when this channel yields: a credential-wide change.
         let (every_namespace, every_namespace_trigger) = futures::channel::mpsc::unbounded();
         let (stores, watches) = watch_related(&client, &settings, every_namespace);
-        let credentials = Controller::for_stream(watches.credentials, stores.credentials.clone())
+        // Its own status writes do not wake a credential's reconcile: only its spec (and deletion,
+        // which bumps the generation) and its finalizers do. Status refreshes come from the
+        // namespaces' outcomes and from its own requeue.
+        let own_changes = watches
+            .credentials
+            .predicate_filter(predicates::generation.combine(predicates::finalizers), Default::default());
+        let credentials = Controller::for_stream(own_changes, stores.credentials.clone())
             .with_config(controller::Config::default().concurrency(4))
             .trigger_backoff(watch_backoff());
         let credentials =
@@ -306,26 +313,30 @@ fn watch_related(client: &Client, settings: &Settings, every_namespace: Unbounde
 }
 
 /// Tells a credential-wide change (one that every namespace's plan depends on) from a status
-/// write: a new generation, the finalizer in place, deletion started, or the credential gone.
+/// write: an active credential (finalizer in place, not being deleted) that is new, newly active
+/// or of a new generation, or a credential gone (its rivals may take the name over).
 #[derive(Default)]
 struct CredentialChanges {
-    seen: HashMap<String, (Option<i64>, bool, bool)>,
+    /// The generation of each active credential, by UID.
+    active: HashMap<String, Option<i64>>,
 }
 
 impl CredentialChanges {
     fn credential_wide(&mut self, event: &watcher::Event<RegistryCredential>) -> bool {
         match event {
             watcher::Event::Apply(credential) | watcher::Event::InitApply(credential) => {
-                let key = (
-                    credential.metadata.generation,
-                    credential.finalizers().iter().any(|f| f == FINALIZER),
-                    credential.metadata.deletion_timestamp.is_some(),
-                );
                 let uid = credential.metadata.uid.clone().unwrap_or_default();
-                self.seen.insert(uid, key) != Some(key) && matches!(event, watcher::Event::Apply(_))
+                let active = credential.metadata.deletion_timestamp.is_none()
+                    && credential.finalizers().iter().any(|f| f == FINALIZER);
+                if !active {
+                    self.active.remove(&uid);
+                    return false;
+                }
+                let generation = credential.metadata.generation;
+                self.active.insert(uid, generation) != Some(generation) && matches!(event, watcher::Event::Apply(_))
             }
             watcher::Event::Delete(credential) => {
-                self.seen.remove(credential.metadata.uid.as_deref().unwrap_or_default());
+                self.active.remove(credential.metadata.uid.as_deref().unwrap_or_default());
                 true
             }
             watcher::Event::Init => false,
@@ -400,4 +411,45 @@ fn refs(
 
 fn instance_name() -> Option<String> {
     std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn credential(generation: i64, finalizer: bool, deleting: bool) -> RegistryCredential {
+        let mut credential: RegistryCredential = serde_json::from_value(json!({
+            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential",
+            "metadata": {"name": "rc", "uid": "u", "generation": generation},
+            "spec": {"source": {"secretRef": {"namespace": "regcred-system", "name": "src"}}},
+        }))
+        .unwrap();
+        if finalizer {
+            credential.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+        }
+        if deleting {
+            credential.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
+        }
+        credential
+    }
+
+    #[test]
+    fn only_changes_of_an_active_credential_and_its_removal_reconcile_every_namespace() {
+        let mut changes = CredentialChanges::default();
+        let apply = |c| watcher::Event::Apply(c);
+        assert!(
+            !changes.credential_wide(&apply(credential(1, false, false))),
+            "no finalizer yet: nothing written for it"
+        );
+        assert!(changes.credential_wide(&apply(credential(1, true, false))), "active now");
+        assert!(!changes.credential_wide(&apply(credential(1, true, false))), "a status write");
+        assert!(changes.credential_wide(&apply(credential(2, true, false))), "a spec change");
+        assert!(!changes.credential_wide(&apply(credential(3, true, true))), "being deleted: its cleanup works");
+        assert!(changes.credential_wide(&watcher::Event::Delete(credential(3, false, true))), "gone: rivals take over");
+        assert!(!changes.credential_wide(&watcher::Event::InitApply(credential(1, true, false))), "listed");
+        assert!(changes.credential_wide(&watcher::Event::InitDone), "after a (re)list");
+    }
 }
