@@ -4,11 +4,11 @@
 # measured in the same run, on a dedicated local control plane (or the cluster in KUBECONFIG).
 # Writes docs/benchmark/results.{md,json}, and with perf on the machine a CPU profile of the
 # largest run: docs/benchmark/flamegraph.svg and profile.txt. Extra arguments go to the
-# benchmark (e.g. --sizes 100,1000).
+# benchmark (e.g. --sizes 100,1000); REGCRED_BENCH_OUT sets where the results go.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-out=docs/benchmark
+out="${REGCRED_BENCH_OUT:-docs/benchmark}"
 cargo build --release --locked --bin regcred-operator --example bench
 profile=()
 if command -v perf >/dev/null 2>&1; then
