@@ -89,7 +89,7 @@ pub(crate) struct ResolvedSources {
     resolved: Mutex<HashMap<String, (SourceVersion, Arc<Resolution>)>>,
 }
 
-/// The resourceVersion of the credential, and the UID and resourceVersion of its source Secret.
+/// The generation of the credential (its spec), and the UID and resourceVersion of its source Secret.
 type SourceVersion = [Option<String>; 3];
 
 impl ResolvedSources {
@@ -101,7 +101,7 @@ impl ResolvedSources {
     ) -> Arc<Resolution> {
         let secret = credential.spec.source.secret_ref.as_ref().and_then(|r| stores.source(&r.namespace, &r.name));
         let version = [
-            credential.metadata.resource_version.clone(),
+            credential.metadata.generation.map(|generation| generation.to_string()),
             secret.as_ref().and_then(|s| s.metadata.uid.clone()),
             secret.as_ref().and_then(|s| s.metadata.resource_version.clone()),
         ];

@@ -47,7 +47,7 @@ use cache::{Account, Copy, ObjectCache};
 use context::{Backoff, Context};
 pub(crate) use context::{Settings, Stores};
 pub(crate) use ownership::FIELD_MANAGER;
-use ownership::{FINALIZER, managed_selector};
+use ownership::managed_selector;
 pub(crate) use reason::Reason;
 
 use crate::crd::RegistryCredential;
@@ -148,7 +148,7 @@ impl Operator {
     pub(crate) fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Operator {
         // Every namespace is reconciled when this channel yields: a credential-wide change.
         let (every_namespace, every_namespace_trigger) = futures::channel::mpsc::unbounded();
-        let (stores, watches) = watch_related(&client, &settings, every_namespace);
+        let (stores, watches) = watch_related(&client, &settings, every_namespace.clone());
         // Its own status writes do not wake a credential's reconcile: only its spec (and deletion,
         // which bumps the generation) and its finalizers do. Status refreshes come from the
         // namespaces' outcomes and from its own requeue.
@@ -158,8 +158,23 @@ impl Operator {
         let credentials = Controller::for_stream(own_changes, stores.credentials.clone())
             .with_config(controller::Config::default().concurrency(4))
             .trigger_backoff(watch_backoff());
-        let credentials =
-            watches.pods.trigger(watches.sources.trigger(credentials, &stores.credentials), &stores.credentials);
+        let (by_pod, by_source) = (stores.credentials.clone(), stores.credentials.clone());
+        let credentials = credentials
+            // A Pod failing to pull concerns the credentials that recover stuck Pods.
+            .watches_stream(watches.pods, move |pod: Pod| {
+                if recovery::pull_failed(&pod) { refs(&by_pod, |c| c.spec.evict_stuck_pods) } else { Vec::new() }
+            })
+            // A source Secret concerns the credentials reading it, and every namespace's copy.
+            .watches_stream(watches.sources, move |secret: Secret| {
+                let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+                let readers = refs(&by_source, |c| {
+                    c.spec.source.secret_ref.as_ref().is_some_and(|r| r.namespace == namespace && r.name == name)
+                });
+                if !readers.is_empty() {
+                    let _ = every_namespace.unbounded_send(());
+                }
+                readers
+            });
         // Reconciles asked for by other reconciles: a credential whose namespaces' outcomes
         // changed, or the next claimant of a name whose holder left.
         let (retrigger, retriggered) = futures::channel::mpsc::unbounded();
@@ -242,8 +257,10 @@ struct Watches {
     accounts: futures::stream::BoxStream<'static, cache::Name>,
     /// Namespaces whose copies changed.
     copies: futures::stream::BoxStream<'static, cache::Name>,
-    pods: PodEvents,
-    sources: SourceEvents,
+    /// Pending Pods.
+    pods: Events<Pod>,
+    /// Secrets of the trusted source namespaces.
+    sources: Events<Secret>,
 }
 
 /// Starts the watches that fill the caches, one per kind, each trimmed to what the operator reads.
@@ -306,8 +323,8 @@ fn watch_related(client: &Client, settings: &Settings, every_namespace: Unbounde
         namespaces: namespace_events.boxed(),
         accounts: accounts.boxed(),
         copies: copies.boxed(),
-        pods: PodEvents(pod_events.boxed()),
-        sources: SourceEvents { events: stream::select_all(source_events).boxed(), every_namespace },
+        pods: pod_events.boxed(),
+        sources: stream::select_all(source_events).boxed(),
     };
     (stores, watches)
 }
@@ -326,9 +343,7 @@ impl CredentialChanges {
         match event {
             watcher::Event::Apply(credential) | watcher::Event::InitApply(credential) => {
                 let uid = credential.metadata.uid.clone().unwrap_or_default();
-                let active = credential.metadata.deletion_timestamp.is_none()
-                    && credential.finalizers().iter().any(|f| f == FINALIZER);
-                if !active {
+                if !ownership::is_active(credential) {
                     self.active.remove(&uid);
                     return false;
                 }
@@ -343,49 +358,6 @@ impl CredentialChanges {
             // After a (re)list, whatever changed meanwhile.
             watcher::Event::InitDone => true,
         }
-    }
-}
-
-/// Pending Pods: one failing to pull concerns the credentials that recover stuck Pods.
-struct PodEvents(Events<Pod>);
-
-impl PodEvents {
-    fn trigger(
-        self,
-        controller: Controller<RegistryCredential>,
-        credentials: &Store<RegistryCredential>,
-    ) -> Controller<RegistryCredential> {
-        let credentials = credentials.clone();
-        controller.watches_stream(self.0, move |pod: Pod| {
-            if recovery::pull_failed(&pod) { refs(&credentials, |c| c.spec.evict_stuck_pods) } else { Vec::new() }
-        })
-    }
-}
-
-/// Source Secrets: a change concerns the credentials reading it, and every namespace's copy.
-struct SourceEvents {
-    events: Events<Secret>,
-    every_namespace: UnboundedSender<()>,
-}
-
-impl SourceEvents {
-    fn trigger(
-        self,
-        controller: Controller<RegistryCredential>,
-        credentials: &Store<RegistryCredential>,
-    ) -> Controller<RegistryCredential> {
-        let credentials = credentials.clone();
-        let every_namespace = self.every_namespace;
-        controller.watches_stream(self.events, move |secret: Secret| {
-            let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-            let readers = refs(&credentials, |c| {
-                c.spec.source.secret_ref.as_ref().is_some_and(|r| r.namespace == namespace && r.name == name)
-            });
-            if !readers.is_empty() {
-                let _ = every_namespace.unbounded_send(());
-            }
-            readers
-        })
     }
 }
 
@@ -427,7 +399,7 @@ mod tests {
         }))
         .unwrap();
         if finalizer {
-            credential.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+            credential.metadata.finalizers = Some(vec![ownership::FINALIZER.to_owned()]);
         }
         if deleting {
             credential.metadata.deletion_timestamp =

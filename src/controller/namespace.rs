@@ -12,24 +12,18 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, warn};
 
 use super::context::{Context, cluster_state};
-use super::ownership::FINALIZER;
+use super::ownership::is_active;
 use super::plan::{NamespacePlan, NamespaceView, Planner};
 use super::write::{Writing, sync_namespace};
 use super::{Error, Result};
-use crate::crd::RegistryCredential;
-
-/// Whether the namespace reconciler writes for this credential: its finalizer is in place (so
-/// its deletion cleans up what it wrote) and it is not being deleted (its cleanup owns that).
-fn is_active(credential: &RegistryCredential) -> bool {
-    credential.metadata.deletion_timestamp.is_none() && credential.finalizers().iter().any(|f| f == FINALIZER)
-}
 
 pub(crate) async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
     ctx.wait_for_caches().await;
     let name = namespace.name_any();
     let credentials = ctx.stores.credentials.state();
     let state = cluster_state(&credentials, &ctx.settings);
-    let mut next = ctx.settings.resync;
+    // A contest's next re-add, when one is due sooner than the namespace's backoff.
+    let mut retry_after: Option<std::time::Duration> = None;
     let mut failed = false;
     for credential in credentials.iter().filter(|c| is_active(c)) {
         let resolution = ctx.sources.resolve(credential, &ctx.stores, &ctx.settings);
@@ -40,28 +34,32 @@ pub(crate) async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> R
         let plan = Planner::new(credential, &state).namespace(view, source.map(|s| s.digest.as_str()));
         let outcome = match (plan, source) {
             (NamespacePlan::Work { work, .. }, Some(source)) if !work.is_empty() => {
-                let writing = Writing::Sync { source, digest: &source.digest };
-                Some(sync_namespace(credential, &ctx, &name, &work, writing).await)
+                Some(sync_namespace(credential, &ctx, &name, &work, Writing::Sync(source)).await)
             }
             _ => None,
         };
         if let Some(Err(failure)) = &outcome {
             failed = true;
-            next = next.min(failure.retry_after.unwrap_or_else(|| ctx.namespace_backoff.next_delay(&name)));
+            retry_after = failure.retry_after.into_iter().chain(retry_after).min();
         }
         if ctx.outcomes.record(&credential.name_any(), &name, outcome.as_ref()) {
             let _ = ctx.retrigger.unbounded_send(ObjectRef::from_obj(credential.as_ref()));
         }
     }
-    if !failed {
+    let next = if failed {
+        let backoff = ctx.namespace_backoff.next_delay(&name);
+        retry_after.map_or(backoff, |retry| retry.min(backoff))
+    } else {
         ctx.namespace_backoff.reset(&name);
-    }
+        ctx.settings.resync
+    };
     ctx.metrics.namespace_reconciled();
     debug!(namespace = %name, failed, "namespace reconciled");
     Ok(Action::requeue(next))
 }
 
-/// The reconcile itself records its failures as outcomes; only waiting for the caches can fail.
+/// The reconcile records its failures as outcomes and returns no error; the runtime asks for a
+/// policy all the same.
 pub(crate) fn error_policy(namespace: Arc<Namespace>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(namespace = %namespace.name_any(), %error, "namespace reconcile failed");
     Action::requeue(ctx.namespace_backoff.next_delay(&namespace.name_any()))

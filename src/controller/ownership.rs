@@ -21,6 +21,13 @@ pub(crate) const CONTENT_DIGEST_ANNOTATION: &str = "regcred.dev/content-digest";
 /// Finalizer on RegistryCredentials: cleanup runs before the object goes away.
 pub(crate) const FINALIZER: &str = "regcred.dev/cleanup";
 
+/// Whether copies and entries are written for this credential: its finalizer is in place (so its
+/// deletion cleans up what was written) and it is not being deleted (its cleanup owns that).
+pub(crate) fn is_active(credential: &crate::crd::RegistryCredential) -> bool {
+    credential.metadata.deletion_timestamp.is_none()
+        && credential.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)
+}
+
 /// The label selector of the managed-Secret watch.
 pub(crate) fn managed_selector() -> String {
     format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")

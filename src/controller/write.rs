@@ -32,8 +32,8 @@ const PATCH_ATTEMPTS: usize = 5;
 /// What the writes are for.
 #[derive(Clone, Copy)]
 pub(crate) enum Writing<'a> {
-    /// Bring the namespace to the usable `source`.
-    Sync { source: &'a ResolvedSource, digest: &'a str },
+    /// Bring the namespace to the usable source.
+    Sync(&'a ResolvedSource),
     /// The RegistryCredential is being deleted: only removals.
     Cleanup,
 }
@@ -56,7 +56,8 @@ pub(crate) async fn execute(
         .await
 }
 
-/// Carries out one namespace's work for one RegistryCredential.
+/// Carries out one namespace's work for one RegistryCredential; a failure is counted and logged
+/// (it names the object and the problem, never a value).
 pub(crate) async fn sync_namespace(
     credential: &RegistryCredential,
     ctx: &Context,
@@ -82,15 +83,9 @@ async fn write_namespace(
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let secret_name = &credential.spec.secret_name;
     match (&work.secret, writing) {
-        (Some(SecretChange::Create), Writing::Sync { source, digest }) => {
-            create_copy(credential, ctx, &secrets, source, digest).await?
-        }
-        (Some(SecretChange::Update), Writing::Sync { source, digest }) => {
-            update_copy(ctx, &secrets, secret_name, source, digest).await?
-        }
-        (Some(SecretChange::TakeOver), Writing::Sync { source, digest }) => {
-            apply_copy(credential, ctx, &secrets, source, digest).await?
-        }
+        (Some(SecretChange::Create), Writing::Sync(source)) => create_copy(credential, ctx, &secrets, source).await?,
+        (Some(SecretChange::Update), Writing::Sync(source)) => update_copy(ctx, &secrets, secret_name, source).await?,
+        (Some(SecretChange::TakeOver), Writing::Sync(source)) => apply_copy(credential, ctx, &secrets, source).await?,
         (Some(SecretChange::Delete(copy)), _) => delete_copy(ctx, &secrets, copy).await?,
         (Some(_), Writing::Cleanup) | (None, _) => {}
     }
@@ -128,7 +123,7 @@ async fn write_namespace(
 }
 
 /// The copy as this operator writes it.
-fn desired_copy(credential: &RegistryCredential, namespace: &str, source: &ResolvedSource, digest: &str) -> Secret {
+fn desired_copy(credential: &RegistryCredential, namespace: &str, source: &ResolvedSource) -> Secret {
     let owner = OwnerReference {
         api_version: RegistryCredential::api_version(&()).into_owned(),
         kind: RegistryCredential::kind(&()).into_owned(),
@@ -147,7 +142,7 @@ fn desired_copy(credential: &RegistryCredential, namespace: &str, source: &Resol
                     .map(|(k, v)| (k.to_owned(), v))
                     .collect(),
             ),
-            annotations: Some([(CONTENT_DIGEST_ANNOTATION.to_owned(), digest.to_owned())].into()),
+            annotations: Some([(CONTENT_DIGEST_ANNOTATION.to_owned(), source.digest.clone())].into()),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
@@ -219,7 +214,6 @@ async fn create_copy(
     ctx: &Context,
     secrets: &Api<Secret>,
     source: &ResolvedSource,
-    digest: &str,
 ) -> NamespaceOutcome {
     let name = &credential.spec.secret_name;
     let namespace = secrets.namespace().unwrap_or_default();
@@ -228,11 +222,14 @@ async fn create_copy(
         Some(Reason::SecretConflict | Reason::AdoptImpossible)
     );
     if !was_in_the_way || read_metadata(secrets, name).await?.is_none() {
-        let copy = desired_copy(credential, namespace, source, digest);
+        let copy = desired_copy(credential, namespace, source);
         let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
         ctx.metrics.api_write("secret", "create");
         match secrets.create(&params, &copy).await {
-            Ok(created) => return remember_copy(ctx, &created.metadata),
+            Ok(created) => {
+                remember_copy(ctx, &created.metadata);
+                return Ok(());
+            }
             Err(e) if is_status(&e, 409) => {}
             Err(e) => return Err(api_failure(Reason::SecretWriteFailed, &e)),
         }
@@ -244,7 +241,7 @@ async fn create_copy(
     if overwrite(&ExistingSecret::of(credential, &existing), credential.spec.on_conflict, name)? == Overwrite::Adopt {
         check_adoptable(secrets, name).await?;
     }
-    apply_copy(credential, ctx, secrets, source, digest).await
+    apply_copy(credential, ctx, secrets, source).await
 }
 
 async fn read_metadata(secrets: &Api<Secret>, name: &str) -> Result<Option<ObjectMeta>, NamespaceFailure> {
@@ -279,47 +276,45 @@ async fn apply_copy(
     ctx: &Context,
     secrets: &Api<Secret>,
     source: &ResolvedSource,
-    digest: &str,
 ) -> NamespaceOutcome {
-    let copy = desired_copy(credential, secrets.namespace().unwrap_or_default(), source, digest);
+    let copy = desired_copy(credential, secrets.namespace().unwrap_or_default(), source);
     let patch = Patch::Apply(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": copy.metadata, "type": copy.type_, "data": copy.data,
     }));
     ctx.metrics.api_write("secret", "apply");
     match secrets.patch(&credential.spec.secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &patch).await {
-        Ok(written) => remember_copy(ctx, &written.metadata),
+        Ok(written) => {
+            remember_copy(ctx, &written.metadata);
+            Ok(())
+        }
         Err(e) => Err(api_failure(Reason::SecretWriteFailed, &e)),
     }
 }
 
 /// Brings a copy that is ours, labels and owner intact, to the payload: only the payload and its
 /// digest are sent.
-async fn update_copy(
-    ctx: &Context,
-    secrets: &Api<Secret>,
-    name: &str,
-    source: &ResolvedSource,
-    digest: &str,
-) -> NamespaceOutcome {
+async fn update_copy(ctx: &Context, secrets: &Api<Secret>, name: &str, source: &ResolvedSource) -> NamespaceOutcome {
     let patch = json!({
-        "metadata": { "annotations": { CONTENT_DIGEST_ANNOTATION: digest } },
+        "metadata": { "annotations": { CONTENT_DIGEST_ANNOTATION: &source.digest } },
         "data": { DOCKER_CONFIG_JSON_KEY: ByteString(source.payload.as_bytes().to_vec()) },
     });
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
     ctx.metrics.api_write("secret", "patch");
     match secrets.patch(name, &params, &Patch::Merge(&patch)).await {
-        Ok(written) => remember_copy(ctx, &written.metadata),
+        Ok(written) => {
+            remember_copy(ctx, &written.metadata);
+            Ok(())
+        }
         Err(e) => Err(api_failure(Reason::SecretWriteFailed, &e)),
     }
 }
 
 /// Puts a copy the operator just wrote into the cache, so the next plan of the namespace does not
 /// write it again before the watch reports it.
-fn remember_copy(ctx: &Context, written: &ObjectMeta) -> NamespaceOutcome {
+fn remember_copy(ctx: &Context, written: &ObjectMeta) {
     let namespace = written.namespace.as_deref().unwrap_or_default();
     let name = written.name.as_deref().unwrap_or_default();
     ctx.stores.objects.apply(namespace, name, Copy::from_metadata(written));
-    Ok(())
 }
 
 /// Deletes a copy, only if it still is the object the cache saw (UID precondition): a Secret
