@@ -13,4 +13,5 @@ pub mod credential;
 mod leader_election;
 mod metrics;
 mod pace;
+mod reason;
 mod telemetry;

@@ -133,79 +133,29 @@ enum Stop {
 /// replica restarts clean); returns the exit code.
 pub async fn run(args: RunArgs) -> u8 {
     telemetry::init(args.log_format);
-    let client = match Client::try_default().await {
-        Ok(client) => client,
-        Err(error) => {
-            error!(%error, "no Kubernetes client: set KUBECONFIG or run in a cluster");
-            return 1;
-        }
-    };
     let metrics = Arc::new(Metrics::default());
-    // The controllers' requests keep a pace; leader election keeps its own client, so that a
-    // Lease renewal never waits behind them.
-    let pace = Pace::new(args.concurrency, args.max_requests_per_second, metrics.clone());
-    let paced = match paced_client(pace).await {
-        Ok(client) => client,
-        Err(error) => {
-            error!(%error, "no Kubernetes client: set KUBECONFIG or run in a cluster");
-            return 1;
-        }
+    let Some((client, paced)) = clients(&args, metrics.clone()).await else {
+        return 1;
     };
     let mut settings = args.settings();
     settings.admission_policies_served = admission_policies_served(&client).await;
     let operator = Operator::new(paced, settings, metrics.clone());
     let (stop_tx, stop_rx) = watch::channel(None::<Stop>);
     let leading = Arc::new(AtomicBool::new(false));
-
-    let listener = match tokio::net::TcpListener::bind(args.http_addr).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            error!(addr = %args.http_addr, %error, "cannot serve metrics and probes");
-            return 1;
-        }
-    };
-    info!(addr = %listener.local_addr().map_or(args.http_addr, |a| a), "serving /metrics, /healthz, /readyz");
     let probes = Probes { metrics: metrics.clone(), stores: operator.stores(), leading: leading.clone() };
-    let server = tokio::spawn(serve(listener, probes, stopped(stop_rx.clone())));
+    let Some(server) = serve_probes(args.http_addr, probes, stop_rx.clone()).await else {
+        return 1;
+    };
+    stop_on_signal(stop_tx.clone());
 
-    let signal_tx = stop_tx.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        info!("shutdown requested: finishing in-flight work");
-        let _ = signal_tx.send(Some(Stop::Signal));
-    });
-
-    let mut leadership = None;
-    if args.leader_election {
-        let mut election = match Leadership::join(client, &args.lease_settings()).await {
-            Ok(election) => election,
-            Err(error) => {
-                error!(%error, "cannot join leader election");
-                return 1;
-            }
-        };
-        tokio::select! {
-            acquired = election.acquired() => if !acquired {
-                error!("leader election ended before this replica was elected");
-                return 1;
-            },
-            _ = stopped(stop_rx.clone()) => {
-                election.release().await;
-                let _ = server.await;
-                return 0;
-            }
+    let leadership = match elect(&args, client, &stop_tx, stop_rx.clone()).await {
+        Election::Leading(leadership) => leadership,
+        Election::Stopped => {
+            let _ = server.await;
+            return 0;
         }
-        info!("elected leader");
-        let mut is_leader = election.subscribe();
-        let lost_tx = stop_tx.clone();
-        let lost_watch = tokio::spawn(async move {
-            if is_leader.wait_for(|leading| !*leading).await.is_ok() {
-                error!("lost the leader Lease: stopping");
-                let _ = lost_tx.send(Some(Stop::LostLease));
-            }
-        });
-        leadership = Some((election, lost_watch));
-    }
+        Election::Failed => return 1,
+    };
     leading.store(true, Ordering::Relaxed);
     metrics.set_leader(true);
 
@@ -222,6 +172,90 @@ pub async fn run(args: RunArgs) -> u8 {
     let _ = stop_tx.send(Some(Stop::Signal));
     let _ = server.await;
     if lost { 1 } else { 0 }
+}
+
+/// The client of leader election and discovery, and the paced client of the controllers: a Lease
+/// renewal never waits behind the controllers' requests.
+async fn clients(args: &RunArgs, metrics: Arc<Metrics>) -> Option<(Client, Client)> {
+    let pace = Pace::new(args.concurrency, args.max_requests_per_second, metrics);
+    let clients = match Client::try_default().await {
+        Ok(client) => paced_client(pace).await.map(|paced| (client, paced)),
+        Err(error) => Err(error.into()),
+    };
+    clients.inspect_err(|error| error!(%error, "no Kubernetes client: set KUBECONFIG or run in a cluster")).ok()
+}
+
+/// Serves /metrics and the probes until the controller stops.
+async fn serve_probes(
+    addr: SocketAddr,
+    probes: Probes,
+    stop: watch::Receiver<Option<Stop>>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            error!(%addr, %error, "cannot serve metrics and probes");
+            return None;
+        }
+    };
+    info!(addr = %listener.local_addr().map_or(addr, |a| a), "serving /metrics, /healthz, /readyz");
+    Some(tokio::spawn(serve(listener, probes, stopped(stop))))
+}
+
+fn stop_on_signal(stop: watch::Sender<Option<Stop>>) {
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutdown requested: finishing in-flight work");
+        let _ = stop.send(Some(Stop::Signal));
+    });
+}
+
+/// How waiting for the Lease ended.
+enum Election {
+    /// This replica leads (without leader election, at once); the Lease and the task that stops
+    /// the controller when it is lost.
+    Leading(Option<(Leadership, tokio::task::JoinHandle<()>)>),
+    /// Stopped before it was elected; the Lease is released.
+    Stopped,
+    Failed,
+}
+
+async fn elect(
+    args: &RunArgs,
+    client: Client,
+    stop_tx: &watch::Sender<Option<Stop>>,
+    stop_rx: watch::Receiver<Option<Stop>>,
+) -> Election {
+    if !args.leader_election {
+        return Election::Leading(None);
+    }
+    let mut election = match Leadership::join(client, &args.lease_settings()).await {
+        Ok(election) => election,
+        Err(error) => {
+            error!(%error, "cannot join leader election");
+            return Election::Failed;
+        }
+    };
+    tokio::select! {
+        acquired = election.acquired() => if !acquired {
+            error!("leader election ended before this replica was elected");
+            return Election::Failed;
+        },
+        _ = stopped(stop_rx) => {
+            election.release().await;
+            return Election::Stopped;
+        }
+    }
+    info!("elected leader");
+    let mut is_leader = election.subscribe();
+    let lost_tx = stop_tx.clone();
+    let lost_watch = tokio::spawn(async move {
+        if is_leader.wait_for(|leading| !*leading).await.is_ok() {
+            error!("lost the leader Lease: stopping");
+            let _ = lost_tx.send(Some(Stop::LostLease));
+        }
+    });
+    Election::Leading(Some((election, lost_watch)))
 }
 
 async fn stopped(mut stop: watch::Receiver<Option<Stop>>) {

@@ -19,8 +19,8 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::ownership::{
-    ADDED_PULL_SECRETS_ANNOTATION, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
+    ADDED_PULL_SECRETS_ANNOTATION, AddedPullSecrets, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, FIELD_MANAGER,
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE,
 };
 use crate::credential::pull_secret::DOCKER_CONFIG_JSON_KEY;
 
@@ -59,6 +59,11 @@ pub(crate) struct Account {
 }
 
 impl Account {
+    /// The operator's record of the entries it added (empty when it has none).
+    pub(crate) fn added_pull_secrets(&self) -> AddedPullSecrets {
+        AddedPullSecrets::parse(self.added.as_deref())
+    }
+
     pub(crate) fn from_object(account: &ServiceAccount) -> Account {
         let list_writers = account
             .metadata

@@ -1,4 +1,5 @@
-//! What every reconcile shares: the client, settings, caches, Event recorder, metrics, backoff.
+//! What every reconcile shares: the client, settings, caches, Event recorder, metrics, and what
+//! the controllers remember between reconciles.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -11,9 +12,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::watch;
 
 use super::cache::ObjectCache;
+use super::contest::Contests;
 use super::plan::ClusterState;
 use super::source::{ResolvedSource, SourceProblem, resolve_source};
-use super::status::{NamespaceFailure, NamespaceOutcome};
+use super::state::{Backoff, EvictionBudget, Outcomes};
 use crate::crd::RegistryCredential;
 use crate::metrics::Metrics;
 
@@ -122,96 +124,6 @@ impl ResolvedSources {
     }
 }
 
-/// What the last reconcile of each namespace found, per RegistryCredential (by name): its
-/// failures, and how many namespaces it wrote since the credential's status last told.
-#[derive(Default)]
-pub(crate) struct Outcomes {
-    credentials: Mutex<HashMap<String, CredentialOutcomes>>,
-}
-
-#[derive(Default)]
-struct CredentialOutcomes {
-    failed: BTreeMap<String, NamespaceFailure>,
-    written: usize,
-    /// The credential's own reconcile is polling while namespaces are being written: no nudges.
-    progressing: bool,
-}
-
-impl Outcomes {
-    /// Records one namespace's outcome (`None`: nothing to write). Returns whether the
-    /// credential's reconcile should look again: a failure appeared, changed or went away, or a
-    /// write happened while nothing polls.
-    pub(crate) fn record(&self, credential: &str, namespace: &str, outcome: Option<&NamespaceOutcome>) -> bool {
-        let mut credentials = self.credentials.lock().expect("outcomes lock");
-        let entry = credentials.entry(credential.to_owned()).or_default();
-        let previous = match outcome {
-            Some(Err(failure)) => entry.failed.insert(namespace.to_owned(), failure.clone()),
-            _ => entry.failed.remove(namespace),
-        };
-        let wrote = matches!(outcome, Some(Ok(())));
-        entry.written += usize::from(wrote);
-        let failure_changed = match (&previous, outcome) {
-            (Some(before), Some(Err(now))) => (before.reason, &before.message) != (now.reason, &now.message),
-            (None, Some(Err(_))) | (Some(_), _) => true,
-            (None, _) => false,
-        };
-        (failure_changed || wrote) && !entry.progressing
-    }
-
-    /// Why the last reconcile of `namespace` failed for `credential`, if it did.
-    pub(crate) fn failure_reason(&self, credential: &str, namespace: &str) -> Option<super::reason::Reason> {
-        let credentials = self.credentials.lock().expect("outcomes lock");
-        Some(credentials.get(credential)?.failed.get(namespace)?.reason)
-    }
-
-    /// The failures to report for `credential`, dropping those of namespaces that no longer exist.
-    pub(crate) fn failures(
-        &self,
-        credential: &str,
-        exists: impl Fn(&str) -> bool,
-    ) -> BTreeMap<String, NamespaceFailure> {
-        let mut credentials = self.credentials.lock().expect("outcomes lock");
-        let entry = credentials.entry(credential.to_owned()).or_default();
-        entry.failed.retain(|namespace, _| exists(namespace));
-        entry.failed.clone()
-    }
-
-    /// Whether the credential's reconcile polls from now on (namespaces still being written),
-    /// and once they are all written, how many were (told once per rollout, not every second).
-    pub(crate) fn take_written(&self, credential: &str, progressing: bool) -> usize {
-        let mut credentials = self.credentials.lock().expect("outcomes lock");
-        let entry = credentials.entry(credential.to_owned()).or_default();
-        entry.progressing = progressing;
-        if progressing { 0 } else { std::mem::take(&mut entry.written) }
-    }
-
-    pub(crate) fn forget(&self, credential: &str) {
-        self.credentials.lock().expect("outcomes lock").remove(credential);
-    }
-}
-
-/// Exponential requeue delay per RegistryCredential while it has failures.
-#[derive(Default)]
-pub(crate) struct Backoff {
-    failures: Mutex<HashMap<String, u32>>,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_secs(2);
-    const MAX: Duration = Duration::from_secs(300);
-
-    pub(crate) fn next_delay(&self, credential: &str) -> Duration {
-        let mut failures = self.failures.lock().expect("backoff lock");
-        let count = failures.entry(credential.to_owned()).or_default();
-        *count = count.saturating_add(1);
-        Self::FIRST.saturating_mul(1 << (*count - 1).min(8)).min(Self::MAX)
-    }
-
-    pub(crate) fn reset(&self, credential: &str) {
-        self.failures.lock().expect("backoff lock").remove(credential);
-    }
-}
-
 pub(crate) struct Context {
     pub(crate) client: Client,
     pub(crate) settings: Settings,
@@ -224,8 +136,8 @@ pub(crate) struct Context {
     pub(crate) namespace_backoff: Backoff,
     pub(crate) sources: ResolvedSources,
     pub(crate) outcomes: Outcomes,
-    pub(crate) contests: super::contest::Contests,
-    pub(crate) evictions: super::recovery::EvictionBudget,
+    pub(crate) contests: Contests,
+    pub(crate) evictions: EvictionBudget,
     /// Asks the credential controller to reconcile a RegistryCredential now.
     pub(crate) retrigger: futures::channel::mpsc::UnboundedSender<ObjectRef<RegistryCredential>>,
 }
@@ -233,20 +145,5 @@ pub(crate) struct Context {
 impl Context {
     pub(crate) async fn wait_for_caches(&self) {
         self.stores.wait_until_ready().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let backoff = Backoff::default();
-        let delays: Vec<u64> = (0..10).map(|_| backoff.next_delay("a").as_secs()).collect();
-        assert_eq!(delays, vec![2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
-        assert_eq!(backoff.next_delay("b").as_secs(), 2, "per credential");
-        backoff.reset("a");
-        assert_eq!(backoff.next_delay("a").as_secs(), 2);
     }
 }

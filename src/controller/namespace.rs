@@ -12,10 +12,10 @@ use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, warn};
 
 use super::context::{Context, cluster_state};
+use super::error::{Error, Result};
 use super::ownership::is_active;
 use super::plan::{NamespacePlan, NamespaceView, Planner};
 use super::write::{Writing, sync_namespace};
-use super::{Error, Result};
 
 pub(crate) async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
     ctx.wait_for_caches().await;

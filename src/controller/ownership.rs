@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::cache::Account;
+use sha2::{Digest, Sha256};
 
 /// The field manager of every write, so `managedFields` shows what is ours.
 pub(crate) const FIELD_MANAGER: &str = "regcred-operator";
@@ -18,6 +18,12 @@ pub(crate) const ADDED_PULL_SECRETS_ANNOTATION: &str = "regcred.dev/added-pull-s
 /// On every copy: the SHA-256 of the payload the operator wrote, so that the cache of copies holds
 /// metadata only and still tells a current copy from a stale one.
 pub(crate) const CONTENT_DIGEST_ANNOTATION: &str = "regcred.dev/content-digest";
+/// The digest of a copy's payload that the operator writes on the copy, to tell whether a copy is
+/// current without reading it. A digest of a copy, on that copy, tells nothing its reader lacks.
+pub(crate) fn content_digest(payload: &[u8]) -> String {
+    Sha256::digest(payload).iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 /// Finalizer on RegistryCredentials: cleanup runs before the object goes away.
 pub(crate) const FINALIZER: &str = "regcred.dev/cleanup";
 
@@ -39,11 +45,6 @@ pub(crate) fn managed_selector() -> String {
 pub(crate) struct AddedPullSecrets(BTreeSet<String>);
 
 impl AddedPullSecrets {
-    /// The record on `account` (empty when it has none).
-    pub(crate) fn of(account: &Account) -> Self {
-        Self::parse(account.added.as_deref())
-    }
-
     pub(crate) fn parse(annotation: Option<&str>) -> Self {
         let names = annotation.unwrap_or_default().split(',').map(str::trim).filter(|name| !name.is_empty());
         AddedPullSecrets(names.map(str::to_owned).collect())

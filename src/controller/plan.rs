@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 
 use super::cache::{Copy, NamespaceObjects};
-use super::ownership::AddedPullSecrets;
 use crate::crd::RegistryCredential;
 use crate::crd::selection::{selects_namespace_reserving, selects_service_account};
 
@@ -188,7 +187,7 @@ impl<'a> Planner<'a> {
         view.objects
             .accounts
             .iter()
-            .filter(|account| AddedPullSecrets::of(account).contains(secret_name))
+            .filter(|account| account.added_pull_secrets().contains(secret_name))
             .filter(|account| !self.wanted_by_another(secret_name, view.namespace, &account.name))
             .map(|account| (account.name.to_string(), secret_name.to_owned()))
             .collect()
@@ -243,7 +242,7 @@ impl<'a> Planner<'a> {
                     if !account.has_pull_secret(secret_name) {
                         work.add_to.push(account.name.to_string());
                     }
-                } else if spec.prune && AddedPullSecrets::of(account).contains(secret_name) {
+                } else if spec.prune && account.added_pull_secrets().contains(secret_name) {
                     work.remove_from.push((account.name.to_string(), secret_name.to_owned()));
                 }
             }
@@ -358,11 +357,11 @@ mod tests {
 
     use super::*;
     use crate::controller::cache::{Account, ObjectCache};
+    use crate::controller::ownership::content_digest;
     use crate::controller::ownership::{
         ADDED_PULL_SECRETS_ANNOTATION, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL,
         MANAGED_BY_VALUE,
     };
-    use crate::controller::trim::content_digest;
     use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
     use kube::api::PartialObjectMeta;
 

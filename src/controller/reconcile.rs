@@ -13,11 +13,11 @@ use tracing::{debug, info, warn};
 
 use super::cache::NamespaceObjects;
 use super::context::{Context, cluster_state};
+use super::error::{Error, Result};
 use super::ownership::FINALIZER;
 use super::plan::{ClusterState, NamespaceView, plan, plan_cleanup};
 use super::status::{self, Aggregate};
 use super::write::{Writing, execute};
-use super::{Error, Result};
 use crate::crd::RegistryCredential;
 
 /// How often the status is refreshed while namespaces are still being written.

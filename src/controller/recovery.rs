@@ -4,8 +4,7 @@
 //! creates it again, now with the secret; a bare Pod is only reported.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -15,9 +14,10 @@ use kube::{Api, ResourceExt};
 use tracing::warn;
 
 use super::context::Context;
-use super::reason::Reason;
+use super::trim::waiting_reason;
 use crate::crd::selection::label_selector_matches;
 use crate::crd::{RegistryCredential, StuckPodCounts};
+use crate::reason::Reason;
 
 /// The waiting reasons of a container whose image pull failed.
 const PULL_FAILURES: [&str; 2] = ["ErrImagePull", "ImagePullBackOff"];
@@ -30,10 +30,6 @@ pub(crate) fn pull_failed(pod: &Pod) -> bool {
         .iter()
         .flat_map(|s| s.container_statuses.iter().flatten().chain(s.init_container_statuses.iter().flatten()))
         .any(|c| waiting_reason(c).is_some_and(|r| PULL_FAILURES.contains(&r)))
-}
-
-pub(crate) fn waiting_reason(status: &k8s_openapi::api::core::v1::ContainerStatus) -> Option<&str> {
-    status.state.as_ref()?.waiting.as_ref()?.reason.as_deref()
 }
 
 /// What to do about one stuck Pod.
@@ -85,44 +81,6 @@ pub(crate) fn stuck_pods<'a>(
         });
     }
     stuck
-}
-
-/// At most `BURST` evictions at once per credential, refilled at one per `REFILL`: a rollout of
-/// a new credential over thousands of stuck Pods must not empty a cluster at once.
-#[derive(Default)]
-pub(crate) struct EvictionBudget {
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
-    /// Evictions so far per credential. Kept here, not only read back from status: a reconcile
-    /// may start from a cached object whose status does not show the last evictions yet.
-    evicted: Mutex<HashMap<String, i64>>,
-}
-
-impl EvictionBudget {
-    const BURST: f64 = 10.0;
-    const REFILL: Duration = Duration::from_secs(6);
-
-    /// Adds `new` evictions to the credential's total, which is at least what status showed.
-    pub(crate) fn count(&self, credential: &str, in_status: i64, new: i64) -> i64 {
-        let mut evicted = self.evicted.lock().expect("eviction count lock");
-        let total = evicted.entry(credential.to_owned()).or_default();
-        *total = (*total).max(in_status) + new;
-        *total
-    }
-
-    /// Takes one eviction from the credential's budget; `false` when it is spent.
-    pub(crate) fn take(&self, credential: &str, now: Instant) -> bool {
-        let mut buckets = self.buckets.lock().expect("eviction budget lock");
-        let (tokens, at) = buckets.entry(credential.to_owned()).or_insert((Self::BURST, now));
-        let refilled = now.duration_since(*at).as_secs_f64() / Self::REFILL.as_secs_f64();
-        *tokens = (*tokens + refilled).min(Self::BURST);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 /// Acts on this credential's stuck Pods: evicts those a controller owns (within the budget, and
@@ -309,18 +267,5 @@ mod tests {
         );
         assert!(stuck_pods(&credential(), &pods, &namespaces, |_| false, &[]).is_empty(), "no copy yet: no use");
         assert!(pods[0].metadata.annotations.is_none(), "the cache keeps only what the decision reads");
-    }
-
-    #[test]
-    fn the_eviction_budget_allows_a_burst_then_refills_slowly() {
-        let budget = EvictionBudget::default();
-        let start = Instant::now();
-        let taken = (0..15).filter(|_| budget.take("rc", start)).count();
-        assert_eq!(taken, 10);
-        assert!(!budget.take("rc", start + Duration::from_secs(1)));
-        assert!(budget.take("rc", start + Duration::from_secs(7)));
-        assert!(budget.take("other", start), "per credential");
-        assert_eq!(budget.count("rc", 3, 1), 4, "status showed 3");
-        assert_eq!(budget.count("rc", 0, 0), 4, "a stale status never lowers the total");
     }
 }

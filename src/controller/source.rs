@@ -4,14 +4,14 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use thiserror::Error;
 
-use super::reason::Reason;
-use super::trim::content_digest;
+use super::ownership::content_digest;
 use crate::crd::RegistryCredentialSpec;
 use crate::credential::pull_secret::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_KEY, DOCKERCFG_TYPE};
 use crate::credential::{
     InvalidDockerConfig, KeyProblem, KeyRewrite, Normalized, docker_config_from_basic_auth, normalize_docker_config,
     normalize_registry_key, redact_key,
 };
+use crate::reason::Reason;
 
 /// A usable source: the canonical docker config JSON and what status shows about it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,30 +11,16 @@ use serde_json::json;
 use tracing::warn;
 
 use super::context::Context;
+use super::error::{Error, Result};
 use super::ownership::FIELD_MANAGER;
 use super::plan::Blocked;
-use super::reason::{Category, Reason};
 use super::source::{ResolvedSource, SourceProblem};
-use super::{Error, Result};
+use super::state::{NamespaceFailure, NamespaceOutcome};
 use crate::crd::{NamespaceCounts, RegistryCredential, RegistryCredentialStatus, StuckPodCounts, SyncFailure};
+use crate::reason::{Category, Reason};
 
 /// At most this many failures are listed in status; the counts cover the rest.
 pub(crate) const MAX_LISTED_FAILURES: usize = 20;
-
-/// Why a namespace could not be synced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct NamespaceFailure {
-    pub(crate) reason: Reason,
-    pub(crate) message: String,
-    /// When to look again, if sooner than the credential's backoff (a contest's next re-add).
-    pub(crate) retry_after: Option<std::time::Duration>,
-}
-
-pub(crate) type NamespaceOutcome = std::result::Result<(), NamespaceFailure>;
-
-pub(crate) fn failure(reason: Reason, message: impl Into<String>) -> NamespaceFailure {
-    NamespaceFailure { reason, message: message.into(), retry_after: None }
-}
 
 /// Where the namespaces of one RegistryCredential stand: the plan over every namespace, and what
 /// the namespace reconciles found. The status is their aggregate.
@@ -377,6 +363,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::controller::state::failure;
 
     fn credential() -> RegistryCredential {
         serde_json::from_value(json!({

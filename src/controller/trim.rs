@@ -5,7 +5,6 @@
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use sha2::{Digest, Sha256};
 
 /// Name, labels, and whether it is terminating.
 pub(crate) fn namespace(namespace: &mut Namespace) {
@@ -21,12 +20,6 @@ pub(crate) fn namespace(namespace: &mut Namespace) {
     if let Some(status) = &mut namespace.status {
         status.conditions = None;
     }
-}
-
-/// The digest of a copy's payload that the operator writes on the copy, to tell whether a copy is
-/// current without reading it. A digest of a copy, on that copy, tells nothing its reader lacks.
-pub(crate) fn content_digest(payload: &[u8]) -> String {
-    Sha256::digest(payload).iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// A Pending Pod: what recovery of stuck Pods reads (owner, ServiceAccount, pull secrets, labels
@@ -53,7 +46,7 @@ pub(crate) fn pending_pod(pod: &mut Pod) {
     }
     if let Some(status) = &mut pod.status {
         let waiting = |statuses: Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
-            statuses.map(|s| s.into_iter().filter(|c| super::recovery::waiting_reason(c).is_some()).collect())
+            statuses.map(|s| s.into_iter().filter(|c| waiting_reason(c).is_some()).collect())
         };
         let kept = k8s_openapi::api::core::v1::PodStatus {
             phase: status.phase.take(),
@@ -63,6 +56,11 @@ pub(crate) fn pending_pod(pod: &mut Pod) {
         };
         *status = kept;
     }
+}
+
+/// Why a container waits (`ErrImagePull`, `ImagePullBackOff`, ...), if it does.
+pub(crate) fn waiting_reason(status: &k8s_openapi::api::core::v1::ContainerStatus) -> Option<&str> {
+    status.state.as_ref()?.waiting.as_ref()?.reason.as_deref()
 }
 
 /// Sources are few: only managedFields go.

@@ -16,15 +16,15 @@ use super::cache::{Account, Copy};
 use super::contest::Readd;
 use super::context::Context;
 use super::ownership::{
-    ADDED_PULL_SECRETS_ANNOTATION, AddedPullSecrets, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, FIELD_MANAGER,
-    MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+    ADDED_PULL_SECRETS_ANNOTATION, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
 };
 use super::plan::{CopyRef, NamespaceWork, SecretChange};
-use super::reason::Reason;
 use super::source::ResolvedSource;
-use super::status::{self, NamespaceFailure, NamespaceOutcome};
+use super::state::{NamespaceFailure, NamespaceOutcome, failure};
 use crate::crd::{OnConflict, RegistryCredential};
 use crate::credential::pull_secret::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE};
+use crate::reason::Reason;
 
 /// Attempts at a guarded ServiceAccount patch before the namespace is reported as failed.
 const PATCH_ATTEMPTS: usize = 5;
@@ -65,7 +65,13 @@ pub(crate) async fn sync_namespace(
     work: &NamespaceWork,
     writing: Writing<'_>,
 ) -> NamespaceOutcome {
-    let outcome = write_namespace(credential, ctx, namespace, work, writing).await;
+    // The entries follow the copy, never precede it: an entry naming a Secret that a failed write
+    // left missing would send Pods to pull without credentials. New Pods do not wait for either:
+    // the admission policy names the copy in them already.
+    let outcome = match write_copies(credential, ctx, namespace, work, writing).await {
+        Ok(()) => write_entries(ctx, namespace, work, &credential.spec.secret_name).await,
+        failed => failed,
+    };
     if let Err(failure) = &outcome {
         ctx.metrics.sync_failure(failure.reason);
         debug!(credential = %credential.name_any(), %namespace, reason = %failure.reason, message = %failure.message, "namespace not synced");
@@ -73,7 +79,8 @@ pub(crate) async fn sync_namespace(
     outcome
 }
 
-async fn write_namespace(
+/// The copy, and the stale copies of an earlier name.
+async fn write_copies(
     credential: &RegistryCredential,
     ctx: &Context,
     namespace: &str,
@@ -92,9 +99,11 @@ async fn write_namespace(
     for stale in &work.delete_stale_secrets {
         delete_copy(ctx, &secrets, stale).await?;
     }
-    // The entries follow the copy, never precede it: an entry naming a Secret that a failed write
-    // left missing would send Pods to pull without credentials. New Pods do not wait for either:
-    // the admission policy names the copy in them already.
+    Ok(())
+}
+
+/// The ServiceAccounts' entries: added (unless contested) and removed.
+async fn write_entries(ctx: &Context, namespace: &str, work: &NamespaceWork, secret_name: &str) -> NamespaceOutcome {
     let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
     let mut contested = None;
     for account in &work.add_to {
@@ -107,8 +116,7 @@ async fn write_namespace(
                      re-adding in {}s",
                     wait.as_secs().max(1)
                 );
-                contested =
-                    Some(NamespaceFailure { retry_after: Some(wait), ..status::failure(Reason::Contested, message) });
+                contested = Some(NamespaceFailure { retry_after: Some(wait), ..failure(Reason::Contested, message) });
             }
         }
     }
@@ -196,11 +204,11 @@ fn overwrite(existing: &ExistingSecret, on_conflict: OnConflict, name: &str) -> 
 }
 
 fn adopt_impossible(name: &str, why: &str) -> NamespaceFailure {
-    status::failure(Reason::AdoptImpossible, format!("Secret {name} cannot be adopted: {why}; delete or rename it"))
+    failure(Reason::AdoptImpossible, format!("Secret {name} cannot be adopted: {why}; delete or rename it"))
 }
 
 fn unmanaged_conflict(name: &str) -> NamespaceFailure {
-    status::failure(
+    failure(
         Reason::SecretConflict,
         format!("Secret {name} exists and is not managed by regcred-operator; set onConflict: Adopt to take it over"),
     )
@@ -236,7 +244,7 @@ async fn create_copy(
     }
     let Some(existing) = read_metadata(secrets, name).await? else {
         // Deleted since: the next reconcile creates the copy.
-        return Err(status::failure(Reason::SecretWriteFailed, format!("Secret {name} changed while being created")));
+        return Err(failure(Reason::SecretWriteFailed, format!("Secret {name} changed while being created")));
     };
     if overwrite(&ExistingSecret::of(credential, &existing), credential.spec.on_conflict, name)? == Overwrite::Adopt {
         check_adoptable(secrets, name).await?;
@@ -342,7 +350,7 @@ fn readd(ctx: &Context, namespace: &str, account: &str, secret_name: &str) -> Re
     let Some(cached) = ctx.stores.objects.account(namespace, account) else {
         return Readd::Now;
     };
-    if !AddedPullSecrets::of(&cached).contains(secret_name) {
+    if !cached.added_pull_secrets().contains(secret_name) {
         return Readd::Now;
     }
     ctx.contests.readd(&format!("{namespace}/{account}"), &cached, std::time::Instant::now())
@@ -389,7 +397,7 @@ async fn edit_pull_secrets(
             Err(e) => return Err(api_failure(Reason::ServiceAccountPatchFailed, &e)),
         }
     }
-    Err(status::failure(
+    Err(failure(
         Reason::ServiceAccountPatchConflict,
         format!("ServiceAccount {name} kept changing during {PATCH_ATTEMPTS} attempts to patch it"),
     ))
@@ -399,7 +407,7 @@ async fn edit_pull_secrets(
 /// `None` when the ServiceAccount already is as wanted.
 fn pull_secrets_patch(account: &Account, edit: &PullSecretEdit) -> Option<serde_json::Value> {
     let mut entries: Vec<&str> = account.pull_secrets.iter().map(|name| &**name).collect();
-    let mut record = AddedPullSecrets::of(account);
+    let mut record = account.added_pull_secrets();
     match edit {
         PullSecretEdit::Add(name) => {
             if entries.contains(name) {
@@ -433,7 +441,7 @@ fn is_status(error: &kube::Error, code: u16) -> bool {
 
 /// A failure from an API error; API messages name objects and fields, not Secret data.
 fn api_failure(reason: Reason, error: &kube::Error) -> NamespaceFailure {
-    status::failure(reason, error.to_string())
+    failure(reason, error.to_string())
 }
 
 #[cfg(test)]

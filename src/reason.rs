@@ -176,7 +176,7 @@ mod tests {
 
     /// The reasons table of docs/reference.md, as (reason, category) rows.
     fn documented_reasons() -> Vec<(String, String)> {
-        let reference = include_str!("../../docs/reference.md");
+        let reference = include_str!("../docs/reference.md");
         let table = reference.split("| reason | category | meaning |").nth(1).expect("a reasons table");
         table
             .lines()

@@ -1,0 +1,179 @@
+//! What the controllers remember between reconciles, shared by the reconcilers that record it and
+//! the status that reports it: each namespace's outcome, requeue backoff, the eviction budget.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::reason::Reason;
+
+/// Why a namespace could not be synced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NamespaceFailure {
+    pub(crate) reason: Reason,
+    pub(crate) message: String,
+    /// When to look again, if sooner than the credential's backoff (a contest's next re-add).
+    pub(crate) retry_after: Option<std::time::Duration>,
+}
+
+pub(crate) type NamespaceOutcome = std::result::Result<(), NamespaceFailure>;
+
+pub(crate) fn failure(reason: Reason, message: impl Into<String>) -> NamespaceFailure {
+    NamespaceFailure { reason, message: message.into(), retry_after: None }
+}
+
+/// What the last reconcile of each namespace found, per RegistryCredential (by name): its
+/// failures, and how many namespaces it wrote since the credential's status last told.
+#[derive(Default)]
+pub(crate) struct Outcomes {
+    credentials: Mutex<HashMap<String, CredentialOutcomes>>,
+}
+
+#[derive(Default)]
+struct CredentialOutcomes {
+    failed: BTreeMap<String, NamespaceFailure>,
+    written: usize,
+    /// The credential's own reconcile is polling while namespaces are being written: no nudges.
+    progressing: bool,
+}
+
+impl Outcomes {
+    /// Records one namespace's outcome (`None`: nothing to write). Returns whether the
+    /// credential's reconcile should look again: a failure appeared, changed or went away, or a
+    /// write happened while nothing polls.
+    pub(crate) fn record(&self, credential: &str, namespace: &str, outcome: Option<&NamespaceOutcome>) -> bool {
+        let mut credentials = self.credentials.lock().expect("outcomes lock");
+        let entry = credentials.entry(credential.to_owned()).or_default();
+        let previous = match outcome {
+            Some(Err(failure)) => entry.failed.insert(namespace.to_owned(), failure.clone()),
+            _ => entry.failed.remove(namespace),
+        };
+        let wrote = matches!(outcome, Some(Ok(())));
+        entry.written += usize::from(wrote);
+        let failure_changed = match (&previous, outcome) {
+            (Some(before), Some(Err(now))) => (before.reason, &before.message) != (now.reason, &now.message),
+            (None, Some(Err(_))) | (Some(_), _) => true,
+            (None, _) => false,
+        };
+        (failure_changed || wrote) && !entry.progressing
+    }
+
+    /// Why the last reconcile of `namespace` failed for `credential`, if it did.
+    pub(crate) fn failure_reason(&self, credential: &str, namespace: &str) -> Option<Reason> {
+        let credentials = self.credentials.lock().expect("outcomes lock");
+        Some(credentials.get(credential)?.failed.get(namespace)?.reason)
+    }
+
+    /// The failures to report for `credential`, dropping those of namespaces that no longer exist.
+    pub(crate) fn failures(
+        &self,
+        credential: &str,
+        exists: impl Fn(&str) -> bool,
+    ) -> BTreeMap<String, NamespaceFailure> {
+        let mut credentials = self.credentials.lock().expect("outcomes lock");
+        let entry = credentials.entry(credential.to_owned()).or_default();
+        entry.failed.retain(|namespace, _| exists(namespace));
+        entry.failed.clone()
+    }
+
+    /// Whether the credential's reconcile polls from now on (namespaces still being written),
+    /// and once they are all written, how many were (told once per rollout, not every second).
+    pub(crate) fn take_written(&self, credential: &str, progressing: bool) -> usize {
+        let mut credentials = self.credentials.lock().expect("outcomes lock");
+        let entry = credentials.entry(credential.to_owned()).or_default();
+        entry.progressing = progressing;
+        if progressing { 0 } else { std::mem::take(&mut entry.written) }
+    }
+
+    pub(crate) fn forget(&self, credential: &str) {
+        self.credentials.lock().expect("outcomes lock").remove(credential);
+    }
+}
+
+/// Exponential requeue delay per RegistryCredential while it has failures.
+#[derive(Default)]
+pub(crate) struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(2);
+    const MAX: Duration = Duration::from_secs(300);
+
+    pub(crate) fn next_delay(&self, credential: &str) -> Duration {
+        let mut failures = self.failures.lock().expect("backoff lock");
+        let count = failures.entry(credential.to_owned()).or_default();
+        *count = count.saturating_add(1);
+        Self::FIRST.saturating_mul(1 << (*count - 1).min(8)).min(Self::MAX)
+    }
+
+    pub(crate) fn reset(&self, credential: &str) {
+        self.failures.lock().expect("backoff lock").remove(credential);
+    }
+}
+
+/// At most `BURST` evictions at once per credential, refilled at one per `REFILL`: a rollout of
+/// a new credential over thousands of stuck Pods must not empty a cluster at once.
+#[derive(Default)]
+pub(crate) struct EvictionBudget {
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    /// Evictions so far per credential. Kept here, not only read back from status: a reconcile
+    /// may start from a cached object whose status does not show the last evictions yet.
+    evicted: Mutex<HashMap<String, i64>>,
+}
+
+impl EvictionBudget {
+    const BURST: f64 = 10.0;
+    const REFILL: Duration = Duration::from_secs(6);
+
+    /// Adds `new` evictions to the credential's total, which is at least what status showed.
+    pub(crate) fn count(&self, credential: &str, in_status: i64, new: i64) -> i64 {
+        let mut evicted = self.evicted.lock().expect("eviction count lock");
+        let total = evicted.entry(credential.to_owned()).or_default();
+        *total = (*total).max(in_status) + new;
+        *total
+    }
+
+    /// Takes one eviction from the credential's budget; `false` when it is spent.
+    pub(crate) fn take(&self, credential: &str, now: Instant) -> bool {
+        let mut buckets = self.buckets.lock().expect("eviction budget lock");
+        let (tokens, at) = buckets.entry(credential.to_owned()).or_insert((Self::BURST, now));
+        let refilled = now.duration_since(*at).as_secs_f64() / Self::REFILL.as_secs_f64();
+        *tokens = (*tokens + refilled).min(Self::BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let backoff = Backoff::default();
+        let delays: Vec<u64> = (0..10).map(|_| backoff.next_delay("a").as_secs()).collect();
+        assert_eq!(delays, vec![2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff.next_delay("b").as_secs(), 2, "per credential");
+        backoff.reset("a");
+        assert_eq!(backoff.next_delay("a").as_secs(), 2);
+    }
+
+    #[test]
+    fn the_eviction_budget_allows_a_burst_then_refills_slowly() {
+        let budget = EvictionBudget::default();
+        let start = Instant::now();
+        let taken = (0..15).filter(|_| budget.take("rc", start)).count();
+        assert_eq!(taken, 10);
+        assert!(!budget.take("rc", start + Duration::from_secs(1)));
+        assert!(budget.take("rc", start + Duration::from_secs(7)));
+        assert!(budget.take("other", start), "per credential");
+        assert_eq!(budget.count("rc", 3, 1), 4, "status showed 3");
+        assert_eq!(budget.count("rc", 0, 0), 4, "a stale status never lowers the total");
+    }
+}
