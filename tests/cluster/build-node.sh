@@ -32,7 +32,6 @@ NODE_SRC="$(cd "$CLUSTER_SCRIPTS_DIR/../node" && pwd)"
 LOCAL_HASH="$(cd "$NODE_SRC" && cat ocimage/go.mod ocimage/go.sum ocimage/*.go pause/go.mod pause/*.go |
   sha256sum | cut -c1-12)"
 
-PIECES=(kubelet containerd registry local)
 declare -A PIECE_VERSION=(
   [kubelet]="$K8S_VERSION" [containerd]="$CONTAINERD_VERSION"
   [registry]="$DISTRIBUTION_VERSION" [local]="$LOCAL_HASH"
@@ -41,25 +40,23 @@ declare -A PIECE_BINS=(
   [kubelet]="kubelet kube-scheduler" [containerd]="containerd containerd-shim-runc-v2 ctr"
   [registry]="registry" [local]="ocimage pause"
 )
-NODE_BIN_DIR="$REGCRED_CACHE/bin/node-kubelet-$K8S_VERSION-containerd-$CONTAINERD_VERSION-registry-$DISTRIBUTION_VERSION-local-$LOCAL_HASH"
 
-if [[ "${1:-}" == --image-tool ]]; then
-  PIECES=(local)
-  NODE_BIN_DIR="$REGCRED_CACHE/bin/node-local-$LOCAL_HASH"
-  REGCRED_NODE_NO_APT=1
-  apt_needed() { false; }
-else
-  apt_needed() { true; }
-fi
-
-wanted() { [[ " ${PIECES[*]} " == *" $1 "* ]]; }
-piece_dir() { printf '%s\n' "$REGCRED_CACHE/bin/node-$1-${PIECE_VERSION[$1]}"; }
-have() {
-  local b
-  for b in ${PIECE_BINS[$1]}; do [[ -x "$(piece_dir "$1")/$b" ]] || return 1; done
+# --- the repo's own programs: image tool and pause ---------------------------------
+# Neither has a --version to log, and pause would run until killed: nothing to run.
+local_bins() {
+  build_bin --check true "$NODE_SRC/ocimage" ocimage . "-s -w"
+  build_bin --check true "$NODE_SRC/pause" pause . "-s -w"
+}
+build_local() {
+  timed ocimage+pause "$WORK_ROOT/node-local-$LOCAL_HASH-build.log" local_bins
 }
 
-# Debian packages: what node-up.sh needs from each.
+if [[ "${1:-}" == --image-tool ]]; then
+  go_tool_cached node-local "$LOCAL_HASH" "${PIECE_BINS[local]}" build_local
+  exit 0
+fi
+
+# --- Debian packages: what node-up.sh needs from each --------------------------------
 APT_PACKAGES=(runc containernetworking-plugins busybox-static apache2-utils iproute2)
 apt_missing() {
   local missing=()
@@ -80,89 +77,37 @@ busybox_is_static() {
   ! LC_ALL=C ldd "$bb" 2>&1 | grep -q '=>'
 }
 
-all_cached() {
-  local p b
-  for p in "${PIECES[@]}"; do
-    for b in ${PIECE_BINS[$p]}; do [[ -x "$NODE_BIN_DIR/$b" ]] || return 1; done
-  done
-  ! apt_needed || [[ -z "$(apt_missing)" ]]
-}
-
-# Fast path: no lock, no go, no apt.
-if all_cached; then
-  log "node binaries cached: $NODE_BIN_DIR"
-  printf '%s\n' "$NODE_BIN_DIR"
-  exit 0
-fi
-
-for tool in go python3 flock sha256sum; do
-  command -v "$tool" >/dev/null || { log "FAILED: build-node: '$tool' not found on PATH"; exit 1; }
-done
-
-WORK_ROOT="$REGCRED_CACHE/work"
-mkdir -p "$WORK_ROOT" "$NODE_BIN_DIR"
-
-exec 9>"$REGCRED_CACHE/build-node.lock"
-flock 9
-if all_cached; then
-  log "node binaries cached (built by a concurrent run): $NODE_BIN_DIR"
-  printf '%s\n' "$NODE_BIN_DIR"
-  exit 0
-fi
-
-for p in "${PIECES[@]}"; do rm -f "$(piece_dir "$p")"/.*.tmp.*; done
-cleanup_tmp() {
-  local p
-  for p in "${PIECES[@]}"; do rm -f "$(piece_dir "$p")"/.*.tmp."$$"; done
-}
-trap cleanup_tmp EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# --- Debian packages ------------------------------------------------------------
-install_apt() {
+apt_get_install() {
   # Another apt-get (a parallel job, unattended-upgrades) may hold the dpkg lock: wait for it.
   apt-get -o DPkg::Lock::Timeout=600 update -qq
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
     --no-install-recommends "${APT_PACKAGES[@]}"
 }
-missing=()
-apt_needed && mapfile -t missing < <(apt_missing)
-if ((${#missing[@]})); then
-  if [[ -n "${REGCRED_NODE_NO_APT:-}" ]]; then
-    log "FAILED: build-node: missing Debian packages: ${missing[*]} (REGCRED_NODE_NO_APT is set)"
-    exit 1
-  fi
-  timed apt "$WORK_ROOT/node-apt.log" install_apt
+# Under build-node.lock: apt-get update does not wait for a parallel one's lock on the lists.
+install_apt() {
+  local missing=()
+  mapfile -t missing < <(apt_missing)
+  ((${#missing[@]})) || return 0
+  timed apt "$WORK_ROOT/node-apt.log" apt_get_install
   mapfile -t missing < <(apt_missing)
   if ((${#missing[@]})); then
     log "FAILED: build-node: still missing after apt-get install: ${missing[*]}"
     exit 1
   fi
-fi
-
-# --- the repo's own programs: image tool and pause ---------------------------------
-build_local() {
-  local out="$OUT_DIR"
-  cd "$NODE_SRC/ocimage"
-  GOWORK=off CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "-s -w" \
-    -o "$out/.ocimage.tmp.$$" .
-  cd "$NODE_SRC/pause"
-  GOWORK=off CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/.pause.tmp.$$" .
-  mv -f "$out/.ocimage.tmp.$$" "$out/ocimage"
-  mv -f "$out/.pause.tmp.$$" "$out/pause"
 }
-if ! have local; then
-  OUT_DIR="$(piece_dir local)"
-  mkdir -p "$OUT_DIR"
-  timed ocimage+pause "$WORK_ROOT/node-local-$LOCAL_HASH-build.log" build_local
+mapfile -t missing < <(apt_missing)
+if ((${#missing[@]})); then
+  if [[ -n "${REGCRED_NODE_NO_APT:-}" ]]; then
+    log "FAILED: build-node: missing Debian packages: ${missing[*]} (REGCRED_NODE_NO_APT is set)"
+    exit 1
+  fi
+  mkdir -p "$WORK_ROOT"
+  with_lock "$REGCRED_CACHE/build-node.lock" install_apt
 fi
 
 # --- registry (distribution v3) --------------------------------------------------------
-if wanted registry && ! have registry; then
-  OUT_DIR="$(piece_dir registry)"
-  mkdir -p "$OUT_DIR"
-  dir="$WORK_ROOT/registry-$DISTRIBUTION_VERSION"
+build_registry() {
+  local dir="$WORK_ROOT/registry-$DISTRIBUTION_VERSION"
   timed registry-modules "$WORK_ROOT/registry-$DISTRIBUTION_VERSION-modules.log" \
     gen_module "$dir" regcred-operator.test/node/registry \
     github.com/distribution/distribution/v3 "$DISTRIBUTION_VERSION" "$DISTRIBUTION_VERSION" \
@@ -170,11 +115,11 @@ if wanted registry && ! have registry; then
   timed registry "$WORK_ROOT/registry-$DISTRIBUTION_VERSION-build.log" \
     build_bin "$dir" registry github.com/distribution/distribution/v3/cmd/registry \
     "-s -w -X github.com/distribution/distribution/v3/version.version=$DISTRIBUTION_VERSION" --version
-fi
+}
 
 # --- containerd v2 ------------------------------------------------------------------------
 # Without cgo the btrfs, devmapper and zfs snapshotters cannot build; overlayfs and native can.
-build_containerd() {
+containerd_bins() {
   local dir="$1" mod=github.com/containerd/containerd/v2 cmd
   local flags="-s -w -X $mod/version.Version=$CONTAINERD_VERSION -X $mod/version.Package=$mod"
   export GOFLAGS="-tags=no_btrfs,no_devmapper,no_zfs"
@@ -186,10 +131,8 @@ build_containerd() {
     fi
   done
 }
-if wanted containerd && ! have containerd; then
-  OUT_DIR="$(piece_dir containerd)"
-  mkdir -p "$OUT_DIR"
-  dir="$WORK_ROOT/containerd-$CONTAINERD_VERSION"
+build_containerd() {
+  local dir="$WORK_ROOT/containerd-$CONTAINERD_VERSION"
   timed containerd-modules "$WORK_ROOT/containerd-$CONTAINERD_VERSION-modules.log" \
     gen_module "$dir" regcred-operator.test/node/containerd \
     github.com/containerd/containerd/v2 "$CONTAINERD_VERSION" "$CONTAINERD_VERSION" \
@@ -197,14 +140,12 @@ if wanted containerd && ! have containerd; then
     github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
     github.com/containerd/containerd/v2/cmd/ctr
   timed containerd "$WORK_ROOT/containerd-$CONTAINERD_VERSION-build.log" \
-    build_containerd "$dir"
-fi
+    containerd_bins "$dir"
+}
 
 # --- kubelet, kube-scheduler: k8s.io/kubernetes with its staging modules pinned, as in build.sh
-if wanted kubelet && ! have kubelet; then
-  OUT_DIR="$(piece_dir kubelet)"
-  mkdir -p "$OUT_DIR"
-  dir="$WORK_ROOT/kubelet-$K8S_VERSION"
+build_kubelet() {
+  local dir="$WORK_ROOT/kubelet-$K8S_VERSION" name
   timed kubelet-modules "$WORK_ROOT/kubelet-$K8S_VERSION-modules.log" \
     gen_module "$dir" regcred-operator.test/node/kubelet \
     k8s.io/kubernetes "$K8S_VERSION" "$(k8s_staging_version)" \
@@ -215,13 +156,15 @@ if wanted kubelet && ! have kubelet; then
         build_bin "$dir" "$name" "k8s.io/kubernetes/cmd/$name" "$(k8s_ldflags)" --version
     fi
   done
-fi
+}
 
-for p in "${PIECES[@]}"; do
-  have "$p" || { log "FAILED: build-node: $p missing from $(piece_dir "$p") after build"; exit 1; }
-  [[ "$(piece_dir "$p")" == "$NODE_BIN_DIR" ]] && continue
-  for b in ${PIECE_BINS[$p]}; do ln -sfn "$(piece_dir "$p")/$b" "$NODE_BIN_DIR/$b"; done
-done
-all_cached || { log "FAILED: build-node: binaries missing from $NODE_BIN_DIR after build"; exit 1; }
-log "node binaries built into $NODE_BIN_DIR (${TIMINGS[*]:-all cached})"
-printf '%s\n' "$NODE_BIN_DIR"
+link_node() {
+  local p
+  for p in local registry containerd kubelet; do
+    go_tool_link "node-$p" "${PIECE_VERSION[$p]}" "${PIECE_BINS[$p]}" "build_$p"
+  done
+}
+
+go_tool_cached node \
+  "kubelet-$K8S_VERSION-containerd-$CONTAINERD_VERSION-registry-$DISTRIBUTION_VERSION-local-$LOCAL_HASH" \
+  "${PIECE_BINS[*]}" link_node

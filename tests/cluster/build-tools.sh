@@ -19,55 +19,31 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/gobuild.sh
 . "$CLUSTER_SCRIPTS_DIR/gobuild.sh"
 
-TOOLS=(kubectl kustomize helm)
 declare -A TOOL_VERSION=([kubectl]="$K8S_VERSION" [kustomize]="$KUSTOMIZE_VERSION" [helm]="$HELM_VERSION")
-TOOLS_DIR="$REGCRED_CACHE/bin/tools-kubectl-$K8S_VERSION-kustomize-$KUSTOMIZE_VERSION-helm-$HELM_VERSION"
 
-tool_dir() { printf '%s\n' "$REGCRED_CACHE/bin/tools-$1-${TOOL_VERSION[$1]}"; }
-have() { [[ -x "$(tool_dir "$1")/$1" ]]; }
-
-all_cached() {
-  local t
-  for t in "${TOOLS[@]}"; do [[ -x "$TOOLS_DIR/$t" ]] || return 1; done
+build_kubectl() {
+  local dir="$WORK_ROOT/kubectl-$K8S_VERSION"
+  timed kubectl-modules "$WORK_ROOT/kubectl-$K8S_VERSION-modules.log" \
+    gen_module "$dir" regcred-operator.test/tools/kubectl \
+    k8s.io/kubernetes "$K8S_VERSION" "$(k8s_staging_version)" k8s.io/kubernetes/cmd/kubectl
+  timed kubectl "$WORK_ROOT/kubectl-$K8S_VERSION-build.log" \
+    build_bin "$dir" kubectl k8s.io/kubernetes/cmd/kubectl "$(k8s_ldflags)" version --client
 }
 
-# Fast path: no lock, no go invocation.
-if all_cached; then
-  log "tools cached: $TOOLS_DIR"
-  printf '%s\n' "$TOOLS_DIR"
-  exit 0
-fi
-
-for tool in go python3 flock; do
-  command -v "$tool" >/dev/null || { log "FAILED: build-tools: '$tool' not found on PATH"; exit 1; }
-done
-
-WORK_ROOT="$REGCRED_CACHE/work"
-mkdir -p "$WORK_ROOT" "$TOOLS_DIR"
-
-# Its own lock: the control plane's build (build.sh) need not wait for these.
-exec 9>"$REGCRED_CACHE/build-tools.lock"
-flock 9
-if all_cached; then
-  log "tools cached (built by a concurrent run): $TOOLS_DIR"
-  printf '%s\n' "$TOOLS_DIR"
-  exit 0
-fi
-
-# Temp outputs (.NAME.tmp.PID) sit next to their final name; leftovers of a killed build
-# go now (we hold the lock), ours on exit.
-for t in "${TOOLS[@]}"; do rm -f "$(tool_dir "$t")"/.*.tmp.*; done
-cleanup_tmp() {
-  local t
-  for t in "${TOOLS[@]}"; do rm -f "$(tool_dir "$t")"/.*.tmp."$$"; done
+build_kustomize() {
+  local dir="$WORK_ROOT/kustomize-$KUSTOMIZE_VERSION"
+  timed kustomize-modules "$WORK_ROOT/kustomize-$KUSTOMIZE_VERSION-modules.log" \
+    gen_module "$dir" regcred-operator.test/tools/kustomize \
+    sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION" "$KUSTOMIZE_VERSION" \
+    sigs.k8s.io/kustomize/kustomize/v5
+  # kustomize reads its own version from the build info of its module: no -X needed.
+  timed kustomize "$WORK_ROOT/kustomize-$KUSTOMIZE_VERSION-build.log" \
+    build_bin "$dir" kustomize sigs.k8s.io/kustomize/kustomize/v5 "-s -w" version
 }
-trap cleanup_tmp EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
-# build_helm DIR: helm's Makefile stamps its version and the Kubernetes version that
+# helm_bin DIR: helm's Makefile stamps its version and the Kubernetes version that
 # `helm template` and `helm lint` assume (.Capabilities.KubeVersion) from its client-go.
-build_helm() {
+helm_bin() {
   local dir="$1" client_go major minor flags
   cd "$dir"
   # client-go v0.N.x belongs to Kubernetes 1.N.
@@ -83,44 +59,18 @@ build_helm() {
   build_bin "$dir" helm helm.sh/helm/v3/cmd/helm "$flags" version
 }
 
-if ! have kubectl; then
-  OUT_DIR="$(tool_dir kubectl)"
-  mkdir -p "$OUT_DIR"
-  dir="$WORK_ROOT/kubectl-$K8S_VERSION"
-  timed kubectl-modules "$WORK_ROOT/kubectl-$K8S_VERSION-modules.log" \
-    gen_module "$dir" regcred-operator.test/tools/kubectl \
-    k8s.io/kubernetes "$K8S_VERSION" "$(k8s_staging_version)" k8s.io/kubernetes/cmd/kubectl
-  timed kubectl "$WORK_ROOT/kubectl-$K8S_VERSION-build.log" \
-    build_bin "$dir" kubectl k8s.io/kubernetes/cmd/kubectl "$(k8s_ldflags)" version --client
-fi
-
-if ! have kustomize; then
-  OUT_DIR="$(tool_dir kustomize)"
-  mkdir -p "$OUT_DIR"
-  dir="$WORK_ROOT/kustomize-$KUSTOMIZE_VERSION"
-  timed kustomize-modules "$WORK_ROOT/kustomize-$KUSTOMIZE_VERSION-modules.log" \
-    gen_module "$dir" regcred-operator.test/tools/kustomize \
-    sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION" "$KUSTOMIZE_VERSION" \
-    sigs.k8s.io/kustomize/kustomize/v5
-  # kustomize reads its own version from the build info of its module: no -X needed.
-  timed kustomize "$WORK_ROOT/kustomize-$KUSTOMIZE_VERSION-build.log" \
-    build_bin "$dir" kustomize sigs.k8s.io/kustomize/kustomize/v5 "-s -w" version
-fi
-
-if ! have helm; then
-  OUT_DIR="$(tool_dir helm)"
-  mkdir -p "$OUT_DIR"
-  dir="$WORK_ROOT/helm-$HELM_VERSION"
+build_helm() {
+  local dir="$WORK_ROOT/helm-$HELM_VERSION"
   timed helm-modules "$WORK_ROOT/helm-$HELM_VERSION-modules.log" \
     gen_module "$dir" regcred-operator.test/tools/helm \
     helm.sh/helm/v3 "$HELM_VERSION" "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
-  timed helm "$WORK_ROOT/helm-$HELM_VERSION-build.log" build_helm "$dir"
-fi
+  timed helm "$WORK_ROOT/helm-$HELM_VERSION-build.log" helm_bin "$dir"
+}
 
-for t in "${TOOLS[@]}"; do
-  have "$t" || { log "FAILED: build-tools: $t missing from $(tool_dir "$t") after build"; exit 1; }
-  ln -sfn "$(tool_dir "$t")/$t" "$TOOLS_DIR/$t"
-done
-all_cached || { log "FAILED: build-tools: tools missing from $TOOLS_DIR after build"; exit 1; }
-log "tools built into $TOOLS_DIR (${TIMINGS[*]:-all cached})"
-printf '%s\n' "$TOOLS_DIR"
+link_tools() {
+  local t
+  for t in kubectl kustomize helm; do go_tool_link "tools-$t" "${TOOL_VERSION[$t]}" "$t" "build_$t"; done
+}
+
+go_tool_cached tools "kubectl-$K8S_VERSION-kustomize-$KUSTOMIZE_VERSION-helm-$HELM_VERSION" \
+  "kubectl kustomize helm" link_tools

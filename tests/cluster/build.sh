@@ -12,75 +12,34 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/gobuild.sh
 . "$CLUSTER_SCRIPTS_DIR/gobuild.sh"
 
-BINARIES=(etcd kube-apiserver kube-controller-manager)
+# lib.sh's BIN_DIR, bin/k8s-<K8S_VERSION>-etcd-<ETCD_VERSION>, names the cache directory,
+# which up.sh reads: one name and key for both calls below.
+KEY="$K8S_VERSION-etcd-$ETCD_VERSION"
 
-have() { [[ -x "$BIN_DIR/$1" ]]; }
-
-all_cached() {
-  local b
-  for b in "${BINARIES[@]}"; do have "$b" || return 1; done
-}
-
-# Fast path: no lock, no go invocation.
-if all_cached; then
-  log "cached: $BIN_DIR"
-  printf '%s\n' "$BIN_DIR"
-  exit 0
-fi
-
-for tool in go python3 flock; do
-  command -v "$tool" >/dev/null || { log "FAILED: build: '$tool' not found on PATH"; exit 1; }
-done
-
-WORK_ROOT="$REGCRED_CACHE/work"
-OUT_DIR="$BIN_DIR"
-mkdir -p "$BIN_DIR" "$WORK_ROOT"
-
-# Serialise concurrent builds (e.g. parallel test jobs), then look again:
-# another process may have finished the build while we waited.
-exec 9>"$REGCRED_CACHE/build.lock"
-flock 9
-if all_cached; then
-  log "cached (built by a concurrent run): $BIN_DIR"
-  printf '%s\n' "$BIN_DIR"
-  exit 0
-fi
-
-# Temp outputs (.NAME.tmp.PID) live next to their final name (same
-# filesystem: mv is atomic), so an interrupted build never leaves a file that
-# looks cached. Leftovers of a killed build go now (we hold the lock), ours on exit.
-rm -f "$BIN_DIR"/.*.tmp.*
-trap 'rm -f "$BIN_DIR"/.*.tmp."$$"' EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# --- etcd: its own module, apart from Kubernetes' dependency graph ----------
-if ! have etcd; then
-  ETCD_DIR="$WORK_ROOT/etcd-$ETCD_VERSION"
+# etcd: its own module, apart from Kubernetes' dependency graph.
+build_etcd() {
+  local dir="$WORK_ROOT/etcd-$ETCD_VERSION"
   timed etcd-modules "$WORK_ROOT/etcd-$ETCD_VERSION-modules.log" \
-    gen_module "$ETCD_DIR" regcred-operator.test/cluster/etcd \
+    gen_module "$dir" regcred-operator.test/cluster/etcd \
     go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "$ETCD_VERSION" go.etcd.io/etcd/server/v3
   timed etcd "$WORK_ROOT/etcd-$ETCD_VERSION-build.log" \
-    build_bin "$ETCD_DIR" etcd go.etcd.io/etcd/server/v3 "-s -w"
-fi
+    build_bin "$dir" etcd go.etcd.io/etcd/server/v3 "-s -w"
+}
 
-# --- Kubernetes: k8s.io/kubernetes with its staging modules pinned ----------
-if ! have kube-apiserver || ! have kube-controller-manager; then
-  K8S_DIR="$WORK_ROOT/k8s-$K8S_VERSION"
-  K8S_STAGING_VERSION="$(k8s_staging_version)"
-  K8S_LDFLAGS="$(k8s_ldflags)"
+# Kubernetes: k8s.io/kubernetes with its staging modules pinned.
+build_k8s() {
+  local dir="$WORK_ROOT/k8s-$K8S_VERSION" name
   timed k8s-modules "$WORK_ROOT/k8s-$K8S_VERSION-modules.log" \
-    gen_module "$K8S_DIR" regcred-operator.test/cluster/k8s \
-    k8s.io/kubernetes "$K8S_VERSION" "$K8S_STAGING_VERSION" \
+    gen_module "$dir" regcred-operator.test/cluster/k8s \
+    k8s.io/kubernetes "$K8S_VERSION" "$(k8s_staging_version)" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
   for name in kube-apiserver kube-controller-manager; do
-    if ! have "$name"; then
+    if [[ ! -x "$OUT_DIR/$name" ]]; then
       timed "$name" "$WORK_ROOT/k8s-$K8S_VERSION-$name-build.log" \
-        build_bin "$K8S_DIR" "$name" "k8s.io/kubernetes/cmd/$name" "$K8S_LDFLAGS"
+        build_bin "$dir" "$name" "k8s.io/kubernetes/cmd/$name" "$(k8s_ldflags)"
     fi
   done
-fi
+}
 
-all_cached || { log "FAILED: build: binaries missing from $BIN_DIR after build"; exit 1; }
-log "built into $BIN_DIR (${TIMINGS[*]})"
-printf '%s\n' "$BIN_DIR"
+go_tool_cached k8s "$KEY" etcd build_etcd >/dev/null
+go_tool_cached k8s "$KEY" "kube-apiserver kube-controller-manager" build_k8s

@@ -1,10 +1,12 @@
 # shellcheck shell=bash disable=SC2034  # variables are used by the sourcing scripts
-# Go build helpers shared by build.sh (control plane) and build-tools.sh (kubectl, kustomize,
-# helm). Sourced after lib.sh, never run. The sourcing script sets:
-#   WORK_ROOT  where generated modules and build logs go
-#   OUT_DIR    where finished binaries go (temp files next to them, so mv is atomic)
-# and installs an EXIT trap removing "$OUT_DIR"/.*.tmp.$$ (leftovers of an interrupted build).
+# Go build helpers shared by the scripts that build test tools from Go modules: build.sh
+# (control plane), build-tools.sh (kubectl, kustomize, helm), build-node.sh (the test node),
+# tests/kubelet-oracle/build.sh and tests/kstatus/build.sh. Sourced after lib.sh, never run.
+# Each tool goes through go_tool_cached, which owns the cache directory, its lock and the
+# atomic build; the scripts say only what to build.
 
+# Generated modules and build logs; outside the clone, shared by every clone on the machine.
+WORK_ROOT="$REGCRED_CACHE/work"
 TIMINGS=()
 
 # run_step PIECE LOGFILE CMD...: run CMD with its output in LOGFILE; on failure
@@ -33,6 +35,7 @@ gen_module() {
   local dir="$1" modpath="$2" module="$3" version="$4" pin="$5"
   shift 5
   local json gomod edits=() line tool
+  command -v python3 >/dev/null || { echo "python3 not found on PATH"; return 1; }
   # On failure the JSON carries the reason ("Error"): show it in the log.
   if ! json="$(cd "$WORK_ROOT" && GOWORK=off go mod download -json "$module@$version")"; then
     printf '%s\n' "$json"
@@ -70,19 +73,35 @@ for r in m.get("Replace") or []:
   GOWORK=off go mod tidy
 }
 
-# build_bin DIR NAME PACKAGE LDFLAGS [VERSION-ARGS...]
+# build_bin [--check FN] DIR NAME PACKAGE LDFLAGS [VERSION-ARGS...]
 # Build PACKAGE of the module in DIR into OUT_DIR/NAME; VERSION-ARGS (default --version) are
-# run on the result for the log.
+# run on the result for the log. With --check, `FN BINARY` runs instead and must succeed
+# before the binary counts as built (a smoke test; `true` for programs that have no
+# --version, or would not return). The build is the same for a generated module and for
+# one in the clone: -mod=readonly so it never edits the clone's go.mod, -buildvcs=false so
+# the clone's git state neither stamps the binary nor can fail the build.
 build_bin() {
+  local check=""
+  if [[ "$1" == --check ]]; then
+    check="$2"
+    shift 2
+  fi
   local dir="$1" name="$2" pkg="$3" ldflags="$4"
   shift 4
   local version_args=("$@")
   ((${#version_args[@]})) || version_args=(--version)
-  # ($$ is the script's pid even in run_step's subshell: the EXIT trap's glob.)
+  # Next to the final name (same filesystem: mv is atomic), so an interrupted build never
+  # leaves a file that looks cached. ($$ is the script's pid even in run_step's subshell:
+  # go_tool_cached's EXIT trap removes this name.)
   local tmp="$OUT_DIR/.$name.tmp.$$"
   cd "$dir"
-  GOWORK=off CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp" "$pkg"
-  "$tmp" "${version_args[@]}" 2>&1 | head -n 3 || true
+  GOWORK=off CGO_ENABLED=0 go build -mod=readonly -buildvcs=false -trimpath \
+    -ldflags "$ldflags" -o "$tmp" "$pkg"
+  if [[ -n "$check" ]]; then
+    "$check" "$tmp"
+  else
+    "$tmp" "${version_args[@]}" 2>&1 | head -n 3 || true
+  fi
   mv -f "$tmp" "$OUT_DIR/$name"
 }
 
@@ -112,3 +131,85 @@ k8s_ldflags() {
 # k8s_staging_version: v1.36.3 -> v0.36.3, the version of the staging modules
 # (k8s.io/api, k8s.io/client-go, k8s.io/kubectl, ...) that belong to K8S_VERSION.
 k8s_staging_version() { printf 'v0.%s\n' "${K8S_VERSION#v1.}"; }
+
+# with_lock FILE CMD...: run CMD in a subshell that holds an exclusive flock on FILE, so
+# that parallel runs (test jobs, CI steps) build or install a thing once: the others wait,
+# then find it done. errexit is set again because a command substitution does not inherit it.
+with_lock() {
+  local file="$1"
+  shift
+  (
+    set -euo pipefail
+    exec 9>"$file"
+    flock 9
+    "$@"
+  )
+}
+
+# all_executable DIR NAME...
+all_executable() {
+  local dir="$1" name
+  shift
+  for name in "$@"; do [[ -x "$dir/$name" ]] || return 1; done
+}
+
+# go_tool_cached NAME KEY BINS BUILD [ARG...]
+# Print the directory $REGCRED_CACHE/bin/NAME-KEY once each of BINS (space-separated file
+# names) is executable there; if one is not, first run `BUILD ARG...` with OUT_DIR set to
+# that directory (its steps through `timed`, binaries through build_bin or go_tool_link).
+# KEY holds every version or source digest the binaries depend on: a bump lands in a new
+# directory, so a cached run can skip the lock and go altogether. The build holds
+# NAME-KEY.lock and looks again first: a parallel run may have built them meanwhile.
+# Exits non-zero, with the failing step's log tail on stderr, when the build fails. Call it
+# as a plain command or in $(...), never in a condition: that switches off errexit in BUILD.
+go_tool_cached() {
+  local name="$1" key="$2" bins="$3"
+  shift 3
+  local dir="$REGCRED_CACHE/bin/$name-$key" list tool
+  read -r -a list <<<"$bins"
+  if all_executable "$dir" "${list[@]}"; then
+    log "cached: $dir (${list[*]})"
+    printf '%s\n' "$dir"
+    return 0
+  fi
+  for tool in go flock; do
+    command -v "$tool" >/dev/null || { log "FAILED: $name: '$tool' not found on PATH"; return 1; }
+  done
+  mkdir -p "$dir" "$WORK_ROOT"
+  with_lock "$dir.lock" go_tool_build "$name" "$dir" "$bins" "$@"
+}
+
+# go_tool_build NAME DIR BINS BUILD [ARG...]: go_tool_cached's part under the lock.
+go_tool_build() {
+  local name="$1" dir="$2" list
+  read -r -a list <<<"$3"
+  shift 3
+  if all_executable "$dir" "${list[@]}"; then
+    log "cached (built by a concurrent run): $dir (${list[*]})"
+    printf '%s\n' "$dir"
+    return 0
+  fi
+  # Leftovers of a killed build go now (the lock is ours), this build's on exit.
+  rm -f "$dir"/.*.tmp.*
+  # shellcheck disable=SC2064  # expanded now: the directory of this call
+  trap "rm -f $(printf '%q' "$dir")/.*.tmp.$$" EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  TIMINGS=()
+  OUT_DIR="$dir"
+  "$@"
+  all_executable "$dir" "${list[@]}" ||
+    { log "FAILED: $name: ${list[*]} not all in $dir after the build"; exit 1; }
+  log "$name: built into $dir${TIMINGS[*]:+ (${TIMINGS[*]})}"
+  printf '%s\n' "$dir"
+}
+
+# go_tool_link NAME KEY BINS BUILD [ARG...]: go_tool_cached, then a symlink in OUT_DIR to
+# each of BINS. For a directory that gathers tools cached apart (each keyed by its own
+# version, so bumping one rebuilds only that one) under a key naming all their versions.
+go_tool_link() {
+  local bins="$3" piece b list
+  read -r -a list <<<"$bins"
+  piece="$(go_tool_cached "$@")"
+  for b in "${list[@]}"; do ln -sfn "$piece/$b" "$OUT_DIR/$b"; done
+}
