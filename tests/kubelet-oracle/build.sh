@@ -15,36 +15,6 @@ ORACLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$CLUSTER_SCRIPTS_DIR/gobuild.sh"
 
 SOURCE_HASH="$(cat "$ORACLE_DIR/main.go" "$ORACLE_DIR/build.sh" | sha256sum | cut -c1-12)"
-OUT_DIR="$REGCRED_CACHE/bin/kubelet-oracle-$K8S_VERSION-$SOURCE_HASH"
-BIN="$OUT_DIR/kubelet-oracle"
-
-# Fast path: no lock, no go invocation.
-if [[ -x "$BIN" ]]; then
-  log "cached: $BIN"
-  printf '%s\n' "$BIN"
-  exit 0
-fi
-
-for tool in go python3 flock sha256sum; do
-  command -v "$tool" >/dev/null || { log "FAILED: kubelet-oracle: '$tool' not found on PATH"; exit 1; }
-done
-
-WORK_ROOT="$REGCRED_CACHE/work"
-mkdir -p "$OUT_DIR" "$WORK_ROOT"
-
-# Its own lock: the control plane's and the tools' builds need not wait for this one (they
-# share the Go module and build caches, which Go itself keeps consistent).
-exec 9>"$REGCRED_CACHE/kubelet-oracle.lock"
-flock 9
-if [[ -x "$BIN" ]]; then
-  log "cached (built by a concurrent run): $BIN"
-  printf '%s\n' "$BIN"
-  exit 0
-fi
-rm -f "$OUT_DIR"/.*.tmp.*
-trap 'rm -f "$OUT_DIR"/.*.tmp."$$"' EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # The module: the replace list generated from the served go.mod (gen_module), then this
 # directory's program, which keeps the k8s.io/kubernetes requirement alive through tidy.
@@ -59,11 +29,12 @@ oracle_module() {
   cat go.mod
 }
 
-MOD_DIR="$WORK_ROOT/kubelet-oracle-$K8S_VERSION"
-timed kubelet-oracle-module "$WORK_ROOT/kubelet-oracle-$K8S_VERSION-modules.log" oracle_module "$MOD_DIR"
-timed kubelet-oracle "$WORK_ROOT/kubelet-oracle-$K8S_VERSION-build.log" \
-  build_bin "$MOD_DIR" kubelet-oracle . "-s -w"
+build_oracle() {
+  local dir="$WORK_ROOT/kubelet-oracle-$K8S_VERSION"
+  timed kubelet-oracle-module "$WORK_ROOT/kubelet-oracle-$K8S_VERSION-modules.log" oracle_module "$dir"
+  timed kubelet-oracle "$WORK_ROOT/kubelet-oracle-$K8S_VERSION-build.log" \
+    build_bin "$dir" kubelet-oracle . "-s -w"
+}
 
-[[ -x "$BIN" ]] || { log "FAILED: kubelet-oracle: $BIN missing after build"; exit 1; }
-log "built $BIN (${TIMINGS[*]})"
-printf '%s\n' "$BIN"
+dir="$(go_tool_cached kubelet-oracle "$K8S_VERSION-$SOURCE_HASH" kubelet-oracle build_oracle)"
+printf '%s\n' "$dir/kubelet-oracle"
