@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::reason::Reason;
 
@@ -52,76 +52,61 @@ pub(crate) struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("regcred");
-        let reconciles = Family::<ResultLabels, Counter>::default();
-        registry.register("reconciles", "RegistryCredential reconciles by result", reconciles.clone());
+        let r = &mut registry;
+        let reconciles = registered(r, "reconciles", "RegistryCredential reconciles by result");
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        registry.register_with_unit(
+        r.register_with_unit(
             "reconcile_duration",
             "Time one RegistryCredential reconcile takes",
             prometheus_client::registry::Unit::Seconds,
             reconcile_duration.clone(),
         );
-        let namespace_reconciles = Counter::default();
-        registry.register(
-            "namespace_reconciles",
-            "Namespace reconciles (each plans one namespace for every RegistryCredential)",
-            namespace_reconciles.clone(),
-        );
-        let api_writes = Family::<WriteLabels, Counter>::default();
-        registry.register(
-            "api_writes",
-            "Write requests sent to the API server, by resource and verb",
-            api_writes.clone(),
-        );
-        let sync_failures = Family::<ReasonLabels, Counter>::default();
-        registry.register("sync_failures", "Namespaces that failed to sync, by reason", sync_failures.clone());
-        let patch_conflicts = Counter::default();
-        registry.register(
-            "service_account_patch_conflicts",
-            "Guarded ServiceAccount patches refused because the ServiceAccount changed meanwhile",
-            patch_conflicts.clone(),
-        );
-        let requests_throttled = Counter::default();
-        registry.register(
-            "api_requests_throttled",
-            "Responses 429 (too many requests) or 503 from the API server; each one slows the operator down",
-            requests_throttled.clone(),
-        );
-        let request_limit = Gauge::default();
-        registry.register(
-            "api_requests_in_flight_limit",
-            "Requests the operator allows itself in flight now (halved on 429, regained on success)",
-            request_limit.clone(),
-        );
-        let pods_evicted = Counter::default();
-        registry.register(
-            "stuck_pods_evicted",
-            "Pods stuck without the copy that were evicted for their controllers to recreate",
-            pods_evicted.clone(),
-        );
-        let managed_namespaces = Family::<CredentialLabels, Gauge>::default();
-        registry.register(
-            "managed_namespaces",
-            "Namespaces holding the current copy, by RegistryCredential",
-            managed_namespaces.clone(),
-        );
-        let leader = Gauge::default();
-        registry.register("leader", "1 when this replica holds the leader Lease", leader.clone());
         Metrics {
-            registry: Mutex::new(registry),
             reconciles,
             reconcile_duration,
-            namespace_reconciles,
-            api_writes,
-            sync_failures,
-            patch_conflicts,
-            requests_throttled,
-            request_limit,
-            pods_evicted,
-            managed_namespaces,
-            leader,
+            namespace_reconciles: registered(
+                r,
+                "namespace_reconciles",
+                "Namespace reconciles (each plans one namespace for every RegistryCredential)",
+            ),
+            api_writes: registered(r, "api_writes", "Write requests sent to the API server, by resource and verb"),
+            sync_failures: registered(r, "sync_failures", "Namespaces that failed to sync, by reason"),
+            patch_conflicts: registered(
+                r,
+                "service_account_patch_conflicts",
+                "Guarded ServiceAccount patches refused because the ServiceAccount changed meanwhile",
+            ),
+            requests_throttled: registered(
+                r,
+                "api_requests_throttled",
+                "Responses 429 (too many requests) or 503 from the API server; each one slows the operator down",
+            ),
+            request_limit: registered(
+                r,
+                "api_requests_in_flight_limit",
+                "Requests the operator allows itself in flight now (halved on 429, regained on success)",
+            ),
+            pods_evicted: registered(
+                r,
+                "stuck_pods_evicted",
+                "Pods stuck without the copy that were evicted for their controllers to recreate",
+            ),
+            managed_namespaces: registered(
+                r,
+                "managed_namespaces",
+                "Namespaces holding the current copy, by RegistryCredential",
+            ),
+            leader: registered(r, "leader", "1 when this replica holds the leader Lease"),
+            registry: Mutex::new(registry),
         }
     }
+}
+
+/// A new metric of its default value, registered under `name`.
+fn registered<M: Metric + Clone + Default>(registry: &mut Registry, name: &str, help: &str) -> M {
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 impl Metrics {

@@ -270,90 +270,112 @@ pub fn docker_config_from_basic_auth(
 
 fn build<'a>(
     raw_entries: impl Iterator<Item = (&'a str, &'a Json)>,
-    mut warnings: Vec<ConfigWarning>,
+    warnings: Vec<ConfigWarning>,
 ) -> Result<Normalized, InvalidDockerConfig> {
-    let mut problems = Vec::new();
-    // canonical key -> (raw keys that produced it, credentials)
-    let mut merged: BTreeMap<String, (Vec<String>, RegistryAuth)> = BTreeMap::new();
-    // Keys as written (trimmed), and spellings kept beside a canonical key: (entry, kept, canonical).
-    let mut written = std::collections::BTreeSet::new();
-    let mut kept_beside = Vec::new();
+    let mut merge = Merge { warnings, ..Merge::default() };
     for (raw_key, value) in raw_entries {
+        merge.add(raw_key, value);
+    }
+    merge.finish()
+}
+
+/// Entries filed under their canonical keys as they are read, with what reading them found.
+#[derive(Default)]
+struct Merge {
+    problems: Vec<ConfigProblem>,
+    warnings: Vec<ConfigWarning>,
+    /// Canonical key -> (raw keys that produced it, credentials).
+    merged: BTreeMap<String, (Vec<String>, RegistryAuth)>,
+    /// Keys as written (trimmed).
+    written: std::collections::BTreeSet<String>,
+    /// Spellings kept beside a canonical key: (entry, kept, canonical).
+    kept_beside: Vec<(String, String, String)>,
+}
+
+impl Merge {
+    fn add(&mut self, raw_key: &str, value: &Json) {
         let shown = raw_key.trim().to_owned();
-        written.insert(shown.clone());
+        self.written.insert(shown.clone());
         let key = normalize_registry_key(raw_key);
         // Messages name the entry redacted: a rejected key may carry a token.
         let named = redact_key(&shown);
-        let auth = parse_entry(&named, value, &mut warnings);
+        let auth = parse_entry(&named, value, &mut self.warnings);
         let (key, auth) = match (key, auth) {
             (Ok(key), Ok(auth)) => (key, auth),
             (key, auth) => {
                 if let Err(problem) = key {
-                    problems.push(ConfigProblem::InvalidKey { key: named.clone(), problem });
+                    self.problems.push(ConfigProblem::InvalidKey { key: named.clone(), problem });
                 }
-                problems.extend(auth.err());
-                continue;
+                self.problems.extend(auth.err());
+                return;
             }
         };
         for warning in key.warnings {
-            warnings.push(ConfigWarning::Key { key: shown.clone(), warning });
+            self.warnings.push(ConfigWarning::Key { key: shown.clone(), warning });
         }
         if let Some(kept) = &key.kept {
-            kept_beside.push((shown.clone(), kept.clone(), key.canonical.clone()));
+            self.kept_beside.push((shown.clone(), kept.clone(), key.canonical.clone()));
         }
         for filed in std::iter::once(key.canonical).chain(key.kept) {
-            match merged.get_mut(&filed) {
-                Some((sources, existing)) if *existing == auth => {
-                    if !sources.contains(&shown) {
-                        sources.push(shown.clone());
-                    }
+            self.file(filed, &shown, &auth);
+        }
+    }
+
+    /// Files `auth` from the entry `shown` under `filed`; another credential there is a conflict.
+    fn file(&mut self, filed: String, shown: &str, auth: &RegistryAuth) {
+        match self.merged.get_mut(&filed) {
+            Some((sources, existing)) if existing == auth => {
+                if !sources.iter().any(|s| s == shown) {
+                    sources.push(shown.to_owned());
                 }
-                Some((sources, _)) => problems.push(ConfigProblem::ConflictingDuplicates {
-                    first: sources[0].clone(),
-                    second: shown.clone(),
-                    canonical: filed,
-                }),
-                None => {
-                    merged.insert(filed, (vec![shown.clone()], auth.clone()));
-                }
+            }
+            Some((sources, _)) => self.problems.push(ConfigProblem::ConflictingDuplicates {
+                first: sources[0].clone(),
+                second: shown.to_owned(),
+                canonical: filed,
+            }),
+            None => {
+                self.merged.insert(filed, (vec![shown.to_owned()], auth.clone()));
             }
         }
     }
-    if !problems.is_empty() {
-        return Err(InvalidDockerConfig { problems });
-    }
-    if merged.is_empty() {
-        return Err(ConfigProblem::NoEntries.into());
-    }
-    // Already normalized input (a kept spelling with its canonical key beside it) is left as it is:
-    // nothing to report, so that normalizing twice changes nothing.
-    for (key, kept, canonical) in kept_beside {
-        if !written.contains(&canonical) {
-            warnings.push(ConfigWarning::KeptBeside { key, kept, canonical });
+
+    fn finish(mut self) -> Result<Normalized, InvalidDockerConfig> {
+        if !self.problems.is_empty() {
+            return Err(InvalidDockerConfig { problems: self.problems });
         }
-    }
-    let mut rewrites = Vec::new();
-    let mut auths = BTreeMap::new();
-    for (filed, (sources, _)) in &merged {
-        // A source that is itself in the output was not merged away.
-        let gone = |source: &String| source == filed || !merged.contains_key(source);
-        let merged_here: Vec<String> = sources.iter().filter(|s| gone(s)).cloned().collect();
-        if merged_here.len() > 1 {
-            warnings.push(ConfigWarning::Merged { keys: merged_here, to: filed.clone() });
+        if self.merged.is_empty() {
+            return Err(ConfigProblem::NoEntries.into());
         }
-        // Rewritten: a source that is gone, or a kept one whose canonical key is new.
-        rewrites.extend(
-            sources
-                .iter()
-                .filter(|from| *from != filed && (!merged.contains_key(*from) || !written.contains(filed)))
-                .map(|from| KeyRewrite { from: from.clone(), to: filed.clone() }),
-        );
+        // Already normalized input (a kept spelling with its canonical key beside it) is left as
+        // it is: nothing to report, so that normalizing twice changes nothing.
+        for (key, kept, canonical) in std::mem::take(&mut self.kept_beside) {
+            if !self.written.contains(&canonical) {
+                self.warnings.push(ConfigWarning::KeptBeside { key, kept, canonical });
+            }
+        }
+        let mut rewrites = Vec::new();
+        for (filed, (sources, _)) in &self.merged {
+            // A source that is itself in the output was not merged away.
+            let gone = |source: &String| source == filed || !self.merged.contains_key(source);
+            let merged_here: Vec<String> = sources.iter().filter(|s| gone(s)).cloned().collect();
+            if merged_here.len() > 1 {
+                self.warnings.push(ConfigWarning::Merged { keys: merged_here, to: filed.clone() });
+            }
+            // Rewritten: a source that is gone, or a kept one whose canonical key is new.
+            rewrites.extend(
+                sources
+                    .iter()
+                    .filter(|from| {
+                        *from != filed && (!self.merged.contains_key(*from) || !self.written.contains(filed))
+                    })
+                    .map(|from| KeyRewrite { from: from.clone(), to: filed.clone() }),
+            );
+        }
+        let auths = self.merged.into_iter().map(|(filed, (_, auth))| (filed, auth)).collect();
+        rewrites.sort();
+        Ok(Normalized { config: DockerConfig { auths }, rewrites, warnings: self.warnings })
     }
-    for (filed, (_, auth)) in merged {
-        auths.insert(filed, auth);
-    }
-    rewrites.sort();
-    Ok(Normalized { config: DockerConfig { auths }, rewrites, warnings })
 }
 
 /// The fields of one entry that the kubelet reads, resolved to a username and password.
