@@ -597,15 +597,24 @@ mod tests {
     }
 
     #[test]
+    fn every_rejection_of_the_document_says_what_is_wrong() {
+        let cases: Vec<(&str, ConfigProblem)> = vec![
+            ("not json", ConfigProblem::NotJson("syntax error at line 1 column 2".into())),
+            ("{", ConfigProblem::NotJson("unexpected end of input at line 1 column 1".into())),
+            ("[]", ConfigProblem::NotAnObject),
+            (r#"{"auths":[]}"#, ConfigProblem::AuthsNotAnObject),
+            (r#"{"auths":{}}"#, ConfigProblem::NoEntries),
+            ("{}", ConfigProblem::NoEntries),
+            (r#"{"credsStore":"desktop"}"#, ConfigProblem::NoEntries),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(problems(input), vec![expected], "{input}");
+        }
+    }
+
+    #[test]
     fn every_rejection_names_its_entry() {
         let cases: Vec<(String, ConfigProblem)> = vec![
-            ("not json".into(), ConfigProblem::NotJson("syntax error at line 1 column 2".into())),
-            ("{".into(), ConfigProblem::NotJson("unexpected end of input at line 1 column 1".into())),
-            ("[]".into(), ConfigProblem::NotAnObject),
-            (r#"{"auths":[]}"#.into(), ConfigProblem::AuthsNotAnObject),
-            (r#"{"auths":{}}"#.into(), ConfigProblem::NoEntries),
-            ("{}".into(), ConfigProblem::NoEntries),
-            (r#"{"credsStore":"desktop"}"#.into(), ConfigProblem::NoEntries),
             (r#"{"auths":{"quay.io":"x"}}"#.into(), ConfigProblem::EntryNotAnObject { key: "quay.io".into() }),
             (
                 r#"{"auths":{"quay.io":{"username":1,"password":"p"}}}"#.into(),
