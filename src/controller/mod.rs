@@ -12,6 +12,8 @@ mod cache;
 mod contest;
 mod context;
 mod error;
+#[cfg(test)]
+mod fixture;
 mod namespace;
 mod ownership;
 mod plan;

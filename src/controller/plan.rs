@@ -349,97 +349,20 @@ pub(crate) fn plan_cleanup<'a>(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use k8s_openapi::api::core::v1::LocalObjectReference;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta, OwnerReference, Time};
+    use kube::api::PartialObjectMeta;
     use serde_json::json;
 
     use super::*;
     use crate::controller::cache::{Account, ObjectCache};
+    use crate::controller::fixture::{account, copy, credential, edited_by, namespace, terminating};
     use crate::controller::ownership::content_digest;
-    use crate::controller::ownership::{
-        ADDED_PULL_SECRETS_ANNOTATION, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL,
-        MANAGED_BY_VALUE,
-    };
     use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-    use kube::api::PartialObjectMeta;
 
     const PAYLOAD: &str = r#"{"auths":{"registry.test":{"auth":"dTpw","password":"p","username":"u"}}}"#;
 
-    fn credential(name: &str, created: i64, spec: serde_json::Value) -> RegistryCredential {
-        let mut full = json!({"source": {"secretRef": {"namespace": "regcred-system", "name": "src"}},
-                              "namespaceSelector": {"matchLabels": {"team": "a"}}});
-        full.as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
-        let mut credential: RegistryCredential = serde_json::from_value(json!({
-            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential",
-            "metadata": {"name": name, "uid": format!("uid-{name}")}, "spec": full,
-        }))
-        .unwrap();
-        credential.metadata.creation_timestamp =
-            Some(Time(k8s_openapi::jiff::Timestamp::from_second(created).unwrap()));
-        credential
-    }
-
-    fn namespace(name: &str, team: &str) -> Namespace {
-        Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                labels: Some(BTreeMap::from([("team".to_owned(), team.to_owned())])),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-    }
-
-    fn account(namespace: &str, name: &str, entries: &[&str], record: Option<&str>) -> ServiceAccount {
-        let mut account = ServiceAccount {
-            metadata: ObjectMeta { name: Some(name.into()), namespace: Some(namespace.into()), ..Default::default() },
-            image_pull_secrets: Some(entries.iter().map(|e| LocalObjectReference { name: e.to_string() }).collect()),
-            ..Default::default()
-        };
-        if let Some(record) = record {
-            account.metadata.annotations =
-                Some(BTreeMap::from([(ADDED_PULL_SECRETS_ANNOTATION.to_owned(), record.to_owned())]));
-        }
-        account
-    }
-
-    /// A copy as the operator writes it for `owner`, holding `payload`, as the cache holds it.
-    fn copy(namespace: &str, name: &str, owner: &RegistryCredential, payload: &str) -> PartialObjectMeta<Secret> {
-        PartialObjectMeta::<Secret> {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                uid: Some(format!("uid-{namespace}-{name}")),
-                namespace: Some(namespace.into()),
-                labels: Some(BTreeMap::from([
-                    (MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned()),
-                    (CREDENTIAL_LABEL.to_owned(), owner.name_any()),
-                ])),
-                owner_references: Some(vec![OwnerReference {
-                    api_version: "regcred.dev/v1alpha1".into(),
-                    kind: "RegistryCredential".into(),
-                    uid: owner.metadata.uid.clone().unwrap(),
-                    name: owner.name_any(),
-                    controller: Some(true),
-                    ..Default::default()
-                }]),
-                annotations: Some(BTreeMap::from([(
-                    CONTENT_DIGEST_ANNOTATION.to_owned(),
-                    content_digest(payload.as_bytes()),
-                )])),
-                managed_fields: Some(vec![payload_written_by(FIELD_MANAGER)]),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-    }
-
-    fn payload_written_by(manager: &str) -> ManagedFieldsEntry {
-        serde_json::from_value(json!({
-            "manager": manager, "operation": "Update", "fieldsV1": {"f:data": {"f:.dockerconfigjson": {}}},
-        }))
-        .unwrap()
+    /// A credential selecting the namespaces of team `a`, created at `second`.
+    fn team_a(name: &str, second: i64) -> RegistryCredential {
+        credential(name).selecting_team("a").created_at(second).build()
     }
 
     fn stale(name: &str, namespace: &str) -> CopyRef {
@@ -447,34 +370,48 @@ mod tests {
     }
 
     /// The cluster as the caches would hold it.
-    struct Cluster<'a> {
-        credentials: &'a [RegistryCredential],
-        namespaces: &'a [Namespace],
+    #[derive(Default)]
+    struct Cluster {
+        credentials: Vec<RegistryCredential>,
+        namespaces: Vec<Namespace>,
         objects: ObjectCache,
-        source_namespaces: &'a [String],
+        source_namespaces: Vec<String>,
     }
 
-    fn state<'a>(
-        credentials: &'a [RegistryCredential],
-        namespaces: &'a [Namespace],
-        secrets: &[PartialObjectMeta<Secret>],
-        accounts: &[ServiceAccount],
-    ) -> Cluster<'a> {
-        let objects = ObjectCache::default();
-        for secret in secrets {
-            objects.apply(&secret.namespace().unwrap(), &secret.name_any(), Copy::from_metadata(&secret.metadata));
+    impl Cluster {
+        fn of(credentials: &[&RegistryCredential]) -> Cluster {
+            Cluster { credentials: credentials.iter().map(|c| (*c).clone()).collect(), ..Default::default() }
         }
-        for account in accounts {
-            objects.apply(&account.namespace().unwrap(), &account.name_any(), Some(Account::from_object(account)));
-        }
-        Cluster { credentials, namespaces, objects, source_namespaces: &[] }
-    }
 
-    impl Cluster<'_> {
-        fn with_objects<R>(&self, f: impl FnOnce(&ClusterState, Vec<NamespaceView>) -> R) -> R {
+        fn namespace(mut self, namespace: Namespace) -> Self {
+            self.namespaces.push(namespace);
+            self
+        }
+
+        fn copy(self, copy: PartialObjectMeta<Secret>) -> Self {
+            self.objects.apply(&copy.namespace().unwrap(), &copy.name_any(), Copy::from_metadata(&copy.metadata));
+            self
+        }
+
+        fn account(self, account: ServiceAccount) -> Self {
+            self.objects.apply(
+                &account.namespace().unwrap(),
+                &account.name_any(),
+                Some(Account::from_object(&account)),
+            );
+            self
+        }
+
+        /// With `namespace` trusted for sources.
+        fn trusting(mut self, namespace: &str) -> Self {
+            self.source_namespaces.push(namespace.to_owned());
+            self
+        }
+
+        fn with_views<R>(&self, f: impl FnOnce(&ClusterState, Vec<NamespaceView>) -> R) -> R {
             let state = ClusterState {
                 credentials: self.credentials.iter().collect(),
-                source_namespaces: self.source_namespaces,
+                source_namespaces: &self.source_namespaces,
             };
             let objects: Vec<NamespaceObjects> =
                 self.namespaces.iter().map(|n| self.objects.namespace(&n.name_any())).collect();
@@ -485,25 +422,24 @@ mod tests {
 
         fn plan(&self, credential: &RegistryCredential, payload: Option<&str>) -> Plan {
             let digest = payload.map(|p| content_digest(p.as_bytes()));
-            self.with_objects(|state, views| plan(credential, state, views, digest.as_deref()))
+            self.with_views(|state, views| plan(credential, state, views, digest.as_deref()))
         }
 
         fn cleanup(&self, credential: &RegistryCredential) -> BTreeMap<String, NamespaceWork> {
-            self.with_objects(|state, views| plan_cleanup(credential, state, views))
+            self.with_views(|state, views| plan_cleanup(credential, state, views))
         }
     }
 
     #[test]
     fn a_selected_namespace_without_a_copy_gets_one_and_its_accounts_an_entry() {
-        let rc = credential("rc", 1, json!({}));
-        let credentials = [rc.clone()];
-        let namespaces = [namespace("a1", "a"), namespace("b1", "b")];
-        let accounts = [
-            account("a1", "default", &["mine"], None),
-            account("a1", "other", &[], None),
-            account("b1", "default", &[], None),
-        ];
-        let plan = state(&credentials, &namespaces, &[], &accounts).plan(&rc, Some(PAYLOAD));
+        let rc = team_a("rc", 1);
+        let plan = Cluster::of(&[&rc])
+            .namespace(namespace("a1", "a"))
+            .namespace(namespace("b1", "b"))
+            .account(account("a1", "default", &["mine"], None))
+            .account(account("a1", "other", &[], None))
+            .account(account("b1", "default", &[], None))
+            .plan(&rc, Some(PAYLOAD));
         assert_eq!(plan.matched.iter().collect::<Vec<_>>(), vec!["a1"]);
         assert_eq!(
             plan.work.get("a1"),
@@ -518,57 +454,48 @@ mod tests {
 
     #[test]
     fn converged_state_plans_nothing() {
-        let rc = credential("rc", 1, json!({}));
-        let credentials = [rc.clone()];
-        let namespaces = [namespace("a1", "a")];
-        let secrets = [copy("a1", "regcred", &rc, PAYLOAD)];
-        let accounts = [account("a1", "default", &["regcred"], Some("regcred"))];
-        let plan = state(&credentials, &namespaces, &secrets, &accounts).plan(&rc, Some(PAYLOAD));
+        let rc = team_a("rc", 1);
+        let plan = Cluster::of(&[&rc])
+            .namespace(namespace("a1", "a"))
+            .copy(copy("a1", "regcred", &rc, PAYLOAD))
+            .account(account("a1", "default", &["regcred"], Some("regcred")))
+            .plan(&rc, Some(PAYLOAD));
         assert!(plan.work.is_empty(), "{plan:?}");
         assert_eq!(plan.matched.len(), 1);
     }
 
     #[test]
     fn a_stale_or_edited_copy_is_updated() {
-        let rc = credential("rc", 1, json!({}));
-        let credentials = [rc.clone()];
-        let namespaces = [namespace("a1", "a")];
+        let rc = team_a("rc", 1);
         // Edited by hand: the digest still says current, but another field manager took the data.
-        let mut edited = copy("a1", "regcred", &rc, PAYLOAD);
-        edited.metadata.managed_fields =
-            Some(vec![serde_json::from_value(json!({
-            "manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:data": {"f:.dockerconfigjson": {}}},
-        }))
-        .unwrap()]);
+        let edited = edited_by(copy("a1", "regcred", &rc, PAYLOAD), "kubectl-edit");
         for secret in [copy("a1", "regcred", &rc, "{}"), edited] {
-            let secrets = [secret];
-            let plan = state(&credentials, &namespaces, &secrets, &[]).plan(&rc, Some(PAYLOAD));
+            let plan = Cluster::of(&[&rc]).namespace(namespace("a1", "a")).copy(secret).plan(&rc, Some(PAYLOAD));
             assert_eq!(plan.work["a1"].secret, Some(SecretChange::Update));
         }
     }
 
     #[test]
     fn an_unusable_source_plans_no_change_at_all() {
-        let rc = credential("rc", 1, json!({}));
-        let credentials = [rc.clone()];
-        let namespaces = [namespace("a1", "a"), namespace("b1", "b")];
-        let secrets = [copy("b1", "regcred", &rc, PAYLOAD)];
-        let plan = state(&credentials, &namespaces, &secrets, &[]).plan(&rc, None);
+        let rc = team_a("rc", 1);
+        let plan = Cluster::of(&[&rc])
+            .namespace(namespace("a1", "a"))
+            .namespace(namespace("b1", "b"))
+            .copy(copy("b1", "regcred", &rc, PAYLOAD))
+            .plan(&rc, None);
         assert!(plan.work.is_empty(), "neither create nor prune: {plan:?}");
         assert_eq!(plan.matched.len(), 1);
     }
 
     #[test]
     fn a_namespace_that_stops_matching_is_pruned_of_the_operators_entries_only() {
-        let rc = credential("rc", 1, json!({}));
-        let credentials = [rc.clone()];
-        let namespaces = [namespace("b1", "b")];
-        let secrets = [copy("b1", "regcred", &rc, PAYLOAD)];
-        let accounts = [
-            account("b1", "default", &["mine", "regcred"], Some("regcred")),
-            account("b1", "users", &["regcred"], None),
-        ];
-        let plan = state(&credentials, &namespaces, &secrets, &accounts).plan(&rc, Some(PAYLOAD));
+        let rc = team_a("rc", 1);
+        let plan = Cluster::of(&[&rc])
+            .namespace(namespace("b1", "b"))
+            .copy(copy("b1", "regcred", &rc, PAYLOAD))
+            .account(account("b1", "default", &["mine", "regcred"], Some("regcred")))
+            .account(account("b1", "users", &["regcred"], None))
+            .plan(&rc, Some(PAYLOAD));
         assert_eq!(
             plan.work.get("b1"),
             Some(&NamespaceWork {
@@ -581,36 +508,27 @@ mod tests {
 
     #[test]
     fn without_prune_a_namespace_that_stops_matching_keeps_its_copy() {
-        let rc = credential("rc", 1, json!({"prune": false}));
-        let credentials = [rc.clone()];
-        let namespaces = [namespace("b1", "b")];
-        let secrets = [copy("b1", "regcred", &rc, PAYLOAD)];
-        let accounts = [account("b1", "default", &["regcred"], Some("regcred"))];
-        assert!(state(&credentials, &namespaces, &secrets, &accounts).plan(&rc, Some(PAYLOAD)).work.is_empty());
+        let rc = credential("rc").selecting_team("a").created_at(1).spec(json!({"prune": false})).build();
+        let cluster = Cluster::of(&[&rc])
+            .namespace(namespace("b1", "b"))
+            .copy(copy("b1", "regcred", &rc, PAYLOAD))
+            .account(account("b1", "default", &["regcred"], Some("regcred")));
+        assert!(cluster.plan(&rc, Some(PAYLOAD)).work.is_empty());
     }
 
     #[test]
     fn terminating_namespaces_are_neither_matched_nor_touched() {
-        let rc = credential("rc", 1, json!({}));
-        let credentials = [rc.clone()];
-        let mut terminating = namespace("a1", "a");
-        terminating.status = Some(k8s_openapi::api::core::v1::NamespaceStatus {
-            phase: Some("Terminating".into()),
-            ..Default::default()
-        });
-        let namespaces = [terminating];
-        let plan = state(&credentials, &namespaces, &[], &[]).plan(&rc, Some(PAYLOAD));
+        let rc = team_a("rc", 1);
+        let plan = Cluster::of(&[&rc]).namespace(terminating(namespace("a1", "a"))).plan(&rc, Some(PAYLOAD));
         assert_eq!(plan, Plan::default());
     }
 
     #[test]
     fn the_older_credential_wins_a_secret_name_and_the_name_breaks_ties() {
-        let older = credential("zeta", 1, json!({}));
-        let newer = credential("alpha", 2, json!({}));
-        let tie = credential("beta", 1, json!({}));
-        let credentials = [older.clone(), newer.clone(), tie.clone()];
-        let namespaces = [namespace("a1", "a")];
-        let cluster = state(&credentials, &namespaces, &[], &[]);
+        let older = team_a("zeta", 1);
+        let newer = team_a("alpha", 2);
+        let tie = team_a("beta", 1);
+        let cluster = Cluster::of(&[&older, &newer, &tie]).namespace(namespace("a1", "a"));
         assert!(cluster.plan(&newer, Some(PAYLOAD)).blocked.contains_key("a1"));
         assert_eq!(cluster.plan(&tie, Some(PAYLOAD)).blocked.get("a1"), None, "same second: beta < zeta");
         assert_eq!(cluster.plan(&older, Some(PAYLOAD)).blocked.get("a1"), Some(&Blocked::NameClaimedBy("beta".into())));
@@ -620,58 +538,60 @@ mod tests {
     #[test]
     fn a_source_secret_is_never_planned_for_writing() {
         // Another credential reads its source from `a1/regcred`: the name is taken for good.
-        let rc = credential("rc", 1, json!({}));
-        let other = credential("other", 2, json!({"source": {"secretRef": {"namespace": "a1", "name": "regcred"}}}));
-        let credentials = [rc.clone(), other];
-        let namespaces = [namespace("a1", "a")];
-        let plan = state(&credentials, &namespaces, &[], &[]).plan(&rc, Some(PAYLOAD));
+        let rc = team_a("rc", 1);
+        let other = credential("other")
+            .selecting_team("a")
+            .created_at(2)
+            .spec(json!({"source": {"secretRef": {"namespace": "a1", "name": "regcred"}}}))
+            .build();
+        let plan = Cluster::of(&[&rc, &other]).namespace(namespace("a1", "a")).plan(&rc, Some(PAYLOAD));
         assert_eq!(plan.blocked.get("a1"), Some(&Blocked::SourceSecret));
         assert!(plan.work.is_empty());
     }
 
     #[test]
     fn a_copy_controlled_by_a_credential_this_instance_does_not_know_is_left_alone() {
-        let rc = credential("rc", 1, json!({}));
-        let elsewhere = credential("elsewhere", 0, json!({}));
-        let credentials = [rc.clone()];
-        let namespaces = [namespace("a1", "a")];
-        let secrets = [copy("a1", "regcred", &elsewhere, "{}")];
-        let plan = state(&credentials, &namespaces, &secrets, &[]).plan(&rc, Some(PAYLOAD));
+        let rc = team_a("rc", 1);
+        let elsewhere = team_a("elsewhere", 0);
+        let plan = Cluster::of(&[&rc])
+            .namespace(namespace("a1", "a"))
+            .copy(copy("a1", "regcred", &elsewhere, "{}"))
+            .plan(&rc, Some(PAYLOAD));
         assert_eq!(plan.blocked.get("a1"), Some(&Blocked::ControlledByAnother("elsewhere".into())));
         assert!(plan.work.is_empty(), "neither overwritten nor deleted");
     }
 
     #[test]
     fn the_trusted_source_namespaces_are_not_selected_by_a_glob() {
-        let rc = credential("rc", 1, json!({"namespaceSelector": null}));
-        let credentials = [rc.clone()];
-        let namespaces = [namespace("regcred-system", "a"), namespace("a1", "a")];
-        let sources = ["regcred-system".to_owned()];
-        let mut cluster = state(&credentials, &namespaces, &[], &[]);
-        cluster.source_namespaces = &sources;
-        let plan = cluster.plan(&rc, Some(PAYLOAD));
+        let rc = credential("rc").created_at(1).build();
+        let plan = Cluster::of(&[&rc])
+            .namespace(namespace("regcred-system", "a"))
+            .namespace(namespace("a1", "a"))
+            .trusting("regcred-system")
+            .plan(&rc, Some(PAYLOAD));
         assert_eq!(plan.matched.iter().collect::<Vec<_>>(), vec!["a1"]);
     }
 
     #[test]
     fn the_winner_takes_over_a_copy_of_the_loser() {
-        let winner = credential("a", 1, json!({}));
-        let loser = credential("b", 2, json!({}));
-        let credentials = [winner.clone(), loser.clone()];
-        let namespaces = [namespace("a1", "a")];
-        let secrets = [copy("a1", "regcred", &loser, PAYLOAD)];
-        let plan = state(&credentials, &namespaces, &secrets, &[]).plan(&winner, Some(PAYLOAD));
+        let winner = team_a("a", 1);
+        let loser = team_a("b", 2);
+        let plan = Cluster::of(&[&winner, &loser])
+            .namespace(namespace("a1", "a"))
+            .copy(copy("a1", "regcred", &loser, PAYLOAD))
+            .plan(&winner, Some(PAYLOAD));
         assert_eq!(plan.work["a1"].secret, Some(SecretChange::TakeOver));
     }
 
     #[test]
     fn a_renamed_secret_replaces_the_old_copy_and_entry() {
-        let rc = credential("rc", 1, json!({"secretName": "pull"}));
-        let credentials = [rc.clone()];
-        let namespaces = [namespace("a1", "a")];
-        let secrets = [copy("a1", "regcred", &rc, PAYLOAD)];
-        let accounts = [account("a1", "default", &["regcred"], Some("regcred"))];
-        let work = &state(&credentials, &namespaces, &secrets, &accounts).plan(&rc, Some(PAYLOAD)).work["a1"];
+        let rc = credential("rc").selecting_team("a").created_at(1).spec(json!({"secretName": "pull"})).build();
+        let plan = Cluster::of(&[&rc])
+            .namespace(namespace("a1", "a"))
+            .copy(copy("a1", "regcred", &rc, PAYLOAD))
+            .account(account("a1", "default", &["regcred"], Some("regcred")))
+            .plan(&rc, Some(PAYLOAD));
+        let work = &plan.work["a1"];
         assert_eq!(work.secret, Some(SecretChange::Create));
         assert_eq!(work.delete_stale_secrets, vec![stale("regcred", "a1")]);
         assert_eq!(work.add_to, vec!["default"]);
@@ -680,30 +600,32 @@ mod tests {
 
     #[test]
     fn an_account_leaving_the_selection_loses_the_recorded_entry() {
-        let rc = credential("rc", 1, json!({"serviceAccounts": {"names": ["default"]}}));
-        let credentials = [rc.clone()];
-        let namespaces = [namespace("a1", "a")];
-        let secrets = [copy("a1", "regcred", &rc, PAYLOAD)];
-        let accounts = [
-            account("a1", "default", &["regcred"], Some("regcred")),
-            account("a1", "builder", &["regcred"], Some("regcred")),
-        ];
-        let work = &state(&credentials, &namespaces, &secrets, &accounts).plan(&rc, Some(PAYLOAD)).work["a1"];
-        assert_eq!(work.remove_from, vec![("builder".to_owned(), "regcred".to_owned())]);
+        let rc = credential("rc")
+            .selecting_team("a")
+            .created_at(1)
+            .spec(json!({"serviceAccounts": {"names": ["default"]}}))
+            .build();
+        let plan = Cluster::of(&[&rc])
+            .namespace(namespace("a1", "a"))
+            .copy(copy("a1", "regcred", &rc, PAYLOAD))
+            .account(account("a1", "default", &["regcred"], Some("regcred")))
+            .account(account("a1", "builder", &["regcred"], Some("regcred")))
+            .plan(&rc, Some(PAYLOAD));
+        assert_eq!(plan.work["a1"].remove_from, vec![("builder".to_owned(), "regcred".to_owned())]);
     }
 
     #[test]
     fn cleanup_removes_copies_and_recorded_entries_another_credential_does_not_want() {
-        let leaving = credential("leaving", 1, json!({}));
-        let staying = credential("staying", 2, json!({"namespaceSelector": {"matchLabels": {"team": "b"}}}));
-        let credentials = [leaving.clone(), staying.clone()];
-        let namespaces = [namespace("a1", "a"), namespace("b1", "b")];
-        let secrets = [copy("a1", "regcred", &leaving, PAYLOAD), copy("b1", "regcred", &leaving, PAYLOAD)];
-        let accounts = [
-            account("a1", "default", &["regcred"], Some("regcred")),
-            account("b1", "default", &["regcred"], Some("regcred")),
-        ];
-        let work = state(&credentials, &namespaces, &secrets, &accounts).cleanup(&leaving);
+        let leaving = team_a("leaving", 1);
+        let staying = credential("staying").selecting_team("b").created_at(2).build();
+        let work = Cluster::of(&[&leaving, &staying])
+            .namespace(namespace("a1", "a"))
+            .namespace(namespace("b1", "b"))
+            .copy(copy("a1", "regcred", &leaving, PAYLOAD))
+            .copy(copy("b1", "regcred", &leaving, PAYLOAD))
+            .account(account("a1", "default", &["regcred"], Some("regcred")))
+            .account(account("b1", "default", &["regcred"], Some("regcred")))
+            .cleanup(&leaving);
         assert_eq!(work["a1"].secret, Some(SecretChange::Delete(stale("regcred", "a1"))));
         assert_eq!(work["a1"].remove_from, vec![("default".to_owned(), "regcred".to_owned())]);
         assert_eq!(work["b1"].secret, Some(SecretChange::Delete(stale("regcred", "b1"))));
@@ -712,14 +634,13 @@ mod tests {
 
     #[test]
     fn cleanup_removes_recorded_entries_even_where_the_copy_is_already_gone() {
-        let rc = credential("rc", 1, json!({}));
-        let credentials = [rc.clone()];
-        let namespaces = [namespace("a1", "a"), namespace("b1", "b")];
-        let accounts = [
-            account("a1", "default", &["mine", "regcred"], Some("regcred")),
-            account("b1", "default", &["regcred"], Some("regcred")),
-        ];
-        let work = state(&credentials, &namespaces, &[], &accounts).cleanup(&rc);
+        let rc = team_a("rc", 1);
+        let work = Cluster::of(&[&rc])
+            .namespace(namespace("a1", "a"))
+            .namespace(namespace("b1", "b"))
+            .account(account("a1", "default", &["mine", "regcred"], Some("regcred")))
+            .account(account("b1", "default", &["regcred"], Some("regcred")))
+            .cleanup(&rc);
         assert_eq!(work.len(), 1, "b1 is not selected: its entry belongs to whoever selects it: {work:?}");
         assert_eq!(
             work["a1"],

@@ -212,14 +212,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::controller::fixture;
 
     fn credential() -> RegistryCredential {
-        serde_json::from_value(json!({
-            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential", "metadata": {"name": "rc"},
-            "spec": {"source": {"secretRef": {"namespace": "regcred-system", "name": "s"}}, "evictStuckPods": true,
-                     "namespaces": {"include": ["team-*"]}},
-        }))
-        .unwrap()
+        fixture::credential("rc").spec(json!({"evictStuckPods": true, "namespaces": {"include": ["team-*"]}})).build()
     }
 
     fn pod(namespace: &str, name: &str, reason: &str, owner: Option<&str>, secrets: &[&str]) -> Pod {

@@ -360,18 +360,13 @@ async fn record(ctx: &Context, credential: &RegistryCredential, event: Event) {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
 
     use super::*;
+    use crate::controller::fixture;
     use crate::controller::state::failure;
 
     fn credential() -> RegistryCredential {
-        serde_json::from_value(json!({
-            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential",
-            "metadata": {"name": "rc", "generation": 3},
-            "spec": {"source": {"secretRef": {"namespace": "regcred-system", "name": "src"}}},
-        }))
-        .unwrap()
+        fixture::credential("rc").generation(3).build()
     }
 
     fn source() -> ResolvedSource {

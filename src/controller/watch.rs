@@ -214,41 +214,24 @@ impl CredentialChanges {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-
-    fn credential(generation: i64, finalizer: bool, deleting: bool) -> RegistryCredential {
-        let mut credential: RegistryCredential = serde_json::from_value(json!({
-            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential",
-            "metadata": {"name": "rc", "uid": "u", "generation": generation},
-            "spec": {"source": {"secretRef": {"namespace": "regcred-system", "name": "src"}}},
-        }))
-        .unwrap();
-        if finalizer {
-            credential.metadata.finalizers = Some(vec![ownership::FINALIZER.to_owned()]);
-        }
-        if deleting {
-            credential.metadata.deletion_timestamp =
-                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
-        }
-        credential
-    }
+    use crate::controller::fixture;
 
     #[test]
     fn only_changes_of_an_active_credential_and_its_removal_reconcile_every_namespace() {
         let mut changes = CredentialChanges::default();
         let apply = |c| watcher::Event::Apply(c);
+        let rc = |generation| fixture::credential("rc").generation(generation);
+        assert!(!changes.credential_wide(&apply(rc(1).build())), "no finalizer yet: nothing written for it");
+        assert!(changes.credential_wide(&apply(rc(1).finalized().build())), "active now");
+        assert!(!changes.credential_wide(&apply(rc(1).finalized().build())), "a status write");
+        assert!(changes.credential_wide(&apply(rc(2).finalized().build())), "a spec change");
         assert!(
-            !changes.credential_wide(&apply(credential(1, false, false))),
-            "no finalizer yet: nothing written for it"
+            !changes.credential_wide(&apply(rc(3).finalized().deleting().build())),
+            "being deleted: its cleanup works"
         );
-        assert!(changes.credential_wide(&apply(credential(1, true, false))), "active now");
-        assert!(!changes.credential_wide(&apply(credential(1, true, false))), "a status write");
-        assert!(changes.credential_wide(&apply(credential(2, true, false))), "a spec change");
-        assert!(!changes.credential_wide(&apply(credential(3, true, true))), "being deleted: its cleanup works");
-        assert!(changes.credential_wide(&watcher::Event::Delete(credential(3, false, true))), "gone: rivals take over");
-        assert!(!changes.credential_wide(&watcher::Event::InitApply(credential(1, true, false))), "listed");
+        assert!(changes.credential_wide(&watcher::Event::Delete(rc(3).deleting().build())), "gone: rivals take over");
+        assert!(!changes.credential_wide(&watcher::Event::InitApply(rc(1).finalized().build())), "listed");
         assert!(changes.credential_wide(&watcher::Event::InitDone), "after a (re)list");
     }
 }

@@ -1,0 +1,166 @@
+//! Builders of the objects the controller reads, for unit tests: each test states only what its
+//! behaviour depends on (`credential("rc").created_at(1).finalized().build()`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{LocalObjectReference, Namespace, NamespaceStatus, Secret, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::PartialObjectMeta;
+use serde_json::{Value, json};
+
+use super::ownership::{
+    ADDED_PULL_SECRETS_ANNOTATION, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, FIELD_MANAGER, FINALIZER,
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE, content_digest,
+};
+use crate::crd::RegistryCredential;
+
+/// A RegistryCredential named `name` (UID `uid-<name>`) that reads `regcred-system/src`.
+pub(crate) fn credential(name: &str) -> CredentialBuilder {
+    CredentialBuilder {
+        name: name.to_owned(),
+        spec: json!({"source": {"secretRef": {"namespace": "regcred-system", "name": "src"}}}),
+        generation: None,
+        created: None,
+        finalized: false,
+        deleting: false,
+    }
+}
+
+pub(crate) struct CredentialBuilder {
+    name: String,
+    spec: Value,
+    generation: Option<i64>,
+    created: Option<i64>,
+    finalized: bool,
+    deleting: bool,
+}
+
+impl CredentialBuilder {
+    /// Sets these fields of the spec (`null` unsets one).
+    pub(crate) fn spec(mut self, fields: Value) -> Self {
+        let fields = fields.as_object().expect("spec fields as a JSON object").clone();
+        self.spec.as_object_mut().unwrap().extend(fields);
+        self
+    }
+
+    /// Selects the namespaces labelled `team: <team>`.
+    pub(crate) fn selecting_team(self, team: &str) -> Self {
+        self.spec(json!({"namespaceSelector": {"matchLabels": {"team": team}}}))
+    }
+
+    /// Created at this second (the older credential wins a contested name).
+    pub(crate) fn created_at(mut self, second: i64) -> Self {
+        self.created = Some(second);
+        self
+    }
+
+    pub(crate) fn generation(mut self, generation: i64) -> Self {
+        self.generation = Some(generation);
+        self
+    }
+
+    /// With the operator's finalizer: active, so copies are written for it.
+    pub(crate) fn finalized(mut self) -> Self {
+        self.finalized = true;
+        self
+    }
+
+    pub(crate) fn deleting(mut self) -> Self {
+        self.deleting = true;
+        self
+    }
+
+    pub(crate) fn build(self) -> RegistryCredential {
+        let mut credential: RegistryCredential = serde_json::from_value(json!({
+            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential",
+            "metadata": {"name": self.name, "uid": format!("uid-{}", self.name)}, "spec": self.spec,
+        }))
+        .expect("a valid RegistryCredential");
+        let at_second = |second| Time(Timestamp::from_second(second).unwrap());
+        credential.metadata.generation = self.generation;
+        credential.metadata.creation_timestamp = self.created.map(at_second);
+        credential.metadata.finalizers = self.finalized.then(|| vec![FINALIZER.to_owned()]);
+        credential.metadata.deletion_timestamp = self.deleting.then(|| Time(Timestamp::now()));
+        credential
+    }
+}
+
+/// A namespace labelled `team: <team>`.
+pub(crate) fn namespace(name: &str, team: &str) -> Namespace {
+    let labels = BTreeMap::from([("team".to_owned(), team.to_owned())]);
+    Namespace {
+        metadata: ObjectMeta { name: Some(name.into()), labels: Some(labels), ..Default::default() },
+        ..Default::default()
+    }
+}
+
+pub(crate) fn terminating(mut namespace: Namespace) -> Namespace {
+    namespace.status = Some(NamespaceStatus { phase: Some("Terminating".into()), ..Default::default() });
+    namespace
+}
+
+/// A ServiceAccount listing `entries`, with the operator's `record` of those it added.
+pub(crate) fn account(namespace: &str, name: &str, entries: &[&str], record: Option<&str>) -> ServiceAccount {
+    let annotations = record.map(|r| BTreeMap::from([(ADDED_PULL_SECRETS_ANNOTATION.to_owned(), r.to_owned())]));
+    ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            annotations,
+            ..Default::default()
+        },
+        image_pull_secrets: Some(entries.iter().map(|e| LocalObjectReference { name: e.to_string() }).collect()),
+        ..Default::default()
+    }
+}
+
+/// A copy as the operator writes it for `owner`, holding `payload`, as the cache of copies holds
+/// it (metadata only).
+pub(crate) fn copy(
+    namespace: &str,
+    name: &str,
+    owner: &RegistryCredential,
+    payload: &str,
+) -> PartialObjectMeta<Secret> {
+    let labels = BTreeMap::from([
+        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned()),
+        (CREDENTIAL_LABEL.to_owned(), owner.name_any()),
+    ]);
+    let controller = OwnerReference {
+        api_version: "regcred.dev/v1alpha1".into(),
+        kind: "RegistryCredential".into(),
+        uid: owner.metadata.uid.clone().unwrap(),
+        name: owner.name_any(),
+        controller: Some(true),
+        ..Default::default()
+    };
+    let digest = BTreeMap::from([(CONTENT_DIGEST_ANNOTATION.to_owned(), content_digest(payload.as_bytes()))]);
+    PartialObjectMeta::<Secret> {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            uid: Some(format!("uid-{namespace}-{name}")),
+            namespace: Some(namespace.into()),
+            labels: Some(labels),
+            owner_references: Some(vec![controller]),
+            annotations: Some(digest),
+            managed_fields: Some(vec![payload_written_by(FIELD_MANAGER)]),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// The copy, after `manager` wrote its payload (`kubectl edit`, say).
+pub(crate) fn edited_by(mut copy: PartialObjectMeta<Secret>, manager: &str) -> PartialObjectMeta<Secret> {
+    copy.metadata.managed_fields = Some(vec![payload_written_by(manager)]);
+    copy
+}
+
+fn payload_written_by(manager: &str) -> ManagedFieldsEntry {
+    serde_json::from_value(json!({
+        "manager": manager, "operation": "Update", "fieldsV1": {"f:data": {"f:.dockerconfigjson": {}}},
+    }))
+    .unwrap()
+}
