@@ -213,26 +213,51 @@ fn spell_host(host: &str, rng: &mut Rng) -> String {
     }
 }
 
-/// A key as a person or a tool writes `scope`.
-fn spell_key(scope: &Scope, rng: &mut Rng) -> String {
+/// What people write between the host and the repository path: nothing, the registry API's
+/// version (the kubelet strips one lowercase `/v1/` or `/v2/`), or versions in other cases and
+/// repeated, which the kubelet reads as a repository path.
+const VERSION_SEGMENTS: &[&str] =
+    &["", "", "", "", "/v1", "/v2", "/v2", "/V2", "/V1", "/v2/v2", "/v2/V2", "/V2/v2", "/v1/v2"];
+
+/// A key as a person or a tool writes `scope`, and the scope the kubelet reads from it.
+fn spell_key(scope: &Scope, rng: &mut Rng) -> (String, Scope) {
     let scheme = *rng.pick(&["", "", "", "https://", "https://", "http://", "HTTPS://", "Https://"]);
     let mut key = format!("{scheme}{}", spell_host(&scope.host, rng));
     if let Some(port) = scope.port {
         key.push_str(&format!(":{port}"));
     }
+    let mut path = (*rng.pick(VERSION_SEGMENTS)).to_owned();
     if scope.path.is_empty() {
-        key.push_str(rng.pick::<&str>(&["", "", "", "/", "/v1/", "/v2/", "/v2", "/v1", "/V2/"]));
+        path.push_str(rng.pick::<&str>(&["", "", "/"]));
     } else {
-        key.push_str(rng.pick::<&str>(&["", "", "", "/v2", "/v1", "/V2"]));
-        key.push('/');
-        key.push_str(&scope.path.join("/"));
+        path.push('/');
+        path.push_str(&scope.path.join("/"));
         if scope.under {
-            key.push('/');
+            path.push('/');
         }
     }
+    key.push_str(&path);
     let padding = *rng.pick(&["", "", "", "", "", " ", "\t", "\n"]);
     let trailing = *rng.pick(&["", "", "", "", " ", "\n"]);
-    format!("{padding}{key}{trailing}")
+    (format!("{padding}{key}{trailing}"), kubelet_scope(scope, &path))
+}
+
+/// The scope of a key for `scope`'s registry with `path` after the host, as the kubelet reads it:
+/// one leading lowercase `/v1/` or `/v2/` dropped, the rest a repository path (its string prefix).
+/// A version alone without the slash (`host/v2`) means the registry API to whoever writes it:
+/// normalization's one deliberate fix of the kubelet's reading.
+fn kubelet_scope(scope: &Scope, path: &str) -> Scope {
+    let registry = |path: Vec<String>, under: bool| Scope { host: scope.host.clone(), port: scope.port, path, under };
+    if path == "/v1" || path == "/v2" {
+        return registry(Vec::new(), false);
+    }
+    let path = if path.starts_with("/v1/") || path.starts_with("/v2/") { &path[3..] } else { path };
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    let (trimmed, slash) = rest.strip_suffix('/').map_or((rest, false), |trimmed| (trimmed, true));
+    let components: Vec<String> =
+        if rest.is_empty() { Vec::new() } else { trimmed.split('/').map(str::to_owned).collect() };
+    let under = slash && !components.is_empty();
+    registry(components, under)
 }
 
 /// A field name as Go's encoding/json accepts it: any case, `ſ` for `s`.
@@ -414,16 +439,16 @@ fn generated(index: usize, rng: &mut Rng) -> Case {
             // The same registry again, written another way: with the same or other credentials.
             let earlier = entries[rng.below(entries.len())].clone();
             if rng.chance(60) {
-                let key = spell_key(&earlier.scope, rng);
+                let (key, scope) = spell_key(&earlier.scope, rng);
                 let body = entry_body(&earlier.username, &earlier.password, rng);
-                entries.push(Entry { key, body, ..earlier });
+                entries.push(Entry { key, scope, body, ..earlier });
                 continue;
             }
             earlier.scope
         } else {
             scope(rng)
         };
-        let key = spell_key(&scope, rng);
+        let (key, scope) = spell_key(&scope, rng);
         let body = entry_body(&creds.0, &creds.1, rng);
         entries.push(Entry { key, scope, username: creds.0, password: creds.1, body });
     }
@@ -488,6 +513,15 @@ fn hand_picked() -> Vec<Case> {
         single("repository path without slash", "quay.io/org", s("quay.io", None, &["org"], false)),
         single("scheme, /v2 without slash", "https://registry.corp/v2", s("registry.corp", None, &[], false)),
         single("upper-case host", "Registry.Corp", s("registry.corp", None, &[], false)),
+        // Version segments the kubelet does not strip are a repository path to it.
+        single("upper-case version segment", "https://registry.corp/V2/", s("registry.corp", None, &["V2"], true)),
+        single("repeated version segment", "registry.corp/v2/v2/", s("registry.corp", None, &["v2"], true)),
+        single(
+            "version, then another in upper case",
+            "registry.corp/v1/V2/org",
+            s("registry.corp", None, &["V2", "org"], false),
+        ),
+        single("empty path component", "registry.corp/v2//", s("registry.corp", None, &[""], true)),
         single("upper-case host with scheme", "https://REGISTRY.CORP/v2/", s("registry.corp", None, &[], false)),
         single("registry-1.docker.io named literally", "registry-1.docker.io", s("docker.io", None, &[], false)),
         single("index.docker.io with a path", "https://index.docker.io/v1/org", s("docker.io", None, &["org"], false)),

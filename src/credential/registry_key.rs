@@ -91,6 +91,8 @@ pub enum KeyProblem {
         "repository path component `{0}` is not valid (lowercase letters and digits, separated by `.`, `_`, `__` or `-`)"
     )]
     InvalidPathComponent(String),
+    #[error("the repository path has an empty component (`//`): the kubelet then matches no image with it")]
+    EmptyPathComponent,
 }
 
 /// Turns a key as written by a person or a tool into its canonical form.
@@ -210,16 +212,21 @@ fn normalize_host(host: &str) -> Result<String, KeyProblem> {
 /// The repository scope of a key: path components after the kubelet's API-suffix stripping, and
 /// whether a slash followed them (repositories below the path only).
 fn repository_path(path: &str) -> Result<(Vec<&str>, bool), KeyProblem> {
-    let trimmed = path.trim_end_matches('/');
-    let slash = trimmed.len() < path.len();
-    let mut components: Vec<&str> = if trimmed.is_empty() { Vec::new() } else { trimmed.split('/').collect() };
-    // `/v1/` and `/v2/` name the registry API, not a repository; the kubelet strips them when
-    // followed by a slash, and a bare trailing `/v2` means the same to the person who wrote it.
-    // `V2` can never be a repository (they are lowercase), so case does not matter here.
-    if components.first().is_some_and(|c| c.eq_ignore_ascii_case("v1") || c.eq_ignore_ascii_case("v2")) {
+    let (trimmed, slash) = match path.strip_suffix('/') {
+        Some(trimmed) => (trimmed, true),
+        None => (path, false),
+    };
+    let mut components: Vec<&str> = if path.is_empty() { Vec::new() } else { trimmed.split('/').collect() };
+    // `/v1/` and `/v2/` name the registry API, not a repository. The kubelet strips one of them,
+    // lowercase and followed by a slash; a bare trailing `/v2` means the same to the person who
+    // wrote it. Nothing else is stripped: `V2` or a second `v2` stays a path, as the kubelet reads it.
+    if components.first().is_some_and(|c| matches!(*c, "v1" | "v2")) {
         components.remove(0);
     }
     for component in &components {
+        if component.is_empty() {
+            return Err(KeyProblem::EmptyPathComponent);
+        }
         if !is_repository_component(component) {
             return Err(KeyProblem::InvalidPathComponent((*component).to_owned()));
         }
@@ -320,16 +327,30 @@ mod tests {
     }
 
     #[test]
+    fn only_what_the_kubelet_strips_is_stripped() {
+        // The kubelet strips one lowercase `/v1/` or `/v2/`: whatever else is a path to it, and
+        // dropping it would widen the key to the whole registry.
+        assert_eq!(canonical("https://registry.corp/v2/v2/"), "registry.corp/v2/");
+        assert_eq!(canonical("https://registry.corp/v1/v2/org"), "registry.corp/v2/org");
+        for raw in ["https://registry.corp/V2/", "registry.corp/V1", "registry.corp/v2/V2/", "registry.corp/V2/v2/"] {
+            assert!(
+                matches!(normalize_registry_key(raw), Err(KeyProblem::InvalidPathComponent(c)) if c.eq_ignore_ascii_case("v2") || c == "V1"),
+                "{raw}"
+            );
+        }
+        assert_eq!(normalize_registry_key("https://registry.corp/v2//"), Err(KeyProblem::EmptyPathComponent));
+    }
+
+    #[test]
     fn repository_scope_is_kept() {
         assert_eq!(canonical("quay.io/org"), "quay.io/org");
         assert_eq!(canonical("quay.io/org/team/"), "quay.io/org/team/");
-        assert_eq!(canonical("quay.io/org//"), "quay.io/org/");
         assert_eq!(canonical("ghcr.io/my-org/sub_team.x"), "ghcr.io/my-org/sub_team.x");
     }
 
     #[test]
     fn host_is_lowercased_and_port_kept() {
-        assert_eq!(canonical("HTTPS://Registry.Corp:5000/V2/"), "registry.corp:5000");
+        assert_eq!(canonical("HTTPS://Registry.Corp:5000/v2/"), "registry.corp:5000");
         assert_eq!(canonical("localhost:5000"), "localhost:5000");
         assert_eq!(canonical("[::1]:5000"), "[::1]:5000");
     }
@@ -411,7 +432,9 @@ mod tests {
             ("registry.corp:0", KeyProblem::InvalidPort),
             ("registry.corp:http", KeyProblem::InvalidPort),
             ("quay.io/MyOrg", KeyProblem::InvalidPathComponent("MyOrg".into())),
-            ("quay.io/org//team", KeyProblem::InvalidPathComponent(String::new())),
+            ("quay.io/org//team", KeyProblem::EmptyPathComponent),
+            ("quay.io/org//", KeyProblem::EmptyPathComponent),
+            ("registry.corp//", KeyProblem::EmptyPathComponent),
             ("quay.io/org..x", KeyProblem::InvalidPathComponent("org..x".into())),
         ];
         for (raw, expected) in cases {
