@@ -159,7 +159,15 @@ pub async fn run(args: RunArgs) -> u8 {
     leading.store(true, Ordering::Relaxed);
     metrics.set_leader(true);
 
-    operator.run(stopped(stop_rx.clone())).await;
+    let ended = tokio::select! {
+        biased;
+        // Dropping the controllers aborts every reconcile in flight: the new leader writes now.
+        () = stopped_by(stop_rx.clone(), Stop::LostLease) => Ok(()),
+        ended = operator.run(stopped_by(stop_rx.clone(), Stop::Signal)) => ended,
+    };
+    if let Err(error) = &ended {
+        error!(%error, "stopping: a controller must not run without the other");
+    }
 
     metrics.set_leader(false);
     let lost = *stop_rx.borrow() == Some(Stop::LostLease);
@@ -171,7 +179,7 @@ pub async fn run(args: RunArgs) -> u8 {
     }
     let _ = stop_tx.send(Some(Stop::Signal));
     let _ = server.await;
-    if lost { 1 } else { 0 }
+    if lost || ended.is_err() { 1 } else { 0 }
 }
 
 /// The client of leader election and discovery, and the paced client of the controllers: a Lease
@@ -260,6 +268,13 @@ async fn elect(
 
 async fn stopped(mut stop: watch::Receiver<Option<Stop>>) {
     let _ = stop.wait_for(Option::is_some).await;
+}
+
+/// Resolves once the controller is asked to stop for this `reason`; never for another.
+async fn stopped_by(mut stop: watch::Receiver<Option<Stop>>, reason: Stop) {
+    if stop.wait_for(|stop| *stop == Some(reason)).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 async fn shutdown_signal() {

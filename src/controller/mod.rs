@@ -26,9 +26,11 @@ mod trim;
 mod watch;
 mod write;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::runtime::controller::{self, Controller};
@@ -36,6 +38,8 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates};
 use kube::{Client, ResourceExt};
+use thiserror::Error;
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use context::Context;
@@ -122,8 +126,11 @@ impl Operator {
         self.context.stores.clone()
     }
 
-    /// Runs until `shutdown` resolves, then lets in-flight reconciles finish.
-    pub(crate) async fn run(self, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    /// Runs until `shutdown` resolves, then lets in-flight reconciles finish. A controller that
+    /// ends before (a panic) ends the other at once and is returned as an error: the process must
+    /// exit so that its Deployment restarts it and a standby takes the Lease. Dropping the
+    /// returned future aborts every reconcile in flight (the Lease is lost: not one more write).
+    pub(crate) async fn run(self, shutdown: impl Future<Output = ()> + Send + Sync + 'static) -> Result<(), Ended> {
         info!(sources = ?self.context.settings.source_namespaces, "controller starting");
         let shutdown = shutdown.shared();
         let credentials = self
@@ -133,19 +140,50 @@ impl Operator {
             .for_each(|result| async move { log_controller_error(result.err()) });
         let namespaces = self
             .namespaces
-            .graceful_shutdown_on(shutdown)
+            .graceful_shutdown_on(shutdown.clone())
             .run(namespace::reconcile, namespace::error_policy, self.context)
             .for_each(|result| async move { log_controller_error(result.err()) });
         // Each controller in a task of its own: the credential controller's plan over every
         // namespace never holds up namespace reconciles, and the two use both cores.
-        let (credentials, namespaces) = futures::join!(tokio::spawn(credentials), tokio::spawn(namespaces));
-        for stopped in [credentials, namespaces] {
-            if let Err(error) = stopped {
-                warn!(%error, "controller task failed");
-            }
-        }
+        let controllers = [("credential", credentials.boxed()), ("namespace", namespaces.boxed())];
+        let ended = supervise(controllers, || shutdown.clone().now_or_never().is_some()).await;
         info!("controller stopped");
+        ended
     }
+}
+
+/// A controller ended while the operator was still meant to run.
+#[derive(Debug, Error)]
+#[error("the {controller} controller ended: {how}")]
+pub(crate) struct Ended {
+    controller: &'static str,
+    how: String,
+}
+
+/// Runs each controller in a task of its own until all end; the first to end while `stopping`
+/// says no ends the rest at once. Dropping the future aborts them all.
+async fn supervise(
+    controllers: impl IntoIterator<Item = (&'static str, BoxFuture<'static, ()>)>,
+    stopping: impl Fn() -> bool,
+) -> Result<(), Ended> {
+    let mut tasks = JoinSet::new();
+    let mut names = HashMap::new();
+    for (name, controller) in controllers {
+        names.insert(tasks.spawn(controller).id(), name);
+    }
+    while let Some(ended) = tasks.join_next_with_id().await {
+        if stopping() {
+            continue;
+        }
+        let ended = match ended {
+            Ok((id, ())) => Ended { controller: names[&id], how: "its event stream stopped".to_owned() },
+            Err(error) if error.is_panic() => Ended { controller: names[&error.id()], how: "it panicked".to_owned() },
+            Err(error) => Ended { controller: names[&error.id()], how: error.to_string() },
+        };
+        tasks.shutdown().await;
+        return Err(ended);
+    }
+    Ok(())
 }
 
 fn log_controller_error<E: std::error::Error, Q: std::error::Error>(error: Option<controller::Error<E, Q>>) {
@@ -179,4 +217,54 @@ fn refs(
 
 fn instance_name() -> Option<String> {
     std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn forever() -> BoxFuture<'static, ()> {
+        futures::future::pending().boxed()
+    }
+
+    #[tokio::test]
+    async fn a_controller_that_panics_ends_the_others_and_is_reported() {
+        let (aborted, dropped) = tokio::sync::oneshot::channel::<()>();
+        let watched = async move {
+            let _held_until_aborted = aborted;
+            futures::future::pending::<()>().await;
+        };
+        let controllers =
+            [("namespace", async { panic!("a bug") }.boxed()), ("credential", watched.boxed()), ("other", forever())];
+        let ended = tokio::time::timeout(Duration::from_secs(5), supervise(controllers, || false)).await;
+        let error = ended.expect("supervise returns at once").expect_err("a panic is an error");
+        assert_eq!(error.to_string(), "the namespace controller ended: it panicked");
+        assert!(dropped.await.is_err(), "the other controllers were aborted");
+    }
+
+    #[tokio::test]
+    async fn controllers_that_end_at_shutdown_are_no_error() {
+        let controllers = [("credential", async {}.boxed()), ("namespace", async {}.boxed())];
+        assert!(supervise(controllers, || true).await.is_ok());
+        let controllers = [("credential", async {}.boxed()), ("namespace", forever())];
+        let ended = tokio::time::timeout(Duration::from_secs(5), supervise(controllers, || false)).await;
+        assert_eq!(
+            ended.unwrap().unwrap_err().to_string(),
+            "the credential controller ended: its event stream stopped"
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_the_supervisor_aborts_every_controller() {
+        let (aborted, dropped) = tokio::sync::oneshot::channel::<()>();
+        let watched = async move {
+            let _held_until_aborted = aborted;
+            futures::future::pending::<()>().await;
+        };
+        let supervisor = supervise([("credential", watched.boxed())], || false);
+        let _ = tokio::time::timeout(Duration::from_millis(50), supervisor).await;
+        assert!(dropped.await.is_err(), "the Lease is lost: nothing may run on");
+    }
 }
