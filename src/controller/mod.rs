@@ -229,15 +229,21 @@ mod tests {
         futures::future::pending().boxed()
     }
 
-    #[tokio::test]
-    async fn a_controller_that_panics_ends_the_others_and_is_reported() {
+    /// A controller that runs for ever, and what tells when it was dropped (an error on receipt).
+    fn runs_until_aborted() -> (BoxFuture<'static, ()>, tokio::sync::oneshot::Receiver<()>) {
         let (aborted, dropped) = tokio::sync::oneshot::channel::<()>();
-        let watched = async move {
+        let controller = async move {
             let _held_until_aborted = aborted;
             futures::future::pending::<()>().await;
         };
+        (controller.boxed(), dropped)
+    }
+
+    #[tokio::test]
+    async fn a_controller_that_panics_ends_the_others_and_is_reported() {
+        let (watched, dropped) = runs_until_aborted();
         let controllers =
-            [("namespace", async { panic!("a bug") }.boxed()), ("credential", watched.boxed()), ("other", forever())];
+            [("namespace", async { panic!("a bug") }.boxed()), ("credential", watched), ("other", forever())];
         let ended = tokio::time::timeout(Duration::from_secs(5), supervise(controllers, || false)).await;
         let error = ended.expect("supervise returns at once").expect_err("a panic is an error");
         assert_eq!(error.to_string(), "the namespace controller ended: it panicked");
@@ -258,12 +264,8 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_the_supervisor_aborts_every_controller() {
-        let (aborted, dropped) = tokio::sync::oneshot::channel::<()>();
-        let watched = async move {
-            let _held_until_aborted = aborted;
-            futures::future::pending::<()>().await;
-        };
-        let supervisor = supervise([("credential", watched.boxed())], || false);
+        let (watched, dropped) = runs_until_aborted();
+        let supervisor = supervise([("credential", watched)], || false);
         let _ = tokio::time::timeout(Duration::from_millis(50), supervisor).await;
         assert!(dropped.await.is_err(), "the Lease is lost: nothing may run on");
     }
