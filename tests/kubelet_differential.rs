@@ -213,11 +213,12 @@ fn spell_host(host: &str, rng: &mut Rng) -> String {
     }
 }
 
-/// What people write between the host and the repository path: nothing, the registry API's
-/// version (the kubelet strips one lowercase `/v1/` or `/v2/`), or versions in other cases and
-/// repeated, which the kubelet reads as a repository path.
-const VERSION_SEGMENTS: &[&str] =
-    &["", "", "", "", "/v1", "/v2", "/v2", "/V2", "/V1", "/v2/v2", "/v2/V2", "/V2/v2", "/v1/v2"];
+/// What people write between the host and the repository path: nothing, or the registry API's
+/// version (the kubelet strips one lowercase `/v1/` or `/v2/`)...
+const VERSION_SEGMENTS: &[&str] = &["", "", "", "", "/v1", "/v2", "/v2"];
+/// ...and now and then versions in other cases and repeated, which the kubelet reads as a
+/// repository path (upper case is rejected, so these stay rare enough to leave most configs valid).
+const ODD_VERSION_SEGMENTS: &[&str] = &["/V2", "/V1", "/v2/v2", "/v2/V2", "/V2/v2", "/v1/v2", "/v2/v1"];
 
 /// A key as a person or a tool writes `scope`, and the scope the kubelet reads from it.
 fn spell_key(scope: &Scope, rng: &mut Rng) -> (String, Scope) {
@@ -226,7 +227,8 @@ fn spell_key(scope: &Scope, rng: &mut Rng) -> (String, Scope) {
     if let Some(port) = scope.port {
         key.push_str(&format!(":{port}"));
     }
-    let mut path = (*rng.pick(VERSION_SEGMENTS)).to_owned();
+    let versions = if rng.chance(6) { ODD_VERSION_SEGMENTS } else { VERSION_SEGMENTS };
+    let mut path = (*rng.pick(versions)).to_owned();
     if scope.path.is_empty() {
         path.push_str(rng.pick::<&str>(&["", "", "/"]));
     } else {

@@ -139,6 +139,11 @@ pub fn normalize_registry_key(raw: &str) -> Result<RegistryKey, KeyProblem> {
         suffix.push(':');
         suffix.push_str(port);
     }
+    // The kubelet strips a leading `v1/` or `v2/` from every key, the canonical one too: a path
+    // that starts with one is written behind a `v2/` for the kubelet to strip.
+    if path.first().is_some_and(|c| matches!(*c, "v1" | "v2")) {
+        suffix.push_str("/v2");
+    }
     for component in &path {
         suffix.push('/');
         suffix.push_str(component);
@@ -330,8 +335,11 @@ mod tests {
     fn only_what_the_kubelet_strips_is_stripped() {
         // The kubelet strips one lowercase `/v1/` or `/v2/`: whatever else is a path to it, and
         // dropping it would widen the key to the whole registry.
-        assert_eq!(canonical("https://registry.corp/v2/v2/"), "registry.corp/v2/");
-        assert_eq!(canonical("https://registry.corp/v1/v2/org"), "registry.corp/v2/org");
+        // A path that itself starts with `v2` keeps a `v2/` in front for the kubelet to strip.
+        assert_eq!(canonical("https://registry.corp/v2/v2/"), "registry.corp/v2/v2/");
+        assert_eq!(canonical("https://registry.corp/v1/v2/org"), "registry.corp/v2/v2/org");
+        assert_eq!(canonical("registry.corp/v2/v1"), "registry.corp/v2/v1");
+        assert_eq!(canonical("registry.corp/v2/v2/v2/"), "registry.corp/v2/v2/v2/");
         for raw in ["https://registry.corp/V2/", "registry.corp/V1", "registry.corp/v2/V2/", "registry.corp/V2/v2/"] {
             assert!(
                 matches!(normalize_registry_key(raw), Err(KeyProblem::InvalidPathComponent(c)) if c.eq_ignore_ascii_case("v2") || c == "V1"),
