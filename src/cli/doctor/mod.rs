@@ -1,10 +1,23 @@
 //! `regcred-operator doctor pod NAME -n NS`: why a Pod cannot pull its images, and the commands
 //! that fix it.
 //!
-//! This module reads the cluster and prints; [`diagnosis`] decides, without I/O. Only names, types
-//! and registry hosts are printed: Secret data is parsed in memory and never shown.
+//! This module reads the cluster into [`evidence`]; [`diagnosis`] runs the detectors over it,
+//! one module per family of causes, without I/O; [`report`] prints. Only names, types and
+//! registry hosts are printed: Secret data is parsed in memory and never shown.
 
-pub(crate) mod diagnosis;
+mod cached_image;
+mod created_before_the_secret;
+mod credentials;
+mod credentials_refused;
+mod diagnosis;
+mod evidence;
+mod no_pull_secret;
+mod own_pull_secrets;
+mod registry_not_covered;
+mod report;
+mod sandbox_image;
+mod secret_missing;
+mod secret_unusable;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,10 +32,9 @@ use kube::api::{ListParams, ObjectList, PartialObjectMeta};
 use kube::{Api, Client, ResourceExt};
 use thiserror::Error;
 
-use diagnosis::{
-    Admission, Context, Diagnosis, Evidence, PodEvent, SecretLookup, diagnose, injection_coverage, one_line,
-    reserved_namespaces,
-};
+use diagnosis::diagnose;
+use evidence::{Admission, Evidence, PodEvent, SecretLookup, reserved_namespaces};
+use report::print_report;
 
 use crate::cli::near_miss::near_misses;
 use crate::crd::RegistryCredential;
@@ -420,92 +432,8 @@ async fn pod_events(client: &Client, pod: &Pod, note: &mut impl FnMut(&str, kube
     events.into_iter().map(|(_, event)| event).collect()
 }
 
-fn print_report(evidence: &Evidence, diagnosis: &Diagnosis, unchecked: &[String], out: &mut dyn Write) {
-    let pod = &evidence.pod;
-    let spec = pod.spec.clone().unwrap_or_default();
-    let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Unknown".to_owned());
-    let account = spec.service_account_name.clone().unwrap_or_else(|| "default".to_owned());
-    let _ = writeln!(
-        out,
-        "Pod {}/{}: {phase}, ServiceAccount {account}",
-        pod.namespace().unwrap_or_default(),
-        pod.name_any()
-    );
-
-    let _ = writeln!(out, "\nImages:");
-    for check in &diagnosis.images {
-        let verdict = match (&check.registry, &check.covered_by) {
-            (Err(error), _) => format!("invalid reference: {error}"),
-            (Ok(registry), Some((secret, key))) => format!("registry {registry}, covered by {secret:?} (key {key:?})"),
-            (Ok(registry), None) => format!("registry {registry}, no pull secret of the Pod covers it"),
-        };
-        let _ = writeln!(out, "  {}: {} ({verdict})", check.container, check.image);
-    }
-
-    let _ = writeln!(out, "\nPull secrets:");
-    let pod_secrets: Vec<String> = spec.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect();
-    let sa_secrets = evidence.service_account_pull_secrets();
-    for (owner, names) in [("Pod spec", &pod_secrets), (&*format!("ServiceAccount {account}"), &sa_secrets)] {
-        let shown: Vec<String> =
-            names.iter().map(|name| format!("{name} ({})", describe(evidence.secrets.get(name)))).collect();
-        let listed = if shown.is_empty() { "none".to_owned() } else { shown.join(", ") };
-        let _ = writeln!(out, "  {owner}: {listed}");
-    }
-    if evidence.service_account.is_none() {
-        let _ = writeln!(out, "  (ServiceAccount {account} not found)");
-    }
-
-    let _ = writeln!(out, "\nAdmission injection:");
-    for line in injection_coverage(&Context::new(evidence)) {
-        let _ = writeln!(out, "  {line}");
-    }
-
-    let _ = writeln!(out, "\nEvents:");
-    if evidence.events.is_empty() {
-        let _ = writeln!(out, "  none");
-    }
-    for event in &evidence.events {
-        let kind = if event.warning { "Warning" } else { "Normal" };
-        let (reason, message) = (one_line(&event.reason), one_line(&event.message));
-        let _ = writeln!(out, "  {kind} {reason} (x{}): {message}", event.count);
-    }
-
-    if !unchecked.is_empty() {
-        let _ = writeln!(out, "\nNot checked (could not read):");
-        for what in unchecked {
-            let _ = writeln!(out, "  {what}");
-        }
-    }
-
-    let _ = writeln!(out);
-    if diagnosis.causes.is_empty() {
-        let _ = writeln!(out, "Diagnosis: no pull-secret problem found.");
-        return;
-    }
-    let _ = writeln!(out, "Diagnosis, most likely first:");
-    for (i, cause) in diagnosis.causes.iter().enumerate() {
-        let _ = writeln!(out, "{}. {}", i + 1, cause.summary);
-        for detail in &cause.details {
-            let _ = writeln!(out, "   - {detail}");
-        }
-        for command in &cause.commands {
-            let _ = writeln!(out, "   $ {command}");
-        }
-    }
-}
-
-/// A Secret by type and state; never its data.
-fn describe(lookup: Option<&SecretLookup>) -> String {
-    match lookup {
-        Some(SecretLookup::Found { secret_type, data, .. }) => {
-            let keys: Vec<&str> = data.keys().map(String::as_str).collect();
-            format!("type {}, keys {keys:?}", secret_type.as_deref().unwrap_or("Opaque"))
-        }
-        Some(SecretLookup::Missing) => "missing".to_owned(),
-        Some(SecretLookup::Unreadable(reason)) => format!("unreadable: {reason}"),
-        None => "not read".to_owned(),
-    }
-}
+#[cfg(test)]
+mod fixture;
 
 #[cfg(test)]
 mod tests {
