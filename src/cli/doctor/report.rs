@@ -7,23 +7,30 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use super::credentials::{Injection, injection, selecting_credentials};
-use super::evidence::{Admission, Context, Diagnosis, Evidence, SecretLookup};
+use super::evidence::{Admission, Cause, Context, Diagnosis, Evidence, ImageCheck, PodEvent, SecretLookup};
 use crate::credential::pull_secret::DOCKER_CONFIG_JSON_KEY;
 
+/// What was read, section by section, then the causes, most likely first.
 pub(super) fn print_report(evidence: &Evidence, diagnosis: &Diagnosis, unchecked: &[String], out: &mut dyn Write) {
-    let pod = &evidence.pod;
-    let spec = pod.spec.clone().unwrap_or_default();
-    let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Unknown".to_owned());
-    let account = spec.service_account_name.clone().unwrap_or_else(|| "default".to_owned());
-    let _ = writeln!(
-        out,
-        "Pod {}/{}: {phase}, ServiceAccount {account}",
-        pod.namespace().unwrap_or_default(),
-        pod.name_any()
-    );
+    let context = Context::new(evidence);
+    print_pod(&context, out);
+    print_images(&diagnosis.images, out);
+    print_pull_secrets(&context, out);
+    print_injection(&context, out);
+    print_events(&evidence.events, out);
+    print_unchecked(unchecked, out);
+    print_causes(&diagnosis.causes, out);
+}
 
+fn print_pod(context: &Context, out: &mut dyn Write) {
+    let pod = &context.evidence.pod;
+    let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Unknown".to_owned());
+    let _ = writeln!(out, "Pod {}/{}: {phase}, ServiceAccount {}", context.namespace, pod.name_any(), context.account);
+}
+
+fn print_images(images: &[ImageCheck], out: &mut dyn Write) {
     let _ = writeln!(out, "\nImages:");
-    for check in &diagnosis.images {
+    for check in images {
         let verdict = match (&check.registry, &check.covered_by) {
             (Err(error), _) => format!("invalid reference: {error}"),
             (Ok(registry), Some((secret, key))) => format!("registry {registry}, covered by {secret:?} (key {key:?})"),
@@ -31,11 +38,13 @@ pub(super) fn print_report(evidence: &Evidence, diagnosis: &Diagnosis, unchecked
         };
         let _ = writeln!(out, "  {}: {} ({verdict})", check.container, check.image);
     }
+}
 
+fn print_pull_secrets(context: &Context, out: &mut dyn Write) {
+    let (evidence, account) = (context.evidence, &context.account);
     let _ = writeln!(out, "\nPull secrets:");
-    let pod_secrets: Vec<String> = spec.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect();
     let sa_secrets = evidence.service_account_pull_secrets();
-    for (owner, names) in [("Pod spec", &pod_secrets), (&*format!("ServiceAccount {account}"), &sa_secrets)] {
+    for (owner, names) in [("Pod spec", &context.pod_secrets), (&*format!("ServiceAccount {account}"), &sa_secrets)] {
         let shown: Vec<String> =
             names.iter().map(|name| format!("{name} ({})", describe(evidence.secrets.get(name)))).collect();
         let listed = if shown.is_empty() { "none".to_owned() } else { shown.join(", ") };
@@ -44,36 +53,44 @@ pub(super) fn print_report(evidence: &Evidence, diagnosis: &Diagnosis, unchecked
     if evidence.service_account.is_none() {
         let _ = writeln!(out, "  (ServiceAccount {account} not found)");
     }
+}
 
+fn print_injection(context: &Context, out: &mut dyn Write) {
     let _ = writeln!(out, "\nAdmission injection:");
-    for line in injection_coverage(&Context::new(evidence)) {
+    for line in injection_coverage(context) {
         let _ = writeln!(out, "  {line}");
     }
+}
 
+fn print_events(events: &[PodEvent], out: &mut dyn Write) {
     let _ = writeln!(out, "\nEvents:");
-    if evidence.events.is_empty() {
+    if events.is_empty() {
         let _ = writeln!(out, "  none");
     }
-    for event in &evidence.events {
+    for event in events {
         let kind = if event.warning { "Warning" } else { "Normal" };
         let (reason, message) = (one_line(&event.reason), one_line(&event.message));
         let _ = writeln!(out, "  {kind} {reason} (x{}): {message}", event.count);
     }
+}
 
+fn print_unchecked(unchecked: &[String], out: &mut dyn Write) {
     if !unchecked.is_empty() {
         let _ = writeln!(out, "\nNot checked (could not read):");
         for what in unchecked {
             let _ = writeln!(out, "  {what}");
         }
     }
+}
 
+fn print_causes(causes: &[Cause], out: &mut dyn Write) {
     let _ = writeln!(out);
-    if diagnosis.causes.is_empty() {
+    if causes.is_empty() {
         let _ = writeln!(out, "Diagnosis: no pull-secret problem found.");
         return;
     }
     let _ = writeln!(out, "Diagnosis, most likely first:");
-    for (i, cause) in diagnosis.causes.iter().enumerate() {
+    for (i, cause) in causes.iter().enumerate() {
         let _ = writeln!(out, "{}. {}", i + 1, cause.summary);
         for detail in &cause.details {
             let _ = writeln!(out, "   - {detail}");
