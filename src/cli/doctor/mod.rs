@@ -1,10 +1,23 @@
 //! `regcred-operator doctor pod NAME -n NS`: why a Pod cannot pull its images, and the commands
 //! that fix it.
 //!
-//! This module reads the cluster and prints; [`diagnosis`] decides, without I/O. Only names, types
-//! and registry hosts are printed: Secret data is parsed in memory and never shown.
+//! This module reads the cluster into [`evidence`]; [`diagnosis`] runs the detectors over it,
+//! one module per family of causes, without I/O; [`report`] prints. Only names, types and
+//! registry hosts are printed: Secret data is parsed in memory and never shown.
 
-pub(crate) mod diagnosis;
+mod cached_image;
+mod created_before_the_secret;
+mod credentials;
+mod credentials_refused;
+mod diagnosis;
+mod evidence;
+mod no_pull_secret;
+mod own_pull_secrets;
+mod registry_not_covered;
+mod report;
+mod sandbox_image;
+mod secret_missing;
+mod secret_unusable;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,16 +26,15 @@ use std::io::Write;
 use clap::{Args, Subcommand};
 use k8s_openapi::api::admissionregistration::v1::{MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding};
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Node, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Node, ObjectReference, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, ObjectList, PartialObjectMeta};
 use kube::{Api, Client, ResourceExt};
 use thiserror::Error;
 
-use diagnosis::{
-    Admission, Context, Diagnosis, Evidence, PodEvent, SecretLookup, diagnose, injection_coverage, one_line,
-    reserved_namespaces,
-};
+use diagnosis::diagnose;
+use evidence::{Admission, Evidence, PodEvent, SecretLookup, reserved_namespaces};
+use report::print_report;
 
 use crate::cli::near_miss::near_misses;
 use crate::crd::RegistryCredential;
@@ -94,13 +106,7 @@ async fn gather(client: &Client, namespace: &str, name: &str) -> Result<(Evidenc
     let mut unchecked = Vec::new();
     let mut note = |what: &str, error: kube::Error| unchecked.push(format!("{what}: {error}"));
 
-    let pod = match Api::<Pod>::namespaced(client.clone(), namespace).get_opt(name).await {
-        Ok(Some(pod)) => pod,
-        Ok(None) => return Err(DoctorError::PodNotFound { namespace: namespace.to_owned(), name: name.to_owned() }),
-        Err(source) => {
-            return Err(DoctorError::PodUnreadable { namespace: namespace.to_owned(), name: name.to_owned(), source });
-        }
-    };
+    let pod = read_pod(client, namespace, name).await?;
     let spec = pod.spec.clone().unwrap_or_default();
     let account_name = spec.service_account_name.clone().unwrap_or_else(|| "default".to_owned());
     let namespace_labels =
@@ -118,21 +124,9 @@ async fn gather(client: &Client, namespace: &str, name: &str) -> Result<(Evidenc
     )
     .unwrap_or_default();
 
-    let named: BTreeSet<String> = spec
-        .image_pull_secrets
-        .iter()
-        .flatten()
-        .chain(service_account.iter().flat_map(|sa| sa.image_pull_secrets.iter().flatten()))
-        .map(|reference| reference.name.clone())
-        .collect();
-    // The copies of the credentials that select the Pod, to tell when they appeared.
+    let named = named_pull_secrets(&pod, service_account.as_ref());
     let labels = namespace_labels.clone().unwrap_or_default();
-    let reserved = reserved_namespaces(&credentials);
-    let copies = credentials
-        .iter()
-        .filter(|c| c.spec.selects_pods_of(namespace, &labels, &account_name, &reserved))
-        .map(|c| c.spec.secret_name.clone());
-    let names: BTreeSet<String> = named.iter().cloned().chain(copies).collect();
+    let names = with_copies_selecting(&named, &credentials, namespace, &labels, &account_name);
     let secrets = read_secrets(client, namespace, &names).await;
     let missing: Vec<&str> = named
         .iter()
@@ -142,14 +136,7 @@ async fn gather(client: &Client, namespace: &str, name: &str) -> Result<(Evidenc
     let secret_names = near_miss_candidates(client, namespace, &missing, &mut note).await;
     let events = pod_events(client, &pod, &mut note).await;
     let admission = admission(client).await;
-    let kubelet_version = match spec.node_name.as_deref() {
-        Some(node) => {
-            noted(Api::<Node>::all(client.clone()).get_opt(node).await, "the Node's kubelet version", &mut note)
-                .and_then(|n| n.status?.node_info)
-                .map(|info| info.kubelet_version)
-        }
-        None => None,
-    };
+    let kubelet_version = kubelet_version(client, spec.node_name.as_deref(), &mut note).await;
     let workload = workload(client, namespace, &pod, &mut note).await;
     let evidence = Evidence {
         pod,
@@ -164,6 +151,53 @@ async fn gather(client: &Client, namespace: &str, name: &str) -> Result<(Evidenc
         workload,
     };
     Ok((evidence, unchecked))
+}
+
+async fn read_pod(client: &Client, namespace: &str, name: &str) -> Result<Pod, DoctorError> {
+    match Api::<Pod>::namespaced(client.clone(), namespace).get_opt(name).await {
+        Ok(Some(pod)) => Ok(pod),
+        Ok(None) => Err(DoctorError::PodNotFound { namespace: namespace.to_owned(), name: name.to_owned() }),
+        Err(source) => {
+            Err(DoctorError::PodUnreadable { namespace: namespace.to_owned(), name: name.to_owned(), source })
+        }
+    }
+}
+
+/// The pull secrets the Pod spec or its ServiceAccount name.
+fn named_pull_secrets(pod: &Pod, service_account: Option<&ServiceAccount>) -> BTreeSet<String> {
+    pod.spec
+        .iter()
+        .flat_map(|spec| spec.image_pull_secrets.iter().flatten())
+        .chain(service_account.iter().flat_map(|sa| sa.image_pull_secrets.iter().flatten()))
+        .map(|reference| reference.name.clone())
+        .collect()
+}
+
+/// The named Secrets, and the copies of the credentials that select the Pod, to tell when they
+/// appeared.
+fn with_copies_selecting(
+    named: &BTreeSet<String>,
+    credentials: &[RegistryCredential],
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    account: &str,
+) -> BTreeSet<String> {
+    let reserved = reserved_namespaces(credentials);
+    let copies = credentials
+        .iter()
+        .filter(|c| c.spec.selects_pods_of(namespace, labels, account, &reserved))
+        .map(|c| c.spec.secret_name.clone());
+    named.iter().cloned().chain(copies).collect()
+}
+
+/// The version of the kubelet on the Pod's node, when it is scheduled.
+async fn kubelet_version(
+    client: &Client,
+    node: Option<&str>,
+    note: &mut impl FnMut(&str, kube::Error),
+) -> Option<String> {
+    let node = noted(Api::<Node>::all(client.clone()).get_opt(node?).await, "the Node's kubelet version", note)?;
+    node.status?.node_info.map(|info| info.kubelet_version)
 }
 
 /// What a read found; a read that failed is noted as not checked, and counts as found nothing.
@@ -340,20 +374,52 @@ fn terminal_safe(text: &str) -> Cow<'_, str> {
     Cow::Owned(safe)
 }
 
-/// The Pod's Events from both Event APIs, each once (they share storage, so the same Event can
-/// come back from both), oldest first.
+/// The Pod's Events from both Event APIs, each once, oldest first.
 async fn pod_events(client: &Client, pod: &Pod, note: &mut impl FnMut(&str, kube::Error)) -> Vec<PodEvent> {
     let namespace = pod.namespace().unwrap_or_default();
-    let (name, uid) = (pod.name_any(), pod.uid().unwrap_or_default());
-    // An Event of an earlier Pod with the same name carries that Pod's uid.
-    let about_this_pod = |kind: Option<&str>, event_name: Option<&str>, event_uid: Option<&str>| {
-        kind == Some("Pod") && event_name == Some(name.as_str()) && event_uid.is_none_or(|u| u.is_empty() || u == uid)
-    };
-    let mut seen = BTreeSet::new();
+    let mut filter = EventsOfPod { name: pod.name_any(), uid: pod.uid().unwrap_or_default(), seen: BTreeSet::new() };
+    let mut events = core_events(client, &namespace, &mut filter).await.unwrap_or_else(|error| {
+        note("core/v1 Events", error);
+        Vec::new()
+    });
+    match events_k8s_io(client, &namespace, &mut filter).await {
+        Ok(listed) => events.extend(listed),
+        Err(error) => note("events.k8s.io Events", error),
+    }
+    events.sort_by(|a, b| a.0.cmp(&b.0));
+    events.into_iter().map(|(_, event)| event).collect()
+}
 
-    let core = Api::<CoreEvent>::namespaced(client.clone(), &namespace);
-    let selector = format!("involvedObject.kind=Pod,involvedObject.name={name}");
-    let listed = paged(
+/// Which listed Events to keep: those about this Pod, each once. The two Event APIs share
+/// storage, so the same Event can come back from both; and an Event of an earlier Pod with the
+/// same name carries that Pod's uid.
+struct EventsOfPod {
+    name: String,
+    uid: String,
+    seen: BTreeSet<Option<String>>,
+}
+
+impl EventsOfPod {
+    fn keeps(&mut self, regarding: &ObjectReference, event_uid: Option<String>) -> bool {
+        let about_this_pod = regarding.kind.as_deref() == Some("Pod")
+            && regarding.name.as_deref() == Some(self.name.as_str())
+            && regarding.uid.as_deref().is_none_or(|u| u.is_empty() || u == self.uid);
+        about_this_pod && self.seen.insert(event_uid)
+    }
+}
+
+/// An Event with the time it is sorted by.
+type TimedEvent = (String, PodEvent);
+
+/// The Pod's core/v1 Events that `filter` keeps, with their time.
+async fn core_events(
+    client: &Client,
+    namespace: &str,
+    filter: &mut EventsOfPod,
+) -> Result<Vec<TimedEvent>, kube::Error> {
+    let core = Api::<CoreEvent>::namespaced(client.clone(), namespace);
+    let selector = format!("involvedObject.kind=Pod,involvedObject.name={}", filter.name);
+    paged(
         PAGE_SIZE,
         |params| {
             let core = &core;
@@ -361,8 +427,7 @@ async fn pod_events(client: &Client, pod: &Pod, note: &mut impl FnMut(&str, kube
             async move { core.list(&params).await }
         },
         |event: CoreEvent| {
-            let o = &event.involved_object;
-            if !about_this_pod(o.kind.as_deref(), o.name.as_deref(), o.uid.as_deref()) || !seen.insert(event.uid()) {
+            if !filter.keeps(&event.involved_object, event.uid()) {
                 return None;
             }
             let time = event.last_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
@@ -377,26 +442,25 @@ async fn pod_events(client: &Client, pod: &Pod, note: &mut impl FnMut(&str, kube
             ))
         },
     )
-    .await;
-    let mut events: Vec<(String, PodEvent)> = match listed {
-        Ok(listed) => listed,
-        Err(error) => {
-            note("core/v1 Events", error);
-            Vec::new()
-        }
-    };
+    .await
+}
 
-    // events.k8s.io has no field selector on `regarding`: filter here, page by page.
-    let api = Api::<Event>::namespaced(client.clone(), &namespace);
-    let listed = paged(
+/// The Pod's events.k8s.io Events that `filter` keeps, with their time. That API has no field
+/// selector on `regarding`: they are filtered here, page by page.
+async fn events_k8s_io(
+    client: &Client,
+    namespace: &str,
+    filter: &mut EventsOfPod,
+) -> Result<Vec<TimedEvent>, kube::Error> {
+    let api = Api::<Event>::namespaced(client.clone(), namespace);
+    paged(
         PAGE_SIZE,
         |params| {
             let api = &api;
             async move { api.list(&params).await }
         },
         |event: Event| {
-            let o = event.regarding.as_ref()?;
-            if !about_this_pod(o.kind.as_deref(), o.name.as_deref(), o.uid.as_deref()) || !seen.insert(event.uid()) {
+            if !filter.keeps(event.regarding.as_ref()?, event.uid()) {
                 return None;
             }
             let time = event.event_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
@@ -411,101 +475,11 @@ async fn pod_events(client: &Client, pod: &Pod, note: &mut impl FnMut(&str, kube
             ))
         },
     )
-    .await;
-    match listed {
-        Ok(listed) => events.extend(listed),
-        Err(error) => note("events.k8s.io Events", error),
-    }
-    events.sort_by(|a, b| a.0.cmp(&b.0));
-    events.into_iter().map(|(_, event)| event).collect()
+    .await
 }
 
-fn print_report(evidence: &Evidence, diagnosis: &Diagnosis, unchecked: &[String], out: &mut dyn Write) {
-    let pod = &evidence.pod;
-    let spec = pod.spec.clone().unwrap_or_default();
-    let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Unknown".to_owned());
-    let account = spec.service_account_name.clone().unwrap_or_else(|| "default".to_owned());
-    let _ = writeln!(
-        out,
-        "Pod {}/{}: {phase}, ServiceAccount {account}",
-        pod.namespace().unwrap_or_default(),
-        pod.name_any()
-    );
-
-    let _ = writeln!(out, "\nImages:");
-    for check in &diagnosis.images {
-        let verdict = match (&check.registry, &check.covered_by) {
-            (Err(error), _) => format!("invalid reference: {error}"),
-            (Ok(registry), Some((secret, key))) => format!("registry {registry}, covered by {secret:?} (key {key:?})"),
-            (Ok(registry), None) => format!("registry {registry}, no pull secret of the Pod covers it"),
-        };
-        let _ = writeln!(out, "  {}: {} ({verdict})", check.container, check.image);
-    }
-
-    let _ = writeln!(out, "\nPull secrets:");
-    let pod_secrets: Vec<String> = spec.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect();
-    let sa_secrets = evidence.service_account_pull_secrets();
-    for (owner, names) in [("Pod spec", &pod_secrets), (&*format!("ServiceAccount {account}"), &sa_secrets)] {
-        let shown: Vec<String> =
-            names.iter().map(|name| format!("{name} ({})", describe(evidence.secrets.get(name)))).collect();
-        let listed = if shown.is_empty() { "none".to_owned() } else { shown.join(", ") };
-        let _ = writeln!(out, "  {owner}: {listed}");
-    }
-    if evidence.service_account.is_none() {
-        let _ = writeln!(out, "  (ServiceAccount {account} not found)");
-    }
-
-    let _ = writeln!(out, "\nAdmission injection:");
-    for line in injection_coverage(&Context::new(evidence)) {
-        let _ = writeln!(out, "  {line}");
-    }
-
-    let _ = writeln!(out, "\nEvents:");
-    if evidence.events.is_empty() {
-        let _ = writeln!(out, "  none");
-    }
-    for event in &evidence.events {
-        let kind = if event.warning { "Warning" } else { "Normal" };
-        let (reason, message) = (one_line(&event.reason), one_line(&event.message));
-        let _ = writeln!(out, "  {kind} {reason} (x{}): {message}", event.count);
-    }
-
-    if !unchecked.is_empty() {
-        let _ = writeln!(out, "\nNot checked (could not read):");
-        for what in unchecked {
-            let _ = writeln!(out, "  {what}");
-        }
-    }
-
-    let _ = writeln!(out);
-    if diagnosis.causes.is_empty() {
-        let _ = writeln!(out, "Diagnosis: no pull-secret problem found.");
-        return;
-    }
-    let _ = writeln!(out, "Diagnosis, most likely first:");
-    for (i, cause) in diagnosis.causes.iter().enumerate() {
-        let _ = writeln!(out, "{}. {}", i + 1, cause.summary);
-        for detail in &cause.details {
-            let _ = writeln!(out, "   - {detail}");
-        }
-        for command in &cause.commands {
-            let _ = writeln!(out, "   $ {command}");
-        }
-    }
-}
-
-/// A Secret by type and state; never its data.
-fn describe(lookup: Option<&SecretLookup>) -> String {
-    match lookup {
-        Some(SecretLookup::Found { secret_type, data, .. }) => {
-            let keys: Vec<&str> = data.keys().map(String::as_str).collect();
-            format!("type {}, keys {keys:?}", secret_type.as_deref().unwrap_or("Opaque"))
-        }
-        Some(SecretLookup::Missing) => "missing".to_owned(),
-        Some(SecretLookup::Unreadable(reason)) => format!("unreadable: {reason}"),
-        None => "not read".to_owned(),
-    }
-}
+#[cfg(test)]
+mod fixture;
 
 #[cfg(test)]
 mod tests {

@@ -1,10 +1,11 @@
 //! `regcred-operator lint [--fix] [--format text|json] PATH...`: pull-secret mistakes in manifest
 //! files, found before they reach a cluster.
 //!
-//! [`manifest`] turns files into documents with line numbers, [`check`] is the pure analysis, and
-//! this module does the reading and the printing.
+//! [`manifest`] turns files into documents with line numbers, [`check`] is the pure analysis
+//! reporting in the terms of [`finding`], and this module does the reading and the printing.
 
 mod check;
+mod finding;
 pub(crate) mod manifest;
 mod set;
 
@@ -13,8 +14,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 
-pub use check::Code;
-use check::{Finding, Report, Severity, check};
+use check::check;
+pub use finding::Code;
+use finding::{Finding, Report, Severity};
 use manifest::{Document, MAX_INPUT_BYTES, parse_documents};
 
 /// Rounds of fixing: a rename can reveal a namespace move, which the next round makes.

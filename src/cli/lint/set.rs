@@ -8,7 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_norway::Value;
 
-use super::check::{Code, Edit, Finding, Severity};
+use super::finding::{Code, Edit, Finding, Severity};
 use super::manifest::{Document, FieldPath, lookup};
 use crate::crd::RegistryCredentialSpec;
 use crate::crd::selection::{selects_namespace, selects_service_account};
