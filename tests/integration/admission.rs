@@ -151,6 +151,35 @@ async fn new_pods_get_the_copy_appended_and_nothing_else_changes() {
 }
 
 #[tokio::test]
+async fn a_kubelets_mirror_pod_is_admitted_untouched() {
+    let admin = cluster_or_skip!();
+    install_policy(&admin).await;
+    let run = format!("adm-mirror-{}", std::process::id());
+    let namespace = TestNamespace::create(&admin, "adm-mirror", &[("regcred.dev/admission", &run)]).await;
+    credential(
+        &admin,
+        &run,
+        json!({"secretName": run, "namespaceSelector": {"matchLabels": {"regcred.dev/admission": run}}}),
+    )
+    .await;
+    until_injected(&admin, &namespace.name, &run).await;
+
+    // As a kubelet creates the mirror of its static Pod: no ServiceAccount, the mirror annotation.
+    // The API server's ServiceAccount plugin refuses a mirror Pod that names any Secret.
+    let mirror: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "static-web", "annotations": {"kubernetes.io/config.mirror": "0123abcd",
+                                                           "kubernetes.io/config.source": "file"}},
+        "spec": {"containers": [{"name": "web", "image": "registry.example.test/web:1"}]},
+    }))
+    .unwrap();
+    let api: Api<Pod> = Api::namespaced(admin.clone(), &namespace.name);
+    let params = PostParams { dry_run: true, ..PostParams::default() };
+    let created = api.create(&params, &mirror).await.expect("the mirror Pod is admitted");
+    assert_eq!(created.spec.unwrap().image_pull_secrets, None, "nothing appended to a mirror Pod");
+    let _ = Api::<RegistryCredential>::all(admin.clone()).delete(&run, &DeleteParams::default()).await;
+}
+
+#[tokio::test]
 async fn a_policy_that_cannot_evaluate_never_blocks_a_pod() {
     let admin = cluster_or_skip!();
     install_policy(&admin).await;
