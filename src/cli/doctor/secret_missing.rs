@@ -7,7 +7,7 @@ use kube::ResourceExt;
 
 use super::credentials::{by_relevance, sync_state, why_not_selected};
 use super::evidence::{Cause, Context, Evidence, RANK_SECRET_MISSING, SecretLookup};
-use super::report::{SHOWN, copy_secret, listed};
+use super::report::{SHOWN, copy_secret, listed, shell_word};
 use crate::cli::near_miss::near_misses;
 use crate::crd::RegistryCredential;
 
@@ -26,6 +26,8 @@ fn missing_cause(name: &str, namespace: &str, evidence: &Evidence) -> Cause {
     let meant = MeantSecrets::find(name, namespace, &evidence.secret_names);
     let (mut details, mut commands) = meant.details_and_copies(name, namespace);
     if commands.is_empty() {
+        // The name is the Pod's to choose, and the API server does not hold it to a Secret's rules.
+        let name = shell_word(name);
         commands.push(format!(
             "kubectl create secret docker-registry {name} -n {namespace} --docker-server=<registry> --docker-username=<user> --docker-password=<password>"
         ));
@@ -135,7 +137,7 @@ fn makers_elsewhere(name: &str, namespace: &str, evidence: &Evidence) -> Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::doctor::fixture::{own_list_evidence, summaries};
+    use crate::cli::doctor::fixture::{own_list_evidence, pod, summaries};
 
     #[test]
     fn pull_secrets_missing_with_the_near_miss() {
@@ -148,5 +150,18 @@ mod tests {
             ["pull secret \"quay-pull\" does not exist in namespace shop; did you mean \"quay-pul\"?"]
         );
         assert_eq!(causes[0].rank, RANK_SECRET_MISSING);
+    }
+
+    #[test]
+    fn a_secret_name_the_pod_chose_is_one_word_in_the_command() {
+        let mut evidence = own_list_evidence();
+        evidence.pod = pod(
+            serde_json::json!({"imagePullSecrets": [{"name": "x; reboot"}],
+                               "containers": [{"name": "app", "image": "registry.corp/app:1"}]}),
+            None,
+        );
+        let causes = pull_secrets_missing(&Context::new(&evidence));
+        let command = &causes[0].commands[0];
+        assert!(command.starts_with("kubectl create secret docker-registry 'x; reboot' -n shop "), "{command}");
     }
 }
