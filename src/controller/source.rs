@@ -13,8 +13,9 @@ use crate::credential::{
 };
 use crate::reason::Reason;
 
-/// A usable source: the canonical docker config JSON and what status shows about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A usable source: the canonical docker config JSON and what status shows about it. `Debug`
+/// shows what status shows, never the payload nor its digest.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct ResolvedSource {
     /// Canonical `.dockerconfigjson`; a credential, never logged.
     pub(crate) payload: String,
@@ -24,6 +25,16 @@ pub(crate) struct ResolvedSource {
     pub(crate) rewrites: Vec<KeyRewrite>,
     /// Warnings, already rendered; they name keys and fields, never values.
     pub(crate) warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for ResolvedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvedSource")
+            .field("registries", &self.registries)
+            .field("rewrites", &self.rewrites)
+            .field("warnings", &self.warnings)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a source cannot be used. Messages name the Secret and the problem, never a value.
@@ -179,6 +190,19 @@ mod tests {
         .unwrap();
         assert_eq!(resolved.registries, vec!["a.test", "b.test"]);
         assert_eq!(resolved.rewrites, vec![KeyRewrite { from: "https://a.test/v2/".into(), to: "a.test".into() }]);
+    }
+
+    #[test]
+    fn a_resolved_source_prints_neither_its_payload_nor_its_digest() {
+        let password = "Sentinel-Debug-9f2e";
+        let config = format!(r#"{{"auths":{{"a.test":{{"username":"u","password":"{password}"}}}}}}"#);
+        let source = secret(DOCKER_CONFIG_JSON_TYPE, &[(DOCKER_CONFIG_JSON_KEY, &config)]);
+        let resolved = resolve_source(&spec(&[]), Some(&source), &trusted()).unwrap();
+        let printed = format!("{resolved:?} {:?}", Ok::<_, SourceProblem>(resolved.clone()));
+        assert!(printed.contains("a.test"), "{printed}");
+        for derived in [password, &resolved.payload, &resolved.digest, "dTpTZW50aW5l"] {
+            assert!(!printed.contains(derived), "{printed}");
+        }
     }
 
     #[test]

@@ -51,7 +51,7 @@ impl Evidence {
     }
 }
 
-#[derive(Debug)]
+/// A pull secret as `doctor` read it. `Debug` names its data keys, never their values.
 pub(super) enum SecretLookup {
     Found {
         secret_type: Option<String>,
@@ -61,6 +61,21 @@ pub(super) enum SecretLookup {
     Missing,
     /// It could not be read (e.g. forbidden): the reason.
     Unreadable(String),
+}
+
+impl std::fmt::Debug for SecretLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretLookup::Found { secret_type, data, created } => f
+                .debug_struct("Found")
+                .field("secret_type", secret_type)
+                .field("data_keys", &data.keys().collect::<Vec<_>>())
+                .field("created", created)
+                .finish(),
+            SecretLookup::Missing => f.write_str("Missing"),
+            SecretLookup::Unreadable(why) => f.debug_tuple("Unreadable").field(why).finish(),
+        }
+    }
 }
 
 /// The namespaces of the credentials' sources: the operator trusts them for sources, and selects
@@ -222,4 +237,25 @@ fn image_checks(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::doctor::fixture::own_list_evidence;
+
+    #[test]
+    fn the_evidence_prints_no_secret_data() {
+        let mut evidence = own_list_evidence();
+        let config = r#"{"auths":{"quay.io":{"username":"robot","password":"Sentinel-Evidence-71c3"}}}"#;
+        let found = SecretLookup::Found {
+            secret_type: Some("kubernetes.io/dockerconfigjson".into()),
+            data: [(".dockerconfigjson".to_owned(), config.as_bytes().to_vec())].into(),
+            created: None,
+        };
+        evidence.secrets.insert("quay-pull".into(), found);
+        let printed = format!("{evidence:?}");
+        assert!(printed.contains(".dockerconfigjson"), "{printed}");
+        assert!(!printed.contains("Sentinel") && !printed.contains("83, 101, 110"), "{printed}");
+    }
 }
