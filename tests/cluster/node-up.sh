@@ -21,6 +21,7 @@
 #   REGCRED_NODE_IMAGE_OTHER (same content, another repository), REGCRED_NODE_PAUSE_IMAGE,
 #   REGCRED_NODE_DOCKERCONFIGJSON (a .dockerconfigjson file with the registry's credentials),
 #   REGCRED_NODE_KUBELET_LOG, REGCRED_NODE_CONTAINERD_LOG (first node), REGCRED_NODE_SCHEDULER_LOG,
+#   REGCRED_NODE_STATIC_POD_DIR (the first kubelet's staticPodPath),
 #   REGCRED_NODE_CONTAINERD_SOCK (first node), REGCRED_NODE_BIN_DIR (ctr, ocimage, ...),
 #   REGCRED_NODE_CGROUP_ROOTS, REGCRED_NODE_APISERVER_HOST/_PORT (what a hostNetwork Pod sets as
 #   KUBERNETES_SERVICE_HOST/_PORT: there is no kube-proxy for the kubernetes Service).
@@ -350,7 +351,10 @@ volumePluginDir: $N/kubelet/volume-plugins
 serializeImagePulls: false
 imageGCHighThresholdPercent: 100
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}
+# Static Pods: their mirror Pods in the API go through admission like any Pod.
+staticPodPath: $N/kubelet/manifests
 EOF
+  mkdir -p "$N/kubelet/manifests"
   write_cmd "$N" kubelet "$NODE_BIN_DIR/kubelet" \
     --config="$N/kubelet/config.yaml" \
     --kubeconfig="$N/kubelet/kubeconfig" \
@@ -451,6 +455,7 @@ fi
     REGCRED_NODE_PAUSE_IMAGE "$PAUSE_IMAGE" \
     REGCRED_NODE_DOCKERCONFIGJSON "$REG/dockerconfig.json" \
     REGCRED_NODE_KUBELET_LOG "$DIR/node-1/kubelet.log" \
+    REGCRED_NODE_STATIC_POD_DIR "$DIR/node-1/kubelet/manifests" \
     REGCRED_NODE_CONTAINERD_LOG "$DIR/node-1/containerd.log" \
     REGCRED_NODE_SCHEDULER_LOG "$DIR/kube-scheduler.log" \
     REGCRED_NODE_CONTROLLER_MANAGER_LOG "$DIR/kube-controller-manager.log" \

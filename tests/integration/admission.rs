@@ -31,7 +31,7 @@ fn shipped(file: &str) -> Vec<Value> {
 }
 
 /// Installs the CRD and the shipped policy and binding, as an admin applying config/ would.
-async fn install_policy(admin: &Client) {
+pub(crate) async fn install_policy(admin: &Client) {
     regcred_test_support::operator::install(admin).await;
     for (file, kind, plural) in [
         ("mutating_admission_policy.yaml", "MutatingAdmissionPolicy", "mutatingadmissionpolicies"),
@@ -46,7 +46,7 @@ async fn install_policy(admin: &Client) {
 }
 
 /// A credential no test operator manages: only the policy acts on it.
-async fn credential(admin: &Client, name: &str, spec: Value) -> RegistryCredential {
+pub(crate) async fn credential(admin: &Client, name: &str, spec: Value) -> RegistryCredential {
     let mut full = json!({"source": {"secretRef": {"namespace": TRUSTED, "name": "pull"}}});
     regcred_test_support::fixture::merge(&mut full, spec);
     let credential: RegistryCredential = serde_json::from_value(json!({
@@ -77,7 +77,7 @@ async fn admitted(admin: &Client, namespace: &str, service_account: Option<&str>
 }
 
 /// Waits until the API server's policy sees the credential: a Pod in `namespace` gets `name`.
-async fn until_injected(admin: &Client, namespace: &str, name: &str) {
+pub(crate) async fn until_injected(admin: &Client, namespace: &str, name: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !admitted(admin, namespace, None, &[]).await.iter().any(|n| n == name) {
         assert!(tokio::time::Instant::now() < deadline, "the policy never injected {name} in {namespace}");

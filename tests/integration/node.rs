@@ -306,3 +306,49 @@ async fn doctor_reads_the_kubelets_real_events() {
         "{report}"
     );
 }
+
+#[tokio::test]
+async fn a_static_pod_in_a_selected_namespace_gets_its_mirror_pod() {
+    let admin = cluster_or_skip!();
+    let (env, _node) = node_or_skip!();
+    crate::admission::install_policy(&admin).await;
+    let namespace = regcred_test_support::cluster::TestNamespace::create(&admin, "node-static", &[]).await;
+    // Selected by an exact include entry, as kube-system would be; the policy alone acts on it.
+    let name = format!("static-{}", std::process::id());
+    crate::admission::credential(
+        &admin,
+        &name,
+        json!({"secretName": name, "namespaces": {"include": [namespace.name]}}),
+    )
+    .await;
+    crate::admission::until_injected(&admin, &namespace.name, &name).await;
+
+    let manifest = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "static-web", "namespace": namespace.name},
+        "spec": {"containers": [{"name": "web", "image": env["REGCRED_NODE_PAUSE_IMAGE"],
+                                 "imagePullPolicy": "IfNotPresent"}]},
+    });
+    let path = std::path::Path::new(&env["REGCRED_NODE_STATIC_POD_DIR"]).join(format!("{}.json", namespace.name));
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    // The kubelet creates the mirror Pod `<name>-<node>`; a refused one it retries, never seen here.
+    let mirror_name = format!("static-web-{}", env["REGCRED_NODE_NAME"]);
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &namespace.name);
+    let deadline = tokio::time::Instant::now() + PULL_TIMEOUT;
+    let mirror = loop {
+        if let Some(pod) = pods.get_opt(&mirror_name).await.unwrap() {
+            break pod;
+        }
+        if tokio::time::Instant::now() > deadline {
+            std::fs::remove_file(&path).unwrap();
+            panic!("no mirror Pod {mirror_name} in {} after {PULL_TIMEOUT:?}", namespace.name);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    std::fs::remove_file(&path).unwrap();
+    assert!(mirror.annotations().contains_key("kubernetes.io/config.mirror"), "a mirror Pod");
+    assert_eq!(mirror.spec.unwrap().image_pull_secrets, None, "nothing appended to it");
+    let _ = Api::<regcred_operator::crd::RegistryCredential>::all(admin.clone())
+        .delete(&name, &kube::api::DeleteParams::default())
+        .await;
+}
