@@ -73,10 +73,15 @@ impl Operator {
             .with_config(controller::Config::default().concurrency(4))
             .trigger_backoff(watch_backoff());
         let (by_pod, by_source) = (stores.credentials.clone(), stores.credentials.clone());
+        let (namespaces, reserved) = (stores.namespaces.clone(), settings.source_namespaces.clone());
         let credentials = credentials
-            // A Pod failing to pull concerns the credentials that recover stuck Pods.
+            // A Pod failing to pull concerns the credentials that recover stuck Pods and select it.
             .watches_stream(watches.pods, move |pod: Pod| {
-                if recovery::pull_failed(&pod) { refs(&by_pod, |c| c.spec.evict_stuck_pods) } else { Vec::new() }
+                let namespace = pod.namespace().unwrap_or_default();
+                let Some(labels) = namespaces.get(&ObjectRef::new(&namespace)).map(|n| n.labels().clone()) else {
+                    return Vec::new();
+                };
+                refs(&by_pod, |c| recovery::concerns(c, &pod, &labels, &reserved))
             })
             // A source Secret concerns the credentials reading it, and every namespace's copy.
             .watches_stream(watches.sources, move |secret: Secret| {

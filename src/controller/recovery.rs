@@ -32,6 +32,22 @@ pub(crate) fn pull_failed(pod: &Pod) -> bool {
         .any(|c| waiting_reason(c).is_some_and(|r| PULL_FAILURES.contains(&r)))
 }
 
+/// Whether a Pod's state concerns this credential's recovery: it recovers stuck Pods, the Pod
+/// waits on a failed pull, and the credential selects its namespace (with `labels`) and
+/// ServiceAccount. A failing pull elsewhere costs this credential nothing.
+pub(crate) fn concerns(
+    credential: &RegistryCredential,
+    pod: &Pod,
+    labels: &BTreeMap<String, String>,
+    reserved: &[String],
+) -> bool {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let account = pod.spec.as_ref().and_then(|s| s.service_account_name.as_deref()).unwrap_or("default");
+    credential.spec.evict_stuck_pods
+        && pull_failed(pod)
+        && credential.spec.selects_pods_of(namespace, labels, account, reserved)
+}
+
 /// What to do about one stuck Pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum StuckPod {
@@ -120,11 +136,12 @@ pub(crate) async fn recover(
                 bare.push(format!("{namespace}/{pod}"));
             }
             StuckPod::Evict { namespace, name: pod, uid, labels } => {
-                if budgets.holds(ctx, &namespace, &labels).await {
-                    continue;
-                }
-                if !ctx.evictions.take(&name, Instant::now()) {
+                // The budget first: a spent one costs no list of PodDisruptionBudgets.
+                if !ctx.evictions.available(&name, Instant::now()) {
                     continue; // the next reconcile, after the budget refills
+                }
+                if budgets.holds(ctx, &namespace, &labels).await || !ctx.evictions.take(&name, Instant::now()) {
+                    continue;
                 }
                 match evict(ctx, &namespace, &pod, &uid).await {
                     Ok(()) => {
@@ -235,6 +252,20 @@ mod tests {
         .unwrap();
         crate::controller::trim::pending_pod(&mut pod);
         pod
+    }
+
+    #[test]
+    fn a_failing_pull_concerns_only_the_credentials_that_select_the_pod() {
+        let labels = BTreeMap::new();
+        let failing = pod("team-a", "web", "ImagePullBackOff", Some("ReplicaSet"), &[]);
+        assert!(concerns(&credential(), &failing, &labels, &[]));
+        let elsewhere = pod("other", "web", "ImagePullBackOff", Some("ReplicaSet"), &[]);
+        assert!(!concerns(&credential(), &elsewhere, &labels, &[]), "a namespace it does not select");
+        let starting = pod("team-a", "web", "ContainerCreating", Some("ReplicaSet"), &[]);
+        assert!(!concerns(&credential(), &starting, &labels, &[]), "not a failed pull");
+        let mut opted_out = credential();
+        opted_out.spec.evict_stuck_pods = false;
+        assert!(!concerns(&opted_out, &failing, &labels, &[]), "no recovery asked for");
     }
 
     #[test]

@@ -134,12 +134,22 @@ impl EvictionBudget {
         *total
     }
 
+    /// Whether the credential's budget has an eviction left now; takes nothing. Checked before
+    /// anything that costs a request (a Pod's PodDisruptionBudgets are listed to evict it).
+    pub(crate) fn available(&self, credential: &str, now: Instant) -> bool {
+        let buckets = self.buckets.lock().expect("eviction budget lock");
+        buckets.get(credential).is_none_or(|&(tokens, at)| Self::refilled(tokens, at, now) >= 1.0)
+    }
+
+    fn refilled(tokens: f64, at: Instant, now: Instant) -> f64 {
+        (tokens + now.duration_since(at).as_secs_f64() / Self::REFILL.as_secs_f64()).min(Self::BURST)
+    }
+
     /// Takes one eviction from the credential's budget; `false` when it is spent.
     pub(crate) fn take(&self, credential: &str, now: Instant) -> bool {
         let mut buckets = self.buckets.lock().expect("eviction budget lock");
         let (tokens, at) = buckets.entry(credential.to_owned()).or_insert((Self::BURST, now));
-        let refilled = now.duration_since(*at).as_secs_f64() / Self::REFILL.as_secs_f64();
-        *tokens = (*tokens + refilled).min(Self::BURST);
+        *tokens = Self::refilled(*tokens, *at, now);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
@@ -168,9 +178,12 @@ mod tests {
     fn the_eviction_budget_allows_a_burst_then_refills_slowly() {
         let budget = EvictionBudget::default();
         let start = Instant::now();
+        assert!(budget.available("rc", start), "a full budget");
         let taken = (0..15).filter(|_| budget.take("rc", start)).count();
         assert_eq!(taken, 10);
+        assert!(!budget.available("rc", start + Duration::from_secs(1)), "spent");
         assert!(!budget.take("rc", start + Duration::from_secs(1)));
+        assert!(budget.available("rc", start + Duration::from_secs(7)), "refilled, and looking takes nothing");
         assert!(budget.take("rc", start + Duration::from_secs(7)));
         assert!(budget.take("other", start), "per credential");
         assert_eq!(budget.count("rc", 3, 1), 4, "status showed 3");
