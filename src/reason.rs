@@ -49,6 +49,9 @@ pub(crate) enum Reason {
     EvictedStuckPod,
     /// Event on a Pod: stuck without the copy, and no controller would recreate it.
     StuckWithoutPullSecret,
+    /// Event on a Pod: stuck without the copy, but evicting it would not help (or not now); the
+    /// message says why.
+    NotEvicted,
     /// `PodInjection=True`: the cluster serves MutatingAdmissionPolicy, so new Pods get the copy.
     AdmissionPolicyServed,
     /// `PodInjection=False`: the cluster does not serve MutatingAdmissionPolicy (before 1.36).
@@ -73,7 +76,7 @@ pub(crate) enum Category {
 }
 
 impl Reason {
-    pub(crate) const ALL: [Reason; 23] = [
+    pub(crate) const ALL: [Reason; 24] = [
         Reason::Synced,
         Reason::Progressing,
         Reason::SyncFailed,
@@ -94,6 +97,7 @@ impl Reason {
         Reason::Cleanup,
         Reason::EvictedStuckPod,
         Reason::StuckWithoutPullSecret,
+        Reason::NotEvicted,
         Reason::AdmissionPolicyServed,
         Reason::AdmissionPolicyNotServed,
         Reason::InjectionDisabled,
@@ -116,6 +120,7 @@ impl Reason {
             Reason::Cleanup => "Cleanup",
             Reason::EvictedStuckPod => "EvictedStuckPod",
             Reason::StuckWithoutPullSecret => "StuckWithoutPullSecret",
+            Reason::NotEvicted => "NotEvicted",
             Reason::SecretWriteFailed => "SecretWriteFailed",
             Reason::SecretDeleteFailed => "SecretDeleteFailed",
             Reason::ServiceAccountReadFailed => "ServiceAccountReadFailed",
@@ -130,7 +135,7 @@ impl Reason {
     pub(crate) fn category(self) -> Category {
         match self {
             Reason::Synced | Reason::Progressing | Reason::Cleanup => Category::Healthy,
-            Reason::EvictedStuckPod => Category::Info,
+            Reason::EvictedStuckPod | Reason::NotEvicted => Category::Info,
             Reason::StuckWithoutPullSecret => Category::Conflict,
             Reason::AdmissionPolicyServed | Reason::AdmissionPolicyNotServed | Reason::InjectionDisabled => {
                 Category::Info

@@ -81,7 +81,7 @@ async fn sync(credential: &RegistryCredential, ctx: &Context) -> Result<Action> 
     let written = ctx.outcomes.take_written(&name, pending > 0);
 
     let mut stuck_pods = None;
-    if credential.spec.evict_stuck_pods && source.is_ok() {
+    if let (true, Ok(source)) = (credential.spec.evict_stuck_pods, &source) {
         // Only where the copy is in place does a recreated Pod find it.
         let in_place = |ns: &str| {
             plan.matched.contains(ns)
@@ -89,7 +89,7 @@ async fn sync(credential: &RegistryCredential, ctx: &Context) -> Result<Action> 
                 && !plan.work.contains_key(ns)
                 && !failed.contains_key(ns)
         };
-        stuck_pods = Some(super::recovery::recover(credential, ctx, in_place).await);
+        stuck_pods = Some(super::recovery::recover(credential, ctx, source, in_place).await);
     }
     let aggregate = Aggregate { matched: &plan.matched, blocked: &plan.blocked, failed: &failed, pending, written };
     status::publish(credential, ctx, &aggregate, source, stuck_pods).await?;

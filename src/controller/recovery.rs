@@ -14,9 +14,11 @@ use kube::{Api, ResourceExt};
 use tracing::warn;
 
 use super::context::Context;
+use super::source::ResolvedSource;
 use super::trim::waiting_reason;
 use crate::crd::selection::label_selector_matches;
 use crate::crd::{RegistryCredential, StuckPodCounts};
+use crate::credential::{ImageReference, covering_key};
 use crate::reason::Reason;
 
 /// The waiting reasons of a container whose image pull failed.
@@ -52,19 +54,83 @@ pub(crate) fn concerns(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum StuckPod {
     /// A controller owns it: evict it, and its controller creates it again with the secret.
-    Evict { namespace: String, name: String, uid: String, labels: BTreeMap<String, String> },
+    Evict { namespace: String, name: String, uid: String, owner: String, labels: BTreeMap<String, String> },
     /// Nobody would recreate it: report it, never delete it.
     Bare { namespace: String, name: String },
+    /// Evicting it would not help: report why, leave it.
+    Skipped { namespace: String, name: String, why: Skip },
+}
+
+/// Why a stuck Pod that a controller owns is left alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Skip {
+    /// None of its failing images is on a registry the credential holds (an outage elsewhere).
+    NotCovered,
+    /// Its replacement would not get the copy either: it lists pull secrets of its own (the
+    /// ServiceAccount's reach only Pods without any) and the copy is not injected.
+    ReplacementWithoutCopy,
+    /// Its owner's Pods were evicted once for this source already: not again until it changes.
+    OwnerEvictedBefore,
+    /// A PodDisruptionBudget allows no disruption now.
+    DisruptionBudget,
+}
+
+impl Skip {
+    fn message(self, secret_name: &str) -> String {
+        match self {
+            Skip::NotCovered => "none of its failing images is on a registry this credential holds".to_owned(),
+            Skip::ReplacementWithoutCopy => format!(
+                "it lists pull secrets of its own and {secret_name} is not injected into new Pods: a replacement would be stuck too"
+            ),
+            Skip::OwnerEvictedBefore => {
+                "its owner's Pods were evicted once for this source already; not again until the source changes"
+                    .to_owned()
+            }
+            Skip::DisruptionBudget => "a PodDisruptionBudget allows no disruption now".to_owned(),
+        }
+    }
+}
+
+/// Whether the Pod that replaces an evicted one gets the copy.
+pub(crate) struct Replacement<'a> {
+    /// The registry keys of the credential's normalized payload.
+    pub(crate) keys: &'a [String],
+    /// New Pods get the copy at admission: the credential injects and the cluster serves the policy.
+    pub(crate) injected: bool,
+    /// Whether a Pod created now under ServiceAccount (namespace, name) with these pull secrets of
+    /// its own would get the copy from the ServiceAccount: it lists the copy, and the Pod's list
+    /// is only what the ServiceAccount gave it.
+    pub(crate) from_account: &'a dyn Fn(&str, &str, &[&str]) -> bool,
+}
+
+impl Replacement<'_> {
+    /// Some failing image of the Pod is on a registry the payload holds, by the kubelet's matching.
+    fn covers_a_failing_image(&self, pod: &Pod) -> bool {
+        let statuses = pod
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten().chain(s.init_container_statuses.iter().flatten()));
+        statuses
+            .filter(|c| waiting_reason(c).is_some_and(|r| PULL_FAILURES.contains(&r)))
+            .filter_map(|c| ImageReference::parse(&c.image).ok())
+            .any(|image| covering_key(self.keys.iter().map(String::as_str), &image).is_some())
+    }
+
+    fn carries_copy(&self, namespace: &str, account: &str, own: &[&str]) -> bool {
+        self.injected || (self.from_account)(namespace, account, own)
+    }
 }
 
 /// The Pods this credential should act on: waiting on a failed pull, in a namespace it selects
-/// whose copy is in place, under a ServiceAccount it selects, without the copy in their list.
+/// whose copy is in place, under a ServiceAccount it selects, without the copy in their list;
+/// evicted only where that helps.
 pub(crate) fn stuck_pods<'a>(
     credential: &RegistryCredential,
     pods: impl IntoIterator<Item = &'a Pod>,
     namespace_labels: &HashMap<&str, &std::collections::BTreeMap<String, String>>,
     copy_in_place: impl Fn(&str) -> bool,
     reserved: &[String],
+    replacement: &Replacement,
 ) -> Vec<StuckPod> {
     let spec = &credential.spec;
     let mut stuck = Vec::new();
@@ -73,101 +139,185 @@ pub(crate) fn stuck_pods<'a>(
         let Some(labels) = namespace_labels.get(namespace) else { continue };
         let pod_spec = pod.spec.as_ref();
         let account = pod_spec.and_then(|s| s.service_account_name.as_deref()).unwrap_or("default");
-        let has_copy = pod_spec
-            .and_then(|s| s.image_pull_secrets.as_ref())
-            .is_some_and(|l| l.iter().any(|r| r.name == spec.secret_name));
+        let own: Vec<&str> =
+            pod_spec.into_iter().flat_map(|s| s.image_pull_secrets.iter().flatten()).map(|r| r.name.as_str()).collect();
         if !pull_failed(pod)
-            || has_copy
+            || own.contains(&spec.secret_name.as_str())
             || !spec.selects_pods_of(namespace, labels, account, reserved)
             || !copy_in_place(namespace)
         {
             continue;
         }
-        let recreated = pod.owner_references().iter().any(|o| RECREATING_OWNERS.contains(&o.kind.as_str()));
+        let owner = pod.owner_references().iter().find(|o| RECREATING_OWNERS.contains(&o.kind.as_str()));
         let (namespace, name) = (namespace.to_owned(), pod.name_any());
-        stuck.push(if recreated {
-            StuckPod::Evict {
+        let Some(owner) = owner else {
+            stuck.push(StuckPod::Bare { namespace, name });
+            continue;
+        };
+        let skip = if !replacement.covers_a_failing_image(pod) {
+            Some(Skip::NotCovered)
+        } else if !replacement.carries_copy(&namespace, account, &own) {
+            Some(Skip::ReplacementWithoutCopy)
+        } else {
+            None
+        };
+        stuck.push(match skip {
+            Some(why) => StuckPod::Skipped { namespace, name, why },
+            None => StuckPod::Evict {
                 namespace,
                 name,
                 uid: pod.metadata.uid.clone().unwrap_or_default(),
+                owner: owner.uid.clone(),
                 labels: pod.labels().clone(),
-            }
-        } else {
-            StuckPod::Bare { namespace, name }
+            },
         });
     }
     stuck
 }
 
-/// Acts on this credential's stuck Pods: evicts those a controller owns (within the budget, and
-/// as far as PodDisruptionBudgets allow), reports bare ones. Returns the counts for status.
+/// Acts on this credential's stuck Pods: evicts those a controller owns where that helps (within
+/// the budget, as far as PodDisruptionBudgets allow, once per owner and source), reports bare
+/// ones and those left alone. Returns the counts for status.
 pub(crate) async fn recover(
     credential: &RegistryCredential,
     ctx: &Context,
+    source: &ResolvedSource,
     copy_in_place: impl Fn(&str) -> bool,
 ) -> StuckPodCounts {
     let previous = credential.status.as_ref().and_then(|s| s.stuck_pods.clone()).unwrap_or_default();
+    let stuck = find_stuck_pods(credential, ctx, source, copy_in_place);
+    let mut round = Round {
+        ctx,
+        credential,
+        previous: &previous,
+        digest: &source.digest,
+        budgets: DisruptionBudgets::default(),
+        bare: Vec::new(),
+        skipped: Vec::new(),
+        evicted_now: 0,
+        owners: Vec::new(),
+    };
+    for pod in stuck {
+        round.act(pod).await;
+    }
+    round.counts()
+}
+
+/// The credential's stuck Pods in the caches, with what to do about each.
+fn find_stuck_pods(
+    credential: &RegistryCredential,
+    ctx: &Context,
+    source: &ResolvedSource,
+    copy_in_place: impl Fn(&str) -> bool,
+) -> Vec<StuckPod> {
     let pods = ctx.stores.pods.state();
     let namespaces = ctx.stores.namespaces.state();
     let labels: HashMap<&str, &BTreeMap<String, String>> =
         namespaces.iter().map(|n| (n.metadata.name.as_deref().unwrap_or_default(), n.labels())).collect();
-    let stuck = stuck_pods(
-        credential,
-        pods.iter().map(|p| p.as_ref()),
-        &labels,
-        copy_in_place,
-        &ctx.settings.source_namespaces,
-    );
-    let mut budgets = DisruptionBudgets::default();
-    let mut bare = Vec::new();
-    let mut evicted_now = 0;
-    let name = credential.name_any();
-    for pod in stuck {
+    let secret_name = credential.spec.secret_name.as_str();
+    let from_account = |namespace: &str, account: &str, own: &[&str]| {
+        let objects = ctx.stores.objects.namespace(namespace);
+        objects.account(account).is_some_and(|account| {
+            let lists = |name: &str| account.pull_secrets.iter().any(|listed| **listed == *name);
+            lists(secret_name) && own.iter().all(|name| lists(name))
+        })
+    };
+    let replacement = Replacement {
+        keys: &source.registries,
+        injected: credential.spec.inject_into_pods && ctx.settings.admission_policies_served,
+        from_account: &from_account,
+    };
+    let reserved = &ctx.settings.source_namespaces;
+    stuck_pods(credential, pods.iter().map(|p| p.as_ref()), &labels, copy_in_place, reserved, &replacement)
+}
+
+/// One recovery's work over the stuck Pods, and what it reports.
+struct Round<'a> {
+    ctx: &'a Context,
+    credential: &'a RegistryCredential,
+    previous: &'a StuckPodCounts,
+    /// The source payload's digest: an owner's Pods are evicted once per payload.
+    digest: &'a str,
+    budgets: DisruptionBudgets,
+    bare: Vec<String>,
+    skipped: Vec<String>,
+    evicted_now: i64,
+    /// Owners whose Pods this round evicted.
+    owners: Vec<String>,
+}
+
+impl Round<'_> {
+    async fn act(&mut self, pod: StuckPod) {
+        let (ctx, credential) = (self.ctx, self.credential);
+        let secret_name = &credential.spec.secret_name;
         match pod {
-            StuckPod::Bare { namespace, name: pod } => {
-                if !previous.bare.contains(&format!("{namespace}/{pod}")) {
+            StuckPod::Bare { namespace, name } => {
+                if !self.previous.bare.contains(&format!("{namespace}/{name}")) {
                     let note = format!(
-                        "stuck without {}, and no controller would recreate it: delete and create it again",
-                        credential.spec.secret_name
+                        "stuck without {secret_name}, and no controller would recreate it: delete and create it again"
                     );
-                    record_on_pod(ctx, &namespace, &pod, EventType::Warning, Reason::StuckWithoutPullSecret, note)
+                    record_on_pod(ctx, &namespace, &name, EventType::Warning, Reason::StuckWithoutPullSecret, note)
                         .await;
                 }
-                bare.push(format!("{namespace}/{pod}"));
+                self.bare.push(format!("{namespace}/{name}"));
             }
-            StuckPod::Evict { namespace, name: pod, uid, labels } => {
+            StuckPod::Skipped { namespace, name, why } => self.skip(&namespace, &name, why).await,
+            StuckPod::Evict { namespace, name, uid, owner, labels } => {
+                let credential_name = credential.name_any();
+                if ctx.evictions.evicted_before(&credential_name, self.digest, &owner) {
+                    return self.skip(&namespace, &name, Skip::OwnerEvictedBefore).await;
+                }
                 // The budget first: a spent one costs no list of PodDisruptionBudgets.
-                if !ctx.evictions.available(&name, Instant::now()) {
-                    continue; // the next reconcile, after the budget refills
+                if !ctx.evictions.available(&credential_name, Instant::now()) {
+                    return; // the next reconcile, after the budget refills
                 }
-                if budgets.holds(ctx, &namespace, &labels).await || !ctx.evictions.take(&name, Instant::now()) {
-                    continue;
+                if self.budgets.holds(ctx, &namespace, &labels).await {
+                    return self.skip(&namespace, &name, Skip::DisruptionBudget).await;
                 }
-                match evict(ctx, &namespace, &pod, &uid).await {
+                if !ctx.evictions.take(&credential_name, Instant::now()) {
+                    return;
+                }
+                match evict(ctx, &namespace, &name, &uid).await {
                     Ok(()) => {
-                        evicted_now += 1;
+                        self.evicted_now += 1;
+                        self.owners.push(owner);
                         ctx.metrics.pod_evicted();
-                        let note = format!(
-                            "evicted: stuck without {}; its controller creates it again",
-                            credential.spec.secret_name
-                        );
-                        record_on_pod(ctx, &namespace, &pod, EventType::Normal, Reason::EvictedStuckPod, note).await;
+                        let note = format!("evicted: stuck without {secret_name}; its controller creates it again");
+                        record_on_pod(ctx, &namespace, &name, EventType::Normal, Reason::EvictedStuckPod, note).await;
                     }
                     Err(error) => {
                         // 429: a PodDisruptionBudget allows no disruption now; retried later.
-                        warn!(credential = %name, %namespace, pod = %pod, %error, "stuck Pod not evicted");
+                        warn!(credential = %credential_name, %namespace, pod = %name, %error, "stuck Pod not evicted");
                     }
                 }
             }
         }
     }
-    bare.sort();
-    bare.truncate(MAX_LISTED_BARE_PODS);
-    StuckPodCounts { evicted: ctx.evictions.count(&name, previous.evicted, evicted_now), bare }
+
+    /// Reports a Pod left alone: in status, and once in an Event on the Pod.
+    async fn skip(&mut self, namespace: &str, name: &str, why: Skip) {
+        let entry = format!("{namespace}/{name}: {}", why.message(&self.credential.spec.secret_name));
+        if !self.previous.skipped.contains(&entry) {
+            let note = format!("not evicted: {}", why.message(&self.credential.spec.secret_name));
+            record_on_pod(self.ctx, namespace, name, EventType::Normal, Reason::NotEvicted, note).await;
+        }
+        self.skipped.push(entry);
+    }
+
+    fn counts(mut self) -> StuckPodCounts {
+        let name = self.credential.name_any();
+        self.ctx.evictions.remember_owners(&name, self.digest, self.owners);
+        for listed in [&mut self.bare, &mut self.skipped] {
+            listed.sort();
+            listed.truncate(MAX_LISTED_STUCK_PODS);
+        }
+        let evicted = self.ctx.evictions.count(&name, self.previous.evicted, self.evicted_now);
+        StuckPodCounts { evicted, bare: self.bare, skipped: self.skipped }
+    }
 }
 
-/// At most this many bare stuck Pods are listed in status.
-const MAX_LISTED_BARE_PODS: usize = 20;
+/// At most this many bare, and as many skipped, stuck Pods are listed in status.
+const MAX_LISTED_STUCK_PODS: usize = 20;
 
 /// The PodDisruptionBudgets of the namespaces one recovery looks at, each listed once.
 #[derive(Default)]
@@ -279,7 +429,8 @@ mod tests {
             pod("team-a", "starting", "ContainerCreating", Some("ReplicaSet"), &[]),
             pod("other", "elsewhere", "ImagePullBackOff", Some("ReplicaSet"), &[]),
         ];
-        let decided = stuck_pods(&credential(), &pods, &namespaces, |_| true, &[]);
+        let injected = Replacement { keys: &keys(), injected: true, from_account: &|_, _, _| false };
+        let decided = stuck_pods(&credential(), &pods, &namespaces, |_| true, &[], &injected);
         assert_eq!(
             decided,
             vec![
@@ -287,12 +438,53 @@ mod tests {
                     namespace: "team-a".into(),
                     name: "web".into(),
                     uid: "uid-web".into(),
+                    owner: "u".into(),
                     labels: BTreeMap::new()
                 },
                 StuckPod::Bare { namespace: "team-a".into(), name: "bare".into() },
             ]
         );
-        assert!(stuck_pods(&credential(), &pods, &namespaces, |_| false, &[]).is_empty(), "no copy yet: no use");
+        let no_copy_yet = stuck_pods(&credential(), &pods, &namespaces, |_| false, &[], &injected);
+        assert!(no_copy_yet.is_empty(), "no copy yet: no use");
         assert!(pods[0].metadata.annotations.is_none(), "the cache keeps only what the decision reads");
+    }
+
+    fn keys() -> Vec<String> {
+        vec!["registry.test".to_owned()]
+    }
+
+    fn why(decided: &[StuckPod]) -> Option<Skip> {
+        match decided {
+            [StuckPod::Skipped { why, .. }] => Some(*why),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_pod_is_evicted_only_where_its_replacement_pulls() {
+        let labels = BTreeMap::new();
+        let namespaces = HashMap::from([("team-a", &labels)]);
+        let decide = |pod: &Pod, replacement: &Replacement| {
+            stuck_pods(&credential(), [pod], &namespaces, |_| true, &[], replacement)
+        };
+        let injected = Replacement { keys: &keys(), injected: true, from_account: &|_, _, _| false };
+        let not_injected = Replacement { keys: &keys(), injected: false, from_account: &|_, _, _| false };
+        let from_account = Replacement { keys: &keys(), injected: false, from_account: &|_, _, own| own.is_empty() };
+
+        // An outage of another registry: the copy holds nothing for it.
+        let mut elsewhere = pod("team-a", "web", "ImagePullBackOff", Some("Job"), &[]);
+        elsewhere.status.as_mut().unwrap().container_statuses.as_mut().unwrap()[0].image =
+            "docker.io/library/nginx:1".into();
+        assert_eq!(why(&decide(&elsewhere, &injected)), Some(Skip::NotCovered));
+
+        // A list of its own and no injection: the ServiceAccount's list never reaches it.
+        let own = pod("team-a", "web", "ImagePullBackOff", Some("Job"), &["own"]);
+        assert_eq!(why(&decide(&own, &not_injected)), Some(Skip::ReplacementWithoutCopy));
+        assert_eq!(why(&decide(&own, &from_account)), Some(Skip::ReplacementWithoutCopy));
+        assert!(matches!(decide(&own, &injected)[..], [StuckPod::Evict { .. }]), "injected at admission");
+
+        let without_list = pod("team-a", "web", "ImagePullBackOff", Some("Job"), &[]);
+        assert!(matches!(decide(&without_list, &from_account)[..], [StuckPod::Evict { .. }]), "the account lists it");
+        assert_eq!(why(&decide(&without_list, &not_injected)), Some(Skip::ReplacementWithoutCopy));
     }
 }

@@ -1,7 +1,7 @@
 //! What the controllers remember between reconciles, shared by the reconcilers that record it and
 //! the status that reports it: each namespace's outcome, requeue backoff, the eviction budget.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,8 @@ pub(crate) struct EvictionBudget {
     /// Evictions so far per credential. Kept here, not only read back from status: a reconcile
     /// may start from a cached object whose status does not show the last evictions yet.
     evicted: Mutex<HashMap<String, i64>>,
+    /// Per credential: the payload digest, and the owners whose Pods were evicted for it.
+    owners: Mutex<HashMap<String, (String, HashSet<String>)>>,
 }
 
 impl EvictionBudget {
@@ -143,6 +145,23 @@ impl EvictionBudget {
 
     fn refilled(tokens: f64, at: Instant, now: Instant) -> f64 {
         (tokens + now.duration_since(at).as_secs_f64() / Self::REFILL.as_secs_f64()).min(Self::BURST)
+    }
+
+    /// Whether the owner's Pods were evicted for this credential's payload (its digest) before.
+    pub(crate) fn evicted_before(&self, credential: &str, digest: &str, owner: &str) -> bool {
+        let owners = self.owners.lock().expect("evicted owners lock");
+        owners.get(credential).is_some_and(|(seen, evicted)| seen == digest && evicted.contains(owner))
+    }
+
+    /// Remembers the owners whose Pods were evicted for this payload; another payload starts over.
+    pub(crate) fn remember_owners(&self, credential: &str, digest: &str, evicted: Vec<String>) {
+        let mut owners = self.owners.lock().expect("evicted owners lock");
+        let (seen, owners) = owners.entry(credential.to_owned()).or_default();
+        if seen != digest {
+            *seen = digest.to_owned();
+            owners.clear();
+        }
+        owners.extend(evicted);
     }
 
     /// Takes one eviction from the credential's budget; `false` when it is spent.
@@ -188,5 +207,12 @@ mod tests {
         assert!(budget.take("other", start), "per credential");
         assert_eq!(budget.count("rc", 3, 1), 4, "status showed 3");
         assert_eq!(budget.count("rc", 0, 0), 4, "a stale status never lowers the total");
+        budget.remember_owners("rc", "digest-1", vec!["rs-1".into()]);
+        assert!(budget.evicted_before("rc", "digest-1", "rs-1"));
+        assert!(
+            !budget.evicted_before("rc", "digest-1", "rs-2") && !budget.evicted_before("other", "digest-1", "rs-1")
+        );
+        budget.remember_owners("rc", "digest-2", Vec::new());
+        assert!(!budget.evicted_before("rc", "digest-2", "rs-1"), "a new source payload: once more");
     }
 }

@@ -213,6 +213,10 @@ pub struct StuckPodCounts {
     /// never deleted.
     #[serde(default)]
     pub bare: Vec<String>,
+    /// Stuck Pods left alone because evicting them would not help, or not now (`namespace/name:
+    /// why`, at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 /// How many selected namespaces hold the current copy.
