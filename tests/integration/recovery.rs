@@ -115,4 +115,13 @@ async fn pods_stuck_before_the_credential_are_evicted_and_recreated_with_the_sec
     let events: Api<Event> = Api::namespaced(admin.clone(), ns);
     wait_for_event(&events, "bare", "StuckWithoutPullSecret").await;
     wait_for_event(&events, &stuck.name_any(), "EvictedStuckPod").await;
+    // Left alone, and told why: on the Pod and in status.
+    let held = wait_for_event(&events, &guarded.name_any(), "NotEvicted").await;
+    assert!(held.note.as_deref().unwrap_or_default().contains("PodDisruptionBudget"), "{held:?}");
+    let skipped = wait_for(&api, &credential.name_any(), "the guarded Pod listed as skipped", TIMEOUT, |c| {
+        c.and_then(|c| c.status.as_ref()?.stuck_pods.as_ref())
+            .is_some_and(|s| s.skipped.iter().any(|entry| entry.starts_with(&format!("{ns}/{}: ", guarded.name_any()))))
+    })
+    .await;
+    assert!(skipped.is_some());
 }
