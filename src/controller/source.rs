@@ -40,6 +40,10 @@ impl std::fmt::Debug for ResolvedSource {
 /// Why a source cannot be used. Messages name the Secret and the problem, never a value.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub(crate) enum SourceProblem {
+    // The CRD's validation requires one; a credential stored before that rule, or past it, is
+    // reported like any other unusable source, never a crash.
+    #[error("spec.source names no source: spec.source.secretRef is required")]
+    NoSource,
     #[error("source Secret {namespace}/{name} is not in a namespace the operator trusts for sources ({trusted})")]
     NotTrusted { namespace: String, name: String, trusted: String },
     #[error("source Secret {namespace}/{name} not found")]
@@ -78,7 +82,7 @@ pub(crate) fn resolve_source(
     trusted_namespaces: &[String],
 ) -> Result<ResolvedSource, SourceProblem> {
     let Some(reference) = &spec.source.secret_ref else {
-        unreachable!("the CRD's validation requires exactly one source, and secretRef is the only kind")
+        return Err(SourceProblem::NoSource);
     };
     let (namespace, name) = (reference.namespace.clone(), reference.name.clone());
     if !trusted_namespaces.contains(&namespace) {
@@ -190,6 +194,14 @@ mod tests {
         .unwrap();
         assert_eq!(resolved.registries, vec!["a.test", "b.test"]);
         assert_eq!(resolved.rewrites, vec![KeyRewrite { from: "https://a.test/v2/".into(), to: "a.test".into() }]);
+    }
+
+    #[test]
+    fn a_credential_without_a_source_is_an_invalid_source_not_a_crash() {
+        let spec: RegistryCredentialSpec = serde_json::from_value(json!({"source": {}})).unwrap();
+        let problem = resolve_source(&spec, None, &trusted()).unwrap_err();
+        assert_eq!(problem, SourceProblem::NoSource);
+        assert_eq!(problem.reason(), Reason::SourceInvalid);
     }
 
     #[test]
