@@ -2,6 +2,7 @@
 //! entries, each with the cheapest call that keeps ownership clear.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures::{StreamExt, stream};
 use k8s_openapi::ByteString;
@@ -110,12 +111,7 @@ async fn write_entries(ctx: &Context, namespace: &str, work: &NamespaceWork, sec
         match readd(ctx, namespace, account, secret_name) {
             Readd::Now => edit_pull_secrets(ctx, &accounts, account, &PullSecretEdit::Add(secret_name)).await?,
             Readd::Contested { wait, removals, remover } => {
-                let remover = remover.unwrap_or_else(|| "an unknown writer".to_owned());
-                let message = format!(
-                    "ServiceAccount {account}: {remover} removed the {secret_name} entry {removals} times; \
-                     re-adding in {}s",
-                    wait.as_secs().max(1)
-                );
+                let message = contest_message(account, secret_name, removals, remover.as_deref(), wait);
                 contested = Some(NamespaceFailure { retry_after: Some(wait), ..failure(Reason::Contested, message) });
             }
         }
@@ -128,6 +124,16 @@ async fn write_entries(ctx: &Context, namespace: &str, work: &NamespaceWork, sec
         edit_pull_secrets(ctx, &accounts, account, &PullSecretEdit::Remove(entries)).await?;
     }
     contested.map_or(Ok(()), Err)
+}
+
+/// What status and Events say of a contest. The remover is a field manager name, which any
+/// client chooses: quoted and escaped, it can neither drive a terminal nor pass for our words.
+fn contest_message(account: &str, secret_name: &str, removals: u32, remover: Option<&str>, wait: Duration) -> String {
+    let remover = remover.map_or_else(|| "an unknown writer".to_owned(), |name| format!("field manager {name:?}"));
+    format!(
+        "ServiceAccount {account}: {remover} removed the {secret_name} entry {removals} times; re-adding in {}s",
+        wait.as_secs().max(1)
+    )
 }
 
 /// The copy as this operator writes it.
@@ -448,6 +454,20 @@ fn api_failure(reason: Reason, error: &kube::Error) -> NamespaceFailure {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::LocalObjectReference;
+
+    #[test]
+    fn a_field_manager_name_in_a_contest_is_quoted_and_escaped() {
+        let hostile = "argocd\u{1b}]0;owned\u{7}\r\u{202e}; the operator is fine";
+        let message = contest_message("default", "regcred", 3, Some(hostile), Duration::from_secs(8));
+        for raw in ['\u{1b}', '\u{7}', '\r', '\u{202e}'] {
+            assert!(!message.contains(raw), "{raw:?} in {message:?}");
+        }
+        assert!(message.starts_with("ServiceAccount default: field manager \"argocd\\u{1b}]0;owned"), "{message}");
+        assert_eq!(
+            contest_message("default", "regcred", 3, None, Duration::from_secs(8)),
+            "ServiceAccount default: an unknown writer removed the regcred entry 3 times; re-adding in 8s"
+        );
+    }
 
     fn account(entries: &[&str], record: Option<&str>) -> Account {
         let mut account = ServiceAccount {
