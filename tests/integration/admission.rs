@@ -164,12 +164,13 @@ async fn a_kubelets_mirror_pod_is_admitted_untouched() {
     .await;
     until_injected(&admin, &namespace.name, &run).await;
 
-    // As a kubelet creates the mirror of its static Pod: no ServiceAccount, the mirror annotation.
+    // As a kubelet creates the mirror of its static Pod: no ServiceAccount, the mirror annotation,
+    // bound to its node.
     // The API server's ServiceAccount plugin refuses a mirror Pod that names any Secret.
     let mirror: Pod = serde_json::from_value(json!({
         "metadata": {"name": "static-web", "annotations": {"kubernetes.io/config.mirror": "0123abcd",
                                                            "kubernetes.io/config.source": "file"}},
-        "spec": {"containers": [{"name": "web", "image": "registry.example.test/web:1"}]},
+        "spec": {"nodeName": "node-of-the-static-pod", "containers": [{"name": "web", "image": "registry.example.test/web:1"}]},
     }))
     .unwrap();
     let api: Api<Pod> = Api::namespaced(admin.clone(), &namespace.name);
