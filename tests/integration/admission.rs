@@ -76,6 +76,22 @@ async fn admitted(admin: &Client, namespace: &str, service_account: Option<&str>
     created.spec.unwrap().image_pull_secrets.into_iter().flatten().map(|r| r.name).collect()
 }
 
+/// The shipped policy installed, and a namespace where a credential of its own (named as the
+/// returned run, with the Secret name alike) is already injected.
+async fn injecting_namespace(admin: &Client, kind: &str) -> (String, TestNamespace) {
+    install_policy(admin).await;
+    let run = format!("adm-{kind}-{}", std::process::id());
+    let namespace = TestNamespace::create(admin, &format!("adm-{kind}"), &[("regcred.dev/admission", &run)]).await;
+    credential(
+        admin,
+        &run,
+        json!({"secretName": run, "namespaceSelector": {"matchLabels": {"regcred.dev/admission": run}}}),
+    )
+    .await;
+    until_injected(admin, &namespace.name, &run).await;
+    (run, namespace)
+}
+
 /// Waits until the API server's policy sees the credential: a Pod in `namespace` gets `name`.
 pub(crate) async fn until_injected(admin: &Client, namespace: &str, name: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -153,16 +169,7 @@ async fn new_pods_get_the_copy_appended_and_nothing_else_changes() {
 #[tokio::test]
 async fn a_kubelets_mirror_pod_is_admitted_untouched() {
     let admin = cluster_or_skip!();
-    install_policy(&admin).await;
-    let run = format!("adm-mirror-{}", std::process::id());
-    let namespace = TestNamespace::create(&admin, "adm-mirror", &[("regcred.dev/admission", &run)]).await;
-    credential(
-        &admin,
-        &run,
-        json!({"secretName": run, "namespaceSelector": {"matchLabels": {"regcred.dev/admission": run}}}),
-    )
-    .await;
-    until_injected(&admin, &namespace.name, &run).await;
+    let (run, namespace) = injecting_namespace(&admin, "mirror").await;
 
     // As a kubelet creates the mirror of its static Pod: no ServiceAccount, the mirror annotation,
     // bound to its node.
@@ -183,16 +190,7 @@ async fn a_kubelets_mirror_pod_is_admitted_untouched() {
 #[tokio::test]
 async fn a_policy_that_cannot_evaluate_never_blocks_a_pod() {
     let admin = cluster_or_skip!();
-    install_policy(&admin).await;
-    let run = format!("adm-broken-{}", std::process::id());
-    let namespace = TestNamespace::create(&admin, "adm-broken", &[("regcred.dev/admission", &run)]).await;
-    credential(
-        &admin,
-        &run,
-        json!({"secretName": run, "namespaceSelector": {"matchLabels": {"regcred.dev/admission": run}}}),
-    )
-    .await;
-    until_injected(&admin, &namespace.name, &run).await;
+    let (run, namespace) = injecting_namespace(&admin, "broken").await;
 
     // The shipped policy with its mutation failing at run time, bound to this test's credential only.
     let mut policy = shipped("mutating_admission_policy.yaml").remove(0);
