@@ -196,6 +196,7 @@ pub(crate) async fn recover(
         skipped: Vec::new(),
         evicted_now: 0,
         owners: Vec::new(),
+        deferred: Vec::new(),
     };
     for pod in stuck {
         round.act(pod).await;
@@ -244,6 +245,8 @@ struct Round<'a> {
     evicted_now: i64,
     /// Owners whose Pods this round evicted.
     owners: Vec<String>,
+    /// Owners with Pods left for a later round by the spent budget: not done with yet.
+    deferred: Vec<String>,
 }
 
 impl Round<'_> {
@@ -269,13 +272,13 @@ impl Round<'_> {
                 }
                 // The budget first: a spent one costs no list of PodDisruptionBudgets.
                 if !ctx.evictions.available(&credential_name, Instant::now()) {
-                    return; // the next reconcile, after the budget refills
+                    return self.deferred.push(owner); // the next reconcile, after the budget refills
                 }
                 if self.budgets.holds(ctx, &namespace, &labels).await {
                     return self.skip(&namespace, &name, Skip::DisruptionBudget).await;
                 }
                 if !ctx.evictions.take(&credential_name, Instant::now()) {
-                    return;
+                    return self.deferred.push(owner);
                 }
                 match evict(ctx, &namespace, &name, &uid).await {
                     Ok(()) => {
@@ -306,7 +309,9 @@ impl Round<'_> {
 
     fn counts(mut self) -> StuckPodCounts {
         let name = self.credential.name_any();
-        self.ctx.evictions.remember_owners(&name, self.digest, self.owners);
+        let deferred = std::mem::take(&mut self.deferred);
+        let done = self.owners.drain(..).filter(|owner| !deferred.contains(owner)).collect();
+        self.ctx.evictions.remember_owners(&name, self.digest, done);
         for listed in [&mut self.bare, &mut self.skipped] {
             listed.sort();
             listed.truncate(MAX_LISTED_STUCK_PODS);
