@@ -58,6 +58,9 @@ pub(crate) enum Reason {
     AdmissionPolicyNotServed,
     /// `PodInjection=False`: the credential opted out (`injectIntoPods: false`).
     InjectionDisabled,
+    /// `PodInjection=True`, but selected ServiceAccounts enforce mountable secrets: their Pods are
+    /// refused while they do not list the copy.
+    MountableSecretsEnforced,
 }
 
 /// What kind of trouble a reason is: the label of metrics and the rule for Events.
@@ -76,7 +79,7 @@ pub(crate) enum Category {
 }
 
 impl Reason {
-    pub(crate) const ALL: [Reason; 24] = [
+    pub(crate) const ALL: [Reason; 25] = [
         Reason::Synced,
         Reason::Progressing,
         Reason::SyncFailed,
@@ -101,6 +104,7 @@ impl Reason {
         Reason::AdmissionPolicyServed,
         Reason::AdmissionPolicyNotServed,
         Reason::InjectionDisabled,
+        Reason::MountableSecretsEnforced,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -129,6 +133,7 @@ impl Reason {
             Reason::AdmissionPolicyServed => "AdmissionPolicyServed",
             Reason::AdmissionPolicyNotServed => "AdmissionPolicyNotServed",
             Reason::InjectionDisabled => "InjectionDisabled",
+            Reason::MountableSecretsEnforced => "MountableSecretsEnforced",
         }
     }
 
@@ -137,9 +142,10 @@ impl Reason {
             Reason::Synced | Reason::Progressing | Reason::Cleanup => Category::Healthy,
             Reason::EvictedStuckPod | Reason::NotEvicted => Category::Info,
             Reason::StuckWithoutPullSecret => Category::Conflict,
-            Reason::AdmissionPolicyServed | Reason::AdmissionPolicyNotServed | Reason::InjectionDisabled => {
-                Category::Info
-            }
+            Reason::AdmissionPolicyServed
+            | Reason::AdmissionPolicyNotServed
+            | Reason::InjectionDisabled
+            | Reason::MountableSecretsEnforced => Category::Info,
             Reason::SourceNotTrusted | Reason::SourceNotFound | Reason::SourceInvalid => Category::Source,
             Reason::NameConflict
             | Reason::SecretConflict

@@ -22,6 +22,7 @@ use super::ownership::{
     ADDED_PULL_SECRETS_ANNOTATION, AddedPullSecrets, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, FIELD_MANAGER,
     MANAGED_BY_LABEL, MANAGED_BY_VALUE,
 };
+use crate::crd::selection::ENFORCE_MOUNTABLE_SECRETS_ANNOTATION;
 use crate::credential::pull_secret::DOCKER_CONFIG_JSON_KEY;
 
 /// A name shared by every object that uses it.
@@ -56,6 +57,9 @@ pub(crate) struct Account {
     pub(crate) added: Option<Box<str>>,
     /// Field managers that own `imagePullSecrets`: who else writes the list.
     pub(crate) list_writers: Box<[Name]>,
+    /// `kubernetes.io/enforce-mountable-secrets: "true"`: the API server refuses its Pods that
+    /// list a pull secret it does not list itself.
+    pub(crate) enforces_mountable_secrets: bool,
 }
 
 impl Account {
@@ -79,6 +83,10 @@ impl Account {
             pull_secrets: account.image_pull_secrets.iter().flatten().map(|r| intern(&r.name)).collect(),
             added: account.annotations().get(ADDED_PULL_SECRETS_ANNOTATION).map(|a| a.as_str().into()),
             list_writers,
+            enforces_mountable_secrets: account
+                .annotations()
+                .get(ENFORCE_MOUNTABLE_SECRETS_ANNOTATION)
+                .is_some_and(|value| value == "true"),
         }
     }
 
@@ -363,7 +371,8 @@ mod tests {
     fn an_account_keeps_what_patches_need_and_only_the_operators_record() {
         let account: ServiceAccount = serde_json::from_value(json!({
             "metadata": {"name": "default", "namespace": "a", "resourceVersion": "7", "uid": "u",
-                         "annotations": {ADDED_PULL_SECRETS_ANNOTATION: "regcred", "kubectl.kubernetes.io/last-applied-configuration": "{}"},
+                         "annotations": {ADDED_PULL_SECRETS_ANNOTATION: "regcred", "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                                         ENFORCE_MOUNTABLE_SECRETS_ANNOTATION: "true"},
                          "managedFields": [{"manager": "kubectl"},
                                            {"manager": "argocd-controller", "operation": "Apply",
                                             "fieldsV1": {"f:imagePullSecrets": {}}}]},
@@ -379,6 +388,7 @@ mod tests {
                 pull_secrets: [intern("regcred")].into(),
                 added: Some("regcred".into()),
                 list_writers: [intern("argocd-controller")].into(),
+                enforces_mountable_secrets: true,
             }
         );
     }

@@ -92,6 +92,7 @@ mod tests {
             pull_secrets: Box::default(),
             added: None,
             list_writers: [intern(manager)].into(),
+            enforces_mountable_secrets: false,
         }
     }
 

@@ -15,6 +15,7 @@ use super::ownership::{
     MANAGED_BY_LABEL, MANAGED_BY_VALUE, content_digest,
 };
 use crate::crd::RegistryCredential;
+use crate::crd::selection::{ENFORCE_MOUNTABLE_SECRETS_ANNOTATION, POD_INJECTION_DISABLED, POD_INJECTION_LABEL};
 
 /// A RegistryCredential named `name` (UID `uid-<name>`) that reads `regcred-system/src`.
 pub(crate) fn credential(name: &str) -> CredentialBuilder {
@@ -114,6 +115,20 @@ pub(crate) fn account(namespace: &str, name: &str, entries: &[&str], record: Opt
         image_pull_secrets: Some(entries.iter().map(|e| LocalObjectReference { name: e.to_string() }).collect()),
         ..Default::default()
     }
+}
+
+/// The ServiceAccount with `kubernetes.io/enforce-mountable-secrets: "true"`.
+pub(crate) fn enforcing(mut account: ServiceAccount) -> ServiceAccount {
+    let annotations = account.metadata.annotations.get_or_insert_default();
+    annotations.insert(ENFORCE_MOUNTABLE_SECRETS_ANNOTATION.to_owned(), "true".to_owned());
+    account
+}
+
+/// The namespace, opted out of admission injection by its label.
+pub(crate) fn injection_disabled(mut namespace: Namespace) -> Namespace {
+    let labels = namespace.metadata.labels.get_or_insert_default();
+    labels.insert(POD_INJECTION_LABEL.to_owned(), POD_INJECTION_DISABLED.to_owned());
+    namespace
 }
 
 /// A copy as the operator writes it for `owner`, holding `payload`, as the cache of copies holds

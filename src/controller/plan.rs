@@ -31,6 +31,9 @@ pub(crate) struct Plan {
     pub(crate) work: BTreeMap<String, NamespaceWork>,
     /// Selected namespaces where the copy must not be written, and why.
     pub(crate) blocked: BTreeMap<String, Blocked>,
+    /// Selected ServiceAccounts that enforce mountable secrets where the admission policy
+    /// appends the copy (`namespace/name`): their Pods are refused while they do not list it.
+    pub(crate) enforcing_accounts: BTreeSet<String>,
 }
 
 /// Why a selected namespace gets no copy.
@@ -267,6 +270,17 @@ impl<'a> Planner<'a> {
         NamespacePlan::Work { matched, work }
     }
 
+    /// The selected ServiceAccounts of a selected namespace that enforce mountable secrets, where
+    /// the admission policy appends the copy to their Pods.
+    fn enforcing_accounts<'v>(&self, view: NamespaceView<'v>) -> impl Iterator<Item = &'v str> + use<'v, '_> {
+        let spec = &self.credential.spec;
+        let injects = spec.injects_into(view.namespace.labels());
+        let accounts = view.objects.accounts.iter().filter(move |_| injects);
+        accounts
+            .filter(|account| account.enforces_mountable_secrets && selects_service_account(spec, &account.name))
+            .map(|account| &*account.name)
+    }
+
     /// Whether the copy carries this credential's labels (a tenant may have stripped them).
     fn labels_are_mine(&self, copy: &Copy) -> bool {
         copy.managed_by_label && copy.credential_label.as_deref() == Some(self.credential.name_any().as_str())
@@ -329,6 +343,10 @@ pub(crate) fn plan<'a>(
                 plan.blocked.insert(view.name().to_owned(), blocked);
             }
         }
+        if plan.matched.contains(view.name()) {
+            let accounts = planner.enforcing_accounts(view).map(|account| format!("{}/{account}", view.name()));
+            plan.enforcing_accounts.extend(accounts);
+        }
     }
     plan
 }
@@ -354,7 +372,9 @@ mod tests {
 
     use super::*;
     use crate::controller::cache::{Account, ObjectCache};
-    use crate::controller::fixture::{account, copy, credential, edited_by, namespace, terminating};
+    use crate::controller::fixture::{
+        account, copy, credential, edited_by, enforcing, injection_disabled, namespace, terminating,
+    };
     use crate::controller::ownership::content_digest;
     use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 
@@ -450,6 +470,24 @@ mod tests {
             })
         );
         assert_eq!(plan.work.len(), 1, "nothing for the unselected namespace");
+    }
+
+    #[test]
+    fn selected_accounts_that_enforce_mountable_secrets_are_reported_where_pods_get_the_copy() {
+        let rc = team_a("rc", 1);
+        let cluster = Cluster::of(&[&rc])
+            .namespace(namespace("a1", "a"))
+            .namespace(injection_disabled(namespace("a2", "a")))
+            .namespace(namespace("b1", "b"))
+            .account(enforcing(account("a1", "default", &[], None)))
+            .account(enforcing(account("a1", "other", &[], None)))
+            .account(enforcing(account("a2", "default", &[], None)))
+            .account(enforcing(account("b1", "default", &[], None)));
+        let reported = |plan: Plan| plan.enforcing_accounts.into_iter().collect::<Vec<_>>();
+        assert_eq!(reported(cluster.plan(&rc, Some(PAYLOAD))), vec!["a1/default"], "selected, and injected");
+        assert_eq!(reported(cluster.plan(&rc, None)), vec!["a1/default"], "a broken source leaves the risk");
+        let no_injection = credential("rc").selecting_team("a").spec(json!({"injectIntoPods": false})).build();
+        assert!(reported(cluster.plan(&no_injection, Some(PAYLOAD))).is_empty(), "nothing appended: no refusal");
     }
 
     #[test]

@@ -91,7 +91,14 @@ async fn sync(credential: &RegistryCredential, ctx: &Context) -> Result<Action> 
         };
         stuck_pods = Some(super::recovery::recover(credential, ctx, source, in_place).await);
     }
-    let aggregate = Aggregate { matched: &plan.matched, blocked: &plan.blocked, failed: &failed, pending, written };
+    let aggregate = Aggregate {
+        matched: &plan.matched,
+        blocked: &plan.blocked,
+        failed: &failed,
+        pending,
+        written,
+        enforcing_accounts: &plan.enforcing_accounts,
+    };
     status::publish(credential, ctx, &aggregate, source, stuck_pods).await?;
     debug!(
         credential = %name,

@@ -16,7 +16,7 @@ use tracing::warn;
 use super::context::Context;
 use super::source::ResolvedSource;
 use super::trim::waiting_reason;
-use crate::crd::selection::label_selector_matches;
+use crate::crd::selection::{label_selector_matches, pod_injection_disabled};
 use crate::crd::{RegistryCredential, StuckPodCounts};
 use crate::credential::{ImageReference, covering_key};
 use crate::reason::Reason;
@@ -95,7 +95,8 @@ impl Skip {
 pub(crate) struct Replacement<'a> {
     /// The registry keys of the credential's normalized payload.
     pub(crate) keys: &'a [String],
-    /// New Pods get the copy at admission: the credential injects and the cluster serves the policy.
+    /// New Pods get the copy at admission: the credential injects and the cluster serves the policy
+    /// (but not in a namespace that opted out).
     pub(crate) injected: bool,
     /// Whether a Pod created now under ServiceAccount (namespace, name) with these pull secrets of
     /// its own would get the copy from the ServiceAccount: it lists the copy, and the Pod's list
@@ -116,8 +117,8 @@ impl Replacement<'_> {
             .any(|image| covering_key(self.keys.iter().map(String::as_str), &image).is_some())
     }
 
-    fn carries_copy(&self, namespace: &str, account: &str, own: &[&str]) -> bool {
-        self.injected || (self.from_account)(namespace, account, own)
+    fn carries_copy(&self, namespace: &str, labels: &BTreeMap<String, String>, account: &str, own: &[&str]) -> bool {
+        (self.injected && !pod_injection_disabled(labels)) || (self.from_account)(namespace, account, own)
     }
 }
 
@@ -156,7 +157,7 @@ pub(crate) fn stuck_pods<'a>(
         };
         let skip = if !replacement.covers_a_failing_image(pod) {
             Some(Skip::NotCovered)
-        } else if !replacement.carries_copy(&namespace, account, &own) {
+        } else if !replacement.carries_copy(&namespace, labels, account, &own) {
             Some(Skip::ReplacementWithoutCopy)
         } else {
             None
@@ -385,6 +386,7 @@ mod tests {
 
     use super::*;
     use crate::controller::fixture;
+    use crate::crd::selection::{POD_INJECTION_DISABLED, POD_INJECTION_LABEL};
 
     fn credential() -> RegistryCredential {
         fixture::credential("rc").spec(json!({"evictStuckPods": true, "namespaces": {"include": ["team-*"]}})).build()
@@ -487,6 +489,10 @@ mod tests {
         assert_eq!(why(&decide(&own, &not_injected)), Some(Skip::ReplacementWithoutCopy));
         assert_eq!(why(&decide(&own, &from_account)), Some(Skip::ReplacementWithoutCopy));
         assert!(matches!(decide(&own, &injected)[..], [StuckPod::Evict { .. }]), "injected at admission");
+        let opted_out = BTreeMap::from([(POD_INJECTION_LABEL.to_owned(), POD_INJECTION_DISABLED.to_owned())]);
+        let opted_out_namespaces = HashMap::from([("team-a", &opted_out)]);
+        let in_opted_out = stuck_pods(&credential(), [&own], &opted_out_namespaces, |_| true, &[], &injected);
+        assert_eq!(why(&in_opted_out), Some(Skip::ReplacementWithoutCopy), "its namespace opted out of injection");
 
         let without_list = pod("team-a", "web", "ImagePullBackOff", Some("Job"), &[]);
         assert!(matches!(decide(&without_list, &from_account)[..], [StuckPod::Evict { .. }]), "the account lists it");

@@ -16,6 +16,7 @@ use super::ownership::FIELD_MANAGER;
 use super::plan::Blocked;
 use super::source::{ResolvedSource, SourceProblem};
 use super::state::{NamespaceFailure, NamespaceOutcome};
+use crate::crd::selection::{POD_INJECTION_DISABLED, POD_INJECTION_LABEL};
 use crate::crd::{NamespaceCounts, RegistryCredential, RegistryCredentialStatus, StuckPodCounts, SyncFailure};
 use crate::reason::{Category, Reason};
 
@@ -35,6 +36,9 @@ pub(crate) struct Aggregate<'a> {
     pub(crate) pending: usize,
     /// Namespaces written since the last status.
     pub(crate) written: usize,
+    /// Selected ServiceAccounts whose Pods are refused while they do not list the copy
+    /// (`namespace/name`).
+    pub(crate) enforcing_accounts: &'a BTreeSet<String>,
 }
 
 /// The status an aggregate describes. The credential's current status keeps
@@ -64,7 +68,12 @@ pub(crate) fn desired_status(
     };
     failures.truncate(MAX_LISTED_FAILURES);
     let mut conditions = health.conditions(credential);
-    conditions.push(injection_condition(credential, admission_policies_served));
+    let injected = credential.spec.inject_into_pods && admission_policies_served;
+    let enforcing_accounts: Vec<String> = match injected {
+        true => aggregate.enforcing_accounts.iter().take(MAX_LISTED_FAILURES).cloned().collect(),
+        false => Vec::new(),
+    };
+    conditions.push(injection_condition(credential, admission_policies_served, aggregate.enforcing_accounts.len()));
     let (registries, normalized) = match source {
         Ok(source) => (source.registries.clone(), source.rewrites.clone()),
         Err(_) => (Vec::new(), Vec::new()),
@@ -78,6 +87,7 @@ pub(crate) fn desired_status(
         registries,
         normalized,
         stuck_pods: None,
+        mountable_secrets_enforced: enforcing_accounts,
     }
 }
 
@@ -173,24 +183,41 @@ impl Health<'_> {
     }
 }
 
-/// `PodInjection`: whether new Pods get the copy at admission.
-fn injection_condition(credential: &RegistryCredential, admission_policies_served: bool) -> Condition {
+/// `PodInjection`: whether new Pods get the copy at admission, and whether that can get some of
+/// them refused (`enforcing` selected ServiceAccounts enforce mountable secrets).
+fn injection_condition(
+    credential: &RegistryCredential,
+    admission_policies_served: bool,
+    enforcing: usize,
+) -> Condition {
+    let secret = &credential.spec.secret_name;
     let (status, reason, message) = match (credential.spec.inject_into_pods, admission_policies_served) {
-        (false, _) => ("False", Reason::InjectionDisabled, "injectIntoPods is false: ServiceAccount patching only"),
+        (false, _) => ("False", Reason::InjectionDisabled, "injectIntoPods is false: ServiceAccount patching only".to_owned()),
         (true, false) => (
             "False",
             Reason::AdmissionPolicyNotServed,
             "the cluster does not serve MutatingAdmissionPolicy (admissionregistration.k8s.io/v1, Kubernetes 1.36+): \
-             ServiceAccount patching only, so a Pod listing its own pull secrets or created before the patch goes without the copy",
+             ServiceAccount patching only, so a Pod listing its own pull secrets or created before the patch goes without the copy"
+                .to_owned(),
+        ),
+        (true, true) if enforcing > 0 => (
+            "True",
+            Reason::MountableSecretsEnforced,
+            format!(
+                "new Pods get the copy at admission, but {enforcing} selected ServiceAccounts enforce mountable secrets \
+                 (status.mountableSecretsEnforced): their Pods are refused while they do not list {secret}; label such a \
+                 namespace {POD_INJECTION_LABEL}={POD_INJECTION_DISABLED} to leave its Pods to ServiceAccount patching"
+            ),
         ),
         (true, true) => (
             "True",
             Reason::AdmissionPolicyServed,
             "the cluster serves MutatingAdmissionPolicy: with the shipped policy installed, new Pods of \
-             selected namespaces and ServiceAccounts get the copy at admission",
+             selected namespaces and ServiceAccounts get the copy at admission"
+                .to_owned(),
         ),
     };
-    condition(credential, "PodInjection", status, reason, message.to_owned())
+    condition(credential, "PodInjection", status, reason, message)
 }
 
 /// A condition of this generation; its `lastTransitionTime` stays while its status does not change.
@@ -384,7 +411,8 @@ mod tests {
         blocked: &'a BTreeMap<String, Blocked>,
         failed: &'a BTreeMap<String, NamespaceFailure>,
     ) -> Aggregate<'a> {
-        Aggregate { matched, blocked, failed, pending: 0, written: 0 }
+        static NO_ACCOUNTS: BTreeSet<String> = BTreeSet::new();
+        Aggregate { matched, blocked, failed, pending: 0, written: 0, enforcing_accounts: &NO_ACCOUNTS }
     }
 
     #[test]

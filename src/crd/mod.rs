@@ -202,6 +202,12 @@ pub struct RegistryCredentialStatus {
     /// `evictStuckPods` on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stuck_pods: Option<StuckPodCounts>,
+    /// Selected ServiceAccounts annotated `kubernetes.io/enforce-mountable-secrets: "true"` in
+    /// namespaces where new Pods get the copy at admission (`namespace/name`, at most 20): the API
+    /// server refuses their Pods while they do not list the copy. Label such a namespace
+    /// `regcred.dev/pod-injection: disabled` to opt it out of injection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mountable_secrets_enforced: Vec<String>,
 }
 
 /// What recovery of stuck Pods did.

@@ -9,6 +9,23 @@ use crate::crd::RegistryCredentialSpec;
 /// Namespaces that a glob never selects: only an exact include entry does.
 pub(crate) const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
 
+/// A namespace label that turns admission injection off in that namespace: the shipped policy
+/// appends nothing to its Pods, whatever the credentials say. ServiceAccount patching goes on.
+/// For namespaces whose ServiceAccounts enforce mountable secrets, where an appended name the
+/// ServiceAccount does not list yet gets the Pod refused.
+pub const POD_INJECTION_LABEL: &str = "regcred.dev/pod-injection";
+/// The value of [`POD_INJECTION_LABEL`] that opts a namespace out.
+pub const POD_INJECTION_DISABLED: &str = "disabled";
+
+/// The ServiceAccount annotation (`"true"`) with which the API server refuses its Pods that list
+/// a pull secret it does not list itself.
+pub const ENFORCE_MOUNTABLE_SECRETS_ANNOTATION: &str = "kubernetes.io/enforce-mountable-secrets";
+
+/// Whether a namespace with these labels opted out of admission injection.
+pub fn pod_injection_disabled(labels: &BTreeMap<String, String>) -> bool {
+    labels.get(POD_INJECTION_LABEL).is_some_and(|value| value == POD_INJECTION_DISABLED)
+}
+
 /// `*` matches any run of characters (also none), `?` exactly one: the kubelet's own wildcard
 /// matching (Go's `path.Match`), which a namespace glob is a subset of (the CRD allows no other
 /// special character in one).
@@ -53,6 +70,14 @@ impl RegistryCredentialSpec {
         reserved: &[String],
     ) -> bool {
         selects_namespace_reserving(self, namespace, labels, reserved) && selects_service_account(self, service_account)
+    }
+}
+
+impl RegistryCredentialSpec {
+    /// Whether the admission policy appends this credential's copy to Pods it selects in a
+    /// namespace with these labels (given that the cluster runs the policy).
+    pub fn injects_into(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.inject_into_pods && !pod_injection_disabled(labels)
     }
 }
 

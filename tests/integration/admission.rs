@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
@@ -187,6 +187,42 @@ async fn a_kubelets_mirror_pod_is_admitted_untouched() {
     let _ = Api::<RegistryCredential>::all(admin.clone()).delete(&run, &DeleteParams::default()).await;
 }
 
+/// Creates a Pod under the namespace's default ServiceAccount (a server-side dry run): the
+/// API server's answer when it refuses it.
+async fn refusal(admin: &Client, namespace: &str) -> Option<String> {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"generateName": "probe-"},
+        "spec": {"containers": [{"name": "app", "image": "registry.example.test/app:1"}]},
+    }))
+    .unwrap();
+    let params = PostParams { dry_run: true, ..PostParams::default() };
+    Api::<Pod>::namespaced(admin.clone(), namespace).create(&params, &pod).await.err().map(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn a_namespace_labelled_out_of_injection_admits_pods_its_enforcing_account_would_refuse() {
+    let admin = cluster_or_skip!();
+    let (run, namespace) = injecting_namespace(&admin, "enforce").await;
+    // The ServiceAccount admission plugin lets such a ServiceAccount's Pods list only the pull
+    // secrets it lists itself; it lists none yet (no operator runs here).
+    let enforcing = json!({"metadata": {"annotations": {"kubernetes.io/enforce-mountable-secrets": "true"}}});
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), &namespace.name);
+    accounts.patch("default", &PatchParams::default(), &Patch::Merge(&enforcing)).await.unwrap();
+    let refused = refusal(&admin, &namespace.name).await.expect("the appended name gets the Pod refused");
+    assert!(refused.contains(&run), "refused for the appended name: {refused}");
+
+    let opt_out = json!({"metadata": {"labels": {"regcred.dev/pod-injection": "disabled"}}});
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    namespaces.patch(&namespace.name, &PatchParams::default(), &Patch::Merge(&opt_out)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while let Some(refused) = refusal(&admin, &namespace.name).await {
+        assert!(tokio::time::Instant::now() < deadline, "still refused after opting out: {refused}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(admitted(&admin, &namespace.name, None, &[]).await, Vec::<String>::new(), "nothing appended");
+    let _ = Api::<RegistryCredential>::all(admin.clone()).delete(&run, &DeleteParams::default()).await;
+}
+
 #[tokio::test]
 async fn a_policy_that_cannot_evaluate_never_blocks_a_pod() {
     let admin = cluster_or_skip!();
@@ -250,6 +286,14 @@ async fn the_policy_selects_exactly_what_the_controller_selects() {
         if cases.next(3) > 0 {
             labels.push(("tier", tier));
         }
+        // Opted out of injection, or a near miss of that label that must not count; the first
+        // namespace keeps injection for the marker below.
+        match (i, cases.next(4)) {
+            (0, _) => {}
+            (_, 0) => labels.push(("regcred.dev/pod-injection", "disabled")),
+            (_, 1) => labels.push(("regcred.dev/pod-injection", "Disabled")),
+            _ => {}
+        }
         let namespace = create_namespace(&admin, &name, &labels).await;
         for account in ["builder", "other"] {
             regcred_test_support::fixture::create_account(&admin, &name, account, &[]).await;
@@ -303,6 +347,7 @@ async fn the_policy_selects_exactly_what_the_controller_selects() {
             let mut expected: Vec<String> = credentials
                 .iter()
                 .filter(|c| c.spec.selects_pods_of(&namespace.name, labels, account, &trusted))
+                .filter(|c| c.spec.injects_into(labels))
                 .map(|c| c.spec.secret_name.clone())
                 .collect();
             let mut got_sorted = got.clone();

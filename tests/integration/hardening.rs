@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ResourceQuota, Secret};
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret, ServiceAccount};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
@@ -233,4 +233,51 @@ async fn an_adopt_that_cannot_succeed_is_reported_and_never_attempted() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(fx.operator.writes("secret").await, writes, "no write attempted");
     assert_eq!(secrets.get("regcred").await.unwrap().resource_version(), theirs.resource_version());
+}
+
+#[tokio::test]
+async fn service_accounts_that_enforce_mountable_secrets_are_reported_until_their_namespace_opts_out() {
+    let admin = cluster_or_skip!();
+    let fx = Fixture::start(admin.clone(), "enforce", &[]).await;
+    fx.put_source("pull", &docker_config("registry.example.test", "ci", "pw")).await;
+    let namespace = fx.namespace(true).await;
+    for (name, enforce) in [("builder", "true"), ("relaxed", "false")] {
+        let account: ServiceAccount = serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": {"kubernetes.io/enforce-mountable-secrets": enforce}},
+        }))
+        .unwrap();
+        Api::<ServiceAccount>::namespaced(admin.clone(), &namespace.name)
+            .create(&PostParams::default(), &account)
+            .await
+            .unwrap();
+    }
+    let names = json!({"serviceAccounts": {"names": ["default", "builder", "relaxed"]}});
+    let credential = fx.apply(&fx.credential("main", names)).await;
+    let api: Api<RegistryCredential> = Api::all(admin.clone());
+    let injection = |c: &RegistryCredential| {
+        let status = c.status.as_ref()?;
+        let condition = status.conditions.iter().find(|c| c.type_ == "PodInjection")?;
+        Some((condition.reason.clone(), status.mountable_secrets_enforced.clone()))
+    };
+    let at_risk = (String::from("MountableSecretsEnforced"), vec![format!("{}/builder", namespace.name)]);
+    wait_for(&api, &credential.name_any(), "the enforcing ServiceAccount reported", TIMEOUT, |c| {
+        c.and_then(injection).as_ref() == Some(&at_risk)
+    })
+    .await
+    .unwrap();
+    // Patched all the same: ServiceAccount patching is what such a namespace relies on.
+    wait_for_entries(&admin, &namespace.name, "builder", &["regcred"]).await;
+
+    let opt_out = json!({"metadata": {"labels": {"regcred.dev/pod-injection": "disabled"}}});
+    Api::<Namespace>::all(admin.clone())
+        .patch(&namespace.name, &PatchParams::default(), &Patch::Merge(opt_out))
+        .await
+        .unwrap();
+    let safe = (String::from("AdmissionPolicyServed"), Vec::new());
+    wait_for(&api, &credential.name_any(), "nothing reported once opted out", TIMEOUT, |c| {
+        c.and_then(injection).as_ref() == Some(&safe)
+    })
+    .await
+    .unwrap();
+    wait_for_entries(&admin, &namespace.name, "builder", &["regcred"]).await;
 }

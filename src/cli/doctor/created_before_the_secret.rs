@@ -29,7 +29,7 @@ pub(super) fn created_before_the_secret(context: &Context) -> Vec<Cause> {
         if *copy_created <= pod_created {
             continue;
         }
-        let now = match injection(credential, &evidence.admission) {
+        let now = match injection(credential, evidence) {
             Injection::Active => format!("admission injection gives {secret:?} to a Pod created now"),
             _ => format!(
                 "a Pod created now that lists no pull secrets gets {secret:?} from ServiceAccount {}",

@@ -14,17 +14,24 @@ use crate::credential::{ImageReference, key_matches_image, normalize_registry_ke
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Injection {
     Active,
+    /// `spec.injectIntoPods: false`.
     OptedOut,
+    /// The namespace is labelled out of injection.
+    NamespaceOptedOut,
     Deleting,
     PolicyInactive,
 }
 
-pub(super) fn injection(credential: &RegistryCredential, admission: &Admission) -> Injection {
+/// How `credential` fares with the admission policy for Pods in the evidence's namespace.
+pub(super) fn injection(credential: &RegistryCredential, evidence: &Evidence) -> Injection {
+    let labels = evidence.namespace_labels.clone().unwrap_or_default();
     if credential.metadata.deletion_timestamp.is_some() {
         Injection::Deleting
     } else if !credential.spec.inject_into_pods {
         Injection::OptedOut
-    } else if matches!(admission, Admission::Active { .. }) {
+    } else if !credential.spec.injects_into(&labels) {
+        Injection::NamespaceOptedOut
+    } else if matches!(evidence.admission, Admission::Active { .. }) {
         Injection::Active
     } else {
         Injection::PolicyInactive

@@ -12,6 +12,7 @@ use super::cached_image::cached_image_needs_own_credential;
 use super::created_before_the_secret::created_before_the_secret;
 use super::credentials_refused::credentials_refused;
 use super::evidence::{Cause, Context, Diagnosis, Evidence};
+use super::mountable_secrets::enforcing_account_refuses_injected_pods;
 use super::no_pull_secret::{nothing_provides_a_pull_secret, service_account_patched_after_the_pod};
 use super::own_pull_secrets::own_pull_secrets_hide_service_account;
 use super::registry_not_covered::registry_not_covered;
@@ -40,6 +41,10 @@ pub(super) const DETECTORS: &[Detector] = &[
     Detector { name: "created before the secret", detect: created_before_the_secret },
     Detector { name: "cached image needs the Pod's own credential", detect: cached_image_needs_own_credential },
     Detector { name: "credentials refused", detect: credentials_refused },
+    Detector {
+        name: "enforcing ServiceAccount refuses injected Pods",
+        detect: enforcing_account_refuses_injected_pods,
+    },
 ];
 
 pub(super) fn diagnose(evidence: &Evidence) -> Diagnosis {

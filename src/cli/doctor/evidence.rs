@@ -157,6 +157,8 @@ pub(super) const RANK_NOT_COVERED: u8 = 3;
 pub(super) const RANK_RACE: u8 = 4;
 pub(super) const RANK_NOT_PROVIDED: u8 = 5;
 pub(super) const RANK_REFUSED: u8 = 6;
+/// Not this Pod's trouble, but its workload's next Pods'.
+pub(super) const RANK_NEW_PODS_REFUSED: u8 = 7;
 
 /// What every detector reads: the evidence, and what is derived from it once.
 pub(super) struct Context<'e> {

@@ -11,6 +11,7 @@ mod credentials;
 mod credentials_refused;
 mod diagnosis;
 mod evidence;
+mod mountable_secrets;
 mod no_pull_secret;
 mod own_pull_secrets;
 mod registry_not_covered;

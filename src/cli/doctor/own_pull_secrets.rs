@@ -31,7 +31,7 @@ pub(super) fn own_pull_secrets_hide_service_account(context: &Context) -> Vec<Ca
     }
     let injected: Vec<&str> = selecting_credentials(context)
         .into_iter()
-        .filter(|c| injection(c, &evidence.admission) == Injection::Active && hidden.contains(&c.spec.secret_name))
+        .filter(|c| injection(c, evidence) == Injection::Active && hidden.contains(&c.spec.secret_name))
         .map(|c| c.spec.secret_name.as_str())
         .collect();
     let commands = if injected.is_empty() {

@@ -8,6 +8,7 @@ use kube::ResourceExt;
 
 use super::credentials::{Injection, injection, selecting_credentials};
 use super::evidence::{Admission, Cause, Context, Diagnosis, Evidence, ImageCheck, PodEvent, SecretLookup};
+use crate::crd::selection::{POD_INJECTION_DISABLED, POD_INJECTION_LABEL};
 use crate::credential::pull_secret::DOCKER_CONFIG_JSON_KEY;
 
 /// What was read, section by section, then the causes, most likely first.
@@ -135,9 +136,14 @@ pub(super) fn injection_coverage(context: &Context) -> Vec<String> {
     }
     for credential in selecting {
         let secret = &credential.spec.secret_name;
-        let state = match injection(credential, &evidence.admission) {
+        let state = match injection(credential, evidence) {
             Injection::Active => format!("injects Secret {secret:?} into Pods created here"),
             Injection::OptedOut => format!("spec.injectIntoPods is false: Secret {secret:?} is not injected"),
+            Injection::NamespaceOptedOut => {
+                format!(
+                    "namespace {namespace} is labelled {POD_INJECTION_LABEL}={POD_INJECTION_DISABLED}: Secret {secret:?} is not injected"
+                )
+            }
             Injection::Deleting => "it is being deleted: injects nothing".to_owned(),
             Injection::PolicyInactive => format!("would inject Secret {secret:?}, but the policy is not active"),
         };
