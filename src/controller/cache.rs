@@ -19,11 +19,10 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::ownership::{
-    ADDED_PULL_SECRETS_ANNOTATION, AddedPullSecrets, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, FIELD_MANAGER,
-    MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+    ADDED_PULL_SECRETS_ANNOTATION, AddedPullSecrets, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
 };
 use crate::crd::selection::ENFORCE_MOUNTABLE_SECRETS_ANNOTATION;
-use crate::credential::pull_secret::DOCKER_CONFIG_JSON_KEY;
 
 /// A name shared by every object that uses it.
 pub(crate) type Name = Arc<str>;
@@ -116,10 +115,11 @@ pub(crate) struct Copy {
     pub(crate) managed_by_label: bool,
     /// The digest of the payload the operator wrote.
     pub(crate) digest: Option<Box<str>>,
-    /// Whether the operator's field manager owns the payload key. Whoever changes the payload
-    /// takes that field over (an update or a forced apply moves ownership of what it changes),
-    /// so a copy the operator no longer owns the payload of was edited since it was written.
-    pub(crate) payload_is_ours: bool,
+    pub(crate) resource_version: Box<str>,
+    /// Whether this very version is one the operator wrote (in this process). Only then is the
+    /// digest proof of the payload: labels, annotations and field-manager names are anyone's to
+    /// write, a resourceVersion is not.
+    pub(crate) written_here: bool,
 }
 
 impl Copy {
@@ -131,14 +131,6 @@ impl Copy {
                 && owner.kind == "RegistryCredential"
                 && owner.api_version.starts_with("regcred.dev/")
         })?;
-        // The payload key, not other keys someone added beside it (the operator leaves those), nor
-        // the type, which cannot change and stays owned by whoever created the Secret.
-        let payload_is_ours = secret.managed_fields.iter().flatten().any(|entry| {
-            entry.manager.as_deref() == Some(FIELD_MANAGER)
-                && entry.fields_v1.as_ref().is_some_and(|f| {
-                    f.0.get("f:data").and_then(|data| data.get(format!("f:{DOCKER_CONFIG_JSON_KEY}"))).is_some()
-                })
-        });
         let label = |key: &str| secret.labels.as_ref().and_then(|labels| labels.get(key));
         Some(Copy {
             name: intern(secret.name.as_deref().unwrap_or_default()),
@@ -151,7 +143,8 @@ impl Copy {
                 .as_ref()
                 .and_then(|a| a.get(CONTENT_DIGEST_ANNOTATION))
                 .map(|d| d.as_str().into()),
-            payload_is_ours,
+            resource_version: secret.resource_version.as_deref().unwrap_or_default().into(),
+            written_here: false,
         })
     }
 }
@@ -184,6 +177,8 @@ pub(crate) trait Cached: Sized {
     fn entries(objects: &mut NamespaceObjects) -> &mut Vec<Self>;
     /// The bit this kind sets in the readiness mask once listed.
     const READY_BIT: u8;
+    /// Keeps what the cache knew of the same object beyond the object itself.
+    fn carry_over(&mut self, _previous: &Self) {}
 }
 
 impl Cached for Account {
@@ -217,6 +212,11 @@ impl Cached for Copy {
 
     fn entries(objects: &mut NamespaceObjects) -> &mut Vec<Self> {
         &mut objects.copies
+    }
+
+    /// The event of the operator's own write, or a relist, carries the version it wrote.
+    fn carry_over(&mut self, previous: &Self) {
+        self.written_here |= previous.written_here && previous.resource_version == self.resource_version;
     }
 }
 
@@ -264,17 +264,36 @@ impl ObjectCache {
     /// anything changed. Also called with the result of the operator's own writes, so the next
     /// plan does not act on what it just did, and the watch event of that write changes nothing.
     pub(crate) fn apply<K: Cached + PartialEq>(&self, namespace: &str, name: &str, object: Option<K>) -> bool {
+        self.apply_over(namespace, name, object, |_| true)
+    }
+
+    /// [`apply`](Self::apply), only when `over` accepts what the cache holds now (`None`: nothing).
+    fn apply_over<K: Cached + PartialEq>(
+        &self,
+        namespace: &str,
+        name: &str,
+        object: Option<K>,
+        over: impl FnOnce(Option<&K>) -> bool,
+    ) -> bool {
         let mut namespaces = self.namespaces.write().expect("cache lock");
         if object.is_none() && !namespaces.contains_key(namespace) {
             return false;
         }
         let objects = namespaces.entry(intern(namespace)).or_default();
         let entries = K::entries(objects);
-        let changed = match (entries.binary_search_by(|e| e.name().cmp(name)), object) {
-            (Ok(i), Some(object)) if entries[i] == object => false,
-            (Ok(i), Some(object)) => {
+        let found = entries.binary_search_by(|e| e.name().cmp(name));
+        if !over(found.ok().map(|i| &entries[i])) {
+            if objects.is_empty() {
+                namespaces.remove(namespace);
+            }
+            return false;
+        }
+        let changed = match (found, object) {
+            (Ok(i), Some(mut object)) => {
+                object.carry_over(&entries[i]);
+                let changed = entries[i] != object;
                 entries[i] = object;
-                true
+                changed
             }
             (Err(i), Some(object)) => {
                 entries.insert(i, object);
@@ -292,6 +311,20 @@ impl ObjectCache {
         changed
     }
 
+    /// Puts in a copy the operator just wrote, as written by it, so that the next plan does not
+    /// act on it again and the watch event of the write changes nothing. Only over the version the
+    /// write was based on (`None`: no copy) or its own: whatever else the watch has delivered
+    /// meanwhile is not overwritten with what the operator believes.
+    pub(crate) fn remember_write(&self, written: &ObjectMeta, based_on: Option<&str>) {
+        let Some(mut copy) = Copy::from_metadata(written) else { return };
+        copy.written_here = true;
+        let namespace = written.namespace.as_deref().unwrap_or_default();
+        let (name, version) = (copy.name.clone(), copy.resource_version.clone());
+        self.apply_over(namespace, &name, Some(copy), |current: Option<&Copy>| {
+            current.is_none_or(|c| Some(&*c.resource_version) == based_on || c.resource_version == version)
+        });
+    }
+
     /// Replaces every object of one kind after a (re)list; returns the namespaces whose objects
     /// of that kind changed.
     fn replace_all<K: Cached + PartialEq>(&self, listed: HashMap<Name, Vec<K>>) -> Vec<Name> {
@@ -306,6 +339,11 @@ impl ObjectCache {
         for (namespace, mut listed) in listed {
             listed.sort_by(|a, b| a.name().cmp(b.name()));
             let entries = K::entries(namespaces.entry(namespace.clone()).or_default());
+            for object in &mut listed {
+                if let Ok(i) = entries.binary_search_by(|e| e.name().cmp(object.name())) {
+                    object.carry_over(&entries[i]);
+                }
+            }
             if *entries != listed {
                 *entries = listed;
                 changed.push(namespace);
@@ -399,29 +437,20 @@ mod tests {
             "metadata": {"name": "regcred", "namespace": "a", "resourceVersion": "7", "uid": "u",
                          "labels": {MANAGED_BY_LABEL: "regcred-operator", CREDENTIAL_LABEL: "rc", "tenant": "x"},
                          "annotations": {"big": "...", CONTENT_DIGEST_ANNOTATION: "d1"},
-                         "ownerReferences": owners,
-                         "managedFields": [
-                             {"manager": FIELD_MANAGER, "operation": "Apply",
-                              "fieldsV1": {"f:data": {"f:.dockerconfigjson": {}}}},
-                             {"manager": "kubectl-edit", "operation": "Update",
-                              "fieldsV1": {"f:data": {"f:.dockerconfigjson": {}}}},
-                             {"manager": "kubectl-patch", "operation": "Update",
-                              "fieldsV1": {"f:data": {"f:extra": {}}}},
-                             {"manager": "kubectl-label", "operation": "Update", "fieldsV1": {"f:metadata": {}}}]},
+                         "ownerReferences": owners},
         }))
         .unwrap()
     }
 
+    fn ours() -> serde_json::Value {
+        json!([{"apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential", "name": "rc",
+                "uid": "rc-uid", "controller": true},
+               {"apiVersion": "v1", "kind": "ConfigMap", "name": "other", "uid": "cm"}])
+    }
+
     #[test]
-    fn a_copy_keeps_our_labels_owner_digest_and_whether_its_payload_is_still_ours() {
-        let copy = Copy::from_metadata(
-            &secret(json!([
-            {"apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential", "name": "rc",
-             "uid": "rc-uid", "controller": true},
-            {"apiVersion": "v1", "kind": "ConfigMap", "name": "other", "uid": "cm"}]))
-            .metadata,
-        )
-        .unwrap();
+    fn a_copy_keeps_our_labels_owner_digest_and_version() {
+        let copy = Copy::from_metadata(&secret(ours()).metadata).unwrap();
         assert_eq!(
             copy,
             Copy {
@@ -431,14 +460,42 @@ mod tests {
                 credential_label: Some(intern("rc")),
                 managed_by_label: true,
                 digest: Some("d1".into()),
-                payload_is_ours: true,
+                resource_version: "7".into(),
+                written_here: false,
             }
         );
-        let mut edited = secret(json!([
-            {"apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential", "name": "rc",
-             "uid": "rc-uid", "controller": true}]));
-        edited.metadata.managed_fields.as_mut().unwrap().remove(0);
-        assert!(!Copy::from_metadata(&edited.metadata).unwrap().payload_is_ours, "kubectl-edit took the payload over");
+    }
+
+    #[test]
+    fn only_a_version_the_operator_wrote_counts_as_written_by_it() {
+        let cache = ObjectCache::default();
+        let at = |version: &str| {
+            let mut secret = secret(ours());
+            secret.metadata.resource_version = Some(version.into());
+            secret.metadata
+        };
+        let written_here = |cache: &ObjectCache| {
+            let copy = cache.namespace("a").copies[0].clone();
+            (copy.resource_version.to_string(), copy.written_here)
+        };
+        cache.remember_write(&at("7"), None);
+        assert_eq!(written_here(&cache), ("7".into(), true));
+        assert!(!cache.apply("a", "regcred", Copy::from_metadata(&at("7"))), "the event of our write changes nothing");
+        assert_eq!(written_here(&cache), ("7".into(), true));
+
+        // Anyone's change, labels and digest annotation kept: a version the operator did not write.
+        assert!(cache.apply("a", "regcred", Copy::from_metadata(&at("8"))));
+        assert_eq!(written_here(&cache), ("8".into(), false));
+        // A write based on an older version than the cache holds does not hide the newer one.
+        cache.remember_write(&at("9"), Some("5"));
+        assert_eq!(written_here(&cache), ("8".into(), false));
+        cache.remember_write(&at("9"), Some("8"));
+        assert_eq!(written_here(&cache), ("9".into(), true));
+        // A relist keeps what the operator wrote only where the version is the same.
+        cache.replace_all(HashMap::from([(intern("a"), vec![Copy::from_metadata(&at("9")).unwrap()])]));
+        assert_eq!(written_here(&cache), ("9".into(), true));
+        cache.replace_all(HashMap::from([(intern("a"), vec![Copy::from_metadata(&at("10")).unwrap()])]));
+        assert_eq!(written_here(&cache), ("10".into(), false));
     }
 
     #[test]

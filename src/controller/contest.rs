@@ -1,6 +1,7 @@
 //! Another writer that keeps removing the operator's `imagePullSecrets` entry (a GitOps tool's
-//! self-heal, a Helm upgrade, a policy) is a contest, not a reason to write in a loop: each
-//! ServiceAccount's re-adds are spaced by a delay that doubles with every removal.
+//! self-heal, a Helm upgrade, a policy), or keeps changing or deleting a copy (a tenant's loop,
+//! a GitOps tool that owns an adopted Secret), is a contest, not a reason to write in a loop: each
+//! object's repairs are spaced by a delay that doubles with every undoing.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,25 +17,25 @@ const MAX_DELAY: Duration = Duration::from_secs(300);
 /// A ServiceAccount left alone this long is forgiven.
 const FORGET_AFTER: Duration = Duration::from_secs(900);
 
-/// What is known of the removals of the operator's entry on one ServiceAccount.
+/// What is known of the undoings of the operator's work on one object.
 #[derive(Debug, Clone)]
 struct Removals {
     count: u32,
     last_readd: Instant,
-    /// The field manager that owned `imagePullSecrets` when the entry was found missing.
+    /// The field manager that last owned what was undone, when known.
     remover: Option<String>,
 }
 
-/// Whether the operator may re-add its entry now.
+/// Whether the operator may repair its work now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Readd {
-    /// Re-add now (a first repair, or the backoff has passed).
+    /// Repair now (a first repair, or the backoff has passed).
     Now,
-    /// Not before `wait` has passed: the entry was removed `removals` times, last by `remover`.
+    /// Not before `wait` has passed: the work was undone `removals` times, last by `remover`.
     Contested { wait: Duration, removals: u32, remover: Option<String> },
 }
 
-/// Per ServiceAccount (`namespace/name`), the removals of the operator's entry.
+/// Per object (`kind namespace/name`), the undoings of the operator's work.
 #[derive(Default)]
 pub(crate) struct Contests {
     accounts: Mutex<HashMap<String, Removals>>,
@@ -44,9 +45,14 @@ impl Contests {
     /// Called when the operator finds its recorded entry missing from `account` and wants it
     /// back: counts the removal and says whether to re-add now.
     pub(crate) fn readd(&self, key: &str, account: &Account, now: Instant) -> Readd {
+        self.repair(key, pull_secrets_owner(account), now)
+    }
+
+    /// Called when the operator finds its work on an object undone by `remover` (when known) and
+    /// wants to repair it: counts the undoing and says whether to repair now.
+    pub(crate) fn repair(&self, key: &str, remover: Option<String>, now: Instant) -> Readd {
         let mut accounts = self.accounts.lock().expect("contests lock");
         accounts.retain(|_, removals| now.duration_since(removals.last_readd) < FORGET_AFTER);
-        let remover = pull_secrets_owner(account);
         let Some(removals) = accounts.get_mut(key) else {
             accounts.insert(key.to_owned(), Removals { count: 1, last_readd: now, remover });
             return Readd::Now;

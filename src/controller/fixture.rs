@@ -4,15 +4,15 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{LocalObjectReference, Namespace, NamespaceStatus, Secret, ServiceAccount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::PartialObjectMeta;
 use serde_json::{Value, json};
 
 use super::ownership::{
-    ADDED_PULL_SECRETS_ANNOTATION, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, FIELD_MANAGER, FINALIZER,
-    MANAGED_BY_LABEL, MANAGED_BY_VALUE, content_digest,
+    ADDED_PULL_SECRETS_ANNOTATION, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, FINALIZER, MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE, content_digest,
 };
 use crate::crd::RegistryCredential;
 use crate::crd::selection::{ENFORCE_MOUNTABLE_SECRETS_ANNOTATION, POD_INJECTION_DISABLED, POD_INJECTION_LABEL};
@@ -132,7 +132,7 @@ pub(crate) fn injection_disabled(mut namespace: Namespace) -> Namespace {
 }
 
 /// A copy as the operator writes it for `owner`, holding `payload`, as the cache of copies holds
-/// it (metadata only).
+/// it (metadata only), at version 1.
 pub(crate) fn copy(
     namespace: &str,
     name: &str,
@@ -160,22 +160,16 @@ pub(crate) fn copy(
             labels: Some(labels),
             owner_references: Some(vec![controller]),
             annotations: Some(digest),
-            managed_fields: Some(vec![payload_written_by(FIELD_MANAGER)]),
+            resource_version: Some("1".into()),
             ..Default::default()
         },
         ..Default::default()
     }
 }
 
-/// The copy, after `manager` wrote its payload (`kubectl edit`, say).
-pub(crate) fn edited_by(mut copy: PartialObjectMeta<Secret>, manager: &str) -> PartialObjectMeta<Secret> {
-    copy.metadata.managed_fields = Some(vec![payload_written_by(manager)]);
+/// The copy after someone else wrote it (`kubectl edit`, say), labels and digest kept: a later
+/// version than the operator wrote.
+pub(crate) fn edited(mut copy: PartialObjectMeta<Secret>) -> PartialObjectMeta<Secret> {
+    copy.metadata.resource_version = Some("2".into());
     copy
-}
-
-fn payload_written_by(manager: &str) -> ManagedFieldsEntry {
-    serde_json::from_value(json!({
-        "manager": manager, "operation": "Update", "fieldsV1": {"f:data": {"f:.dockerconfigjson": {}}},
-    }))
-    .unwrap()
 }

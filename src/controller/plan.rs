@@ -48,12 +48,14 @@ pub(crate) enum Blocked {
     ControlledByAnother(String),
 }
 
-/// A Secret the operator controls, by name and UID: deletes carry the UID as a precondition, so
-/// a Secret that took the name meanwhile is never deleted.
+/// A Secret the operator controls, as the plan saw it: deletes carry its UID as a precondition,
+/// so a Secret that took the name meanwhile is never deleted; writes carry its resourceVersion,
+/// so a change since is read before anything is written over it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct CopyRef {
     pub(crate) name: String,
     pub(crate) uid: String,
+    pub(crate) resource_version: String,
 }
 
 /// The changes in one namespace.
@@ -69,6 +71,15 @@ pub(crate) struct NamespaceWork {
 }
 
 impl NamespaceWork {
+    /// Whether all it asks is to read the copy, which holds the payload as far as the cache
+    /// tells: the namespace counts as synced meanwhile (after a restart, every copy is read once).
+    pub(crate) fn only_checks(&self) -> bool {
+        self.secret.as_ref().is_some_and(SecretChange::is_check)
+            && self.delete_stale_secrets.is_empty()
+            && self.add_to.is_empty()
+            && self.remove_from.is_empty()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.secret.is_none()
             && self.delete_stale_secrets.is_empty()
@@ -81,12 +92,24 @@ impl NamespaceWork {
 pub(crate) enum SecretChange {
     /// No managed copy exists: create one (never overwriting an unmanaged Secret).
     Create,
-    /// The managed copy is stale: write ours over it.
-    Update,
+    /// The copy names another payload: write the wanted one over the version seen. A `repair`
+    /// when that version is not one the operator wrote (else the source rotated).
+    Rewrite { copy: CopyRef, repair: bool },
+    /// The copy names the payload, but it is not a version the operator wrote (someone changed
+    /// it, or it was written before this process started): read it, and repair it only if it
+    /// differs from what is wanted.
+    Verify(CopyRef),
     /// The copy belongs to a credential that lost the name, or lost its labels: take it over.
-    TakeOver,
+    TakeOver(CopyRef),
     /// The namespace stopped matching (with `prune`), or the credential is being deleted.
     Delete(CopyRef),
+}
+
+impl SecretChange {
+    /// Whether the change may find nothing to write: a copy to be read before it is judged.
+    pub(crate) fn is_check(&self) -> bool {
+        matches!(self, SecretChange::Verify(_))
+    }
 }
 
 /// One namespace's plan for one RegistryCredential.
@@ -124,7 +147,11 @@ pub(crate) fn is_terminating(namespace: &Namespace) -> bool {
 }
 
 fn copy_ref(copy: &Copy) -> CopyRef {
-    CopyRef { name: copy.name.to_string(), uid: copy.uid.to_string() }
+    CopyRef {
+        name: copy.name.to_string(),
+        uid: copy.uid.to_string(),
+        resource_version: copy.resource_version.to_string(),
+    }
 }
 
 /// What every namespace's plan shares: the credential, the cluster, and what is derived once.
@@ -236,8 +263,13 @@ impl<'a> Planner<'a> {
             }
             work.secret = match current {
                 None => Some(SecretChange::Create),
-                Some(copy) if !self.is_mine(copy) || !self.labels_are_mine(copy) => Some(SecretChange::TakeOver),
-                Some(copy) if !Self::holds(copy, payload_digest) => Some(SecretChange::Update),
+                Some(copy) if !self.is_mine(copy) || !self.labels_are_mine(copy) => {
+                    Some(SecretChange::TakeOver(copy_ref(copy)))
+                }
+                Some(copy) if copy.digest.as_deref() != Some(payload_digest) => {
+                    Some(SecretChange::Rewrite { copy: copy_ref(copy), repair: !copy.written_here })
+                }
+                Some(copy) if !copy.written_here => Some(SecretChange::Verify(copy_ref(copy))),
                 Some(_) => None,
             };
             for account in &view.objects.accounts {
@@ -284,12 +316,6 @@ impl<'a> Planner<'a> {
     /// Whether the copy carries this credential's labels (a tenant may have stripped them).
     fn labels_are_mine(&self, copy: &Copy) -> bool {
         copy.managed_by_label && copy.credential_label.as_deref() == Some(self.credential.name_any().as_str())
-    }
-
-    /// Whether a copy holds the payload: the digest the operator wrote is the payload's, and
-    /// nobody has changed the payload since.
-    fn holds(copy: &Copy, payload_digest: &str) -> bool {
-        copy.digest.as_deref() == Some(payload_digest) && copy.payload_is_ours
     }
 
     /// The cleanup of one namespace when the credential is deleted: its copies and the entries
@@ -373,7 +399,7 @@ mod tests {
     use super::*;
     use crate::controller::cache::{Account, ObjectCache};
     use crate::controller::fixture::{
-        account, copy, credential, edited_by, enforcing, injection_disabled, namespace, terminating,
+        account, copy, credential, edited, enforcing, injection_disabled, namespace, terminating,
     };
     use crate::controller::ownership::content_digest;
     use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
@@ -385,8 +411,9 @@ mod tests {
         credential(name).selecting_team("a").created_at(second).build()
     }
 
+    /// A copy at the version the fixture writes.
     fn stale(name: &str, namespace: &str) -> CopyRef {
-        CopyRef { name: name.into(), uid: format!("uid-{namespace}-{name}") }
+        CopyRef { name: name.into(), uid: format!("uid-{namespace}-{name}"), resource_version: "1".into() }
     }
 
     /// The cluster as the caches would hold it.
@@ -408,7 +435,14 @@ mod tests {
             self
         }
 
+        /// A copy the operator wrote, at this version.
         fn copy(self, copy: PartialObjectMeta<Secret>) -> Self {
+            self.objects.remember_write(&copy.metadata, None);
+            self
+        }
+
+        /// A copy as the watch reports it: a version the operator did not write in this process.
+        fn seen(self, copy: PartialObjectMeta<Secret>) -> Self {
             self.objects.apply(&copy.namespace().unwrap(), &copy.name_any(), Copy::from_metadata(&copy.metadata));
             self
         }
@@ -503,14 +537,23 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_or_edited_copy_is_updated() {
+    fn a_copy_is_trusted_only_in_the_version_the_operator_wrote() {
         let rc = team_a("rc", 1);
-        // Edited by hand: the digest still says current, but another field manager took the data.
-        let edited = edited_by(copy("a1", "regcred", &rc, PAYLOAD), "kubectl-edit");
-        for secret in [copy("a1", "regcred", &rc, "{}"), edited] {
-            let plan = Cluster::of(&[&rc]).namespace(namespace("a1", "a")).copy(secret).plan(&rc, Some(PAYLOAD));
-            assert_eq!(plan.work["a1"].secret, Some(SecretChange::Update));
-        }
+        let cluster = || Cluster::of(&[&rc]).namespace(namespace("a1", "a"));
+        let change = |cluster: Cluster| cluster.plan(&rc, Some(PAYLOAD)).work.remove("a1").and_then(|w| w.secret);
+        let rotated = cluster().copy(copy("a1", "regcred", &rc, "{}"));
+        assert_eq!(change(rotated), Some(SecretChange::Rewrite { copy: stale("regcred", "a1"), repair: false }));
+
+        // Edited by anyone, under any field manager name, digest annotation kept: read and judged.
+        let edited_keeping_the_digest = cluster().seen(edited(copy("a1", "regcred", &rc, PAYLOAD)));
+        let version_2 = CopyRef { resource_version: "2".into(), ..stale("regcred", "a1") };
+        assert_eq!(change(edited_keeping_the_digest), Some(SecretChange::Verify(version_2.clone())));
+        let edited_digest = cluster().seen(edited(copy("a1", "regcred", &rc, "{}")));
+        assert_eq!(change(edited_digest), Some(SecretChange::Rewrite { copy: version_2, repair: true }));
+
+        // After a restart nothing is known to be the operator's: read once, counted as synced.
+        let plan = cluster().seen(copy("a1", "regcred", &rc, PAYLOAD)).plan(&rc, Some(PAYLOAD));
+        assert!(plan.work["a1"].only_checks(), "{plan:?}");
     }
 
     #[test]
@@ -618,7 +661,7 @@ mod tests {
             .namespace(namespace("a1", "a"))
             .copy(copy("a1", "regcred", &loser, PAYLOAD))
             .plan(&winner, Some(PAYLOAD));
-        assert_eq!(plan.work["a1"].secret, Some(SecretChange::TakeOver));
+        assert_eq!(plan.work["a1"].secret, Some(SecretChange::TakeOver(stale("regcred", "a1"))));
     }
 
     #[test]

@@ -77,7 +77,7 @@ async fn sync(credential: &RegistryCredential, ctx: &Context) -> Result<Action> 
     let planned = started.elapsed();
     let namespaces = &ctx.stores.namespaces;
     let failed = ctx.outcomes.failures(&name, |ns| namespaces.get(&ObjectRef::new(ns)).is_some());
-    let pending = plan.work.keys().filter(|ns| !failed.contains_key(*ns)).count();
+    let pending = plan.work.iter().filter(|(ns, work)| !failed.contains_key(*ns) && !work.only_checks()).count();
     let written = ctx.outcomes.take_written(&name, pending > 0);
 
     let mut stuck_pods = None;
@@ -86,7 +86,7 @@ async fn sync(credential: &RegistryCredential, ctx: &Context) -> Result<Action> 
         let in_place = |ns: &str| {
             plan.matched.contains(ns)
                 && !plan.blocked.contains_key(ns)
-                && !plan.work.contains_key(ns)
+                && plan.work.get(ns).is_none_or(|work| work.only_checks())
                 && !failed.contains_key(ns)
         };
         stuck_pods = Some(super::recovery::recover(credential, ctx, source, in_place).await);

@@ -91,9 +91,24 @@ async fn write_copies(
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let secret_name = &credential.spec.secret_name;
     match (&work.secret, writing) {
-        (Some(SecretChange::Create), Writing::Sync(source)) => create_copy(credential, ctx, &secrets, source).await?,
-        (Some(SecretChange::Update), Writing::Sync(source)) => update_copy(ctx, &secrets, secret_name, source).await?,
-        (Some(SecretChange::TakeOver), Writing::Sync(source)) => apply_copy(credential, ctx, &secrets, source).await?,
+        (Some(SecretChange::Create), Writing::Sync(source)) => {
+            // A first copy, or one someone deleted: the same call, counted alike.
+            repairing(ctx, namespace, secret_name, None)?;
+            create_copy(credential, ctx, &secrets, source).await?
+        }
+        (Some(SecretChange::Rewrite { copy, repair }), Writing::Sync(source)) => {
+            if *repair {
+                repairing(ctx, namespace, secret_name, None)?;
+            }
+            rewrite_copy(ctx, &secrets, copy, source).await?
+        }
+        (Some(SecretChange::Verify(copy)), Writing::Sync(source)) => {
+            verify_copy(credential, ctx, &secrets, copy, source).await?
+        }
+        (Some(SecretChange::TakeOver(copy)), Writing::Sync(source)) => {
+            repairing(ctx, namespace, secret_name, None)?;
+            apply_copy(credential, ctx, &secrets, source, &copy.resource_version).await?
+        }
         (Some(SecretChange::Delete(copy)), _) => delete_copy(ctx, &secrets, copy).await?,
         (Some(_), Writing::Cleanup) | (None, _) => {}
     }
@@ -126,14 +141,36 @@ async fn write_entries(ctx: &Context, namespace: &str, work: &NamespaceWork, sec
     contested.map_or(Ok(()), Err)
 }
 
-/// What status and Events say of a contest. The remover is a field manager name, which any
-/// client chooses: quoted and escaped, it can neither drive a terminal nor pass for our words.
+/// What status and Events say of a contest over an entry.
 fn contest_message(account: &str, secret_name: &str, removals: u32, remover: Option<&str>, wait: Duration) -> String {
-    let remover = remover.map_or_else(|| "an unknown writer".to_owned(), |name| format!("field manager {name:?}"));
     format!(
-        "ServiceAccount {account}: {remover} removed the {secret_name} entry {removals} times; re-adding in {}s",
+        "ServiceAccount {account}: {} removed the {secret_name} entry {removals} times; re-adding in {}s",
+        writer(remover),
         wait.as_secs().max(1)
     )
+}
+
+/// Who undid the operator's work. A field manager name is any client's choice: quoted and
+/// escaped, it can neither drive a terminal nor pass for our words.
+fn writer(remover: Option<&str>) -> String {
+    remover.map_or_else(|| "an unknown writer".to_owned(), |name| format!("field manager {name:?}"))
+}
+
+/// Counts a repair of the copy `name` and says whether to make it now: a copy deleted, stripped
+/// of its labels or changed again and again is a contest, repaired at a doubling interval.
+fn repairing(ctx: &Context, namespace: &str, name: &str, remover: Option<String>) -> NamespaceOutcome {
+    let key = format!("Secret {namespace}/{name}");
+    match ctx.contests.repair(&key, remover, std::time::Instant::now()) {
+        Readd::Now => Ok(()),
+        Readd::Contested { wait, removals, remover } => {
+            let message = format!(
+                "Secret {name}: {} deleted or changed it {removals} times; writing it again in {}s",
+                writer(remover.as_deref()),
+                wait.as_secs().max(1)
+            );
+            Err(NamespaceFailure { retry_after: Some(wait), ..failure(Reason::Contested, message) })
+        }
+    }
 }
 
 /// The copy as this operator writes it.
@@ -241,7 +278,7 @@ async fn create_copy(
         ctx.metrics.api_write("secret", "create");
         match secrets.create(&params, &copy).await {
             Ok(created) => {
-                remember_copy(ctx, &created.metadata);
+                ctx.stores.objects.remember_write(&created.metadata, None);
                 return Ok(());
             }
             Err(e) if is_status(&e, 409) => {}
@@ -255,7 +292,7 @@ async fn create_copy(
     if overwrite(&ExistingSecret::of(credential, &existing), credential.spec.on_conflict, name)? == Overwrite::Adopt {
         check_adoptable(secrets, name).await?;
     }
-    apply_copy(credential, ctx, secrets, source).await
+    apply_copy(credential, ctx, secrets, source, existing.resource_version.as_deref().unwrap_or_default()).await
 }
 
 async fn read_metadata(secrets: &Api<Secret>, name: &str) -> Result<Option<ObjectMeta>, NamespaceFailure> {
@@ -284,51 +321,113 @@ async fn check_adoptable(secrets: &Api<Secret>, name: &str) -> NamespaceOutcome 
 }
 
 /// Writes the whole copy with a forced server-side apply under the operator's field manager:
-/// labels, owner and payload become ours, fields others added beside them stay.
+/// labels, owner and payload become ours, fields others added beside them stay. Only over the
+/// version `based_on` that was judged: a Secret changed or recreated since is judged again.
 async fn apply_copy(
     credential: &RegistryCredential,
     ctx: &Context,
     secrets: &Api<Secret>,
     source: &ResolvedSource,
+    based_on: &str,
 ) -> NamespaceOutcome {
     let copy = desired_copy(credential, secrets.namespace().unwrap_or_default(), source);
+    let mut metadata = serde_json::to_value(&copy.metadata).unwrap_or_default();
+    metadata["resourceVersion"] = json!(based_on);
     let patch = Patch::Apply(json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": copy.metadata, "type": copy.type_, "data": copy.data,
+        "apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": copy.type_, "data": copy.data,
     }));
     ctx.metrics.api_write("secret", "apply");
     match secrets.patch(&credential.spec.secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &patch).await {
         Ok(written) => {
-            remember_copy(ctx, &written.metadata);
+            ctx.stores.objects.remember_write(&written.metadata, Some(based_on));
             Ok(())
         }
+        Err(e) if is_status(&e, 409) => Err(changed_meanwhile(&credential.spec.secret_name)),
         Err(e) => Err(api_failure(Reason::SecretWriteFailed, &e)),
     }
 }
 
-/// Brings a copy that is ours, labels and owner intact, to the payload: only the payload and its
-/// digest are sent.
-async fn update_copy(ctx: &Context, secrets: &Api<Secret>, name: &str, source: &ResolvedSource) -> NamespaceOutcome {
+/// Writes the payload and its digest over the version of a copy that the plan saw (labels and
+/// owner are the operator's there already).
+async fn rewrite_copy(
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    copy: &CopyRef,
+    source: &ResolvedSource,
+) -> NamespaceOutcome {
     let patch = json!({
-        "metadata": { "annotations": { CONTENT_DIGEST_ANNOTATION: &source.digest } },
+        "metadata": {
+            "resourceVersion": &copy.resource_version,
+            "annotations": { CONTENT_DIGEST_ANNOTATION: &source.digest },
+        },
         "data": { DOCKER_CONFIG_JSON_KEY: ByteString(source.payload.as_bytes().to_vec()) },
     });
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
     ctx.metrics.api_write("secret", "patch");
-    match secrets.patch(name, &params, &Patch::Merge(&patch)).await {
+    match secrets.patch(&copy.name, &params, &Patch::Merge(&patch)).await {
         Ok(written) => {
-            remember_copy(ctx, &written.metadata);
+            ctx.stores.objects.remember_write(&written.metadata, Some(&copy.resource_version));
             Ok(())
         }
+        Err(e) if is_status(&e, 409) => Err(changed_meanwhile(&copy.name)),
+        // Deleted since: the next plan creates it.
+        Err(e) if is_status(&e, 404) => Err(changed_meanwhile(&copy.name)),
         Err(e) => Err(api_failure(Reason::SecretWriteFailed, &e)),
     }
 }
 
-/// Puts a copy the operator just wrote into the cache, so the next plan of the namespace does not
-/// write it again before the watch reports it.
-fn remember_copy(ctx: &Context, written: &ObjectMeta) {
-    let namespace = written.namespace.as_deref().unwrap_or_default();
-    let name = written.name.as_deref().unwrap_or_default();
-    ctx.stores.objects.apply(namespace, name, Copy::from_metadata(written));
+/// Reads a copy the operator did not write in this version, and writes it again only when it no
+/// longer holds the payload under the operator's labels, owner and digest: a verified copy costs
+/// a read, and a copy edited under a kept digest annotation is repaired.
+async fn verify_copy(
+    credential: &RegistryCredential,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    copy: &CopyRef,
+    source: &ResolvedSource,
+) -> NamespaceOutcome {
+    let found = match secrets.get_opt(&copy.name).await {
+        Ok(Some(found)) if found.metadata.uid.as_deref() == Some(&copy.uid) => found,
+        // Deleted or replaced since: the watch brings that, and the next plan judges it.
+        Ok(_) => return Ok(()),
+        Err(e) => return Err(api_failure(Reason::SecretWriteFailed, &e)),
+    };
+    let based_on = found.metadata.resource_version.clone().unwrap_or_default();
+    if holds_wanted(credential, &found, source) {
+        ctx.stores.objects.remember_write(&found.metadata, Some(&copy.resource_version));
+        return Ok(());
+    }
+    let namespace = secrets.namespace().unwrap_or_default();
+    repairing(ctx, namespace, &copy.name, payload_writer(&found.metadata))?;
+    let seen = CopyRef { resource_version: based_on, ..copy.clone() };
+    rewrite_copy(ctx, secrets, &seen, source).await
+}
+
+/// Whether a Secret read in full is the copy as the operator writes it for this payload.
+fn holds_wanted(credential: &RegistryCredential, found: &Secret, source: &ResolvedSource) -> bool {
+    let payload = found.data.as_ref().and_then(|data| data.get(DOCKER_CONFIG_JSON_KEY));
+    let Some(copy) = Copy::from_metadata(&found.metadata) else { return false };
+    Some(&*copy.controller.uid) == credential.metadata.uid.as_deref()
+        && copy.managed_by_label
+        && copy.credential_label.as_deref() == Some(credential.name_any().as_str())
+        && copy.digest.as_deref() == Some(source.digest.as_str())
+        && payload.is_some_and(|payload| payload.0 == source.payload.as_bytes())
+}
+
+/// The field manager other than ours that last wrote a copy's payload, if any.
+fn payload_writer(metadata: &ObjectMeta) -> Option<String> {
+    let entries = metadata.managed_fields.iter().flatten();
+    let writes_payload = |entry: &&k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry| {
+        entry.fields_v1.as_ref().is_some_and(|f| {
+            f.0.get("f:data").and_then(|data| data.get(format!("f:{DOCKER_CONFIG_JSON_KEY}"))).is_some()
+        })
+    };
+    let writers = entries.filter(writes_payload).filter_map(|entry| entry.manager.clone());
+    writers.rev().find(|manager| manager != FIELD_MANAGER)
+}
+
+fn changed_meanwhile(name: &str) -> NamespaceFailure {
+    failure(Reason::SecretWriteFailed, format!("Secret {name} changed while being written; it is read again"))
 }
 
 /// Deletes a copy, only if it still is the object the cache saw (UID precondition): a Secret

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
+
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret, ServiceAccount};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -280,4 +282,73 @@ async fn service_accounts_that_enforce_mountable_secrets_are_reported_until_thei
     .await
     .unwrap();
     wait_for_entries(&admin, &namespace.name, "builder", &["regcred"]).await;
+}
+
+/// The payload key of a pull secret, as a data entry.
+fn data_of(config: &serde_json::Value) -> serde_json::Value {
+    json!({".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(config.to_string())})
+}
+
+#[tokio::test]
+async fn a_copy_edited_under_the_operators_field_manager_name_is_repaired() {
+    let admin = cluster_or_skip!();
+    let fx = Fixture::start(admin.clone(), "impostor", &[]).await;
+    fx.put_source("pull", &docker_config("registry.example.test", "ci", "pw")).await;
+    let namespace = fx.namespace(true).await;
+    fx.apply(&fx.credential("main", json!({}))).await;
+    let expected = canonical("registry.example.test", "ci", "pw");
+    wait_for_copy(&admin, &namespace.name, "regcred", &expected).await;
+
+    // Any client may call itself regcred-operator; the digest annotation stays as it was.
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace.name);
+    let forged = docker_config("registry.example.test", "someone", "else");
+    let impostor = PatchParams { field_manager: Some("regcred-operator".into()), ..PatchParams::default() };
+    secrets.patch("regcred", &impostor, &Patch::Merge(json!({"data": data_of(&forged)}))).await.unwrap();
+    let repaired = wait_for_copy(&admin, &namespace.name, "regcred", &expected).await;
+    assert!(repaired.annotations().contains_key("regcred.dev/content-digest"));
+}
+
+#[tokio::test]
+async fn an_adopted_secret_that_a_gitops_tool_keeps_rewriting_is_a_bounded_reported_contest() {
+    let admin = cluster_or_skip!();
+    let fx = Fixture::start(admin.clone(), "adopt-contest", &[]).await;
+    fx.put_source("pull", &docker_config("registry.example.test", "ci", "pw")).await;
+    let namespace = fx.namespace(true).await;
+    let theirs = docker_config("registry.example.test", "gitops", "theirs");
+    // The Secret as a GitOps tool applies it, again and again (self-heal).
+    let gitops = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "regcred"},
+                        "type": "kubernetes.io/dockerconfigjson", "data": data_of(&theirs)});
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace.name);
+    let self_heal = PatchParams::apply("argocd-controller").force();
+    secrets.patch("regcred", &self_heal, &Patch::Apply(&gitops)).await.unwrap();
+    let credential = fx.apply(&fx.credential("main", json!({"onConflict": "Adopt"}))).await;
+    let ours = canonical("registry.example.test", "ci", "pw");
+    wait_for_copy(&admin, &namespace.name, "regcred", &ours).await;
+
+    // Self-heal every 200 ms for 12 s; every version holding our payload is one rewrite.
+    let (mut rewrites, mut applies) = (0, 0);
+    let mut last_version = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+    while tokio::time::Instant::now() < deadline {
+        let now = secrets.get("regcred").await.unwrap();
+        let version = now.resource_version().unwrap_or_default();
+        if payload(&now).as_deref() == Some(ours.as_str()) && version != last_version {
+            rewrites += 1;
+            last_version = version;
+        }
+        secrets.patch("regcred", &self_heal, &Patch::Apply(&gitops)).await.unwrap();
+        applies += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("operator rewrites of a Secret a GitOps tool re-applied {applies} times in 12 s: {rewrites}");
+    assert!(rewrites <= 5, "a bounded contest, not a write loop: {rewrites} rewrites");
+    let api: Api<RegistryCredential> = Api::all(admin.clone());
+    let contested = wait_for(&api, &credential.name_any(), "the contest reported", TIMEOUT, |c| {
+        c.and_then(|c| c.status.as_ref()).is_some_and(|s| s.failures.iter().any(|f| f.reason == "Contested"))
+    })
+    .await
+    .unwrap();
+    let failure = contested.status.unwrap().failures.into_iter().find(|f| f.reason == "Contested").unwrap();
+    assert_eq!(failure.namespace, namespace.name);
+    assert!(failure.message.contains("\"argocd-controller\""), "names the other writer: {}", failure.message);
 }
