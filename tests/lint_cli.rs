@@ -308,28 +308,6 @@ fn every_finding_code_is_documented_in_the_readme() {
     }
 }
 
-/// Runs `lint FILE`, killed after `deadline` so that a runaway reader fails the test instead of
-/// hanging it.
-fn lint_file_within(file: &Path, deadline: std::time::Duration) -> Output {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_regcred-operator"))
-        .args(["lint", file.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            panic!("lint {} ran longer than {deadline:?}", file.display());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
-
 /// Exit 2, and a reason on stderr that names the file and the limit.
 fn assert_refused(out: &Output, file: &Path, reason: &str) {
     let stderr = text(&out.stderr);
@@ -348,7 +326,7 @@ fn an_alias_bomb_is_refused_with_exit_2() {
         yaml.push_str(&format!("{name}: &{name} [{items}]\n"));
     }
     let bomb = dir.write("bomb.yaml", &yaml);
-    let out = lint_file_within(&bomb, std::time::Duration::from_secs(20));
+    let out = lint_bounded(&[bomb.to_str().unwrap()], 1024, std::time::Duration::from_secs(20));
     assert_refused(&out, &bomb, "aliases expand to more than 100000 nodes");
 }
 
@@ -361,7 +339,7 @@ fn nesting_20000_deep_is_refused_with_exit_2_not_a_crash() {
         ("flow.yaml", format!("{}{}\n", "[".repeat(20_000), "]".repeat(20_000))),
     ] {
         let file = dir.write(name, &yaml);
-        let out = lint_file_within(&file, std::time::Duration::from_secs(20));
+        let out = lint_bounded(&[file.to_str().unwrap()], 1024, std::time::Duration::from_secs(20));
         assert_refused(&out, &file, "nesting deeper than 128 levels");
     }
 }
@@ -372,9 +350,91 @@ fn an_input_over_16_mib_is_refused_with_exit_2() {
     let padding = format!("# {}\n", "x".repeat(1022));
     let yaml = format!("{}kind: Pod\nmetadata: {{name: p}}\n", padding.repeat(16 * 1024 + 1));
     let large = dir.write("large.yaml", &yaml);
-    let out = lint_file_within(&large, std::time::Duration::from_secs(20));
+    let out = lint_bounded(&[large.to_str().unwrap()], 1024, std::time::Duration::from_secs(20));
     assert_refused(&out, &large, "larger than 16 MiB");
     // Just under the limit, the same kind of file is read.
     let fits = dir.write("fits.yaml", &format!("{}kind: Pod\nmetadata: {{name: p}}\n", padding.repeat(1024)));
-    assert_eq!(lint_file_within(&fits, std::time::Duration::from_secs(20)).status.code(), Some(0));
+    assert_eq!(lint_bounded(&[fits.to_str().unwrap()], 1024, std::time::Duration::from_secs(20)).status.code(), Some(0));
+}
+
+/// Runs `lint ARGS...` with its address space capped at `memory_mib` and killed after
+/// `deadline`: a reader whose memory grows with more than the input fails instead of paging.
+fn lint_bounded(args: &[&str], memory_mib: u64, deadline: std::time::Duration) -> Output {
+    use std::process::{Command, Stdio};
+    let script = format!("ulimit -v {}; exec \"$0\" lint \"$@\"", memory_mib * 1024);
+    let child = Command::new("sh")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_regcred-operator")])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Output is read while it runs (a finding may be larger than a pipe holds); a watchdog kills it.
+    let pid = child.id().to_string();
+    let (finished, finishing) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let overran = finishing.recv_timeout(deadline).is_err();
+        if overran {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+        }
+        overran
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = finished.send(());
+    assert!(!watchdog.join().unwrap(), "lint {args:?} ran longer than {deadline:?}");
+    out
+}
+
+#[test]
+fn a_document_of_deeply_nested_long_keys_is_read_in_memory_of_its_size() {
+    let dir = TempDir::new("nested-keys");
+    // 64 levels of 16 KiB keys (1 MiB), then 20,000 leaves: a whole path kept per field would be
+    // 20 GiB of copied keys.
+    let key = |level: usize| format!("k{level}{}", "x".repeat(16 * 1024));
+    let mut yaml: String = (0..64).map(|level| format!("{{{}: ", key(level))).collect();
+    yaml.push('{');
+    yaml.push_str(&(0..20_000).map(|leaf| format!("leaf{leaf}: 1")).collect::<Vec<_>>().join(", "));
+    yaml.push_str(&"}".repeat(65));
+    let file = dir.write("nested.yaml", &yaml);
+    let out = lint_bounded(&[file.to_str().unwrap()], 1024, std::time::Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "read and linted within 1 GiB; stderr: {}", text(&out.stderr));
+}
+
+#[test]
+fn a_long_string_aliased_many_times_is_refused_with_exit_2() {
+    let dir = TempDir::new("alias-text");
+    // One node of 1 MiB aliased 10,000 times: 10 GiB of copies from 1 MiB of input.
+    let yaml = format!("a: &a {}\nb: [{}]\n", "x".repeat(1024 * 1024), vec!["*a"; 10_000].join(","));
+    let file = dir.write("aliases.yaml", &yaml);
+    let out = lint_bounded(&[file.to_str().unwrap()], 1024, std::time::Duration::from_secs(60));
+    assert_refused(&out, &file, "aliases copy more than 16 MiB of text");
+}
+
+#[test]
+fn names_of_a_megabyte_are_compared_without_a_quadratic_edit_distance() {
+    let dir = TempDir::new("long-names");
+    let name = "a".repeat(1024 * 1024);
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}b, namespace: x}}\ntype: Opaque\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {{name: p, namespace: x}}\n\
+         spec: {{imagePullSecrets: [{{name: {name}c}}], containers: [{{name: c, image: nginx}}]}}\n"
+    );
+    let file = dir.write("names.yaml", &yaml);
+    let out = lint_bounded(&["--format", "json", file.to_str().unwrap()], 1024, std::time::Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    assert!(findings(&out).iter().any(|(code, ..)| code == "RC010"), "the missing Secret is still reported");
+}
+
+#[test]
+fn a_symlink_loop_in_a_directory_is_refused_with_exit_2_after_linting_the_rest() {
+    let dir = TempDir::new("symlink-loop");
+    dir.write("app/pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  imagePullSecrets: [{name: gone}]\n  containers: [{name: c, image: nginx}]\n");
+    std::os::unix::fs::symlink("..", dir.path().join("app/back")).unwrap();
+    let out =
+        lint_bounded(&["--format", "json", dir.path().to_str().unwrap()], 1024, std::time::Duration::from_secs(60));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("app/back: refused: a symlink loop back to"), "{stderr}");
+    assert_eq!(findings(&out).len(), 1, "the manifest is linted once: {}", text(&out.stdout));
 }

@@ -51,11 +51,6 @@ impl FieldPath {
     pub(crate) fn segments(&self) -> &[Segment] {
         &self.0
     }
-
-    fn parent(&self) -> Option<FieldPath> {
-        let (_, parent) = self.0.split_last()?;
-        Some(FieldPath(parent.to_vec()))
-    }
 }
 
 impl fmt::Display for FieldPath {
@@ -85,20 +80,13 @@ pub(crate) struct Document {
     pub(crate) number: usize,
     pub(crate) value: Value,
     /// The line each field starts on, from 1.
-    lines: HashMap<FieldPath, usize>,
+    positions: Positions,
 }
 
 impl Document {
     /// The line of the field, or of its nearest ancestor that exists.
     pub(crate) fn line_of(&self, path: &FieldPath) -> usize {
-        let mut path = Some(path.clone());
-        while let Some(current) = path {
-            if let Some(line) = self.lines.get(&current) {
-                return *line;
-            }
-            path = current.parent();
-        }
-        1
+        self.positions.line_of(path)
     }
 
     /// Sets the value at `path`, creating missing mappings on the way; `false` when a step goes
@@ -122,6 +110,58 @@ impl Document {
     }
 }
 
+/// The line each field of a document starts on, as a tree: a field is kept as its parent and its
+/// last step, so the positions grow with the document, never with its depth times its size (a
+/// whole path per field would make megabytes of nested keys cost gigabytes).
+#[derive(Debug, Clone)]
+struct Positions {
+    /// The line of each field by its id; 0 is the document itself.
+    lines: Vec<usize>,
+    children: HashMap<(usize, Segment), usize>,
+}
+
+/// The id of a field whose position is not kept: anything inside a mapping key.
+const UNRECORDED: usize = usize::MAX;
+
+impl Positions {
+    fn new() -> Positions {
+        Positions { lines: vec![1], children: HashMap::new() }
+    }
+
+    /// Records that the field `step` below `parent` starts on `line`; returns its id.
+    fn record(&mut self, parent: usize, step: Segment, line: usize) -> usize {
+        if parent == UNRECORDED {
+            return UNRECORDED;
+        }
+        let next = self.lines.len();
+        let id = *self.children.entry((parent, step)).or_insert(next);
+        if id == next {
+            self.lines.push(line);
+        } else {
+            self.lines[id] = line;
+        }
+        id
+    }
+
+    fn set_line(&mut self, id: usize, line: usize) {
+        if let Some(recorded) = self.lines.get_mut(id) {
+            *recorded = line;
+        }
+    }
+
+    /// The line of the field, or of its nearest recorded ancestor.
+    fn line_of(&self, path: &FieldPath) -> usize {
+        let mut id = 0;
+        for step in path.segments() {
+            match self.children.get(&(id, step.clone())) {
+                Some(child) => id = *child,
+                None => break,
+            }
+        }
+        self.lines[id]
+    }
+}
+
 /// The value at `path` below `value`.
 pub(crate) fn lookup<'v>(value: &'v Value, path: &FieldPath) -> Option<&'v Value> {
     path.segments().iter().try_fold(value, |current, segment| match segment {
@@ -137,6 +177,9 @@ pub(crate) const MAX_DEPTH: usize = 128;
 /// each repeat the one before (an "alias bomb") would otherwise grow a few hundred bytes into
 /// billions of nodes.
 pub(crate) const MAX_ALIAS_NODES: usize = 100_000;
+/// The most scalar text that aliases may copy into one input, in total: one long string aliased
+/// many times is few nodes but many bytes.
+pub(crate) const MAX_ALIAS_BYTES: usize = 16 * 1024 * 1024;
 /// The largest input read, per file or stdin; a Kubernetes object is at most about 1.5 MB.
 pub(crate) const MAX_INPUT_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -156,6 +199,8 @@ pub(crate) enum Limit {
     Depth,
     #[error("aliases expand to more than {MAX_ALIAS_NODES} nodes (an alias bomb?)")]
     AliasNodes,
+    #[error("aliases copy more than {} MiB of text (an alias bomb?)", MAX_ALIAS_BYTES / (1024 * 1024))]
+    AliasBytes,
 }
 
 /// What stops the builder: the parser's error, or a limit at a position.
@@ -194,10 +239,12 @@ pub(crate) fn parse_documents(source: &str, text: &str) -> Result<Vec<Document>,
     let mut builder = Builder {
         parser: Parser::new_from_str(text),
         anchors: HashMap::new(),
-        lines: HashMap::new(),
+        positions: Positions::new(),
         depth: 0,
         nodes: 0,
+        bytes: 0,
         alias_nodes: 0,
+        alias_bytes: 0,
     };
     let mut documents = Vec::new();
     let mut number = 0;
@@ -205,11 +252,11 @@ pub(crate) fn parse_documents(source: &str, text: &str) -> Result<Vec<Document>,
         match event {
             Event::DocumentStart(_) => {
                 number += 1;
-                let value = builder.next_node(&FieldPath::root()).map_err(error)?;
-                let lines = std::mem::take(&mut builder.lines);
+                let value = builder.next_node(0).map_err(error)?;
+                let positions = std::mem::replace(&mut builder.positions, Positions::new());
                 builder.anchors.clear();
                 if !value.is_null() {
-                    documents.push(Document { source: source.to_owned(), number, value, lines });
+                    documents.push(Document { source: source.to_owned(), number, value, positions });
                 }
             }
             Event::StreamEnd => break,
@@ -221,15 +268,19 @@ pub(crate) fn parse_documents(source: &str, text: &str) -> Result<Vec<Document>,
 
 struct Builder<'input> {
     parser: Parser<'input, saphyr_parser::StrInput<'input>>,
-    /// Each anchored value with the number of nodes it holds.
-    anchors: HashMap<usize, (Value, usize)>,
-    lines: HashMap<FieldPath, usize>,
+    /// Each anchored value with the nodes and the scalar bytes it holds.
+    anchors: HashMap<usize, (Value, usize, usize)>,
+    positions: Positions,
     /// Collections open around the current node.
     depth: usize,
     /// Nodes built so far, aliases' copies included.
     nodes: usize,
+    /// Scalar text built so far, aliases' copies included.
+    bytes: usize,
     /// Nodes that aliases copied so far, in the whole input.
     alias_nodes: usize,
+    /// Scalar text that aliases copied so far, in the whole input.
+    alias_bytes: usize,
 }
 
 impl Builder<'_> {
@@ -237,28 +288,35 @@ impl Builder<'_> {
         self.parser.next().unwrap_or_else(|| Ok((Event::StreamEnd, Span::empty(Default::default()))))
     }
 
-    /// Reads one node starting at the next event; records its line under `path`.
-    fn next_node(&mut self, path: &FieldPath) -> Result<Value, BuildError> {
+    /// Reads one node starting at the next event; records its line as field `id`'s.
+    fn next_node(&mut self, id: usize) -> Result<Value, BuildError> {
         let (event, span) = self.next_event()?;
         let event = event.into_owned_event();
-        self.lines.insert(path.clone(), span.start.line());
-        self.node(event, span.start, path)
+        self.positions.set_line(id, span.start.line());
+        self.node(event, span.start, id)
     }
 
-    fn node(&mut self, event: OwnedEvent, at: Marker, path: &FieldPath) -> Result<Value, BuildError> {
-        let first_node = self.nodes;
+    /// Builds the node that starts with `event`, the field `id` of the document.
+    fn node(&mut self, event: OwnedEvent, at: Marker, id: usize) -> Result<Value, BuildError> {
+        let (first_node, first_byte) = (self.nodes, self.bytes);
         self.nodes += 1;
         let (value, anchor) = match event {
             OwnedEvent::Scalar { text, plain, string_tag, anchor } => {
+                self.bytes += text.len();
                 (if plain && !string_tag { resolve_plain(&text) } else { Value::String(text) }, anchor)
             }
             OwnedEvent::Alias(anchor) => {
-                let Some((value, size)) = self.anchors.get(&anchor) else { return Ok(Value::Null) };
-                self.alias_nodes += size;
+                let Some((value, nodes, bytes)) = self.anchors.get(&anchor) else { return Ok(Value::Null) };
+                self.alias_nodes += nodes;
+                self.alias_bytes += bytes;
                 if self.alias_nodes > MAX_ALIAS_NODES {
                     return Err(BuildError::Limit(at, Limit::AliasNodes));
                 }
-                self.nodes += size;
+                if self.alias_bytes > MAX_ALIAS_BYTES {
+                    return Err(BuildError::Limit(at, Limit::AliasBytes));
+                }
+                self.nodes += nodes;
+                self.bytes += bytes;
                 (value.clone(), 0)
             }
             OwnedEvent::SequenceStart(anchor) => {
@@ -270,23 +328,22 @@ impl Builder<'_> {
                     if matches!(event, OwnedEvent::End) {
                         break;
                     }
-                    let item_path = path.index(items.len());
-                    self.lines.insert(item_path.clone(), span.start.line());
-                    items.push(self.node(event, span.start, &item_path)?);
+                    let item = self.positions.record(id, Segment::Index(items.len()), span.start.line());
+                    items.push(self.node(event, span.start, item)?);
                 }
                 self.depth -= 1;
                 (Value::Sequence(items), anchor)
             }
             OwnedEvent::MappingStart(anchor) => {
                 self.enter(at)?;
-                let mapping = self.mapping(path)?;
+                let mapping = self.mapping(id)?;
                 self.depth -= 1;
                 (Value::Mapping(mapping), anchor)
             }
             OwnedEvent::End => (Value::Null, 0),
         };
         if anchor != 0 {
-            self.anchors.insert(anchor, (value.clone(), self.nodes - first_node));
+            self.anchors.insert(anchor, (value.clone(), self.nodes - first_node, self.bytes - first_byte));
         }
         Ok(value)
     }
@@ -300,7 +357,7 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn mapping(&mut self, path: &FieldPath) -> Result<Mapping, BuildError> {
+    fn mapping(&mut self, id: usize) -> Result<Mapping, BuildError> {
         let mut mapping = Mapping::new();
         let mut merged = Mapping::new();
         loop {
@@ -310,17 +367,17 @@ impl Builder<'_> {
                 break;
             }
             let line = span.start.line();
-            let key = self.node(event, span.start, &FieldPath::root())?;
+            let key = self.node(event, span.start, UNRECORDED)?;
             let key_text = match &key {
                 Value::String(s) => s.clone(),
                 other => serde_norway::to_string(other).unwrap_or_default().trim_end().to_owned(),
             };
-            let value_path = path.keys(&[&key_text]);
-            self.lines.insert(value_path.clone(), line);
-            let value = self.next_node(&value_path)?;
+            let merge = key_text == "<<";
+            let field = self.positions.record(id, Segment::Key(key_text), line);
+            let value = self.next_node(field)?;
             // The value's own line would point past the key for block values.
-            self.lines.insert(value_path, line);
-            if key_text == "<<" {
+            self.positions.set_line(field, line);
+            if merge {
                 let sources = match value {
                     Value::Sequence(items) => items,
                     single => vec![single],
@@ -518,5 +575,40 @@ spec:
         // The budget is per input, across documents.
         let split = format!("a: &a [{items}]\nb: [{uses}]\n---\na: &a [{items}]\nb: [*a]\n");
         assert!(parse_documents("x.yaml", &split).is_err());
+    }
+
+    #[test]
+    fn aliases_are_counted_by_the_text_they_copy() {
+        // One node of 1 MiB: 16 copies fit the budget, the 17th does not.
+        let text = "x".repeat(1024 * 1024);
+        let doc = documents(&format!("a: &a {text}\nb: [{}]\n", vec!["*a"; 15].join(","))).remove(0);
+        assert_eq!(doc.value["b"][14].as_str().map(str::len), Some(1024 * 1024));
+        let err = parse_documents("x.yaml", &format!("a: &a {text}\nb: [{}]\n", vec!["*a"; 17].join(","))).unwrap_err();
+        assert!(matches!(err, ManifestError::Limit { limit: Limit::AliasBytes, line: 2, .. }), "{err}");
+    }
+
+    #[test]
+    fn positions_cost_the_size_of_the_document_not_its_depth_times_its_size() {
+        // 100 levels of 1 KiB keys, then 1,000 leaves: a whole path per field would copy the
+        // 100 KiB of keys above for every leaf.
+        let key = |level: usize| format!("k{level}{}", "x".repeat(1024));
+        let mut yaml: String = (0..100).map(|level| format!("{{{}: ", key(level))).collect();
+        yaml.push('{');
+        yaml.push_str(&(0..1000).map(|leaf| format!("leaf{leaf}: 1")).collect::<Vec<_>>().join(", "));
+        yaml.push_str(&"}".repeat(101));
+        let doc = documents(&yaml).remove(0);
+        let kept: usize = doc
+            .positions
+            .children
+            .keys()
+            .map(|(_, step)| match step {
+                Segment::Key(key) => key.len(),
+                Segment::Index(_) => 0,
+            })
+            .sum();
+        assert!(kept < 2 * yaml.len(), "{kept} bytes of keys kept for a document of {}", yaml.len());
+        let deepest = (0..100).fold(FieldPath::root(), |path, level| path.keys(&[&key(level)]));
+        assert_eq!(doc.line_of(&deepest.keys(&["leaf999"])), 1);
+        assert_eq!(doc.positions.lines.len(), 1 + 100 + 1000);
     }
 }

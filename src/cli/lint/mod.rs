@@ -85,14 +85,15 @@ pub fn lint_text(text: &str) -> Result<(usize, String), String> {
 fn load(paths: &[PathBuf], stdin: &mut dyn Read, stderr: &mut dyn Write) -> (Vec<Document>, bool) {
     let mut documents = Vec::new();
     let mut unreadable = false;
-    let mut files = Vec::new();
+    let mut walk = Walk::default();
     for path in paths {
-        if let Err(error) = collect_files(path, &mut files) {
-            let _ = writeln!(stderr, "error: cannot read {}: {error}", path.display());
-            unreadable = true;
-        }
+        walk.path(path);
     }
-    for file in files {
+    for problem in &walk.problems {
+        let _ = writeln!(stderr, "error: {problem}");
+        unreadable = true;
+    }
+    for file in walk.files {
         let (name, text) = if file.as_os_str() == "-" {
             ("<stdin>".to_owned(), read_bounded(stdin))
         } else {
@@ -125,22 +126,61 @@ fn read_bounded(input: &mut dyn Read) -> std::io::Result<Option<String>> {
     String::from_utf8(bytes).map(Some).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-fn collect_files(path: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    if path.as_os_str() == "-" || !std::fs::metadata(path)?.is_dir() {
-        files.push(path.to_owned());
-        return Ok(());
-    }
-    let mut entries: Vec<PathBuf> =
-        std::fs::read_dir(path)?.map(|entry| entry.map(|e| e.path())).collect::<Result<_, _>>()?;
-    entries.sort();
-    for entry in entries {
-        if entry.is_dir() {
-            collect_files(&entry, files)?;
-        } else if entry.extension().and_then(|e| e.to_str()).is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e)) {
-            files.push(entry);
+/// The manifest files under the paths given, found within bounds: symlinks are followed, but
+/// never back into a directory on the way there (a loop), never deeper than [`MAX_WALK_DEPTH`],
+/// and never to more than [`MAX_WALK_FILES`] files. What is not read is a problem, named.
+#[derive(Default)]
+struct Walk {
+    files: Vec<PathBuf>,
+    problems: Vec<String>,
+    /// The directories being walked, resolved, outermost first.
+    ancestors: Vec<PathBuf>,
+}
+
+/// Deeper than any repository lays out manifests.
+const MAX_WALK_DEPTH: usize = 64;
+const MAX_WALK_FILES: usize = 100_000;
+
+impl Walk {
+    fn path(&mut self, path: &Path) {
+        let is_dir = match std::fs::metadata(path) {
+            _ if path.as_os_str() == "-" => false,
+            Ok(metadata) => metadata.is_dir(),
+            Err(error) => return self.problems.push(format!("cannot read {}: {error}", path.display())),
+        };
+        if !is_dir {
+            if self.files.len() == MAX_WALK_FILES {
+                return self.problems.push(format!("{}: refused: more than {MAX_WALK_FILES} files", path.display()));
+            }
+            return self.files.push(path.to_owned());
+        }
+        if let Err(problem) = self.directory(path) {
+            self.problems.push(problem);
         }
     }
-    Ok(())
+
+    fn directory(&mut self, path: &Path) -> Result<(), String> {
+        let unreadable = |error: std::io::Error| format!("cannot read {}: {error}", path.display());
+        let resolved = std::fs::canonicalize(path).map_err(unreadable)?;
+        if let Some(ancestor) = self.ancestors.iter().find(|a| **a == resolved) {
+            return Err(format!("{}: refused: a symlink loop back to {}", path.display(), ancestor.display()));
+        }
+        if self.ancestors.len() == MAX_WALK_DEPTH {
+            return Err(format!("{}: refused: directories nested deeper than {MAX_WALK_DEPTH}", path.display()));
+        }
+        let mut entries: Vec<PathBuf> =
+            std::fs::read_dir(path).and_then(|dir| dir.map(|e| e.map(|e| e.path())).collect()).map_err(unreadable)?;
+        entries.sort();
+        self.ancestors.push(resolved);
+        for entry in entries {
+            let manifest = entry.extension().and_then(|e| e.to_str()).is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e));
+            if entry.is_dir() || manifest {
+                self.path(&entry);
+            }
+        }
+        self.ancestors.pop();
+        Ok(())
+    }
 }
 
 /// Applies the unambiguous edits round after round; returns the documents and what is left.
