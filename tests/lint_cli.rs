@@ -354,7 +354,10 @@ fn an_input_over_16_mib_is_refused_with_exit_2() {
     assert_refused(&out, &large, "larger than 16 MiB");
     // Just under the limit, the same kind of file is read.
     let fits = dir.write("fits.yaml", &format!("{}kind: Pod\nmetadata: {{name: p}}\n", padding.repeat(1024)));
-    assert_eq!(lint_bounded(&[fits.to_str().unwrap()], 1024, std::time::Duration::from_secs(20)).status.code(), Some(0));
+    assert_eq!(
+        lint_bounded(&[fits.to_str().unwrap()], 1024, std::time::Duration::from_secs(20)).status.code(),
+        Some(0)
+    );
 }
 
 /// Runs `lint ARGS...` with its address space capped at `memory_mib` and killed after

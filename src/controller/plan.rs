@@ -261,17 +261,7 @@ impl<'a> Planner<'a> {
             {
                 return NamespacePlan::Blocked(Blocked::ControlledByAnother(copy.controller.name.to_string()));
             }
-            work.secret = match current {
-                None => Some(SecretChange::Create),
-                Some(copy) if !self.is_mine(copy) || !self.labels_are_mine(copy) => {
-                    Some(SecretChange::TakeOver(copy_ref(copy)))
-                }
-                Some(copy) if copy.digest.as_deref() != Some(payload_digest) => {
-                    Some(SecretChange::Rewrite { copy: copy_ref(copy), repair: !copy.written_here })
-                }
-                Some(copy) if !copy.written_here => Some(SecretChange::Verify(copy_ref(copy))),
-                Some(_) => None,
-            };
+            work.secret = self.copy_change(current, payload_digest);
             for account in &view.objects.accounts {
                 if selects_service_account(spec, &account.name) {
                     if !account.has_pull_secret(secret_name) {
@@ -311,6 +301,21 @@ impl<'a> Planner<'a> {
         accounts
             .filter(|account| account.enforces_mountable_secrets && selects_service_account(spec, &account.name))
             .map(|account| &*account.name)
+    }
+
+    /// What the copy of a selected namespace needs, where nothing blocks it.
+    fn copy_change(&self, current: Option<&Copy>, payload_digest: &str) -> Option<SecretChange> {
+        match current {
+            None => Some(SecretChange::Create),
+            Some(copy) if !self.is_mine(copy) || !self.labels_are_mine(copy) => {
+                Some(SecretChange::TakeOver(copy_ref(copy)))
+            }
+            Some(copy) if copy.digest.as_deref() != Some(payload_digest) => {
+                Some(SecretChange::Rewrite { copy: copy_ref(copy), repair: !copy.written_here })
+            }
+            Some(copy) if !copy.written_here => Some(SecretChange::Verify(copy_ref(copy))),
+            Some(_) => None,
+        }
     }
 
     /// Whether the copy carries this credential's labels (a tenant may have stripped them).
