@@ -47,6 +47,8 @@ pub(crate) async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> R
         }
     }
     let next = if failed {
+        let namespaces = &ctx.stores.namespaces;
+        ctx.namespace_backoff.forget_gone(|ns| namespaces.get(&ObjectRef::new(ns)).is_some());
         let backoff = ctx.namespace_backoff.next_delay(&name);
         retry_after.map_or(backoff, |retry| retry.min(backoff))
     } else {

@@ -47,8 +47,13 @@ pub(crate) fn error_policy(credential: Arc<RegistryCredential>, error: &Error, c
 }
 
 /// Runs `f` over the cluster state and a view of every cached namespace (CPU only: the cache is
-/// locked for reading meanwhile).
+/// locked for reading meanwhile). At tens of thousands of namespaces that takes milliseconds, so
+/// the runtime first moves the worker's other tasks away: watches and probes are not held up.
 fn over_every_namespace<R>(ctx: &Context, f: impl FnOnce(&ClusterState, Vec<NamespaceView>) -> R) -> R {
+    tokio::task::block_in_place(|| over_every_namespace_now(ctx, f))
+}
+
+fn over_every_namespace_now<R>(ctx: &Context, f: impl FnOnce(&ClusterState, Vec<NamespaceView>) -> R) -> R {
     static NOTHING: NamespaceObjects = NamespaceObjects { accounts: Vec::new(), copies: Vec::new() };
     let credentials = ctx.stores.credentials.state();
     let state = cluster_state(&credentials, &ctx.settings);
@@ -134,6 +139,7 @@ async fn cleanup(credential: &RegistryCredential, ctx: &Context) -> Result<Actio
     }
     status::record_cleanup(credential, ctx, namespaces).await;
     ctx.outcomes.forget(&credential.name_any());
+    ctx.backoff.reset(&credential.name_any());
     ctx.sources.forget(credential);
     // Whoever lost the secret name to this credential takes the namespaces over as soon as this
     // one is gone (its removal reconciles every namespace); its status follows here.

@@ -110,6 +110,12 @@ impl Backoff {
     pub(crate) fn reset(&self, credential: &str) {
         self.failures.lock().expect("backoff lock").remove(credential);
     }
+
+    /// Forgets the objects that no longer exist: one deleted while failing is never reconciled
+    /// again to reset its entry.
+    pub(crate) fn forget_gone(&self, exists: impl Fn(&str) -> bool) {
+        self.failures.lock().expect("backoff lock").retain(|name, _| exists(name));
+    }
 }
 
 /// At most `BURST` evictions at once per credential, refilled at one per `REFILL`: a rollout of
@@ -191,6 +197,11 @@ mod tests {
         assert_eq!(backoff.next_delay("b").as_secs(), 2, "per credential");
         backoff.reset("a");
         assert_eq!(backoff.next_delay("a").as_secs(), 2);
+        backoff.next_delay("gone");
+        backoff.forget_gone(|name| name != "gone");
+        let mut kept: Vec<String> = backoff.failures.lock().unwrap().keys().cloned().collect();
+        kept.sort();
+        assert_eq!(kept, ["a", "b"], "failing, not gone");
     }
 
     #[test]

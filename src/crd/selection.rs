@@ -33,7 +33,17 @@ pub(crate) fn glob_matches(pattern: &str, name: &str) -> bool {
     crate::credential::wildcard_matches(pattern, name)
 }
 
+/// The namespaces these credentials read their sources from. Where the operator's own
+/// `--source-namespace` flags are out of sight (`doctor`, `lint`), these stand for the namespaces
+/// it trusts for sources: like the system namespaces, selected only by an exact include entry.
+pub(crate) fn source_namespaces<'a>(credentials: impl IntoIterator<Item = &'a RegistryCredentialSpec>) -> Vec<String> {
+    let sources = credentials.into_iter().filter_map(|spec| spec.source.secret_ref.as_ref());
+    let namespaces: std::collections::BTreeSet<&str> = sources.map(|source| source.namespace.as_str()).collect();
+    namespaces.into_iter().map(str::to_owned).collect()
+}
+
 /// Whether the credential selects a namespace with this name and these labels.
+#[cfg(test)]
 pub(crate) fn selects_namespace(spec: &RegistryCredentialSpec, name: &str, labels: &BTreeMap<String, String>) -> bool {
     selects_namespace_reserving(spec, name, labels, &[])
 }

@@ -1,13 +1,14 @@
 //! What `doctor` read from the cluster about one Pod, what every detector derives from it, and
 //! what the detectors hand back: the vocabulary below the detectors and the report.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec, ServiceAccount};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::crd::RegistryCredential;
+use crate::crd::selection::source_namespaces;
 use crate::credential::ImageReference;
 use crate::credential::pull_secret::{PullSecretReading, read_pull_secret};
 
@@ -81,9 +82,7 @@ impl std::fmt::Debug for SecretLookup {
 /// The namespaces of the credentials' sources: the operator trusts them for sources, and selects
 /// them only by an exact include entry.
 pub(super) fn reserved_namespaces(credentials: &[RegistryCredential]) -> Vec<String> {
-    let sources = credentials.iter().filter_map(|c| c.spec.source.secret_ref.as_ref());
-    let namespaces: BTreeSet<String> = sources.map(|source| source.namespace.clone()).collect();
-    namespaces.into_iter().collect()
+    source_namespaces(credentials.iter().map(|credential| &credential.spec))
 }
 
 /// The MutatingAdmissionPolicy that appends a RegistryCredential's copy to new Pods.

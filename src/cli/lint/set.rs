@@ -11,7 +11,7 @@ use serde_norway::Value;
 use super::finding::{Code, Edit, Finding, Severity};
 use super::manifest::{Document, FieldPath, lookup};
 use crate::crd::RegistryCredentialSpec;
-use crate::crd::selection::{selects_namespace, selects_service_account};
+use crate::crd::selection::{selects_namespace_reserving, selects_service_account, source_namespaces};
 use crate::credential::pull_secret::{PullSecretReading, read_pull_secret};
 use crate::credential::{ImageReference, normalize_registry_key};
 
@@ -121,6 +121,8 @@ pub(super) struct ManifestSet<'d> {
     pub(super) pods: Vec<PodEntry>,
     pub(super) uses: Vec<PullSecretUse<'d>>,
     pub(super) namespace_labels: BTreeMap<&'d str, BTreeMap<String, String>>,
+    /// The credentials' source namespaces, selected only by an exact include entry.
+    pub(super) source_namespaces: Vec<String>,
 }
 
 /// Where each kind keeps its pod spec.
@@ -171,6 +173,7 @@ impl<'d> ManifestSet<'d> {
             pods: Vec::new(),
             uses: Vec::new(),
             namespace_labels: BTreeMap::new(),
+            source_namespaces: Vec::new(),
         };
         for object in objects_of(documents) {
             let index = set.objects.len();
@@ -207,6 +210,7 @@ impl<'d> ManifestSet<'d> {
             }
             set.objects.push(object);
         }
+        set.source_namespaces = source_namespaces(set.credentials.iter().map(|c| &c.spec));
         set
     }
 
@@ -230,10 +234,10 @@ impl<'d> ManifestSet<'d> {
     pub(super) fn selects(&self, credential: &CredentialEntry, namespace: Option<&str>) -> bool {
         let Some(namespace) = namespace else { return true };
         match self.namespace_labels.get(namespace) {
-            Some(labels) => selects_namespace(&credential.spec, namespace, labels),
+            Some(labels) => selects_namespace_reserving(&credential.spec, namespace, labels, &self.source_namespaces),
             None => {
                 let by_name = RegistryCredentialSpec { namespace_selector: None, ..credential.spec.clone() };
-                selects_namespace(&by_name, namespace, &BTreeMap::new())
+                selects_namespace_reserving(&by_name, namespace, &BTreeMap::new(), &self.source_namespaces)
             }
         }
     }

@@ -136,4 +136,15 @@ mod tests {
         assert!(report.findings[0].message.ends_with("the kubelet pulls without credentials"));
         assert!(report.edits.is_empty());
     }
+
+    #[test]
+    fn a_credential_never_provides_its_copy_in_its_source_namespace_unless_named_there() {
+        let credential = "---\napiVersion: regcred.dev/v1alpha1\nkind: RegistryCredential\nmetadata: {name: corp}\n\
+                          spec: {source: {secretRef: {namespace: regcred-system, name: src}}}\n";
+        let uses =
+            |namespace: &str| credential.to_owned() + &pod("app", namespace, &["regcred"], "registry.corp/app:1");
+        assert!(found(&run(pull_secret_not_found, &uses("production"))).is_empty(), "`*` selects production");
+        let beside_the_source = run(pull_secret_not_found, &uses("regcred-system"));
+        assert_eq!(found(&beside_the_source)[0].0, "RC010", "as the controller: no copy beside the sources");
+    }
 }
