@@ -43,6 +43,8 @@ pub(crate) enum Reason {
     ServiceAccountPatchConflict,
     /// Deleting the RegistryCredential could not remove everything yet; retried, the finalizer stays.
     CleanupFailed,
+    /// A cache the reconcile waits for cannot be listed (RBAC, say); retried with backoff.
+    CachesNotListed,
     /// Event: deletion finished; copies and entries removed.
     Cleanup,
     /// Event on a Pod: evicted, stuck without the copy, for its controller to recreate.
@@ -79,7 +81,7 @@ pub(crate) enum Category {
 }
 
 impl Reason {
-    pub(crate) const ALL: [Reason; 25] = [
+    pub(crate) const ALL: [Reason; 26] = [
         Reason::Synced,
         Reason::Progressing,
         Reason::SyncFailed,
@@ -97,6 +99,7 @@ impl Reason {
         Reason::ServiceAccountPatchFailed,
         Reason::ServiceAccountPatchConflict,
         Reason::CleanupFailed,
+        Reason::CachesNotListed,
         Reason::Cleanup,
         Reason::EvictedStuckPod,
         Reason::StuckWithoutPullSecret,
@@ -134,6 +137,7 @@ impl Reason {
             Reason::AdmissionPolicyNotServed => "AdmissionPolicyNotServed",
             Reason::InjectionDisabled => "InjectionDisabled",
             Reason::MountableSecretsEnforced => "MountableSecretsEnforced",
+            Reason::CachesNotListed => "CachesNotListed",
         }
     }
 
@@ -158,7 +162,8 @@ impl Reason {
             | Reason::ServiceAccountReadFailed
             | Reason::ServiceAccountPatchFailed
             | Reason::ServiceAccountPatchConflict
-            | Reason::CleanupFailed => Category::Api,
+            | Reason::CleanupFailed
+            | Reason::CachesNotListed => Category::Api,
         }
     }
 }

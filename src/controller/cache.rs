@@ -7,14 +7,14 @@
 //! across namespaces (`default`, the copy's name, field managers) share one allocation, and the
 //! objects of a namespace are found in one lookup.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use futures::{Stream, StreamExt, stream};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::ResourceExt;
 use kube::api::{ObjectMeta, PartialObjectMeta};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -356,8 +356,32 @@ impl ObjectCache {
     }
 }
 
+/// Why a cache is not listed yet: the last error of each watch that has not listed since (RBAC
+/// that forbids the list, say), by what it watches.
+#[derive(Default)]
+pub(crate) struct WatchErrors(Mutex<BTreeMap<String, String>>);
+
+impl WatchErrors {
+    pub(crate) fn failed(&self, what: &str, error: &watcher::Error) {
+        warn!(watch = %what, %error, "watch interrupted; retrying");
+        self.0.lock().expect("watch errors lock").insert(what.to_owned(), error.to_string());
+    }
+
+    pub(crate) fn listed(&self, what: &str) {
+        self.0.lock().expect("watch errors lock").remove(what);
+    }
+
+    /// What keeps the caches from being listed, for people: `Pods: <error>; ...`.
+    pub(crate) fn describe(&self) -> Option<String> {
+        let errors = self.0.lock().expect("watch errors lock");
+        let described: Vec<String> = errors.iter().map(|(what, error)| format!("{what}: {error}")).collect();
+        (!described.is_empty()).then(|| described.join("; "))
+    }
+}
+
 /// Feeds one kind of the cache from a watch; yields the namespaces whose objects changed.
 pub(crate) fn feed<K>(
+    (what, errors): (String, Arc<WatchErrors>),
     cache: Arc<ObjectCache>,
     events: impl Stream<Item = Result<watcher::Event<K::Object>, watcher::Error>> + Send + 'static,
 ) -> impl Stream<Item = Name> + Send
@@ -378,7 +402,10 @@ where
                 }
                 Vec::new()
             }
-            Ok(watcher::Event::InitDone) => cache.replace_all(listing.take().unwrap_or_default()),
+            Ok(watcher::Event::InitDone) => {
+                errors.listed(&what);
+                cache.replace_all(listing.take().unwrap_or_default())
+            }
             // Only changes wake the namespace: the event of the operator's own write, already in
             // the cache, does not.
             Ok(watcher::Event::Apply(object)) => {
@@ -392,7 +419,7 @@ where
                 if changed { vec![intern(&namespace)] } else { Vec::new() }
             }
             Err(error) => {
-                warn!(kind = %K::Object::kind(&()), %error, "watch interrupted; retrying");
+                errors.failed(&what, &error);
                 Vec::new()
             }
         })
@@ -522,7 +549,9 @@ mod tests {
             Ok(watcher::Event::Apply(account("a", "builder"))),
             Ok(watcher::Event::Delete(account("b", "default"))),
         ];
-        let touched: Vec<Name> = feed::<Account>(cache.clone(), stream::iter(first)).collect().await;
+        let errors = Arc::new(WatchErrors::default());
+        let named = || ("ServiceAccounts".to_owned(), errors.clone());
+        let touched: Vec<Name> = feed::<Account>(named(), cache.clone(), stream::iter(first)).collect().await;
         assert_eq!(touched.iter().map(|n| &**n).collect::<Vec<_>>().len(), 4);
         let a = cache.namespace("a");
         let names: Vec<&str> = a.accounts.iter().map(|a| &*a.name).collect();
@@ -537,15 +566,26 @@ mod tests {
             Ok(watcher::Event::InitApply(account("c", "default"))),
             Ok(watcher::Event::InitDone),
         ];
-        let touched: Vec<Name> = feed::<Account>(cache.clone(), stream::iter(relist)).collect().await;
+        let touched: Vec<Name> = feed::<Account>(named(), cache.clone(), stream::iter(relist)).collect().await;
         assert_eq!(touched, vec![intern("c")], "a is unchanged");
+
+        // A list the API server refuses is what keeps the cache from being ready, until a list.
+        let refused = vec![Err(watcher::Error::NoResourceVersion)];
+        let _: Vec<Name> = feed::<Account>(named(), cache.clone(), stream::iter(refused)).collect().await;
+        let why = errors.describe().unwrap();
+        assert!(why.starts_with("ServiceAccounts: no metadata.resourceVersion"), "{why}");
+        let listed = vec![Ok(watcher::Event::Init), Ok(watcher::Event::InitDone)];
+        let _: Vec<Name> = feed::<Account>(named(), cache.clone(), stream::iter(listed)).collect().await;
+        assert_eq!(errors.describe(), None);
 
         // The operator's own write, already in the cache: its watch event wakes no one.
         let mut patched = account("a", "default");
         patched.metadata.resource_version = Some("2".into());
         assert!(cache.apply("a", "default", Some(Account::from_object(&patched))));
         let touched: Vec<Name> =
-            feed::<Account>(cache.clone(), stream::iter(vec![Ok(watcher::Event::Apply(patched))])).collect().await;
+            feed::<Account>(named(), cache.clone(), stream::iter(vec![Ok(watcher::Event::Apply(patched))]))
+                .collect()
+                .await;
         assert!(touched.is_empty());
     }
 

@@ -11,13 +11,16 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::watch;
 
-use super::cache::ObjectCache;
+use super::cache::{ObjectCache, WatchErrors};
 use super::contest::Contests;
 use super::plan::ClusterState;
 use super::source::{ResolvedSource, SourceProblem, resolve_source};
 use super::state::{Backoff, EvictionBudget, Outcomes};
 use crate::crd::RegistryCredential;
 use crate::metrics::Metrics;
+
+/// How long a reconcile waits for the caches before it reports a watch that cannot list.
+const CACHE_PATIENCE: Duration = Duration::from_secs(10);
 
 /// How the controller runs; from the command line.
 #[derive(Debug, Clone)]
@@ -49,6 +52,8 @@ pub(crate) struct Stores {
     /// For each reflector store above, whether its first list is in. (A reflector store's own
     /// `wait_until_ready` wakes a single waiter, and many reconciles wait at once.)
     pub(crate) listed: Vec<watch::Receiver<bool>>,
+    /// Why a cache is not listed yet, when its watch fails.
+    pub(crate) watch_errors: Arc<WatchErrors>,
 }
 
 impl Stores {
@@ -143,7 +148,17 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    pub(crate) async fn wait_for_caches(&self) {
-        self.stores.wait_until_ready().await;
+    /// Waits until every cache is listed. Past [`CACHE_PATIENCE`] with a watch failing, gives
+    /// up with what fails, for the reconcile to report and retry; a list that is only slow is
+    /// waited for.
+    pub(crate) async fn wait_for_caches(&self) -> Result<(), String> {
+        loop {
+            if tokio::time::timeout(CACHE_PATIENCE, self.stores.wait_until_ready()).await.is_ok() {
+                return Ok(());
+            }
+            if let Some(why) = self.stores.watch_errors.describe() {
+                return Err(why);
+            }
+        }
     }
 }

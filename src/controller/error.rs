@@ -11,6 +11,8 @@ pub(crate) enum Error {
     Status(#[source] kube::Error),
     #[error("cleanup incomplete: {0}")]
     Cleanup(String),
+    #[error("waiting for caches the operator cannot list: {0}")]
+    CachesNotListed(String),
 }
 
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;

@@ -18,7 +18,7 @@ use super::plan::{NamespacePlan, NamespaceView, Planner};
 use super::write::{Writing, sync_namespace};
 
 pub(crate) async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.wait_for_caches().await;
+    ctx.wait_for_caches().await.map_err(Error::CachesNotListed)?;
     let name = namespace.name_any();
     let credentials = ctx.stores.credentials.state();
     let state = cluster_state(&credentials, &ctx.settings);

@@ -26,7 +26,10 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// The controller's entry point for one RegistryCredential.
 pub(crate) async fn reconcile(credential: Arc<RegistryCredential>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
-    ctx.wait_for_caches().await;
+    if let Err(why) = ctx.wait_for_caches().await {
+        status::record_caches_not_listed(&credential, &ctx, &why).await?;
+        return Err(Error::CachesNotListed(why));
+    }
     let api: Api<RegistryCredential> = Api::all(ctx.client.clone());
     let result = finalizer(&api, FINALIZER, credential, |event| async {
         match event {

@@ -364,6 +364,20 @@ pub(crate) async fn record_cleanup_failure(
     write(credential, ctx, &status).await
 }
 
+/// Says in status why the credential is not reconciled: a cache it waits for cannot be listed
+/// (RBAC that forbids a list, say). Only `Ready` and `Reconciling` change; the rest is as last seen.
+pub(crate) async fn record_caches_not_listed(credential: &RegistryCredential, ctx: &Context, why: &str) -> Result<()> {
+    let mut status = credential.status.clone().unwrap_or_default();
+    let message = format!("waiting for caches the operator cannot list: {why}");
+    status.conditions.retain(|c| c.type_ != "Ready" && c.type_ != "Reconciling");
+    status.conditions.insert(0, condition(credential, "Ready", "False", Reason::CachesNotListed, message.clone()));
+    status.conditions.insert(1, condition(credential, "Reconciling", "True", Reason::CachesNotListed, message));
+    if credential.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    write(credential, ctx, &status).await
+}
+
 async fn write(credential: &RegistryCredential, ctx: &Context, status: &RegistryCredentialStatus) -> Result<()> {
     let api: Api<RegistryCredential> = Api::all(ctx.client.clone());
     let patch = json!({

@@ -14,9 +14,9 @@ use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use super::cache::{self, Account, Copy, ObjectCache};
+use super::cache::{self, Account, Copy, ObjectCache, WatchErrors};
 use super::context::{Settings, Stores};
 use super::ownership::{self, managed_selector};
 use super::trim;
@@ -44,6 +44,7 @@ pub(super) fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
 /// watch retries with its own backoff and its errors stop here: a controller pauses all of its
 /// triggers after any error it sees, so one watch's hiccup would delay every other.
 fn cached_watch<K>(
+    (what, errors): (String, Arc<WatchErrors>),
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     trim_object: fn(&mut K),
     keep: fn(&K) -> bool,
@@ -54,6 +55,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let (listed, is_listed) = tokio::sync::watch::channel(false);
+    let (on_list, on_error) = (errors.clone(), what.clone());
     let stream = events
         .backoff(watch_backoff())
         .modify(trim_object)
@@ -69,19 +71,21 @@ where
             if let Ok(event) = event {
                 if matches!(event, watcher::Event::InitDone) {
                     listed.send_replace(true);
+                    on_list.listed(&what);
                 }
                 inspect(event);
             }
         })
         .touched_objects()
-        .filter_map(|event| async move {
-            match event {
+        .filter_map(move |event| {
+            let object = match event {
                 Ok(object) => Some(Ok(object)),
                 Err(error) => {
-                    warn!(kind = %K::kind(&()), %error, "watch interrupted; retrying");
+                    errors.failed(&on_error, &error);
                     None
                 }
-            }
+            };
+            async move { object }
         });
     (reader, is_listed, stream)
 }
@@ -117,58 +121,49 @@ pub(super) fn watch_related(
     every_namespace: UnboundedSender<()>,
 ) -> (Stores, Watches) {
     let all = watcher::Config::default();
-    let mut credential_watch = all.clone();
-    if let Some(selector) = &settings.credential_selector {
-        credential_watch = credential_watch.labels(selector);
-    }
-    let mut changes = CredentialChanges::default();
-    let fan_out = every_namespace.clone();
-    let (credentials, credentials_listed, credential_events) = cached_watch(
-        watcher(Api::<RegistryCredential>::all(client.clone()), credential_watch),
-        keep_as_is,
+    let errors = Arc::new(WatchErrors::default());
+    let named = |what: &str| (what.to_owned(), errors.clone());
+    let (credentials, credentials_listed, credential_events) =
+        credential_watch(client, settings, named("RegistryCredentials"), every_namespace);
+    let (namespaces, namespaces_listed, namespace_events) = cached_watch(
+        named("Namespaces"),
+        watcher(Api::<Namespace>::all(client.clone()), all.clone()),
+        trim::namespace,
         keep_all,
-        move |event| {
-            if changes.credential_wide(event) {
-                debug!("a credential-wide change: every namespace is reconciled");
-                let _ = fan_out.unbounded_send(());
-            }
-        },
+        ignore,
     );
-    let (namespaces, namespaces_listed, namespace_events) =
-        cached_watch(watcher(Api::<Namespace>::all(client.clone()), all.clone()), trim::namespace, keep_all, ignore);
     let objects = Arc::new(ObjectCache::default());
     let accounts = cache::feed::<Account>(
+        named("ServiceAccounts"),
         objects.clone(),
         watcher(Api::<ServiceAccount>::all(client.clone()), all.clone()).backoff(watch_backoff()),
     );
     // Copies by metadata alone: whatever a tenant labels as ours, no payload is ever transferred.
     let copies = cache::feed::<Copy>(
+        named("copies"),
         objects.clone(),
         watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), all.clone().labels(&managed_selector()))
             .backoff(watch_backoff()),
     );
     // Pods waiting to start, for recovering those stuck without the copy (evictStuckPods).
     let (pods, pods_listed, pod_events) = cached_watch(
+        named("Pending Pods"),
         watcher(Api::<Pod>::all(client.clone()), all.clone().fields("status.phase=Pending")),
         trim::pending_pod,
         keep_all,
         ignore,
     );
     let mut listed = vec![credentials_listed, namespaces_listed, pods_listed];
-    let mut source_namespaces = BTreeMap::new();
-    let mut source_events = Vec::new();
-    for namespace in &settings.source_namespaces {
-        let (store, store_listed, events) = cached_watch(
-            watcher(Api::<Secret>::namespaced(client.clone(), namespace), all.clone()),
-            trim::source_secret,
-            keep_all,
-            ignore,
-        );
-        source_namespaces.insert(namespace.clone(), store);
-        listed.push(store_listed);
-        source_events.push(events.boxed());
-    }
-    let stores = Stores { credentials: credentials.clone(), namespaces, objects, pods, source_namespaces, listed };
+    let (source_namespaces, source_events) = source_watches(client, settings, &named, &mut listed);
+    let stores = Stores {
+        credentials: credentials.clone(),
+        namespaces,
+        objects,
+        pods,
+        source_namespaces,
+        listed,
+        watch_errors: errors,
+    };
     let watches = Watches {
         credentials: credential_events.boxed(),
         namespaces: namespace_events.boxed(),
@@ -178,6 +173,57 @@ pub(super) fn watch_related(
         sources: stream::select_all(source_events).boxed(),
     };
     (stores, watches)
+}
+
+/// The Secrets of each trusted source namespace, by namespace, and their events; each watch's
+/// first-list flag joins `listed`.
+fn source_watches(
+    client: &Client,
+    settings: &Settings,
+    named: &dyn Fn(&str) -> (String, Arc<WatchErrors>),
+    listed: &mut Vec<tokio::sync::watch::Receiver<bool>>,
+) -> (BTreeMap<String, Store<Secret>>, Vec<Events<Secret>>) {
+    let mut stores = BTreeMap::new();
+    let mut events = Vec::new();
+    for namespace in &settings.source_namespaces {
+        let (store, store_listed, secrets) = cached_watch(
+            named(&format!("Secrets of {namespace}")),
+            watcher(Api::<Secret>::namespaced(client.clone(), namespace), watcher::Config::default()),
+            trim::source_secret,
+            keep_all,
+            ignore,
+        );
+        stores.insert(namespace.clone(), store);
+        listed.push(store_listed);
+        events.push(secrets.boxed());
+    }
+    (stores, events)
+}
+
+/// The RegistryCredentials this instance manages; a credential-wide change wakes every namespace.
+fn credential_watch(
+    client: &Client,
+    settings: &Settings,
+    named: (String, Arc<WatchErrors>),
+    every_namespace: UnboundedSender<()>,
+) -> (
+    Store<RegistryCredential>,
+    tokio::sync::watch::Receiver<bool>,
+    impl Stream<Item = Result<RegistryCredential, watcher::Error>> + Send + use<>,
+) {
+    let mut config = watcher::Config::default();
+    if let Some(selector) = &settings.credential_selector {
+        config = config.labels(selector);
+    }
+    let mut changes = CredentialChanges::default();
+    cached_watch(named, watcher(Api::<RegistryCredential>::all(client.clone()), config), keep_as_is, keep_all, {
+        move |event| {
+            if changes.credential_wide(event) {
+                debug!("a credential-wide change: every namespace is reconciled");
+                let _ = every_namespace.unbounded_send(());
+            }
+        }
+    })
 }
 
 /// Tells a credential-wide change (one that every namespace's plan depends on) from a status

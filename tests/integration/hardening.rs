@@ -352,3 +352,18 @@ async fn an_adopted_secret_that_a_gitops_tool_keeps_rewriting_is_a_bounded_repor
     assert_eq!(failure.namespace, namespace.name);
     assert!(failure.message.contains("\"argocd-controller\""), "names the other writer: {}", failure.message);
 }
+
+#[tokio::test]
+async fn a_cache_the_operator_may_not_list_is_named_in_status() {
+    let admin = cluster_or_skip!();
+    // The shipped ClusterRole without its rule on Pods: the Pending Pods cache never lists.
+    let account = "regcred-operator-no-pods";
+    regcred_test_support::operator::install_account(&admin, account, Some("pods")).await;
+    let fx = Fixture::start_as(admin.clone(), "no-pods", account).await;
+    fx.put_source("pull", &docker_config("registry.example.test", "ci", "pw")).await;
+    let credential = fx.apply(&fx.credential("main", json!({}))).await;
+    let waiting = fx.wait_ready(&credential, "False", "CachesNotListed").await;
+    let ready = &waiting.status.unwrap().conditions[0];
+    assert!(ready.message.contains("Pending Pods: "), "names the cache: {}", ready.message);
+    assert!(ready.message.contains("forbidden"), "and the API server's answer: {}", ready.message);
+}

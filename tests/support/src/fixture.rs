@@ -42,6 +42,15 @@ impl Fixture {
         Fixture { admin, instance, source, operator, extra_args: extra_args.to_vec() }
     }
 
+    /// Like `start`, with the operator running as the ServiceAccount `account`, which
+    /// `install_account` set up.
+    pub async fn start_as(admin: Client, test: &str, account: &str) -> Fixture {
+        let instance = format!("{test}-{}", std::process::id());
+        let source = TestNamespace::create(&admin, "src", &[]).await;
+        let operator = OperatorProcess::start_as(&admin, account, &instance, "0", &source.name, &[]).await;
+        Fixture { admin, instance, source, operator, extra_args: Vec::new() }
+    }
+
     pub async fn restart_operator(&mut self) {
         self.operator.restart(&self.admin, &self.instance, &self.source.name, &self.extra_args).await;
     }

@@ -27,6 +27,12 @@ pub const INSTANCE_LABEL: &str = "regcred.dev/test-instance";
 
 /// Installs the CRD and config/rbac as a cluster admin would.
 pub async fn install(admin: &Client) {
+    install_account(admin, OPERATOR_ACCOUNT, None).await;
+}
+
+/// Installs the CRD and config/rbac for a ServiceAccount named `account` (every object of
+/// config/rbac renamed after it), without the ClusterRole rules on the resource `without`.
+pub async fn install_account(admin: &Client, account: &str, without: Option<&str>) {
     install_crd(admin).await;
     let params = PatchParams::apply("regcred-tests").force();
     let namespace: Namespace =
@@ -37,7 +43,8 @@ pub async fn install(admin: &Client) {
     {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
         for document in serde_norway::Deserializer::from_str(&text) {
-            let value = Value::deserialize(document).unwrap();
+            let mut value = Value::deserialize(document).unwrap();
+            rename_for(&mut value, account, without);
             match value["kind"].as_str().unwrap() {
                 "ServiceAccount" => {
                     apply::<ServiceAccount>(Api::namespaced(admin.clone(), OPERATOR_NAMESPACE), value).await
@@ -52,6 +59,26 @@ pub async fn install(admin: &Client) {
     }
 }
 
+/// config/rbac's object for `account`: names, subjects and role references renamed after it,
+/// and without the rules on `without`.
+fn rename_for(value: &mut Value, account: &str, without: Option<&str>) {
+    let rename = |name: &mut Value| {
+        let renamed = name.as_str().unwrap().replacen(OPERATOR_ACCOUNT, account, 1);
+        *name = Value::String(renamed);
+    };
+    rename(&mut value["metadata"]["name"]);
+    // `get_mut`, not indexing: indexing would add the fields it looks for.
+    if let Some(role) = value.get_mut("roleRef") {
+        rename(&mut role["name"]);
+    }
+    for subject in value.get_mut("subjects").and_then(Value::as_array_mut).into_iter().flatten() {
+        rename(&mut subject["name"]);
+    }
+    if let (Some(resource), Some(rules)) = (without, value.get_mut("rules").and_then(Value::as_array_mut)) {
+        rules.retain(|rule| !rule["resources"].as_array().unwrap().iter().any(|r| r == resource));
+    }
+}
+
 async fn apply<K>(api: Api<K>, value: Value)
 where
     K: kube::Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
@@ -60,14 +87,14 @@ where
     api.patch(&name, &PatchParams::apply("regcred-tests").force(), &Patch::Apply(&value)).await.unwrap();
 }
 
-/// A kubeconfig file for the operator's ServiceAccount, with a fresh TokenRequest token.
-async fn operator_kubeconfig(admin: &Client, dir: &std::path::Path) -> PathBuf {
+/// A kubeconfig file for the operator's ServiceAccount `account`, with a fresh TokenRequest token.
+async fn operator_kubeconfig(admin: &Client, dir: &std::path::Path, account: &str) -> PathBuf {
     let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), OPERATOR_NAMESPACE);
     let request = TokenRequest {
         spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
         ..Default::default()
     };
-    let token = accounts.create_token_request(OPERATOR_ACCOUNT, &PostParams::default(), &request).await.unwrap();
+    let token = accounts.create_token_request(account, &PostParams::default(), &request).await.unwrap();
     let token = token.status.and_then(|s| s.token).unwrap();
     let mut config = Kubeconfig::read().unwrap();
     let user = config.contexts[0].context.as_ref().unwrap().user.clone().unwrap();
@@ -84,6 +111,8 @@ async fn operator_kubeconfig(admin: &Client, dir: &std::path::Path) -> PathBuf {
 /// One operator process, killed when dropped.
 pub struct OperatorProcess {
     child: Child,
+    /// The ServiceAccount it runs as.
+    account: String,
     dir: PathBuf,
     /// One log file per start, so that each start's output can be told apart.
     starts: usize,
@@ -106,11 +135,24 @@ impl OperatorProcess {
         extra_args: &[&str],
     ) -> OperatorProcess {
         install(admin).await;
+        Self::start_as(admin, OPERATOR_ACCOUNT, instance, replica, source_namespace, extra_args).await
+    }
+
+    /// Like `start_replica`, as the ServiceAccount `account` (see [`install_account`]).
+    pub async fn start_as(
+        admin: &Client,
+        account: &str,
+        instance: &str,
+        replica: &str,
+        source_namespace: &str,
+        extra_args: &[&str],
+    ) -> OperatorProcess {
         let dir = std::env::temp_dir().join(format!("regcred-operator-{instance}-{replica}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let kubeconfig = operator_kubeconfig(admin, &dir).await;
+        let kubeconfig = operator_kubeconfig(admin, &dir, account).await;
         let child = spawn(&dir, 1, &kubeconfig, instance, source_namespace, extra_args);
-        let mut process = OperatorProcess { child, dir, starts: 1, metrics_addr: String::new() };
+        let account = account.to_owned();
+        let mut process = OperatorProcess { child, account, dir, starts: 1, metrics_addr: String::new() };
         process.metrics_addr = process.wait_for_serving().await;
         process
     }
@@ -119,7 +161,7 @@ impl OperatorProcess {
     pub async fn restart(&mut self, admin: &Client, instance: &str, source_namespace: &str, extra_args: &[&str]) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let kubeconfig = operator_kubeconfig(admin, &self.dir).await;
+        let kubeconfig = operator_kubeconfig(admin, &self.dir, &self.account).await;
         self.starts += 1;
         self.child = spawn(&self.dir, self.starts, &kubeconfig, instance, source_namespace, extra_args);
         self.metrics_addr = self.wait_for_serving().await;
