@@ -19,8 +19,8 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::ownership::{
-    ADDED_PULL_SECRETS_ANNOTATION, AddedPullSecrets, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
+    ADDED_PULL_SECRETS_ANNOTATION, AddedPullSecrets, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, FIELD_MANAGER,
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE,
 };
 use crate::crd::selection::ENFORCE_MOUNTABLE_SECRETS_ANNOTATION;
 
@@ -45,17 +45,26 @@ pub(crate) fn intern(name: &str) -> Name {
     name
 }
 
+/// A ServiceAccount keeps its lists whole up to this many entries each. A longer list (a tenant's
+/// thousands) keeps only the names the credentials use, so a ServiceAccount costs the cache at most
+/// `2 × 16` names of at most 253 bytes, or the names in use that it lists, whatever its size.
+pub(crate) const WHOLE_LISTS_UP_TO: usize = 16;
+
 /// A ServiceAccount as the planner and the patches read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Account {
     pub(crate) name: Name,
     /// The guard of every patch.
     pub(crate) resource_version: Box<str>,
+    /// Its `imagePullSecrets`: whole, or (not `whole`) the names the credentials use.
     pub(crate) pull_secrets: Box<[Name]>,
-    /// The operator's record of the entries it added (the annotation's raw value).
-    pub(crate) added: Option<Box<str>>,
-    /// Field managers that own `imagePullSecrets`: who else writes the list.
-    pub(crate) list_writers: Box<[Name]>,
+    /// The operator's record of the entries it added: whole, or the names the credentials use.
+    added: Box<[Name]>,
+    /// Whether both lists are whole: a patch is computed from the cache only then, otherwise from
+    /// a fresh read.
+    pub(crate) whole: bool,
+    /// A field manager other than the operator's that owns `imagePullSecrets`: who else writes it.
+    pub(crate) list_writer: Option<Name>,
     /// `kubernetes.io/enforce-mountable-secrets: "true"`: the API server refuses its Pods that
     /// list a pull secret it does not list itself.
     pub(crate) enforces_mountable_secrets: bool,
@@ -64,24 +73,39 @@ pub(crate) struct Account {
 impl Account {
     /// The operator's record of the entries it added (empty when it has none).
     pub(crate) fn added_pull_secrets(&self) -> AddedPullSecrets {
-        AddedPullSecrets::parse(self.added.as_deref())
+        self.added.iter().map(|name| &**name).collect()
     }
 
+    /// The whole ServiceAccount, as a patch is computed from it.
     pub(crate) fn from_object(account: &ServiceAccount) -> Account {
-        let list_writers = account
+        Self::kept(account, None)
+    }
+
+    /// The ServiceAccount as the cache keeps it: its lists whole up to [`WHOLE_LISTS_UP_TO`]
+    /// entries, else only the names `in_use` (`None`: whole whatever their length).
+    pub(crate) fn kept(account: &ServiceAccount, in_use: Option<&dyn Fn(&str) -> bool>) -> Account {
+        let entries: Vec<&str> = account.image_pull_secrets.iter().flatten().map(|r| r.name.as_str()).collect();
+        let record =
+            AddedPullSecrets::parse(account.annotations().get(ADDED_PULL_SECRETS_ANNOTATION).map(String::as_str));
+        let whole =
+            in_use.is_none() || (entries.len() <= WHOLE_LISTS_UP_TO && record.names().count() <= WHOLE_LISTS_UP_TO);
+        let keep = |name: &str| whole || in_use.is_some_and(|in_use| in_use(name));
+        let list_writer = account
             .metadata
             .managed_fields
             .iter()
             .flatten()
             .filter(|entry| entry.fields_v1.as_ref().is_some_and(|f| f.0.get("f:imagePullSecrets").is_some()))
-            .filter_map(|entry| entry.manager.as_deref().map(intern))
-            .collect();
+            .filter_map(|entry| entry.manager.as_deref())
+            .find(|manager| *manager != FIELD_MANAGER)
+            .map(intern);
         Account {
             name: intern(&account.name_any()),
             resource_version: account.resource_version().unwrap_or_default().into(),
-            pull_secrets: account.image_pull_secrets.iter().flatten().map(|r| intern(&r.name)).collect(),
-            added: account.annotations().get(ADDED_PULL_SECRETS_ANNOTATION).map(|a| a.as_str().into()),
-            list_writers,
+            pull_secrets: entries.into_iter().filter(|name| keep(name)).map(intern).collect(),
+            added: record.names().filter(|name| keep(name)).map(intern).collect(),
+            whole,
+            list_writer,
             enforces_mountable_secrets: account
                 .annotations()
                 .get(ENFORCE_MOUNTABLE_SECRETS_ANNOTATION)
@@ -89,6 +113,7 @@ impl Account {
         }
     }
 
+    /// Whether it lists `name`: exact for a whole list and for the names in use when it was kept.
     pub(crate) fn has_pull_secret(&self, name: &str) -> bool {
         self.pull_secrets.iter().any(|entry| &**entry == name)
     }
@@ -172,7 +197,7 @@ impl NamespaceObjects {
 pub(crate) trait Cached: Sized {
     type Object: kube::Resource<DynamicType = ()> + Send + 'static;
     /// The compact form, or `None` for an object the cache does not keep.
-    fn compact(object: &Self::Object) -> Option<Self>;
+    fn compact(object: &Self::Object, cache: &ObjectCache) -> Option<Self>;
     fn name(&self) -> &str;
     fn entries(objects: &mut NamespaceObjects) -> &mut Vec<Self>;
     /// The bit this kind sets in the readiness mask once listed.
@@ -185,8 +210,8 @@ impl Cached for Account {
     type Object = ServiceAccount;
     const READY_BIT: u8 = 1;
 
-    fn compact(object: &ServiceAccount) -> Option<Self> {
-        Some(Account::from_object(object))
+    fn compact(object: &ServiceAccount, cache: &ObjectCache) -> Option<Self> {
+        Some(cache.keep(object))
     }
 
     fn name(&self) -> &str {
@@ -202,7 +227,7 @@ impl Cached for Copy {
     type Object = PartialObjectMeta<Secret>;
     const READY_BIT: u8 = 2;
 
-    fn compact(object: &PartialObjectMeta<Secret>) -> Option<Self> {
+    fn compact(object: &PartialObjectMeta<Secret>, _: &ObjectCache) -> Option<Self> {
         Copy::from_metadata(&object.metadata)
     }
 
@@ -226,15 +251,31 @@ const ALL_READY: u8 = Account::READY_BIT | Copy::READY_BIT;
 pub(crate) struct ObjectCache {
     namespaces: RwLock<HashMap<Name, NamespaceObjects>>,
     ready: watch::Sender<u8>,
+    /// The secret names of the credentials seen: the entries a long list keeps.
+    names_in_use: RwLock<HashSet<Name>>,
 }
 
 impl Default for ObjectCache {
     fn default() -> Self {
-        ObjectCache { namespaces: RwLock::default(), ready: watch::Sender::new(0) }
+        ObjectCache { namespaces: RwLock::default(), ready: watch::Sender::new(0), names_in_use: RwLock::default() }
     }
 }
 
 impl ObjectCache {
+    /// A credential uses this secret name: long lists keep it from now on.
+    pub(crate) fn use_name(&self, name: &str) {
+        let known = self.names_in_use.read().expect("names lock").contains(name);
+        if !known {
+            self.names_in_use.write().expect("names lock").insert(intern(name));
+        }
+    }
+
+    /// The ServiceAccount as the cache keeps it.
+    pub(crate) fn keep(&self, account: &ServiceAccount) -> Account {
+        let names = self.names_in_use.read().expect("names lock");
+        Account::kept(account, Some(&|name: &str| names.contains(name)))
+    }
+
     /// Reads the cache; hold the guard only while planning, never across an await.
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, HashMap<Name, NamespaceObjects>> {
         self.namespaces.read().expect("cache lock")
@@ -396,7 +437,7 @@ where
                 Vec::new()
             }
             Ok(watcher::Event::InitApply(object)) => {
-                if let Some(compact) = K::compact(&object) {
+                if let Some(compact) = K::compact(&object, &cache) {
                     let namespace = intern(&object.namespace().unwrap_or_default());
                     listing.get_or_insert_with(HashMap::new).entry(namespace).or_default().push(compact);
                 }
@@ -410,7 +451,7 @@ where
             // the cache, does not.
             Ok(watcher::Event::Apply(object)) => {
                 let namespace = object.namespace().unwrap_or_default();
-                let changed = cache.apply(&namespace, &object.name_any(), K::compact(&object));
+                let changed = cache.apply(&namespace, &object.name_any(), K::compact(&object, &cache));
                 if changed { vec![intern(&namespace)] } else { Vec::new() }
             }
             Ok(watcher::Event::Delete(object)) => {
@@ -451,11 +492,42 @@ mod tests {
                 name: intern("default"),
                 resource_version: "7".into(),
                 pull_secrets: [intern("regcred")].into(),
-                added: Some("regcred".into()),
-                list_writers: [intern("argocd-controller")].into(),
+                added: [intern("regcred")].into(),
+                whole: true,
+                list_writer: Some(intern("argocd-controller")),
                 enforces_mountable_secrets: true,
             }
         );
+    }
+
+    #[test]
+    fn a_long_list_costs_the_cache_the_names_in_use_that_it_lists_and_no_more() {
+        // A tenant's ServiceAccount: 5,000 entries of 200 bytes and a forged record as long.
+        let long: Vec<String> = (0..5_000).map(|i| format!("{i:0200}")).collect();
+        let mut entries: Vec<serde_json::Value> = long.iter().map(|name| json!({"name": name})).collect();
+        entries.push(json!({"name": "regcred"}));
+        let record = format!("{},regcred", long.join(","));
+        let bloated: ServiceAccount = serde_json::from_value(json!({
+            "metadata": {"name": "builder", "resourceVersion": "9", "annotations": {ADDED_PULL_SECRETS_ANNOTATION: record}},
+            "imagePullSecrets": entries,
+        }))
+        .unwrap();
+        let cache = ObjectCache::default();
+        cache.use_name("regcred");
+        let kept = cache.keep(&bloated);
+        assert!(!kept.whole, "a patch needs a fresh read");
+        assert_eq!(kept.pull_secrets.iter().map(|n| &**n).collect::<Vec<_>>(), ["regcred"]);
+        assert!(kept.has_pull_secret("regcred") && kept.added_pull_secrets().contains("regcred"));
+        assert!(!kept.has_pull_secret("pull"), "not in use when kept: the writer reads it fresh");
+        // The same ServiceAccount read for a patch keeps everything.
+        let whole = Account::from_object(&bloated);
+        assert!(whole.whole && whole.pull_secrets.len() == 5_001 && whole.added_pull_secrets().contains(&long[0]));
+        // A short list is kept whole, names in use or not.
+        let short: ServiceAccount =
+            serde_json::from_value(json!({"metadata": {"name": "default"}, "imagePullSecrets": [{"name": "mine"}]}))
+                .unwrap();
+        let kept = cache.keep(&short);
+        assert!(kept.whole && kept.has_pull_secret("mine"));
     }
 
     fn secret(owners: serde_json::Value) -> PartialObjectMeta<Secret> {

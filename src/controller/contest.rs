@@ -8,7 +8,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::cache::Account;
-use super::ownership::FIELD_MANAGER;
 
 /// Removals tolerated before re-adds are spaced out: a person's one-off edit is simply repaired.
 const FREE_REPAIRS: u32 = 2;
@@ -80,26 +79,24 @@ fn delay_after(count: u32) -> Duration {
     FIRST_DELAY.saturating_mul(1 << (count - FREE_REPAIRS).min(8)).min(MAX_DELAY)
 }
 
-/// The field manager other than ours that owns `imagePullSecrets`, from the managedFields the
-/// cache keeps (only the entries naming that field).
+/// The field manager other than ours that owns `imagePullSecrets`, as the cache keeps it.
 fn pull_secrets_owner(account: &Account) -> Option<String> {
-    account.list_writers.iter().find(|manager| &***manager != FIELD_MANAGER).map(|manager| manager.to_string())
+    account.list_writer.as_ref().map(|manager| manager.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::cache::intern;
 
+    /// ServiceAccount default, whose `imagePullSecrets` `manager` wrote last.
     fn account(manager: &str) -> Account {
-        Account {
-            name: intern("default"),
-            resource_version: "1".into(),
-            pull_secrets: Box::default(),
-            added: None,
-            list_writers: [intern(manager)].into(),
-            enforces_mountable_secrets: false,
-        }
+        let account: k8s_openapi::api::core::v1::ServiceAccount = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "default", "resourceVersion": "1",
+                         "managedFields": [{"manager": manager, "operation": "Apply",
+                                            "fieldsV1": {"f:imagePullSecrets": {}}}]},
+        }))
+        .unwrap();
+        Account::from_object(&account)
     }
 
     #[test]

@@ -44,10 +44,20 @@ pub(crate) fn managed_selector() -> String {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct AddedPullSecrets(BTreeSet<String>);
 
+impl<'a> FromIterator<&'a str> for AddedPullSecrets {
+    fn from_iter<I: IntoIterator<Item = &'a str>>(names: I) -> Self {
+        AddedPullSecrets(names.into_iter().map(str::to_owned).collect())
+    }
+}
+
 impl AddedPullSecrets {
     pub(crate) fn parse(annotation: Option<&str>) -> Self {
         let names = annotation.unwrap_or_default().split(',').map(str::trim).filter(|name| !name.is_empty());
         AddedPullSecrets(names.map(str::to_owned).collect())
+    }
+
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
     }
 
     pub(crate) fn contains(&self, name: &str) -> bool {

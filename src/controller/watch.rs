@@ -35,6 +35,9 @@ pub(super) fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
     ResetTimerBackoff::new(builder.into(), Duration::from_secs(30))
 }
 
+/// Objects per list page of the tenant-sized kinds, against the API server's default of 500.
+const TENANT_SIZED_PAGE: u32 = 50;
+
 /// A watch feeding a cache, yielding each object it sees so the controller can map it.
 ///
 /// Objects are trimmed to what the operator reads, and only those `keep` accepts enter the cache
@@ -121,10 +124,14 @@ pub(super) fn watch_related(
     every_namespace: UnboundedSender<()>,
 ) -> (Stores, Watches) {
     let all = watcher::Config::default();
+    // ServiceAccounts and Pods are tenant-sized: a list page is decoded whole before it is trimmed,
+    // so the page, not the cache, sets the peak.
+    let tenant_sized = all.clone().page_size(TENANT_SIZED_PAGE);
     let errors = Arc::new(WatchErrors::default());
     let named = |what: &str| (what.to_owned(), errors.clone());
+    let objects = Arc::new(ObjectCache::default());
     let (credentials, credentials_listed, credential_events) =
-        credential_watch(client, settings, named("RegistryCredentials"), every_namespace);
+        credential_watch(client, settings, named("RegistryCredentials"), every_namespace, objects.clone());
     let (namespaces, namespaces_listed, namespace_events) = cached_watch(
         named("Namespaces"),
         watcher(Api::<Namespace>::all(client.clone()), all.clone()),
@@ -132,11 +139,10 @@ pub(super) fn watch_related(
         keep_all,
         ignore,
     );
-    let objects = Arc::new(ObjectCache::default());
     let accounts = cache::feed::<Account>(
         named("ServiceAccounts"),
         objects.clone(),
-        watcher(Api::<ServiceAccount>::all(client.clone()), all.clone()).backoff(watch_backoff()),
+        watcher(Api::<ServiceAccount>::all(client.clone()), tenant_sized.clone()).backoff(watch_backoff()),
     );
     // Copies by metadata alone: whatever a tenant labels as ours, no payload is ever transferred.
     let copies = cache::feed::<Copy>(
@@ -148,7 +154,7 @@ pub(super) fn watch_related(
     // Pods waiting to start, for recovering those stuck without the copy (evictStuckPods).
     let (pods, pods_listed, pod_events) = cached_watch(
         named("Pending Pods"),
-        watcher(Api::<Pod>::all(client.clone()), all.clone().fields("status.phase=Pending")),
+        watcher(Api::<Pod>::all(client.clone()), tenant_sized.fields("status.phase=Pending")),
         trim::pending_pod,
         keep_all,
         ignore,
@@ -200,12 +206,14 @@ fn source_watches(
     (stores, events)
 }
 
-/// The RegistryCredentials this instance manages; a credential-wide change wakes every namespace.
+/// The RegistryCredentials this instance manages; a credential-wide change wakes every namespace,
+/// and every secret name a credential uses is one the ServiceAccounts' long lists keep.
 fn credential_watch(
     client: &Client,
     settings: &Settings,
     named: (String, Arc<WatchErrors>),
     every_namespace: UnboundedSender<()>,
+    objects: Arc<ObjectCache>,
 ) -> (
     Store<RegistryCredential>,
     tokio::sync::watch::Receiver<bool>,
@@ -218,6 +226,9 @@ fn credential_watch(
     let mut changes = CredentialChanges::default();
     cached_watch(named, watcher(Api::<RegistryCredential>::all(client.clone()), config), keep_as_is, keep_all, {
         move |event| {
+            if let watcher::Event::Apply(credential) | watcher::Event::InitApply(credential) = event {
+                objects.use_name(&credential.spec.secret_name);
+            }
             if changes.credential_wide(event) {
                 debug!("a credential-wide change: every namespace is reconciled");
                 let _ = every_namespace.unbounded_send(());

@@ -481,22 +481,24 @@ async fn edit_pull_secrets(
 ) -> NamespaceOutcome {
     let namespace = accounts.namespace().unwrap_or_default();
     let Some(mut account) = ctx.stores.objects.account(namespace, name) else { return Ok(()) };
+    if !account.whole {
+        // The cache keeps part of a long list: the patch, which replaces the list, needs all of it.
+        let Some(fresh) = read_account(ctx, accounts, name).await? else { return Ok(()) };
+        account = fresh;
+    }
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
     for _ in 0..PATCH_ATTEMPTS {
         let Some(patch) = pull_secrets_patch(&account, edit) else { return Ok(()) };
         ctx.metrics.api_write("serviceaccount", "patch");
         match accounts.patch(name, &params, &Patch::Merge(&patch)).await {
             Ok(patched) => {
-                ctx.stores.objects.apply(namespace, name, Some(Account::from_object(&patched)));
+                ctx.stores.objects.apply(namespace, name, Some(ctx.stores.objects.keep(&patched)));
                 return Ok(());
             }
             Err(e) if is_status(&e, 409) => {
                 ctx.metrics.patch_conflict();
-                account = match accounts.get_opt(name).await {
-                    Ok(Some(fresh)) => Account::from_object(&fresh),
-                    Ok(None) => return Ok(()),
-                    Err(e) => return Err(api_failure(Reason::ServiceAccountReadFailed, &e)),
-                };
+                let Some(fresh) = read_account(ctx, accounts, name).await? else { return Ok(()) };
+                account = fresh;
             }
             Err(e) if is_status(&e, 404) => return Ok(()),
             Err(e) => return Err(api_failure(Reason::ServiceAccountPatchFailed, &e)),
@@ -506,6 +508,24 @@ async fn edit_pull_secrets(
         Reason::ServiceAccountPatchConflict,
         format!("ServiceAccount {name} kept changing during {PATCH_ATTEMPTS} attempts to patch it"),
     ))
+}
+
+/// A ServiceAccount read fresh, whole (`None`: gone). The cache takes what it keeps of it, so
+/// what the cache could not tell before (a name that came into use since) it tells now.
+async fn read_account(
+    ctx: &Context,
+    accounts: &Api<ServiceAccount>,
+    name: &str,
+) -> Result<Option<Account>, NamespaceFailure> {
+    match accounts.get_opt(name).await {
+        Ok(Some(fresh)) => {
+            let namespace = accounts.namespace().unwrap_or_default();
+            ctx.stores.objects.apply(namespace, name, Some(ctx.stores.objects.keep(&fresh)));
+            Ok(Some(Account::from_object(&fresh)))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(api_failure(Reason::ServiceAccountReadFailed, &e)),
+    }
 }
 
 /// The merge patch for the change, guarded by the resourceVersion it was computed from, or

@@ -367,3 +367,24 @@ async fn a_cache_the_operator_may_not_list_is_named_in_status() {
     assert!(ready.message.contains("Pending Pods: "), "names the cache: {}", ready.message);
     assert!(ready.message.contains("forbidden"), "and the API server's answer: {}", ready.message);
 }
+
+#[tokio::test]
+async fn a_service_account_of_thousands_of_entries_gets_the_copy_and_keeps_every_entry() {
+    let admin = cluster_or_skip!();
+    let fx = Fixture::start(admin.clone(), "long-list", &[]).await;
+    fx.put_source("pull", &docker_config("registry.example.test", "ci", "pw")).await;
+    let namespace = fx.namespace(true).await;
+    // The cache keeps only the names in use of such a list: every write reads it whole first.
+    let theirs: Vec<String> = (0..3_000).map(|i| format!("tenant-{i:05}")).collect();
+    let names: Vec<&str> = theirs.iter().map(String::as_str).collect();
+    create_account(&admin, &namespace.name, "builder", &names).await;
+    let credential = fx.apply(&fx.credential("main", json!({"serviceAccounts": {"names": ["builder"]}}))).await;
+    let mut expected = names.clone();
+    expected.push("regcred");
+    let account = wait_for_entries(&admin, &namespace.name, "builder", &expected).await;
+    assert_eq!(account.annotations().get(RECORD).map(String::as_str), Some("regcred"));
+    fx.wait_ready(&credential, "True", "Synced").await;
+
+    fx.delete(&credential).await;
+    wait_for_entries(&admin, &namespace.name, "builder", &names).await;
+}
