@@ -15,7 +15,7 @@ use tracing::warn;
 
 use super::context::Context;
 use super::source::ResolvedSource;
-use super::trim::waiting_reason;
+use super::trim::{self, waiting_reason};
 use crate::crd::selection::{label_selector_matches, pod_injection_disabled};
 use crate::crd::{RegistryCredential, StuckPodCounts};
 use crate::credential::{ImageReference, covering_key};
@@ -54,7 +54,7 @@ pub(crate) fn concerns(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum StuckPod {
     /// A controller owns it: evict it, and its controller creates it again with the secret.
-    Evict { namespace: String, name: String, uid: String, owner: String, labels: BTreeMap<String, String> },
+    Evict { namespace: String, name: String, uid: String, owner: String },
     /// Nobody would recreate it: report it, never delete it.
     Bare { namespace: String, name: String },
     /// Evicting it would not help: report why, leave it.
@@ -73,6 +73,9 @@ pub(crate) enum Skip {
     OwnerEvictedBefore,
     /// A PodDisruptionBudget allows no disruption now.
     DisruptionBudget,
+    /// It lists more pull secrets of its own than the cache keeps: whether its replacement gets
+    /// the copy cannot be told.
+    LongList,
 }
 
 impl Skip {
@@ -87,6 +90,10 @@ impl Skip {
                     .to_owned()
             }
             Skip::DisruptionBudget => "a PodDisruptionBudget allows no disruption now".to_owned(),
+            Skip::LongList => format!(
+                "it lists more than {} pull secrets of its own: whether a replacement would get {secret_name} is not known",
+                trim::KEPT_ENTRIES
+            ),
         }
     }
 }
@@ -155,7 +162,9 @@ pub(crate) fn stuck_pods<'a>(
             stuck.push(StuckPod::Bare { namespace, name });
             continue;
         };
-        let skip = if !replacement.covers_a_failing_image(pod) {
+        let skip = if own.contains(&trim::LIST_CUT) {
+            Some(Skip::LongList)
+        } else if !replacement.covers_a_failing_image(pod) {
             Some(Skip::NotCovered)
         } else if !replacement.carries_copy(&namespace, labels, account, &own) {
             Some(Skip::ReplacementWithoutCopy)
@@ -169,7 +178,6 @@ pub(crate) fn stuck_pods<'a>(
                 name,
                 uid: pod.metadata.uid.clone().unwrap_or_default(),
                 owner: owner.uid.clone(),
-                labels: pod.labels().clone(),
             },
         });
     }
@@ -266,7 +274,7 @@ impl Round<'_> {
                 self.bare.push(format!("{namespace}/{name}"));
             }
             StuckPod::Skipped { namespace, name, why } => self.skip(&namespace, &name, why).await,
-            StuckPod::Evict { namespace, name, uid, owner, labels } => {
+            StuckPod::Evict { namespace, name, uid, owner } => {
                 let credential_name = credential.name_any();
                 if ctx.evictions.evicted_before(&credential_name, self.digest, &owner) {
                     return self.skip(&namespace, &name, Skip::OwnerEvictedBefore).await;
@@ -275,6 +283,8 @@ impl Round<'_> {
                 if !ctx.evictions.available(&credential_name, Instant::now()) {
                     return self.deferred.push(owner); // the next reconcile, after the budget refills
                 }
+                // The cache keeps no labels (a tenant's thousands): read for the budgets' selectors.
+                let Some(labels) = current_labels(ctx, &namespace, &name, &uid).await else { return };
                 if self.budgets.holds(ctx, &namespace, &labels).await {
                     return self.skip(&namespace, &name, Skip::DisruptionBudget).await;
                 }
@@ -348,6 +358,21 @@ impl DisruptionBudgets {
             let selects = spec.selector.as_ref().is_some_and(|s| label_selector_matches(s, labels));
             selects && budget.status.as_ref().is_none_or(|s| s.disruptions_allowed.unwrap_or(0) < 1)
         })
+    }
+}
+
+/// The labels of the Pod, if it is still the one seen (`None`: gone, replaced, or unreadable).
+async fn current_labels(ctx: &Context, namespace: &str, pod: &str, uid: &str) -> Option<BTreeMap<String, String>> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    match pods.get_metadata_opt(pod).await {
+        Ok(Some(found)) if found.metadata.uid.as_deref() == Some(uid) => {
+            Some(found.metadata.labels.unwrap_or_default())
+        }
+        Ok(_) => None,
+        Err(error) => {
+            warn!(%namespace, %pod, %error, "could not read a stuck Pod");
+            None
+        }
     }
 }
 
@@ -446,7 +471,6 @@ mod tests {
                     name: "web".into(),
                     uid: "uid-web".into(),
                     owner: "u".into(),
-                    labels: BTreeMap::new()
                 },
                 StuckPod::Bare { namespace: "team-a".into(), name: "bare".into() },
             ]
@@ -493,6 +517,10 @@ mod tests {
         let opted_out_namespaces = HashMap::from([("team-a", &opted_out)]);
         let in_opted_out = stuck_pods(&credential(), [&own], &opted_out_namespaces, |_| true, &[], &injected);
         assert_eq!(why(&in_opted_out), Some(Skip::ReplacementWithoutCopy), "its namespace opted out of injection");
+
+        // A list longer than the cache keeps: the replacement's pull secrets cannot be told.
+        let long = pod("team-a", "web", "ImagePullBackOff", Some("Job"), &["own", trim::LIST_CUT]);
+        assert_eq!(why(&decide(&long, &injected)), Some(Skip::LongList));
 
         let without_list = pod("team-a", "web", "ImagePullBackOff", Some("Job"), &[]);
         assert!(matches!(decide(&without_list, &from_account)[..], [StuckPod::Evict { .. }]), "the account lists it");

@@ -22,31 +22,41 @@ pub(crate) fn namespace(namespace: &mut Namespace) {
     }
 }
 
-/// A Pending Pod: what recovery of stuck Pods reads (owner, ServiceAccount, pull secrets, labels
-/// for PodDisruptionBudgets, and the containers that wait).
+/// At most this many of a Pending Pod's own pull secrets and waiting containers are kept.
+pub(crate) const KEPT_ENTRIES: usize = 16;
+/// Stands last in a list of pull secrets that was cut: never a Secret's name.
+pub(crate) const LIST_CUT: &str = "(cut)";
+
+/// A Pending Pod: what recovery of stuck Pods reads (owner, ServiceAccount, its own pull secrets,
+/// and the containers that wait), each bounded: a tenant's Pod costs the cache the same whatever
+/// its size. Its labels, which PodDisruptionBudgets select on, are read when it is to be evicted.
 pub(crate) fn pending_pod(pod: &mut Pod) {
     let meta = std::mem::take(&mut pod.metadata);
+    let controller = meta.owner_references.into_iter().flatten().find(|o| o.controller == Some(true));
     pod.metadata = ObjectMeta {
         name: meta.name,
         namespace: meta.namespace,
         uid: meta.uid,
-        // Matched against PodDisruptionBudget selectors.
-        labels: meta.labels,
-        owner_references: meta.owner_references.map(|o| o.into_iter().filter(|o| o.controller == Some(true)).collect()),
+        owner_references: controller.map(|owner| vec![owner]),
         resource_version: meta.resource_version,
         ..ObjectMeta::default()
     };
     if let Some(spec) = &mut pod.spec {
+        let mut own = spec.image_pull_secrets.take();
+        if let Some(own) = own.as_mut().filter(|own| own.len() > KEPT_ENTRIES) {
+            own.truncate(KEPT_ENTRIES);
+            own.push(k8s_openapi::api::core::v1::LocalObjectReference { name: LIST_CUT.to_owned() });
+        }
         let keep = k8s_openapi::api::core::v1::PodSpec {
             service_account_name: spec.service_account_name.take(),
-            image_pull_secrets: spec.image_pull_secrets.take(),
+            image_pull_secrets: own,
             ..Default::default()
         };
         *spec = keep;
     }
     if let Some(status) = &mut pod.status {
         let waiting = |statuses: Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
-            statuses.map(|s| s.into_iter().filter(|c| waiting_reason(c).is_some()).collect())
+            statuses.map(|s| s.into_iter().filter(|c| waiting_reason(c).is_some()).take(KEPT_ENTRIES).collect())
         };
         let kept = k8s_openapi::api::core::v1::PodStatus {
             phase: status.phase.take(),
@@ -72,6 +82,34 @@ pub(crate) fn source_secret(secret: &mut Secret) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_pending_pod_costs_the_cache_the_same_whatever_its_size() {
+        let labels: serde_json::Map<String, serde_json::Value> =
+            (0..1_000).map(|i| (format!("tenant.example/l{i}"), json!("v"))).collect();
+        let own: Vec<_> = (0..100).map(|i| json!({"name": format!("own-{i}")})).collect();
+        let waiting: Vec<_> = (0..50)
+            .map(|i| {
+                json!({"name": format!("c{i}"), "image": "registry.test/a:1", "imageID": "", "ready": false,
+                            "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff"}}})
+            })
+            .collect();
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "a", "uid": "u", "labels": labels,
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r", "uid": "r", "controller": true},
+                                             {"apiVersion": "v1", "kind": "ConfigMap", "name": "c", "uid": "c"}]},
+            "spec": {"imagePullSecrets": own, "containers": [{"name": "c0", "image": "registry.test/a:1"}]},
+            "status": {"phase": "Pending", "containerStatuses": waiting},
+        }))
+        .unwrap();
+        pending_pod(&mut pod);
+        assert_eq!(pod.metadata.labels, None, "read when the Pod is to be evicted");
+        assert_eq!(pod.metadata.owner_references.as_ref().map(Vec::len), Some(1), "the controller only");
+        let own = pod.spec.as_ref().unwrap().image_pull_secrets.as_ref().unwrap();
+        assert_eq!(own.len(), KEPT_ENTRIES + 1);
+        assert_eq!(own.last().unwrap().name, LIST_CUT);
+        assert_eq!(pod.status.unwrap().container_statuses.unwrap().len(), KEPT_ENTRIES);
+    }
 
     #[test]
     fn a_trimmed_namespace_keeps_labels_and_termination() {
