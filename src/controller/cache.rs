@@ -63,6 +63,9 @@ pub(crate) struct Account {
     /// Whether both lists are whole: a patch is computed from the cache only then, otherwise from
     /// a fresh read.
     pub(crate) whole: bool,
+    /// Partial lists kept before a name came into use: what they hold of that name is unknown
+    /// until the ServiceAccount is read again.
+    pub(crate) stale: bool,
     /// A field manager other than the operator's that owns `imagePullSecrets`: who else writes it.
     pub(crate) list_writer: Option<Name>,
     /// `kubernetes.io/enforce-mountable-secrets: "true"`: the API server refuses its Pods that
@@ -105,6 +108,7 @@ impl Account {
             pull_secrets: entries.into_iter().filter(|name| keep(name)).map(intern).collect(),
             added: record.names().filter(|name| keep(name)).map(intern).collect(),
             whole,
+            stale: false,
             list_writer,
             enforces_mountable_secrets: account
                 .annotations()
@@ -116,6 +120,12 @@ impl Account {
     /// Whether it lists `name`: exact for a whole list and for the names in use when it was kept.
     pub(crate) fn has_pull_secret(&self, name: &str) -> bool {
         self.pull_secrets.iter().any(|entry| &**entry == name)
+    }
+
+    /// Whether the operator's record may hold `name`: it does, or the cache cannot tell (a stale
+    /// partial list). A removal planned on doubt is computed from a fresh read, which settles it.
+    pub(crate) fn may_record(&self, name: &str) -> bool {
+        self.stale || self.added.iter().any(|entry| &**entry == name)
     }
 }
 
@@ -262,12 +272,16 @@ impl Default for ObjectCache {
 }
 
 impl ObjectCache {
-    /// A credential uses this secret name: long lists keep it from now on.
+    /// A credential uses this secret name: long lists keep it from now on, and those kept before
+    /// turn stale, to be read again before anything is concluded of them.
     pub(crate) fn use_name(&self, name: &str) {
         let known = self.names_in_use.read().expect("names lock").contains(name);
-        if !known {
-            self.names_in_use.write().expect("names lock").insert(intern(name));
+        if known || !self.names_in_use.write().expect("names lock").insert(intern(name)) {
+            return;
         }
+        let mut namespaces = self.namespaces.write().expect("cache lock");
+        let partial = namespaces.values_mut().flat_map(|objects| objects.accounts.iter_mut()).filter(|a| !a.whole);
+        partial.for_each(|account| account.stale = true);
     }
 
     /// The ServiceAccount as the cache keeps it.
@@ -494,6 +508,7 @@ mod tests {
                 pull_secrets: [intern("regcred")].into(),
                 added: [intern("regcred")].into(),
                 whole: true,
+                stale: false,
                 list_writer: Some(intern("argocd-controller")),
                 enforces_mountable_secrets: true,
             }
@@ -519,6 +534,12 @@ mod tests {
         assert_eq!(kept.pull_secrets.iter().map(|n| &**n).collect::<Vec<_>>(), ["regcred"]);
         assert!(kept.has_pull_secret("regcred") && kept.added_pull_secrets().contains("regcred"));
         assert!(!kept.has_pull_secret("pull"), "not in use when kept: the writer reads it fresh");
+        // A name that comes into use later: the partial list kept before cannot tell it.
+        cache.apply("a", "builder", Some(kept.clone()));
+        cache.use_name("pull");
+        let stale = cache.account("a", "builder").unwrap();
+        assert!(stale.stale && stale.may_record("pull"), "a removal reads it fresh");
+        assert!(!kept.may_record("pull") && kept.may_record("regcred"));
         // The same ServiceAccount read for a patch keeps everything.
         let whole = Account::from_object(&bloated);
         assert!(whole.whole && whole.pull_secrets.len() == 5_001 && whole.added_pull_secrets().contains(&long[0]));

@@ -47,6 +47,29 @@ impl Contests {
         self.repair(key, pull_secrets_owner(account), now)
     }
 
+    /// Whether a repair of the object may be made now, counting nothing: a failed attempt must
+    /// not count as an undoing. [`repaired`](Self::repaired) counts one that was made.
+    pub(crate) fn due(&self, key: &str, now: Instant) -> Readd {
+        let mut accounts = self.accounts.lock().expect("contests lock");
+        accounts.retain(|_, removals| now.duration_since(removals.last_readd) < FORGET_AFTER);
+        let Some(removals) = accounts.get(key) else { return Readd::Now };
+        let delay = delay_after(removals.count);
+        let since = now.duration_since(removals.last_readd);
+        if since < delay {
+            return Readd::Contested {
+                wait: delay - since,
+                removals: removals.count,
+                remover: removals.remover.clone(),
+            };
+        }
+        Readd::Now
+    }
+
+    /// Counts a repair made of work that `remover` (when known) undid.
+    pub(crate) fn repaired(&self, key: &str, remover: Option<String>, now: Instant) {
+        let _ = self.repair(key, remover, now);
+    }
+
     /// Called when the operator finds its work on an object undone by `remover` (when known) and
     /// wants to repair it: counts the undoing and says whether to repair now.
     pub(crate) fn repair(&self, key: &str, remover: Option<String>, now: Instant) -> Readd {

@@ -217,7 +217,7 @@ impl<'a> Planner<'a> {
         view.objects
             .accounts
             .iter()
-            .filter(|account| account.added_pull_secrets().contains(secret_name))
+            .filter(|account| account.may_record(secret_name))
             .filter(|account| !self.wanted_by_another(secret_name, view.namespace, &account.name))
             .map(|account| (account.name.to_string(), secret_name.to_owned()))
             .collect()
@@ -267,7 +267,7 @@ impl<'a> Planner<'a> {
                     if !account.has_pull_secret(secret_name) {
                         work.add_to.push(account.name.to_string());
                     }
-                } else if spec.prune && account.added_pull_secrets().contains(secret_name) {
+                } else if spec.prune && account.may_record(secret_name) {
                     work.remove_from.push((account.name.to_string(), secret_name.to_owned()));
                 }
             }

@@ -94,7 +94,8 @@ async fn sync(credential: &RegistryCredential, ctx: &Context) -> Result<Action> 
         let in_place = |ns: &str| {
             plan.matched.contains(ns)
                 && !plan.blocked.contains_key(ns)
-                && plan.work.get(ns).is_none_or(|work| work.only_checks())
+                // A copy still to be verified may hold another payload: not in place yet.
+                && !plan.work.contains_key(ns)
                 && !failed.contains_key(ns)
         };
         stuck_pods = Some(super::recovery::recover(credential, ctx, source, in_place).await);

@@ -92,22 +92,27 @@ async fn write_copies(
     let secret_name = &credential.spec.secret_name;
     match (&work.secret, writing) {
         (Some(SecretChange::Create), Writing::Sync(source)) => {
-            // A first copy, or one someone deleted: the same call, counted alike.
-            repairing(ctx, namespace, secret_name, None)?;
-            create_copy(credential, ctx, &secrets, source).await?
+            // A first copy, or one someone deleted: the same call, counted alike once made.
+            repair_due(ctx, namespace, secret_name)?;
+            create_copy(credential, ctx, &secrets, source).await?;
+            repaired(ctx, namespace, secret_name, None);
         }
         (Some(SecretChange::Rewrite { copy, repair }), Writing::Sync(source)) => {
             if *repair {
-                repairing(ctx, namespace, secret_name, None)?;
+                repair_due(ctx, namespace, secret_name)?;
             }
-            rewrite_copy(ctx, &secrets, copy, source).await?
+            rewrite_copy(ctx, &secrets, copy, source).await?;
+            if *repair {
+                repaired(ctx, namespace, secret_name, None);
+            }
         }
         (Some(SecretChange::Verify(copy)), Writing::Sync(source)) => {
             verify_copy(credential, ctx, &secrets, copy, source).await?
         }
         (Some(SecretChange::TakeOver(copy)), Writing::Sync(source)) => {
-            repairing(ctx, namespace, secret_name, None)?;
-            apply_copy(credential, ctx, &secrets, source, &copy.resource_version).await?
+            repair_due(ctx, namespace, secret_name)?;
+            apply_copy(credential, ctx, &secrets, source, &copy.resource_version).await?;
+            repaired(ctx, namespace, secret_name, None);
         }
         (Some(SecretChange::Delete(copy)), _) => delete_copy(ctx, &secrets, copy).await?,
         (Some(_), Writing::Cleanup) | (None, _) => {}
@@ -156,11 +161,10 @@ fn writer(remover: Option<&str>) -> String {
     remover.map_or_else(|| "an unknown writer".to_owned(), |name| format!("field manager {name:?}"))
 }
 
-/// Counts a repair of the copy `name` and says whether to make it now: a copy deleted, stripped
-/// of its labels or changed again and again is a contest, repaired at a doubling interval.
-fn repairing(ctx: &Context, namespace: &str, name: &str, remover: Option<String>) -> NamespaceOutcome {
-    let key = format!("Secret {namespace}/{name}");
-    match ctx.contests.repair(&key, remover, std::time::Instant::now()) {
+/// Whether to repair the copy `name` now: a copy deleted, stripped of its labels or changed again
+/// and again is a contest, repaired at a doubling interval. Only repairs made count.
+fn repair_due(ctx: &Context, namespace: &str, name: &str) -> NamespaceOutcome {
+    match ctx.contests.due(&copy_contest(namespace, name), std::time::Instant::now()) {
         Readd::Now => Ok(()),
         Readd::Contested { wait, removals, remover } => {
             let message = format!(
@@ -171,6 +175,15 @@ fn repairing(ctx: &Context, namespace: &str, name: &str, remover: Option<String>
             Err(NamespaceFailure { retry_after: Some(wait), ..failure(Reason::Contested, message) })
         }
     }
+}
+
+/// Counts a repair made of the copy `name`, which `remover` (when known) undid.
+fn repaired(ctx: &Context, namespace: &str, name: &str, remover: Option<String>) {
+    ctx.contests.repaired(&copy_contest(namespace, name), remover, std::time::Instant::now());
+}
+
+fn copy_contest(namespace: &str, name: &str) -> String {
+    format!("Secret {namespace}/{name}")
 }
 
 /// The copy as this operator writes it.
@@ -398,9 +411,11 @@ async fn verify_copy(
         return Ok(());
     }
     let namespace = secrets.namespace().unwrap_or_default();
-    repairing(ctx, namespace, &copy.name, payload_writer(&found.metadata))?;
+    repair_due(ctx, namespace, &copy.name)?;
     let seen = CopyRef { resource_version: based_on, ..copy.clone() };
-    rewrite_copy(ctx, secrets, &seen, source).await
+    rewrite_copy(ctx, secrets, &seen, source).await?;
+    repaired(ctx, namespace, &copy.name, payload_writer(&found.metadata));
+    Ok(())
 }
 
 /// Whether a Secret read in full is the copy as the operator writes it for this payload.
