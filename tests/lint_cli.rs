@@ -441,3 +441,21 @@ fn a_symlink_loop_in_a_directory_is_refused_with_exit_2_after_linting_the_rest()
     assert!(stderr.contains("app/back: refused: a symlink loop back to"), "{stderr}");
     assert_eq!(findings(&out).len(), 1, "the manifest is linted once: {}", text(&out.stdout));
 }
+
+#[test]
+fn directories_reached_again_through_symlinks_are_walked_once() {
+    let dir = TempDir::new("symlink-fan");
+    // Each level links twice to the next: 2^30 paths to the last level, one directory each.
+    for level in 0..30 {
+        let here = dir.path().join(format!("d{level}"));
+        std::fs::create_dir_all(&here).unwrap();
+        for link in ["x", "y"] {
+            std::os::unix::fs::symlink(format!("../d{}", level + 1), here.join(link)).unwrap();
+        }
+    }
+    dir.write("d30/pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  imagePullSecrets: [{name: gone}]\n  containers: [{name: c, image: nginx}]\n");
+    let root = dir.path().join("d0");
+    let out = lint_bounded(&["--format", "json", root.to_str().unwrap()], 1024, std::time::Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(findings(&out).len(), 1, "the manifest is linted once");
+}

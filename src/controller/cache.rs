@@ -422,7 +422,8 @@ impl WatchErrors {
         self.0.lock().expect("watch errors lock").insert(what.to_owned(), error.to_string());
     }
 
-    pub(crate) fn listed(&self, what: &str) {
+    /// The watch of `what` works (again).
+    pub(crate) fn working(&self, what: &str) {
         self.0.lock().expect("watch errors lock").remove(what);
     }
 
@@ -445,6 +446,15 @@ where
 {
     let mut listing: Option<HashMap<Name, Vec<K>>> = None;
     events
+        .inspect({
+            let (errors, what) = (errors.clone(), what.clone());
+            // Any event after an error: the watch works again.
+            move |event| {
+                if event.is_ok() {
+                    errors.working(&what);
+                }
+            }
+        })
         .map(move |event| match event {
             Ok(watcher::Event::Init) => {
                 listing = Some(HashMap::new());
@@ -457,10 +467,7 @@ where
                 }
                 Vec::new()
             }
-            Ok(watcher::Event::InitDone) => {
-                errors.listed(&what);
-                cache.replace_all(listing.take().unwrap_or_default())
-            }
+            Ok(watcher::Event::InitDone) => cache.replace_all(listing.take().unwrap_or_default()),
             // Only changes wake the namespace: the event of the operator's own write, already in
             // the cache, does not.
             Ok(watcher::Event::Apply(object)) => {

@@ -72,9 +72,10 @@ where
         .reflect(writer)
         .inspect(move |event| {
             if let Ok(event) = event {
+                // Any event after an error: the watch works again.
+                on_list.working(&what);
                 if matches!(event, watcher::Event::InitDone) {
                     listed.send_replace(true);
-                    on_list.listed(&what);
                 }
                 inspect(event);
             }

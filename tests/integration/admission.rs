@@ -208,7 +208,15 @@ async fn a_namespace_labelled_out_of_injection_admits_pods_its_enforcing_account
     let enforcing = json!({"metadata": {"annotations": {"kubernetes.io/enforce-mountable-secrets": "true"}}});
     let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), &namespace.name);
     accounts.patch("default", &PatchParams::default(), &Patch::Merge(&enforcing)).await.unwrap();
-    let refused = refusal(&admin, &namespace.name).await.expect("the appended name gets the Pod refused");
+    // The plugin reads ServiceAccounts from its informer: the annotation reaches it moments later.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let refused = loop {
+        if let Some(refused) = refusal(&admin, &namespace.name).await {
+            break refused;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the appended name never got the Pod refused");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     assert!(refused.contains(&run), "refused for the appended name: {refused}");
 
     let opt_out = json!({"metadata": {"labels": {"regcred.dev/pod-injection": "disabled"}}});

@@ -135,6 +135,11 @@ struct Walk {
     problems: Vec<String>,
     /// The directories being walked, resolved, outermost first.
     ancestors: Vec<PathBuf>,
+    /// Every directory walked, resolved: one reached again through a symlink is not walked twice
+    /// (symlinks fanning out level after level would otherwise walk exponentially many paths).
+    walked: std::collections::HashSet<PathBuf>,
+    /// The file limit was reached: nothing more is walked.
+    full: bool,
 }
 
 /// Deeper than any repository lays out manifests.
@@ -148,8 +153,12 @@ impl Walk {
             Ok(metadata) => metadata.is_dir(),
             Err(error) => return self.problems.push(format!("cannot read {}: {error}", path.display())),
         };
+        if self.full {
+            return;
+        }
         if !is_dir {
             if self.files.len() == MAX_WALK_FILES {
+                self.full = true;
                 return self.problems.push(format!("{}: refused: more than {MAX_WALK_FILES} files", path.display()));
             }
             return self.files.push(path.to_owned());
@@ -167,6 +176,9 @@ impl Walk {
         }
         if self.ancestors.len() == MAX_WALK_DEPTH {
             return Err(format!("{}: refused: directories nested deeper than {MAX_WALK_DEPTH}", path.display()));
+        }
+        if !self.walked.insert(resolved.clone()) {
+            return Ok(());
         }
         let mut entries: Vec<PathBuf> =
             std::fs::read_dir(path).and_then(|dir| dir.map(|e| e.map(|e| e.path())).collect()).map_err(unreadable)?;
