@@ -326,7 +326,7 @@ fn an_alias_bomb_is_refused_with_exit_2() {
         yaml.push_str(&format!("{name}: &{name} [{items}]\n"));
     }
     let bomb = dir.write("bomb.yaml", &yaml);
-    let out = lint_bounded(&[bomb.to_str().unwrap()], 1024, std::time::Duration::from_secs(20));
+    let out = lint_file(&bomb);
     assert_refused(&out, &bomb, "aliases expand to more than 100000 nodes");
 }
 
@@ -339,7 +339,7 @@ fn nesting_20000_deep_is_refused_with_exit_2_not_a_crash() {
         ("flow.yaml", format!("{}{}\n", "[".repeat(20_000), "]".repeat(20_000))),
     ] {
         let file = dir.write(name, &yaml);
-        let out = lint_bounded(&[file.to_str().unwrap()], 1024, std::time::Duration::from_secs(20));
+        let out = lint_file(&file);
         assert_refused(&out, &file, "nesting deeper than 128 levels");
     }
 }
@@ -350,14 +350,16 @@ fn an_input_over_16_mib_is_refused_with_exit_2() {
     let padding = format!("# {}\n", "x".repeat(1022));
     let yaml = format!("{}kind: Pod\nmetadata: {{name: p}}\n", padding.repeat(16 * 1024 + 1));
     let large = dir.write("large.yaml", &yaml);
-    let out = lint_bounded(&[large.to_str().unwrap()], 1024, std::time::Duration::from_secs(20));
+    let out = lint_file(&large);
     assert_refused(&out, &large, "larger than 16 MiB");
     // Just under the limit, the same kind of file is read.
     let fits = dir.write("fits.yaml", &format!("{}kind: Pod\nmetadata: {{name: p}}\n", padding.repeat(1024)));
-    assert_eq!(
-        lint_bounded(&[fits.to_str().unwrap()], 1024, std::time::Duration::from_secs(20)).status.code(),
-        Some(0)
-    );
+    assert_eq!(lint_file(&fits).status.code(), Some(0));
+}
+
+/// Runs `lint FILE` within 1 GiB and 60 s.
+fn lint_file(file: &Path) -> Output {
+    lint_bounded(&[file.to_str().unwrap()], 1024, std::time::Duration::from_secs(60))
 }
 
 /// Runs `lint ARGS...` with its address space capped at `memory_mib` and killed after
@@ -400,7 +402,7 @@ fn a_document_of_deeply_nested_long_keys_is_read_in_memory_of_its_size() {
     yaml.push_str(&(0..20_000).map(|leaf| format!("leaf{leaf}: 1")).collect::<Vec<_>>().join(", "));
     yaml.push_str(&"}".repeat(65));
     let file = dir.write("nested.yaml", &yaml);
-    let out = lint_bounded(&[file.to_str().unwrap()], 1024, std::time::Duration::from_secs(60));
+    let out = lint_file(&file);
     assert_eq!(out.status.code(), Some(0), "read and linted within 1 GiB; stderr: {}", text(&out.stderr));
 }
 
@@ -410,7 +412,7 @@ fn a_long_string_aliased_many_times_is_refused_with_exit_2() {
     // One node of 1 MiB aliased 10,000 times: 10 GiB of copies from 1 MiB of input.
     let yaml = format!("a: &a {}\nb: [{}]\n", "x".repeat(1024 * 1024), vec!["*a"; 10_000].join(","));
     let file = dir.write("aliases.yaml", &yaml);
-    let out = lint_bounded(&[file.to_str().unwrap()], 1024, std::time::Duration::from_secs(60));
+    let out = lint_file(&file);
     assert_refused(&out, &file, "aliases copy more than 16 MiB of text");
 }
 
