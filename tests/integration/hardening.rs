@@ -354,6 +354,49 @@ async fn an_adopted_secret_that_a_gitops_tool_keeps_rewriting_is_a_bounded_repor
 }
 
 #[tokio::test]
+async fn a_tenant_deleting_the_copy_in_a_loop_gets_a_bounded_reported_contest() {
+    let admin = cluster_or_skip!();
+    let fx = Fixture::start(admin.clone(), "delete-loop", &[]).await;
+    fx.put_source("pull", &docker_config("registry.example.test", "ci", "pw")).await;
+    let namespace = fx.namespace(true).await;
+    let credential = fx.apply(&fx.credential("main", json!({}))).await;
+    let expected = canonical("registry.example.test", "ci", "pw");
+    wait_for_copy(&admin, &namespace.name, "regcred", &expected).await;
+
+    // Delete every 200 ms for 12 s; every copy seen with a new UID is one the operator made again.
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace.name);
+    let (mut recreations, mut deletions) = (0, 0);
+    let mut last_uid = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+    while tokio::time::Instant::now() < deadline {
+        if let Some(copy) = secrets.get_opt("regcred").await.unwrap() {
+            let uid = copy.uid().unwrap_or_default();
+            if uid != last_uid {
+                recreations += 1;
+                last_uid = uid;
+            }
+            if secrets.delete("regcred", &DeleteParams::default()).await.is_ok() {
+                deletions += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("copies made again while a tenant deleted the copy {deletions} times in 12 s: {recreations}");
+    assert!(recreations <= 5, "a bounded contest, not a write loop: {recreations} copies");
+    let api: Api<RegistryCredential> = Api::all(admin.clone());
+    let contested = wait_for(&api, &credential.name_any(), "the contest reported", TIMEOUT, |c| {
+        c.and_then(|c| c.status.as_ref()).is_some_and(|s| s.failures.iter().any(|f| f.reason == "Contested"))
+    })
+    .await
+    .unwrap();
+    let failure = contested.status.unwrap().failures.into_iter().find(|f| f.reason == "Contested").unwrap();
+    assert_eq!(failure.namespace, namespace.name);
+    assert!(failure.message.contains("deleted or changed it"), "says what happened: {}", failure.message);
+    // Left alone, the copy comes back.
+    wait_for_copy(&admin, &namespace.name, "regcred", &expected).await;
+}
+
+#[tokio::test]
 async fn a_cache_the_operator_may_not_list_is_named_in_status() {
     let admin = cluster_or_skip!();
     // The shipped ClusterRole without its rule on Pods: the Pending Pods cache never lists.
