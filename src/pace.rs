@@ -25,6 +25,7 @@ use tower::buffer::BufferLayer;
 use tower::retry::RetryLayer;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
+use crate::leader_election::FenceLayer;
 use crate::metrics::Metrics;
 
 /// After a decrease, further "too many requests" within this window are the same overload.
@@ -110,11 +111,14 @@ impl Pace {
 
 /// A client whose requests keep `pace`, for the cluster in KUBECONFIG or the one it runs in. 429
 /// and 503 responses are retried as kube's default client retries them, honouring `Retry-After`.
-pub(crate) async fn paced_client(pace: Arc<Pace>) -> Result<Client, BoxError> {
+/// Its writes stop at `fence` once it closes.
+pub(crate) async fn paced_client(pace: Arc<Pace>, fence: FenceLayer) -> Result<Client, BoxError> {
     let mut config = Config::infer().await?;
     // The same retry, placed above the pace so that the pace sees every response.
     config.default_retry = false;
     let client = ClientBuilder::try_from(config)?
+        // Nearest the connection: a write is judged as it leaves, after any wait above.
+        .with_layer(&fence)
         // The retry clones the service for each attempt; the connection stack is not Clone.
         .with_layer(&BufferLayer::new(1024))
         .with_layer(&PaceLayer(pace))

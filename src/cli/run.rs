@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::controller::{Operator, Settings, Stores, admission_policies_served};
-use crate::leader_election::{Leadership, LeaseSettings};
+use crate::leader_election::{Fence, FenceLayer, Leadership, LeaseSettings, election_client};
 use crate::metrics::Metrics;
 use crate::pace::{Pace, paced_client};
 use crate::telemetry::{self, LogFormat};
@@ -134,7 +134,7 @@ enum Stop {
 pub async fn run(args: RunArgs) -> u8 {
     telemetry::init(args.log_format);
     let metrics = Arc::new(Metrics::default());
-    let Some((client, paced)) = clients(&args, metrics.clone()).await else {
+    let Some((client, paced, fence)) = clients(&args, metrics.clone()).await else {
         return 1;
     };
     let mut settings = args.settings();
@@ -148,7 +148,7 @@ pub async fn run(args: RunArgs) -> u8 {
     };
     stop_on_signal(stop_tx.clone());
 
-    let leadership = match elect(&args, client, &stop_tx, stop_rx.clone()).await {
+    let leadership = match elect(&args, client, fence, &stop_tx, stop_rx.clone()).await {
         Election::Leading(leadership) => leadership,
         Election::Stopped => {
             let _ = server.await;
@@ -183,12 +183,14 @@ pub async fn run(args: RunArgs) -> u8 {
 }
 
 /// The client of leader election and discovery, and the paced client of the controllers: a Lease
-/// renewal never waits behind the controllers' requests.
-async fn clients(args: &RunArgs, metrics: Arc<Metrics>) -> Option<(Client, Client)> {
+/// renewal never waits behind the controllers' requests. With leader election, the controllers'
+/// writes stop at the returned fence once this replica no longer holds the Lease.
+async fn clients(args: &RunArgs, metrics: Arc<Metrics>) -> Option<(Client, Client, Option<Arc<Fence>>)> {
     let pace = Pace::new(args.concurrency, args.max_requests_per_second, metrics);
-    let clients = match Client::try_default().await {
-        Ok(client) => paced_client(pace).await.map(|paced| (client, paced)),
-        Err(error) => Err(error.into()),
+    let fence = args.leader_election.then(|| Fence::new(&args.lease_settings()));
+    let clients = match election_client(fence.clone()).await {
+        Ok(client) => paced_client(pace, FenceLayer(fence.clone())).await.map(|paced| (client, paced, fence)),
+        Err(error) => Err(error),
     };
     clients.inspect_err(|error| error!(%error, "no Kubernetes client: set KUBECONFIG or run in a cluster")).ok()
 }
@@ -231,6 +233,7 @@ enum Election {
 async fn elect(
     args: &RunArgs,
     client: Client,
+    fence: Option<Arc<Fence>>,
     stop_tx: &watch::Sender<Option<Stop>>,
     stop_rx: watch::Receiver<Option<Stop>>,
 ) -> Election {
@@ -258,10 +261,18 @@ async fn elect(
     let mut is_leader = election.subscribe();
     let lost_tx = stop_tx.clone();
     let lost_watch = tokio::spawn(async move {
-        if is_leader.wait_for(|leading| !*leading).await.is_ok() {
-            error!("lost the leader Lease: stopping");
-            let _ = lost_tx.send(Some(Stop::LostLease));
+        let fence_closed = async {
+            match &fence {
+                Some(fence) => fence.closed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            lost = is_leader.wait_for(|leading| !*leading) => if lost.is_err() { return },
+            () = fence_closed => {}
         }
+        error!("lost the leader Lease: stopping");
+        let _ = lost_tx.send(Some(Stop::LostLease));
     });
     Election::Leading(Some((election, lost_watch)))
 }

@@ -6,7 +6,8 @@
 #   DIR must not exist or be empty; it receives certificates, data, logs
 #   (DIR/<name>.log), pids (DIR/<name>.pid), exact command lines
 #   (DIR/<name>.cmd, one argument per line), DIR/kubeconfig (admin, self-
-#   contained) and DIR/env (sourceable). Progress goes to stderr; the last
+#   contained), DIR/env (sourceable) and DIR/audit.log (the writes of the
+#   operator's ServiceAccounts). Progress goes to stderr; the last
 #   (and only) line on stdout is `export KUBECONFIG=DIR/kubeconfig`.
 # Env:
 #   REGCRED_CP_WATCH_PID  if set, a detached watchdog runs down.sh DIR once that
@@ -150,6 +151,18 @@ fi
 # Retry-After while it drains and then closes connections after 2 s, so
 # restart-apiserver.sh and down.sh take seconds.
 APISERVER_SHUTDOWN_FLAGS=(--shutdown-send-retry-after=true)
+# An audit log of every write by the operator's ServiceAccounts (DIR/audit.log): the witness of
+# the test that a replica which lost its Lease writes nothing after.
+cat >"$DIR/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  userGroups: ["system:serviceaccounts:regcred-system"]
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+POLICY
 write_cmd kube-apiserver "$BIN_DIR/kube-apiserver" \
   --etcd-servers="$ETCD_URL" \
   --bind-address=127.0.0.1 \
@@ -165,6 +178,8 @@ write_cmd kube-apiserver "$BIN_DIR/kube-apiserver" \
   --service-account-key-file="$PKI/sa.pub" \
   --service-account-signing-key-file="$PKI/sa.key" \
   --service-cluster-ip-range=10.0.0.0/24 \
+  --audit-policy-file="$DIR/audit-policy.yaml" \
+  --audit-log-path="$DIR/audit.log" \
   "${APISERVER_LOAD_FLAGS[@]}" \
   "${APISERVER_SHUTDOWN_FLAGS[@]}"
 log "starting kube-apiserver on $APISERVER_URL"

@@ -402,7 +402,7 @@ async fn a_cache_the_operator_may_not_list_is_named_in_status() {
     // The shipped ClusterRole without its rule on Pods: the Pending Pods cache never lists.
     let account = "regcred-operator-no-pods";
     regcred_test_support::operator::install_account(&admin, account, Some("pods")).await;
-    let fx = Fixture::start_as(admin.clone(), "no-pods", account).await;
+    let fx = Fixture::start_as(admin.clone(), "no-pods", account, &[]).await;
     fx.put_source("pull", &docker_config("registry.example.test", "ci", "pw")).await;
     let credential = fx.apply(&fx.credential("main", json!({}))).await;
     let waiting = fx.wait_ready(&credential, "False", "CachesNotListed").await;

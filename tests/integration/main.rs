@@ -9,6 +9,7 @@ mod controller;
 mod doctor;
 mod gitops;
 mod hardening;
+mod leadership;
 mod node;
 mod packaging;
 mod recovery;

@@ -44,11 +44,11 @@ impl Fixture {
 
     /// Like `start`, with the operator running as the ServiceAccount `account`, which
     /// `install_account` set up.
-    pub async fn start_as(admin: Client, test: &str, account: &str) -> Fixture {
+    pub async fn start_as(admin: Client, test: &str, account: &str, extra_args: &[&'static str]) -> Fixture {
         let instance = format!("{test}-{}", std::process::id());
         let source = TestNamespace::create(&admin, "src", &[]).await;
-        let operator = OperatorProcess::start_as(&admin, account, &instance, "0", &source.name, &[]).await;
-        Fixture { admin, instance, source, operator, extra_args: Vec::new() }
+        let operator = OperatorProcess::start_as(&admin, account, &instance, "0", &source.name, extra_args).await;
+        Fixture { admin, instance, source, operator, extra_args: extra_args.to_vec() }
     }
 
     pub async fn restart_operator(&mut self) {
