@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
-use kube::Client;
+use kube::api::PartialObjectMeta;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client};
 use tokio::sync::watch;
 
 use super::cache::{ObjectCache, WatchErrors};
@@ -37,6 +38,9 @@ pub(crate) struct Settings {
     pub(crate) credential_selector: Option<String>,
 }
 
+/// A Secret of a trusted source namespace as the cache keeps it: its name and version.
+pub(crate) type SourceSecret = PartialObjectMeta<Secret>;
+
 /// The caches, each filled by one watch.
 #[derive(Clone)]
 pub(crate) struct Stores {
@@ -47,8 +51,8 @@ pub(crate) struct Stores {
     pub(crate) objects: Arc<ObjectCache>,
     /// Pending Pods, trimmed to what recovery reads.
     pub(crate) pods: Store<Pod>,
-    /// Secrets of each trusted source namespace.
-    pub(crate) source_namespaces: BTreeMap<String, Store<Secret>>,
+    /// Secrets of each trusted source namespace, by their name and version only.
+    pub(crate) source_namespaces: BTreeMap<String, Store<SourceSecret>>,
     /// For each reflector store above, whether its first list is in. (A reflector store's own
     /// `wait_until_ready` wakes a single waiter, and many reconciles wait at once.)
     pub(crate) listed: Vec<watch::Receiver<bool>>,
@@ -69,9 +73,10 @@ impl Stores {
         self.listed.iter().all(|listed| *listed.borrow()) && self.objects.is_ready()
     }
 
-    /// A source Secret, when its namespace is trusted and it exists.
-    pub(crate) fn source(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
-        self.source_namespaces.get(namespace)?.get(&ObjectRef::new(name).within(namespace))
+    /// The UID and resourceVersion of a source Secret, when its namespace is trusted and it exists.
+    fn source_version(&self, namespace: &str, name: &str) -> Option<[Option<String>; 2]> {
+        let secret = self.source_namespaces.get(namespace)?.get(&ObjectRef::new(name).within(namespace))?;
+        Some([secret.metadata.uid.clone(), secret.metadata.resource_version.clone()])
     }
 }
 
@@ -92,36 +97,48 @@ pub(crate) type Resolution = Result<ResolvedSource, SourceProblem>;
 
 #[derive(Default)]
 pub(crate) struct ResolvedSources {
-    /// By credential UID: the resolution, and what it was computed from.
-    resolved: Mutex<HashMap<String, (SourceVersion, Arc<Resolution>)>>,
+    /// By credential UID: the last resolution and what it was computed from, behind a lock of its
+    /// own so that the namespaces reconciled at once after a rotation read the source once.
+    resolved: Mutex<HashMap<String, ResolutionSlot>>,
 }
 
-/// The generation of the credential (its spec), and the UID and resourceVersion of its source Secret.
+type ResolutionSlot = Arc<tokio::sync::Mutex<Option<(SourceVersion, Arc<Resolution>)>>>;
+
+/// The generation of the credential (its spec), and the UID and resourceVersion of its source
+/// Secret as the cache lists it.
 type SourceVersion = [Option<String>; 3];
 
 impl ResolvedSources {
-    pub(crate) fn resolve(
+    /// The credential's source, resolved again (the Secret read whole) only when the credential's
+    /// spec or the source Secret's version changed. Fails only when the read does.
+    pub(crate) async fn resolve(
         &self,
         credential: &RegistryCredential,
+        client: &Client,
         stores: &Stores,
         settings: &Settings,
-    ) -> Arc<Resolution> {
-        let secret = credential.spec.source.secret_ref.as_ref().and_then(|r| stores.source(&r.namespace, &r.name));
-        let version = [
-            credential.metadata.generation.map(|generation| generation.to_string()),
-            secret.as_ref().and_then(|s| s.metadata.uid.clone()),
-            secret.as_ref().and_then(|s| s.metadata.resource_version.clone()),
-        ];
-        let uid = credential.metadata.uid.clone().unwrap_or_default();
-        let mut resolved = self.resolved.lock().expect("sources lock");
-        if let Some((seen, resolution)) = resolved.get(&uid)
-            && *seen == version
+    ) -> Result<Arc<Resolution>, kube::Error> {
+        let reference = credential.spec.source.secret_ref.as_ref();
+        let [uid, version] = reference.and_then(|r| stores.source_version(&r.namespace, &r.name)).unwrap_or_default();
+        let listed = uid.is_some();
+        let wanted = [credential.metadata.generation.map(|generation| generation.to_string()), uid, version];
+        let slot = {
+            let mut resolved = self.resolved.lock().expect("sources lock");
+            resolved.entry(credential.metadata.uid.clone().unwrap_or_default()).or_default().clone()
+        };
+        let mut slot = slot.lock().await;
+        if let Some((seen, resolution)) = slot.as_ref()
+            && *seen == wanted
         {
-            return resolution.clone();
+            return Ok(resolution.clone());
         }
-        let resolution = Arc::new(resolve_source(&credential.spec, secret.as_deref(), &settings.source_namespaces));
-        resolved.insert(uid, (version, resolution.clone()));
-        resolution
+        let secret = match reference.filter(|_| listed) {
+            Some(r) => Api::<Secret>::namespaced(client.clone(), &r.namespace).get_opt(&r.name).await?,
+            None => None,
+        };
+        let resolution = Arc::new(resolve_source(&credential.spec, secret.as_ref(), &settings.source_namespaces));
+        *slot = Some((wanted, resolution.clone()));
+        Ok(resolution)
     }
 
     pub(crate) fn forget(&self, credential: &RegistryCredential) {

@@ -11,6 +11,8 @@ pub(crate) enum Error {
     Status(#[source] kube::Error),
     #[error("cleanup incomplete: {0}")]
     Cleanup(String),
+    #[error("reading the source Secret: {0}")]
+    SourceRead(#[source] kube::Error),
     #[error("waiting for caches the operator cannot list: {0}")]
     CachesNotListed(String),
 }

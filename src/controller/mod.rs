@@ -33,6 +33,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::api::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -84,7 +85,7 @@ impl Operator {
                 refs(&by_pod, |c| recovery::concerns(c, &pod, &labels, &reserved))
             })
             // A source Secret concerns the credentials reading it, and every namespace's copy.
-            .watches_stream(watches.sources, move |secret: Secret| {
+            .watches_stream(watches.sources, move |secret: PartialObjectMeta<Secret>| {
                 let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
                 let readers = refs(&by_source, |c| {
                     c.spec.source.secret_ref.as_ref().is_some_and(|r| r.namespace == namespace && r.name == name)

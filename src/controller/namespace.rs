@@ -26,7 +26,15 @@ pub(crate) async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> R
     let mut retry_after: Option<std::time::Duration> = None;
     let mut failed = false;
     for credential in credentials.iter().filter(|c| is_active(c)) {
-        let resolution = ctx.sources.resolve(credential, &ctx.stores, &ctx.settings);
+        let resolution = match ctx.sources.resolve(credential, &ctx.client, &ctx.stores, &ctx.settings).await {
+            Ok(resolution) => resolution,
+            Err(error) => {
+                // Nothing is known of the source: nothing to write, nothing to report; retried.
+                warn!(namespace = %name, credential = %credential.name_any(), %error, "cannot read the source Secret");
+                failed = true;
+                continue;
+            }
+        };
         let source = resolution.as_ref().as_ref().ok();
         // Read for each credential: the writes for the one before are in the cache already.
         let objects = ctx.stores.objects.namespace(&name);

@@ -74,7 +74,8 @@ fn over_every_namespace_now<R>(ctx: &Context, f: impl FnOnce(&ClusterState, Vec<
 
 async fn sync(credential: &RegistryCredential, ctx: &Context) -> Result<Action> {
     let name = credential.name_any();
-    let resolution = ctx.sources.resolve(credential, &ctx.stores, &ctx.settings);
+    let resolution =
+        ctx.sources.resolve(credential, &ctx.client, &ctx.stores, &ctx.settings).await.map_err(Error::SourceRead)?;
     let source = resolution.as_ref().as_ref();
     if let Err(problem) = source {
         info!(credential = %name, reason = %problem.reason(), %problem, "source unusable; copies left as they are");

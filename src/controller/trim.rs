@@ -5,6 +5,7 @@
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::PartialObjectMeta;
 
 /// Name, labels, and whether it is terminating.
 pub(crate) fn namespace(namespace: &mut Namespace) {
@@ -73,9 +74,19 @@ pub(crate) fn waiting_reason(status: &k8s_openapi::api::core::v1::ContainerStatu
     status.state.as_ref()?.waiting.as_ref()?.reason.as_deref()
 }
 
-/// Sources are few: only managedFields go.
-pub(crate) fn source_secret(secret: &mut Secret) {
-    secret.metadata.managed_fields = None;
+/// A Secret of a trusted source namespace: its name and version, no payload and no annotations
+/// (kubectl's last-applied-configuration would hold the payload). The source of a credential is
+/// read whole when its version changes; the rest (Helm releases, other Secrets) cost the cache
+/// the same whatever their size.
+pub(crate) fn source_secret(secret: &mut PartialObjectMeta<Secret>) {
+    let meta = std::mem::take(&mut secret.metadata);
+    secret.metadata = ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        ..ObjectMeta::default()
+    };
 }
 
 #[cfg(test)]
@@ -109,6 +120,26 @@ mod tests {
         assert_eq!(own.len(), KEPT_ENTRIES + 1);
         assert_eq!(own.last().unwrap().name, LIST_CUT);
         assert_eq!(pod.status.unwrap().container_statuses.unwrap().len(), KEPT_ENTRIES);
+    }
+
+    #[test]
+    fn a_secret_of_a_source_namespace_costs_the_cache_its_name_and_version_only() {
+        // A Helm release Secret's metadata; kubectl's last-applied annotation would hold a payload.
+        let mut release: PartialObjectMeta<Secret> = serde_json::from_value(json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": "sh.helm.release.v1.regcred-operator.v7", "namespace": "regcred-system",
+                         "uid": "u", "resourceVersion": "42",
+                         "labels": {"owner": "helm", "status": "deployed"},
+                         "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "x".repeat(100_000)},
+                         "managedFields": [{"manager": "helm", "operation": "Update"}]},
+        }))
+        .unwrap();
+        source_secret(&mut release);
+        assert_eq!(
+            serde_json::to_value(&release.metadata).unwrap(),
+            json!({"name": "sh.helm.release.v1.regcred-operator.v7", "namespace": "regcred-system",
+                   "uid": "u", "resourceVersion": "42"})
+        );
     }
 
     #[test]

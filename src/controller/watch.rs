@@ -1,6 +1,6 @@
 //! The watches that fill the caches, one per kind, and the streams that trigger the controllers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use tracing::debug;
 
 use super::cache::{self, Account, Copy, ObjectCache, WatchErrors};
-use super::context::{Settings, Stores};
+use super::context::{Settings, SourceSecret, Stores};
 use super::ownership::{self, managed_selector};
 use super::trim;
 use crate::crd::RegistryCredential;
@@ -114,8 +114,8 @@ pub(super) struct Watches {
     pub(super) copies: futures::stream::BoxStream<'static, cache::Name>,
     /// Pending Pods.
     pub(super) pods: Events<Pod>,
-    /// Secrets of the trusted source namespaces.
-    pub(super) sources: Events<Secret>,
+    /// Secrets of the trusted source namespaces, by their metadata.
+    pub(super) sources: Events<SourceSecret>,
 }
 
 /// Starts the watches that fill the caches, one per kind, each trimmed to what the operator reads.
@@ -131,8 +131,10 @@ pub(super) fn watch_related(
     let errors = Arc::new(WatchErrors::default());
     let named = |what: &str| (what.to_owned(), errors.clone());
     let objects = Arc::new(ObjectCache::default());
+    let (pods_needed_tx, pods_needed) = tokio::sync::watch::channel(false);
+    let credential_cues = CredentialCues { every_namespace, objects: objects.clone(), pods_needed: pods_needed_tx };
     let (credentials, credentials_listed, credential_events) =
-        credential_watch(client, settings, named("RegistryCredentials"), every_namespace, objects.clone());
+        credential_watch(client, settings, named("RegistryCredentials"), credential_cues);
     let (namespaces, namespaces_listed, namespace_events) = cached_watch(
         named("Namespaces"),
         watcher(Api::<Namespace>::all(client.clone()), all.clone()),
@@ -152,14 +154,7 @@ pub(super) fn watch_related(
         watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), all.clone().labels(&managed_selector()))
             .backoff(watch_backoff()),
     );
-    // Pods waiting to start, for recovering those stuck without the copy (evictStuckPods).
-    let (pods, pods_listed, pod_events) = cached_watch(
-        named("Pending Pods"),
-        watcher(Api::<Pod>::all(client.clone()), tenant_sized.fields("status.phase=Pending")),
-        trim::pending_pod,
-        keep_all,
-        ignore,
-    );
+    let (pods, pods_listed, pod_events) = pending_pods_watch(client, tenant_sized, pods_needed, named("Pending Pods"));
     let mut listed = vec![credentials_listed, namespaces_listed, pods_listed];
     let (source_namespaces, source_events) = source_watches(client, settings, &named, &mut listed);
     let stores = Stores {
@@ -182,20 +177,48 @@ pub(super) fn watch_related(
     (stores, watches)
 }
 
-/// The Secrets of each trusted source namespace, by namespace, and their events; each watch's
-/// first-list flag joins `listed`.
+/// Pods waiting to start, for recovering those stuck without the copy: watched only while
+/// `needed` (some credential sets evictStuckPods). Its list is waited for each time it starts,
+/// not only the first: a credential that turns recovery on finds the Pods listed (or the watch's
+/// failure reported).
+fn pending_pods_watch(
+    client: &Client,
+    tenant_sized: watcher::Config,
+    needed: tokio::sync::watch::Receiver<bool>,
+    named: (String, Arc<WatchErrors>),
+) -> (Store<Pod>, tokio::sync::watch::Receiver<bool>, impl Stream<Item = Result<Pod, watcher::Error>> + Send + use<>) {
+    let pods = Api::<Pod>::all(client.clone());
+    let pending = tenant_sized.fields("status.phase=Pending");
+    let (current, listed) = tokio::sync::watch::channel(false);
+    let (store, _, events) = cached_watch(
+        named,
+        while_needed(needed, move || watcher(pods.clone(), pending.clone()).boxed()),
+        trim::pending_pod,
+        keep_all,
+        move |event| match event {
+            watcher::Event::Init => drop(current.send_replace(false)),
+            watcher::Event::InitDone => drop(current.send_replace(true)),
+            _ => {}
+        },
+    );
+    (store, listed, events)
+}
+
+/// The Secrets of each trusted source namespace by their metadata, by namespace, and their
+/// events; each watch's first-list flag joins `listed`.
 fn source_watches(
     client: &Client,
     settings: &Settings,
     named: &dyn Fn(&str) -> (String, Arc<WatchErrors>),
     listed: &mut Vec<tokio::sync::watch::Receiver<bool>>,
-) -> (BTreeMap<String, Store<Secret>>, Vec<Events<Secret>>) {
+) -> (BTreeMap<String, Store<SourceSecret>>, Vec<Events<SourceSecret>>) {
     let mut stores = BTreeMap::new();
     let mut events = Vec::new();
     for namespace in &settings.source_namespaces {
+        let secrets = Api::<SourceSecret>::namespaced(client.clone(), namespace);
         let (store, store_listed, secrets) = cached_watch(
             named(&format!("Secrets of {namespace}")),
-            watcher(Api::<Secret>::namespaced(client.clone(), namespace), watcher::Config::default()),
+            watcher(secrets, watcher::Config::default()),
             trim::source_secret,
             keep_all,
             ignore,
@@ -207,14 +230,22 @@ fn source_watches(
     (stores, events)
 }
 
-/// The RegistryCredentials this instance manages; a credential-wide change wakes every namespace,
-/// and every secret name a credential uses is one the ServiceAccounts' long lists keep.
+/// What the credential watch tells the rest of the operator.
+struct CredentialCues {
+    /// Wakes every namespace on a credential-wide change.
+    every_namespace: UnboundedSender<()>,
+    /// Every secret name a credential uses is one the ServiceAccounts' long lists keep.
+    objects: Arc<ObjectCache>,
+    /// Whether some credential recovers stuck Pods, so that Pending Pods are watched.
+    pods_needed: tokio::sync::watch::Sender<bool>,
+}
+
+/// The RegistryCredentials this instance manages.
 fn credential_watch(
     client: &Client,
     settings: &Settings,
     named: (String, Arc<WatchErrors>),
-    every_namespace: UnboundedSender<()>,
-    objects: Arc<ObjectCache>,
+    cues: CredentialCues,
 ) -> (
     Store<RegistryCredential>,
     tokio::sync::watch::Receiver<bool>,
@@ -224,15 +255,95 @@ fn credential_watch(
     if let Some(selector) = &settings.credential_selector {
         config = config.labels(selector);
     }
-    let mut changes = CredentialChanges::default();
+    let (mut changes, mut recovering) = (CredentialChanges::default(), Recovering::default());
     cached_watch(named, watcher(Api::<RegistryCredential>::all(client.clone()), config), keep_as_is, keep_all, {
         move |event| {
             if let watcher::Event::Apply(credential) | watcher::Event::InitApply(credential) = event {
-                objects.use_name(&credential.spec.secret_name);
+                cues.objects.use_name(&credential.spec.secret_name);
             }
             if changes.credential_wide(event) {
                 debug!("a credential-wide change: every namespace is reconciled");
-                let _ = every_namespace.unbounded_send(());
+                let _ = cues.every_namespace.unbounded_send(());
+            }
+            let needed = recovering.observe(event);
+            cues.pods_needed.send_if_modified(|was| std::mem::replace(was, needed) != needed);
+        }
+    })
+}
+
+/// The active credentials that recover stuck Pods (evictStuckPods), by UID, across relists.
+#[derive(Default)]
+struct Recovering {
+    now: HashSet<String>,
+    relisting: HashSet<String>,
+}
+
+impl Recovering {
+    /// Takes note of `event`; says whether any credential recovers stuck Pods.
+    fn observe(&mut self, event: &watcher::Event<RegistryCredential>) -> bool {
+        let uid = |credential: &RegistryCredential| credential.metadata.uid.clone().unwrap_or_default();
+        let recovers =
+            |credential: &RegistryCredential| credential.spec.evict_stuck_pods && ownership::is_active(credential);
+        match event {
+            watcher::Event::Init => self.relisting.clear(),
+            watcher::Event::InitApply(credential) if recovers(credential) => {
+                self.relisting.insert(uid(credential));
+            }
+            watcher::Event::InitApply(_) => {}
+            watcher::Event::InitDone => self.now = std::mem::take(&mut self.relisting),
+            watcher::Event::Apply(credential) if recovers(credential) => {
+                self.now.insert(uid(credential));
+            }
+            watcher::Event::Apply(credential) | watcher::Event::Delete(credential) => {
+                self.now.remove(&uid(credential));
+            }
+        }
+        !self.now.is_empty()
+    }
+}
+
+type EventStream<K> = futures::stream::BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
+
+/// The events of the watch `start` makes while `needed` says so. Otherwise no watch runs, and
+/// the cache gets an empty list: emptied, and listed (reconciles need not wait for it).
+fn while_needed<K: Send + 'static>(
+    needed: tokio::sync::watch::Receiver<bool>,
+    start: impl Fn() -> EventStream<K> + Send + 'static,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send {
+    struct Switch<K, F> {
+        needed: tokio::sync::watch::Receiver<bool>,
+        start: F,
+        running: Option<EventStream<K>>,
+        queued: Vec<watcher::Event<K>>,
+    }
+    // Taken from the end: Init, then InitDone.
+    let empty_list = || vec![watcher::Event::InitDone, watcher::Event::Init];
+    let switch = Switch { needed, start, running: None, queued: empty_list() };
+    stream::unfold(switch, move |mut switch| async move {
+        loop {
+            if let Some(event) = switch.queued.pop() {
+                return Some((Ok(event), switch));
+            }
+            let Some(running) = switch.running.as_mut() else {
+                if *switch.needed.borrow_and_update() {
+                    switch.running = Some((switch.start)());
+                } else if switch.needed.changed().await.is_err() {
+                    return None;
+                }
+                continue;
+            };
+            tokio::select! {
+                changed = switch.needed.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                    if !*switch.needed.borrow_and_update() {
+                        switch.running = None;
+                        switch.queued = empty_list();
+                    }
+                }
+                // A watcher's stream never ends; should it, so does this one.
+                event = running.next() => return event.map(|event| (event, switch)),
             }
         }
     })
@@ -291,5 +402,61 @@ mod tests {
         assert!(changes.credential_wide(&watcher::Event::Delete(rc(3).deleting().build())), "gone: rivals take over");
         assert!(!changes.credential_wide(&watcher::Event::InitApply(rc(1).finalized().build())), "listed");
         assert!(changes.credential_wide(&watcher::Event::InitDone), "after a (re)list");
+    }
+
+    #[test]
+    fn pods_are_needed_while_an_active_credential_recovers_stuck_pods() {
+        let mut recovering = Recovering::default();
+        let evicting = |name: &str| {
+            let mut credential = fixture::credential(name).finalized().build();
+            credential.spec.evict_stuck_pods = true;
+            credential
+        };
+        let apply = |c| watcher::Event::Apply(c);
+        assert!(!recovering.observe(&apply(fixture::credential("plain").finalized().build())));
+        assert!(recovering.observe(&apply(evicting("a"))));
+        assert!(recovering.observe(&apply(evicting("b"))));
+        assert!(recovering.observe(&watcher::Event::Delete(evicting("a"))), "b still recovers");
+        let mut opted_out = evicting("b");
+        opted_out.spec.evict_stuck_pods = false;
+        assert!(!recovering.observe(&apply(opted_out)), "none left");
+        assert!(!recovering.observe(&apply(fixture::credential("c").build())), "no finalizer: not active");
+        // A relist replaces what was known: one deleted while the watch was down is forgotten.
+        recovering.observe(&apply(evicting("gone")));
+        assert!(recovering.observe(&watcher::Event::Init), "until the list is in");
+        assert!(recovering.observe(&watcher::Event::InitApply(evicting("d"))));
+        assert!(recovering.observe(&watcher::Event::InitDone));
+        assert!(!recovering.observe(&watcher::Event::Delete(evicting("d"))), "gone was forgotten");
+    }
+
+    #[tokio::test]
+    async fn a_watch_runs_only_while_needed_and_empties_its_cache_when_stopped() {
+        let (needed, needed_rx) = tokio::sync::watch::channel(false);
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let starts = started.clone();
+        let events = while_needed(needed_rx, move || {
+            starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let listed = [watcher::Event::Init, watcher::Event::InitApply(1), watcher::Event::InitDone];
+            stream::iter(listed.map(Ok)).chain(stream::pending()).boxed()
+        });
+        let mut events = Box::pin(events);
+        let mut next = async || match tokio::time::timeout(Duration::from_secs(1), events.next()).await {
+            Ok(Some(Ok(event))) => Some(event),
+            _ => None,
+        };
+        let kinds = |events: Vec<Option<watcher::Event<i32>>>| -> Vec<String> {
+            events.into_iter().map(|e| format!("{e:?}")).collect()
+        };
+        assert_eq!(kinds(vec![next().await, next().await]), ["Some(Init)", "Some(InitDone)"], "an empty list");
+        assert!(next().await.is_none(), "and nothing while not needed");
+        assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 0, "no watch started");
+        needed.send_replace(true);
+        let listed = vec![next().await, next().await, next().await];
+        assert_eq!(kinds(listed), ["Some(Init)", "Some(InitApply(1))", "Some(InitDone)"], "the watch's own list");
+        needed.send_replace(false);
+        assert_eq!(kinds(vec![next().await, next().await]), ["Some(Init)", "Some(InitDone)"], "emptied");
+        needed.send_replace(true);
+        assert_eq!(kinds(vec![next().await]), ["Some(Init)"], "started again");
+        assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }

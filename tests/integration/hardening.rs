@@ -397,18 +397,27 @@ async fn a_tenant_deleting_the_copy_in_a_loop_gets_a_bounded_reported_contest() 
 }
 
 #[tokio::test]
-async fn a_cache_the_operator_may_not_list_is_named_in_status() {
+async fn pending_pods_are_watched_only_for_recovery_and_a_cache_that_cannot_list_is_named_in_status() {
     let admin = cluster_or_skip!();
     // The shipped ClusterRole without its rule on Pods: the Pending Pods cache never lists.
     let account = "regcred-operator-no-pods";
     regcred_test_support::operator::install_account(&admin, account, Some("pods")).await;
     let fx = Fixture::start_as(admin.clone(), "no-pods", account, &[]).await;
     fx.put_source("pull", &docker_config("registry.example.test", "ci", "pw")).await;
+    let namespace = fx.namespace(true).await;
+    // No credential recovers stuck Pods: no Pod is watched, and none needs to be.
     let credential = fx.apply(&fx.credential("main", json!({}))).await;
-    let waiting = fx.wait_ready(&credential, "False", "CachesNotListed").await;
+    fx.wait_ready(&credential, "True", "Synced").await;
+    wait_for_entries(&admin, &namespace.name, "default", &["regcred"]).await;
+
+    let recovering = fx.apply(&fx.credential("main", json!({"evictStuckPods": true}))).await;
+    let waiting = fx.wait_ready(&recovering, "False", "CachesNotListed").await;
     let ready = &waiting.status.unwrap().conditions[0];
     assert!(ready.message.contains("Pending Pods: "), "names the cache: {}", ready.message);
     assert!(ready.message.contains("forbidden"), "and the API server's answer: {}", ready.message);
+    // Recovery off again: the watch stops and the credential is Ready once more.
+    let credential = fx.apply(&fx.credential("main", json!({"evictStuckPods": false}))).await;
+    fx.wait_ready(&credential, "True", "Synced").await;
 }
 
 #[tokio::test]
