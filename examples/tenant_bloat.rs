@@ -1,6 +1,7 @@
 //! Benchmark: the operator's peak memory when tenants bloat what it watches. Namespaces whose
 //! ServiceAccounts list thousands of pull secrets, and Pending Pods with hundreds of labels and
-//! pull secrets of their own, against the cluster in KUBECONFIG (the local control plane has no
+//! pull secrets of their own, and beside the source Secret the large Secrets a trusted namespace
+//! holds too (Helm release Secrets), against the cluster in KUBECONFIG (the local control plane has no
 //! scheduler, so Pods stay Pending). Each operator binary given is started in turn, runs until the
 //! credential is Ready, and its peak RSS (VmHWM) is printed.
 //!
@@ -39,6 +40,14 @@ struct Args {
     pods: usize,
     #[arg(long, default_value_t = 400)]
     labels: usize,
+    /// Secrets in the source namespace beside the source, `release_kib` KiB each (Helm releases).
+    #[arg(long, default_value_t = 10)]
+    releases: usize,
+    #[arg(long, default_value_t = 512)]
+    release_kib: usize,
+    /// The credential does not recover stuck Pods (evictStuckPods off).
+    #[arg(long)]
+    without_recovery: bool,
 }
 
 fn filler(prefix: &str, i: usize, width: usize) -> String {
@@ -65,7 +74,14 @@ async fn bloat(client: &Client, args: &Args) -> usize {
     let source = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pull"},
         "type": "kubernetes.io/dockerconfigjson",
         "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(config)}});
-    apply(&Api::<Secret>::namespaced(client.clone(), SOURCE_NAMESPACE), "pull", source).await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), SOURCE_NAMESPACE);
+    apply(&secrets, "pull", source).await;
+    for r in 0..args.releases {
+        let release = filler("", r, 8).repeat(args.release_kib * 128);
+        let body = json!({"metadata": {"name": format!("sh.helm.release.v1.bloat.v{r}"), "labels": {"owner": "helm"}},
+                          "type": "helm.sh/release.v1", "data": {"release": base64::engine::general_purpose::STANDARD.encode(release)}});
+        create(&secrets, body).await;
+    }
     // Every ServiceAccount's names its own: no cache can share them between ServiceAccounts.
     let entries = |owner: &str| -> Vec<Value> {
         (0..args.entries).map(|i| json!({"name": filler(&format!("{owner}-"), i, 60)})).collect()
@@ -100,7 +116,7 @@ async fn bloat(client: &Client, args: &Args) -> usize {
             async move { create(&pods, body).await }
         })
         .await;
-    bytes + args.pods * (args.labels * 120 + own_entries * 60)
+    bytes + args.pods * (args.labels * 120 + own_entries * 60) + args.releases * args.release_kib * 1024
 }
 
 /// Creates the object unless it exists: a later run measures the same state, not a reset one.
@@ -166,17 +182,20 @@ async fn main() {
     let credential = json!({"apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential", "metadata": {"name": "bloat"},
         "spec": {"source": {"secretRef": {"namespace": SOURCE_NAMESPACE, "name": "pull"}},
                  "namespaceSelector": {"matchLabels": {SELECT_LABEL: "yes"}},
-                 "serviceAccounts": {"names": ["*"]}, "evictStuckPods": true}});
+                 "serviceAccounts": {"names": ["*"]}, "evictStuckPods": !args.without_recovery}});
     let credentials: Api<RegistryCredential> = Api::all(client.clone());
-    let _ = credentials.create(&PostParams::default(), &serde_json::from_value(credential).unwrap()).await;
+    apply(&credentials, "bloat", credential).await;
     println!(
-        "tenant bloat: {} namespaces x {} ServiceAccounts of {} entries, {} Pending Pods of {} labels: {:.1} MiB of names and labels",
+        "tenant bloat: {} namespaces x {} ServiceAccounts of {} entries, {} Pending Pods of {} labels, {} Secrets of {} KiB beside the source: {:.1} MiB; evictStuckPods {}",
         args.namespaces,
         args.accounts,
         args.entries,
         args.pods,
         args.labels,
-        bytes as f64 / (1024.0 * 1024.0)
+        args.releases,
+        args.release_kib,
+        bytes as f64 / (1024.0 * 1024.0),
+        !args.without_recovery,
     );
     println!("| operator | peak RSS (MiB) | RSS once Ready (MiB) | Ready after |\n|---|---|---|---|");
     for operator in &args.operator {
