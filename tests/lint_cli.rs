@@ -327,7 +327,7 @@ fn an_alias_bomb_is_refused_with_exit_2() {
     }
     let bomb = dir.write("bomb.yaml", &yaml);
     let out = lint_file(&bomb);
-    assert_refused(&out, &bomb, "aliases expand to more than 100000 nodes");
+    assert_refused(&out, &bomb, "anchors and aliases copy more than 100000 nodes");
 }
 
 #[test]
@@ -413,7 +413,19 @@ fn a_long_string_aliased_many_times_is_refused_with_exit_2() {
     let yaml = format!("a: &a {}\nb: [{}]\n", "x".repeat(1024 * 1024), vec!["*a"; 10_000].join(","));
     let file = dir.write("aliases.yaml", &yaml);
     let out = lint_file(&file);
-    assert_refused(&out, &file, "aliases copy more than 16 MiB of text");
+    assert_refused(&out, &file, "anchors and aliases copy more than 16 MiB of text");
+}
+
+#[test]
+fn anchors_nested_in_anchors_are_refused_with_exit_2_not_copied_at_each_level() {
+    let dir = TempDir::new("nested-anchors");
+    // 10 MiB of text in 120 anchored sequences, one inside the other, and no alias: kept once
+    // per anchor, 1.2 GiB of copies.
+    let opening: String = (0..120).map(|level| format!("&a{level} [")).collect();
+    let yaml = format!("a: {opening}\"{}\"{}\n", "x".repeat(10 * 1024 * 1024), "]".repeat(120));
+    let file = dir.write("anchors.yaml", &yaml);
+    let out = lint_file(&file);
+    assert_refused(&out, &file, "anchors and aliases copy more than 16 MiB of text");
 }
 
 #[test]

@@ -197,9 +197,9 @@ pub(crate) enum ManifestError {
 pub(crate) enum Limit {
     #[error("nesting deeper than {MAX_DEPTH} levels")]
     Depth,
-    #[error("aliases expand to more than {MAX_ALIAS_NODES} nodes (an alias bomb?)")]
+    #[error("anchors and aliases copy more than {MAX_ALIAS_NODES} nodes (an alias bomb?)")]
     AliasNodes,
-    #[error("aliases copy more than {} MiB of text (an alias bomb?)", MAX_ALIAS_BYTES / (1024 * 1024))]
+    #[error("anchors and aliases copy more than {} MiB of text (an alias bomb?)", MAX_ALIAS_BYTES / (1024 * 1024))]
     AliasBytes,
 }
 
@@ -306,18 +306,11 @@ impl Builder<'_> {
                 (if plain && !string_tag { resolve_plain(&text) } else { Value::String(text) }, anchor)
             }
             OwnedEvent::Alias(anchor) => {
-                let Some((value, nodes, bytes)) = self.anchors.get(&anchor) else { return Ok(Value::Null) };
-                self.alias_nodes += nodes;
-                self.alias_bytes += bytes;
-                if self.alias_nodes > MAX_ALIAS_NODES {
-                    return Err(BuildError::Limit(at, Limit::AliasNodes));
-                }
-                if self.alias_bytes > MAX_ALIAS_BYTES {
-                    return Err(BuildError::Limit(at, Limit::AliasBytes));
-                }
+                let Some(&(_, nodes, bytes)) = self.anchors.get(&anchor) else { return Ok(Value::Null) };
+                self.copied(nodes, bytes, at)?;
                 self.nodes += nodes;
                 self.bytes += bytes;
-                (value.clone(), 0)
+                (self.anchors[&anchor].0.clone(), 0)
             }
             OwnedEvent::SequenceStart(anchor) => {
                 self.enter(at)?;
@@ -343,9 +336,26 @@ impl Builder<'_> {
             OwnedEvent::End => (Value::Null, 0),
         };
         if anchor != 0 {
-            self.anchors.insert(anchor, (value.clone(), self.nodes - first_node, self.bytes - first_byte));
+            // Keeping the anchored value is a copy too: anchors nested in anchors would each copy
+            // all they hold, a 16 MiB input times its depth.
+            let (nodes, bytes) = (self.nodes - first_node, self.bytes - first_byte);
+            self.copied(nodes, bytes, at)?;
+            self.anchors.insert(anchor, (value.clone(), nodes, bytes));
         }
         Ok(value)
+    }
+
+    /// Counts a copy of `nodes` nodes holding `bytes` of scalar text against the input's budget.
+    fn copied(&mut self, nodes: usize, bytes: usize, at: Marker) -> Result<(), BuildError> {
+        self.alias_nodes += nodes;
+        self.alias_bytes += bytes;
+        if self.alias_nodes > MAX_ALIAS_NODES {
+            return Err(BuildError::Limit(at, Limit::AliasNodes));
+        }
+        if self.alias_bytes > MAX_ALIAS_BYTES {
+            return Err(BuildError::Limit(at, Limit::AliasBytes));
+        }
+        Ok(())
     }
 
     /// One level deeper, within [`MAX_DEPTH`].
@@ -565,11 +575,12 @@ spec:
 
     #[test]
     fn aliases_are_counted_by_the_nodes_they_copy() {
-        // An anchor of 1 + 1,000 nodes, used 99 times: 99,099 copied nodes, within the limit.
+        // An anchor of 1 + 1,000 nodes, kept once and used 98 times: 99,099 copied nodes, within
+        // the limit.
         let items = vec!["1"; 1_000].join(",");
-        let uses = vec!["*a"; 99].join(",");
+        let uses = vec!["*a"; 98].join(",");
         let doc = documents(&format!("a: &a [{items}]\nb: [{uses}]\n")).remove(0);
-        assert_eq!(doc.value["b"][98][999], Value::Number(1.into()));
+        assert_eq!(doc.value["b"][97][999], Value::Number(1.into()));
         let err = parse_documents("x.yaml", &format!("a: &a [{items}]\nb: [{uses}, *a]\n")).unwrap_err();
         assert!(matches!(err, ManifestError::Limit { limit: Limit::AliasNodes, line: 2, .. }), "{err}");
         // The budget is per input, across documents.
@@ -579,11 +590,12 @@ spec:
 
     #[test]
     fn aliases_are_counted_by_the_text_they_copy() {
-        // One node of 1 MiB: 16 copies fit the budget, the 17th does not.
+        // One node of 1 MiB: 16 copies (the anchor's own, 15 aliases) fit the budget, the 17th
+        // does not.
         let text = "x".repeat(1024 * 1024);
         let doc = documents(&format!("a: &a {text}\nb: [{}]\n", vec!["*a"; 15].join(","))).remove(0);
         assert_eq!(doc.value["b"][14].as_str().map(str::len), Some(1024 * 1024));
-        let err = parse_documents("x.yaml", &format!("a: &a {text}\nb: [{}]\n", vec!["*a"; 17].join(","))).unwrap_err();
+        let err = parse_documents("x.yaml", &format!("a: &a {text}\nb: [{}]\n", vec!["*a"; 16].join(","))).unwrap_err();
         assert!(matches!(err, ManifestError::Limit { limit: Limit::AliasBytes, line: 2, .. }), "{err}");
     }
 
