@@ -15,14 +15,12 @@ use tracing::warn;
 
 use super::context::Context;
 use super::source::ResolvedSource;
-use super::trim::{self, waiting_reason};
+use super::trim::{self, pull_failed_in};
 use crate::crd::selection::{label_selector_matches, pod_injection_disabled};
 use crate::crd::{RegistryCredential, StuckPodCounts};
 use crate::credential::{ImageReference, covering_key};
 use crate::reason::Reason;
 
-/// The waiting reasons of a container whose image pull failed.
-const PULL_FAILURES: [&str; 2] = ["ErrImagePull", "ImagePullBackOff"];
 /// The owners that create a Pod again after it is evicted.
 const RECREATING_OWNERS: [&str; 4] = ["ReplicaSet", "StatefulSet", "DaemonSet", "Job"];
 
@@ -31,7 +29,7 @@ pub(crate) fn pull_failed(pod: &Pod) -> bool {
     pod.status
         .iter()
         .flat_map(|s| s.container_statuses.iter().flatten().chain(s.init_container_statuses.iter().flatten()))
-        .any(|c| waiting_reason(c).is_some_and(|r| PULL_FAILURES.contains(&r)))
+        .any(pull_failed_in)
 }
 
 /// Whether a Pod's state concerns this credential's recovery: it recovers stuck Pods, the Pod
@@ -119,7 +117,7 @@ impl Replacement<'_> {
             .iter()
             .flat_map(|s| s.container_statuses.iter().flatten().chain(s.init_container_statuses.iter().flatten()));
         statuses
-            .filter(|c| waiting_reason(c).is_some_and(|r| PULL_FAILURES.contains(&r)))
+            .filter(|c| pull_failed_in(c))
             .filter_map(|c| ImageReference::parse(&c.image).ok())
             .any(|image| covering_key(self.keys.iter().map(String::as_str), &image).is_some())
     }
@@ -284,7 +282,15 @@ impl Round<'_> {
                     return self.deferred.push(owner); // the next reconcile, after the budget refills
                 }
                 // The cache keeps no labels (a tenant's thousands): read for the budgets' selectors.
-                let Some(labels) = current_labels(ctx, &namespace, &name, &uid).await else { return };
+                let labels = match current_labels(ctx, &namespace, &name, &uid).await {
+                    Ok(Some(labels)) => labels,
+                    Ok(None) => return, // gone or replaced: nothing to recover
+                    Err(error) => {
+                        // Unread is not done with: its owner waits for the next reconcile.
+                        warn!(credential = %credential_name, %namespace, pod = %name, %error, "could not read a stuck Pod");
+                        return self.deferred.push(owner);
+                    }
+                };
                 if self.budgets.holds(ctx, &namespace, &labels).await {
                     return self.skip(&namespace, &name, Skip::DisruptionBudget).await;
                 }
@@ -361,19 +367,18 @@ impl DisruptionBudgets {
     }
 }
 
-/// The labels of the Pod, if it is still the one seen (`None`: gone, replaced, or unreadable).
-async fn current_labels(ctx: &Context, namespace: &str, pod: &str, uid: &str) -> Option<BTreeMap<String, String>> {
+/// The labels of the Pod, if it is still the one seen (`None`: gone or replaced).
+async fn current_labels(
+    ctx: &Context,
+    namespace: &str,
+    pod: &str,
+    uid: &str,
+) -> kube::Result<Option<BTreeMap<String, String>>> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    match pods.get_metadata_opt(pod).await {
-        Ok(Some(found)) if found.metadata.uid.as_deref() == Some(uid) => {
-            Some(found.metadata.labels.unwrap_or_default())
-        }
-        Ok(_) => None,
-        Err(error) => {
-            warn!(%namespace, %pod, %error, "could not read a stuck Pod");
-            None
-        }
-    }
+    let found = pods.get_metadata_opt(pod).await?;
+    Ok(found
+        .filter(|found| found.metadata.uid.as_deref() == Some(uid))
+        .map(|found| found.metadata.labels.unwrap_or_default()))
 }
 
 async fn evict(ctx: &Context, namespace: &str, pod: &str, uid: &str) -> kube::Result<()> {

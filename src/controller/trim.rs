@@ -29,7 +29,7 @@ pub(crate) const KEPT_ENTRIES: usize = 16;
 pub(crate) const LIST_CUT: &str = "(cut)";
 
 /// A Pending Pod: what recovery of stuck Pods reads (owner, ServiceAccount, its own pull secrets,
-/// and the containers that wait), each bounded: a tenant's Pod costs the cache the same whatever
+/// and the containers whose pull failed), each bounded: a tenant's Pod costs the cache the same whatever
 /// its size. Its labels, which PodDisruptionBudgets select on, are read when it is to be evicted.
 pub(crate) fn pending_pod(pod: &mut Pod) {
     let meta = std::mem::take(&mut pod.metadata);
@@ -57,7 +57,7 @@ pub(crate) fn pending_pod(pod: &mut Pod) {
     }
     if let Some(status) = &mut pod.status {
         let waiting = |statuses: Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
-            statuses.map(|s| s.into_iter().filter(|c| waiting_reason(c).is_some()).take(KEPT_ENTRIES).collect())
+            statuses.map(|s| s.into_iter().filter(pull_failed_in).take(KEPT_ENTRIES).collect())
         };
         let kept = k8s_openapi::api::core::v1::PodStatus {
             phase: status.phase.take(),
@@ -69,9 +69,13 @@ pub(crate) fn pending_pod(pod: &mut Pod) {
     }
 }
 
-/// Why a container waits (`ErrImagePull`, `ImagePullBackOff`, ...), if it does.
-pub(crate) fn waiting_reason(status: &k8s_openapi::api::core::v1::ContainerStatus) -> Option<&str> {
-    status.state.as_ref()?.waiting.as_ref()?.reason.as_deref()
+/// The waiting reasons of a container whose image pull failed.
+const PULL_FAILURES: [&str; 2] = ["ErrImagePull", "ImagePullBackOff"];
+
+/// Whether the container waits on a failed image pull.
+pub(crate) fn pull_failed_in(status: &k8s_openapi::api::core::v1::ContainerStatus) -> bool {
+    let reason = status.state.as_ref().and_then(|state| state.waiting.as_ref()?.reason.as_deref());
+    reason.is_some_and(|reason| PULL_FAILURES.contains(&reason))
 }
 
 /// A Secret of a trusted source namespace: its name and version, no payload and no annotations
@@ -99,10 +103,12 @@ mod tests {
         let labels: serde_json::Map<String, serde_json::Value> =
             (0..1_000).map(|i| (format!("tenant.example/l{i}"), json!("v"))).collect();
         let own: Vec<_> = (0..100).map(|i| json!({"name": format!("own-{i}")})).collect();
-        let waiting: Vec<_> = (0..50)
+        // 20 containers still being created come first: they must not crowd out the pull failures.
+        let waiting: Vec<_> = (0..70)
             .map(|i| {
+                let reason = if i < 20 { "ContainerCreating" } else { "ImagePullBackOff" };
                 json!({"name": format!("c{i}"), "image": "registry.test/a:1", "imageID": "", "ready": false,
-                            "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff"}}})
+                            "restartCount": 0, "state": {"waiting": {"reason": reason}}})
             })
             .collect();
         let mut pod: Pod = serde_json::from_value(json!({
@@ -119,7 +125,9 @@ mod tests {
         let own = pod.spec.as_ref().unwrap().image_pull_secrets.as_ref().unwrap();
         assert_eq!(own.len(), KEPT_ENTRIES + 1);
         assert_eq!(own.last().unwrap().name, LIST_CUT);
-        assert_eq!(pod.status.unwrap().container_statuses.unwrap().len(), KEPT_ENTRIES);
+        let kept = pod.status.unwrap().container_statuses.unwrap();
+        assert_eq!(kept.len(), KEPT_ENTRIES);
+        assert!(kept.iter().all(pull_failed_in), "only containers whose pull failed are kept");
     }
 
     #[test]
