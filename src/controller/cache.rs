@@ -209,6 +209,8 @@ pub(crate) trait Cached: Sized {
     /// The compact form, or `None` for an object the cache does not keep.
     fn compact(object: &Self::Object, cache: &ObjectCache) -> Option<Self>;
     fn name(&self) -> &str;
+    /// Its resourceVersion.
+    fn version(&self) -> &str;
     fn entries(objects: &mut NamespaceObjects) -> &mut Vec<Self>;
     /// The bit this kind sets in the readiness mask once listed.
     const READY_BIT: u8;
@@ -228,6 +230,10 @@ impl Cached for Account {
         &self.name
     }
 
+    fn version(&self) -> &str {
+        &self.resource_version
+    }
+
     fn entries(objects: &mut NamespaceObjects) -> &mut Vec<Self> {
         &mut objects.accounts
     }
@@ -243,6 +249,10 @@ impl Cached for Copy {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn version(&self) -> &str {
+        &self.resource_version
     }
 
     fn entries(objects: &mut NamespaceObjects) -> &mut Vec<Self> {
@@ -367,17 +377,30 @@ impl ObjectCache {
     }
 
     /// Puts in a copy the operator just wrote, as written by it, so that the next plan does not
-    /// act on it again and the watch event of the write changes nothing. Only over the version the
-    /// write was based on (`None`: no copy) or its own: whatever else the watch has delivered
-    /// meanwhile is not overwritten with what the operator believes.
+    /// act on it again and the watch event of the write changes nothing; `based_on` is the
+    /// version the write replaced (`None`: it made the copy).
     pub(crate) fn remember_write(&self, written: &ObjectMeta, based_on: Option<&str>) {
         let Some(mut copy) = Copy::from_metadata(written) else { return };
         copy.written_here = true;
-        let namespace = written.namespace.as_deref().unwrap_or_default();
-        let (name, version) = (copy.name.clone(), copy.resource_version.clone());
-        self.apply_over(namespace, &name, Some(copy), |current: Option<&Copy>| {
-            current.is_none_or(|c| Some(&*c.resource_version) == based_on || c.resource_version == version)
-        });
+        self.apply_seen(written.namespace.as_deref().unwrap_or_default(), copy, based_on);
+    }
+
+    /// Puts in a ServiceAccount as the operator just read or patched it; `seen` is the version
+    /// the cache held when the request was sent (for a patch, the one it was based on).
+    pub(crate) fn remember_account(&self, namespace: &str, account: &ServiceAccount, seen: Option<&str>) {
+        self.apply_seen(namespace, self.keep(account), seen);
+    }
+
+    /// Puts in what one of the operator's own requests returned, only over the version the cache
+    /// held when it was sent (`seen`; `None`: nothing) or the same version: whatever the watch
+    /// delivered meanwhile (a newer version, a deletion) stands, never overwritten by an older
+    /// answer.
+    fn apply_seen<K: Cached + PartialEq>(&self, namespace: &str, object: K, seen: Option<&str>) -> bool {
+        let (name, version) = (object.name().to_owned(), object.version().to_owned());
+        self.apply_over(namespace, &name, Some(object), |current: Option<&K>| match current {
+            None => seen.is_none(),
+            Some(current) => Some(current.version()) == seen || current.version() == version,
+        })
     }
 
     /// Replaces every object of one kind after a (re)list; returns the namespaces whose objects
@@ -618,11 +641,39 @@ mod tests {
         assert_eq!(written_here(&cache), ("8".into(), false));
         cache.remember_write(&at("9"), Some("8"));
         assert_eq!(written_here(&cache), ("9".into(), true));
+        // Deleted after a write based on a version the cache held: the deletion stands.
+        assert!(cache.apply::<Copy>("a", "regcred", None));
+        cache.remember_write(&at("11"), Some("9"));
+        assert!(cache.namespace("a").copies.is_empty(), "deleted meanwhile: not believed back");
+        cache.remember_write(&at("9"), None);
         // A relist keeps what the operator wrote only where the version is the same.
         cache.replace_all(HashMap::from([(intern("a"), vec![Copy::from_metadata(&at("9")).unwrap()])]));
         assert_eq!(written_here(&cache), ("9".into(), true));
         cache.replace_all(HashMap::from([(intern("a"), vec![Copy::from_metadata(&at("10")).unwrap()])]));
         assert_eq!(written_here(&cache), ("10".into(), false));
+    }
+
+    #[test]
+    fn an_answer_older_than_what_the_watch_delivered_meanwhile_never_replaces_it() {
+        let cache = ObjectCache::default();
+        let at = |version: &str| {
+            let mut account = account("a", "default");
+            account.metadata.resource_version = Some(version.into());
+            account
+        };
+        let version = |cache: &ObjectCache| cache.account("a", "default").map(|a| a.resource_version.to_string());
+        cache.apply("a", "default", Some(cache.keep(&at("3"))));
+        // A read sent while the cache held 3 answers 4, but the watch delivered 5 first.
+        cache.apply("a", "default", Some(cache.keep(&at("5"))));
+        cache.remember_account("a", &at("4"), Some("3"));
+        assert_eq!(version(&cache).as_deref(), Some("5"));
+        // A patch based on 5 answers 6: the cache moves on.
+        cache.remember_account("a", &at("6"), Some("5"));
+        assert_eq!(version(&cache).as_deref(), Some("6"));
+        // Deleted while a read was in flight: the deletion stands.
+        cache.apply::<Account>("a", "default", None);
+        cache.remember_account("a", &at("7"), Some("6"));
+        assert_eq!(version(&cache), None);
     }
 
     #[test]

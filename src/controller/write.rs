@@ -507,7 +507,7 @@ async fn edit_pull_secrets(
         ctx.metrics.api_write("serviceaccount", "patch");
         match accounts.patch(name, &params, &Patch::Merge(&patch)).await {
             Ok(patched) => {
-                ctx.stores.objects.apply(namespace, name, Some(ctx.stores.objects.keep(&patched)));
+                ctx.stores.objects.remember_account(namespace, &patched, Some(&account.resource_version));
                 return Ok(());
             }
             Err(e) if is_status(&e, 409) => {
@@ -532,10 +532,11 @@ async fn read_account(
     accounts: &Api<ServiceAccount>,
     name: &str,
 ) -> Result<Option<Account>, NamespaceFailure> {
+    let namespace = accounts.namespace().unwrap_or_default();
+    let seen = ctx.stores.objects.account(namespace, name).map(|cached| cached.resource_version);
     match accounts.get_opt(name).await {
         Ok(Some(fresh)) => {
-            let namespace = accounts.namespace().unwrap_or_default();
-            ctx.stores.objects.apply(namespace, name, Some(ctx.stores.objects.keep(&fresh)));
+            ctx.stores.objects.remember_account(namespace, &fresh, seen.as_deref());
             Ok(Some(Account::from_object(&fresh)))
         }
         Ok(None) => Ok(None),
