@@ -39,7 +39,9 @@ pub(crate) async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> R
         // Read for each credential: the writes for the one before are in the cache already.
         let objects = ctx.stores.objects.namespace(&name);
         let view = NamespaceView { namespace: &namespace, objects: &objects };
-        let plan = Planner::new(credential, &state).namespace(view, source.map(|s| s.digest.as_str()));
+        let planner = Planner::new(credential, &state);
+        let plan = planner.namespace(view, source.map(|s| s.digest.as_str()));
+        let shown = shown_in_status(&planner, view, &plan);
         let outcome = match (plan, source) {
             (NamespacePlan::Work { work, .. }, Some(source)) if !work.is_empty() => {
                 Some(sync_namespace(credential, &ctx, &name, &work, Writing::Sync(source)).await)
@@ -50,7 +52,8 @@ pub(crate) async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> R
             failed = true;
             retry_after = failure.retry_after.into_iter().chain(retry_after).min();
         }
-        if ctx.outcomes.record(&credential.name_any(), &name, outcome.as_ref()) {
+        let recorded = ctx.outcomes.record(&credential.name_any(), &name, outcome.as_ref());
+        if ctx.outcomes.shown(&credential.name_any(), &name, shown) || recorded {
             let _ = ctx.retrigger.unbounded_send(ObjectRef::from_obj(credential.as_ref()));
         }
     }
@@ -66,6 +69,20 @@ pub(crate) async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> R
     ctx.metrics.namespace_reconciled();
     debug!(namespace = %name, failed, "namespace reconciled");
     Ok(Action::requeue(next))
+}
+
+/// A digest of what the credential's status shows of the namespace, `None` when nothing: whether
+/// it is selected, why it is blocked, and its ServiceAccounts that enforce mountable secrets.
+fn shown_in_status(planner: &Planner, view: NamespaceView, plan: &NamespacePlan) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut digest = std::collections::hash_map::DefaultHasher::new();
+    match plan {
+        NamespacePlan::Untouched | NamespacePlan::Work { matched: false, .. } => return None,
+        NamespacePlan::Work { matched: true, .. } => "selected".hash(&mut digest),
+        NamespacePlan::Blocked(blocked) => format!("{blocked:?}").hash(&mut digest),
+    }
+    planner.enforcing_accounts(view).for_each(|account| account.hash(&mut digest));
+    Some(digest.finish())
 }
 
 /// The reconcile records its failures as outcomes and returns no error; the runtime asks for a

@@ -294,7 +294,10 @@ impl<'a> Planner<'a> {
 
     /// The selected ServiceAccounts of a selected namespace that enforce mountable secrets, where
     /// the admission policy appends the copy to their Pods.
-    fn enforcing_accounts<'v>(&self, view: NamespaceView<'v>) -> impl Iterator<Item = &'v str> + use<'v, '_> {
+    pub(crate) fn enforcing_accounts<'v>(
+        &self,
+        view: NamespaceView<'v>,
+    ) -> impl Iterator<Item = &'v str> + use<'v, '_> {
         let spec = &self.credential.spec;
         let injects = spec.injects_into(view.namespace.labels());
         let accounts = view.objects.accounts.iter().filter(move |_| injects);

@@ -35,6 +35,9 @@ struct CredentialOutcomes {
     written: usize,
     /// The credential's own reconcile is polling while namespaces are being written: no nudges.
     progressing: bool,
+    /// A digest of what status shows of each namespace it shows anything of (selected, why
+    /// blocked, ServiceAccounts that enforce mountable secrets).
+    shown: HashMap<String, u64>,
 }
 
 impl Outcomes {
@@ -56,6 +59,20 @@ impl Outcomes {
             (None, _) => false,
         };
         (failure_changed || wrote) && !entry.progressing
+    }
+
+    /// Records what status shows of `namespace` (`None`: nothing). Returns whether the
+    /// credential's reconcile should look again: it changed though nothing may have been written
+    /// (a label that opts the namespace out of injection, an annotated ServiceAccount). A
+    /// namespace seen for the first time is no change: the credential's own plan counted it.
+    pub(crate) fn shown(&self, credential: &str, namespace: &str, shown: Option<u64>) -> bool {
+        let mut credentials = self.credentials.lock().expect("outcomes lock");
+        let entry = credentials.entry(credential.to_owned()).or_default();
+        let before = match shown {
+            Some(shown) => entry.shown.insert(namespace.to_owned(), shown),
+            None => entry.shown.remove(namespace),
+        };
+        before.is_some_and(|before| Some(before) != shown) && !entry.progressing
     }
 
     /// Why the last reconcile of `namespace` failed for `credential`, if it did.
@@ -188,6 +205,16 @@ impl EvictionBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_in_what_status_shows_of_a_namespace_wakes_the_credential_once() {
+        let outcomes = Outcomes::default();
+        assert!(!outcomes.shown("rc", "a", Some(1)), "first seen: the credential's own plan counted it");
+        assert!(!outcomes.shown("rc", "a", Some(1)), "unchanged");
+        assert!(outcomes.shown("rc", "a", Some(2)), "opted out of injection, say");
+        assert!(outcomes.shown("rc", "a", None), "no longer selected");
+        assert!(!outcomes.shown("rc", "a", None));
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_and_resets() {
