@@ -18,3 +18,32 @@ pub(crate) enum Error {
 }
 
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The longest text a tenant chose (an owner reference's name, a field manager, an API server
+/// message echoing an object) that a status message or Event quotes whole.
+const QUOTED_CHARS: usize = 128;
+
+/// Text a tenant chose, as status messages, Events and logs show it: quoted and escaped (a line
+/// break, a terminal escape or a bidi control cannot forge a line of ours), and cut to
+/// [`QUOTED_CHARS`] characters (an Event note of more than 1 KiB is refused).
+pub(crate) fn quoted(text: &str) -> String {
+    match text.char_indices().nth(QUOTED_CHARS) {
+        Some((end, _)) => format!("{:?}…", &text[..end]),
+        None => format!("{text:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_text_is_quoted_escaped_and_cut() {
+        assert_eq!(quoted("argocd"), "\"argocd\"");
+        let forged = "x\"\nWarning  Synced  all good\u{1b}[2J\u{202e}";
+        assert_eq!(quoted(forged), r#""x\"\nWarning  Synced  all good\u{1b}[2J\u{202e}""#);
+        assert!(!quoted(forged).contains('\n'));
+        let long = "é".repeat(1_000);
+        assert_eq!(quoted(&long), format!("{:?}…", "é".repeat(QUOTED_CHARS)));
+    }
+}

@@ -11,7 +11,7 @@ use serde_json::json;
 use tracing::warn;
 
 use super::context::Context;
-use super::error::{Error, Result};
+use super::error::{Error, Result, quoted};
 use super::ownership::FIELD_MANAGER;
 use super::plan::Blocked;
 use super::source::{ResolvedSource, SourceProblem};
@@ -103,7 +103,8 @@ fn failures(secret_name: &str, aggregate: &Aggregate) -> Vec<SyncFailure> {
             Blocked::ControlledByAnother(owner) => (
                 Reason::NameConflict,
                 format!(
-                    "Secret {secret_name} here is controlled by RegistryCredential {owner}, which this operator instance does not manage"
+                    "Secret {secret_name} here is controlled by RegistryCredential {}, which this operator instance does not manage",
+                    quoted(owner)
                 ),
             ),
             Blocked::SourceSecret => (

@@ -16,6 +16,7 @@ use tracing::debug;
 use super::cache::{Account, Copy};
 use super::contest::Readd;
 use super::context::Context;
+use super::error::quoted;
 use super::ownership::{
     ADDED_PULL_SECRETS_ANNOTATION, CONTENT_DIGEST_ANNOTATION, CREDENTIAL_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
@@ -75,7 +76,7 @@ pub(crate) async fn sync_namespace(
     };
     if let Err(failure) = &outcome {
         ctx.metrics.sync_failure(failure.reason);
-        debug!(credential = %credential.name_any(), %namespace, reason = %failure.reason, message = %failure.message, "namespace not synced");
+        debug!(credential = %credential.name_any(), %namespace, reason = %failure.reason, message = ?failure.message, "namespace not synced");
     }
     outcome
 }
@@ -158,7 +159,7 @@ fn contest_message(account: &str, secret_name: &str, removals: u32, remover: Opt
 /// Who undid the operator's work. A field manager name is any client's choice: quoted and
 /// escaped, it can neither drive a terminal nor pass for our words.
 fn writer(remover: Option<&str>) -> String {
-    remover.map_or_else(|| "an unknown writer".to_owned(), |name| format!("field manager {name:?}"))
+    remover.map_or_else(|| "an unknown writer".to_owned(), |name| format!("field manager {}", quoted(name)))
 }
 
 /// Whether to repair the copy `name` now: a copy deleted, stripped of its labels or changed again
@@ -232,7 +233,9 @@ impl ExistingSecret {
         let controller = secret.owner_references.iter().flatten().find(|o| o.controller == Some(true));
         match controller {
             Some(owner) if Some(&owner.uid) == credential.metadata.uid.as_ref() => ExistingSecret::Managed,
-            other => ExistingSecret::Unmanaged { controller: other.map(|o| format!("{}/{}", o.kind, o.name)) },
+            other => ExistingSecret::Unmanaged {
+                controller: other.map(|o| format!("{}/{}", quoted(&o.kind), quoted(&o.name))),
+            },
         }
     }
 }
@@ -325,7 +328,7 @@ async fn check_adoptable(secrets: &Api<Secret>, name: &str) -> NamespaceOutcome 
     };
     let secret_type = existing.type_.as_deref().unwrap_or("Opaque");
     if secret_type != DOCKER_CONFIG_JSON_TYPE {
-        return Err(adopt_impossible(name, &format!("its type is {secret_type}, which cannot change")));
+        return Err(adopt_impossible(name, &format!("its type is {}, which cannot change", quoted(secret_type))));
     }
     if existing.immutable == Some(true) {
         return Err(adopt_impossible(name, "it is immutable"));
@@ -580,9 +583,13 @@ fn is_status(error: &kube::Error, code: u16) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == code)
 }
 
-/// A failure from an API error; API messages name objects and fields, not Secret data.
+/// A failure from an API error; API messages name objects and fields, not Secret data, but may
+/// echo what a tenant wrote (an invalid value, an admission webhook's denial): quoted.
 fn api_failure(reason: Reason, error: &kube::Error) -> NamespaceFailure {
-    failure(reason, error.to_string())
+    match error {
+        kube::Error::Api(status) => failure(reason, format!("API error {}: {}", status.code, quoted(&status.message))),
+        other => failure(reason, other.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -132,8 +132,8 @@ impl From<ConfigProblem> for InvalidDockerConfig {
 }
 
 /// A JSON value as far as the kubelet's structs look into it: objects keep every member in document
-/// order, duplicates included (Go's decoder sees them all).
-#[derive(Debug, Clone, PartialEq)]
+/// order, duplicates included (Go's decoder sees them all). It holds passwords: no `Debug`.
+#[derive(Clone, PartialEq)]
 enum Json {
     Null,
     String(String),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use kube::ResourceExt;
 
 use super::evidence::{Admission, Context, Evidence};
+use super::report::one_line;
 use crate::crd::selection::{SYSTEM_NAMESPACES, glob_matches, selects_namespace_reserving, selects_service_account};
 use crate::crd::{NamespaceFilter, RegistryCredential, RegistryCredentialSpec};
 use crate::credential::{ImageReference, key_matches_image, normalize_registry_key};
@@ -129,11 +130,12 @@ pub(super) fn why_not_selected(
 pub(super) fn sync_state(credential: &RegistryCredential, namespace: &str) -> String {
     let status = credential.status.as_ref();
     if let Some(failure) = status.and_then(|s| s.failures.iter().find(|f| f.namespace == namespace)) {
-        return format!("it selects {namespace} but failed there: {}: {}", failure.reason, failure.message);
+        // Status messages quote what tenants chose; one line all the same, as Events are.
+        return format!("it selects {namespace} but failed there: {}: {}", failure.reason, one_line(&failure.message));
     }
     let ready = status
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| format!("Ready={} ({}: {})", c.status, c.reason, c.message));
+        .map(|c| format!("Ready={} ({}: {})", c.status, c.reason, one_line(&c.message)));
     match ready {
         Some(ready) => format!("it selects {namespace}; {ready}: is the operator running?"),
         None => format!("it selects {namespace} but has no status yet: is the operator running?"),
