@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 
 use kube::ResourceExt;
 
-use super::evidence::{Admission, Context, Evidence};
-use super::report::one_line;
+use super::evidence::{Admission, Context, Evidence, one_line};
 use crate::crd::selection::{SYSTEM_NAMESPACES, glob_matches, selects_namespace_reserving, selects_service_account};
 use crate::crd::{NamespaceFilter, RegistryCredential, RegistryCredentialSpec};
 use crate::credential::{ImageReference, key_matches_image, normalize_registry_key};

@@ -240,6 +240,11 @@ fn image_checks(
         .collect()
 }
 
+/// A message on one line: what Events and status hold may carry line breaks a tenant put there.
+pub(super) fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

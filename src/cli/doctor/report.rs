@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use super::credentials::{Injection, injection, selecting_credentials};
-use super::evidence::{Admission, Cause, Context, Diagnosis, Evidence, ImageCheck, PodEvent, SecretLookup};
+use super::evidence::{Admission, Cause, Context, Diagnosis, Evidence, ImageCheck, PodEvent, SecretLookup, one_line};
 use crate::crd::selection::{POD_INJECTION_DISABLED, POD_INJECTION_LABEL};
 use crate::credential::pull_secret::DOCKER_CONFIG_JSON_KEY;
 
@@ -217,10 +217,6 @@ pub(super) fn shell_word(value: &str) -> String {
     } else {
         format!("'{}'", value.replace('\'', r"'\''"))
     }
-}
-
-pub(super) fn one_line(message: &str) -> String {
-    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// How many RegistryCredentials or namespaces a detail lists before it says how many more.

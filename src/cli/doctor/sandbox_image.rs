@@ -1,7 +1,8 @@
 //! The sandbox (pause) image: pulled by the node, so never a matter of the Pod's pull secrets.
 
+use super::evidence::one_line;
 use super::evidence::{Cause, Context, PodEvent, RANK_SANDBOX};
-use super::report::{one_line, shell_word};
+use super::report::shell_word;
 use crate::credential::ImageReference;
 
 /// The sandbox (pause) image failed: the node's problem, never the Pod's pull secrets.
