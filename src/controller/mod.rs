@@ -201,16 +201,23 @@ fn log_controller_error<E: std::error::Error, Q: std::error::Error>(error: Optio
     }
 }
 
-/// Whether the cluster serves `admissionregistration.k8s.io/v1` MutatingAdmissionPolicy, which
-/// the shipped admission policy needs (Kubernetes 1.36+). Discovery needs no RBAC.
+/// Whether the cluster serves MutatingAdmissionPolicy, which the shipped admission policy needs:
+/// `admissionregistration.k8s.io/v1` (Kubernetes 1.36+), or `v1beta1` where 1.34 / 1.35 enable
+/// it (the chart renders whichever is served). Discovery needs no RBAC.
 pub(crate) async fn admission_policies_served(client: &Client) -> bool {
-    match client.list_api_group_resources("admissionregistration.k8s.io/v1").await {
-        Ok(resources) => resources.resources.iter().any(|r| r.name == "mutatingadmissionpolicies"),
-        Err(error) => {
-            warn!(%error, "could not tell whether MutatingAdmissionPolicy is served; assuming not");
-            false
+    for version in ["admissionregistration.k8s.io/v1", "admissionregistration.k8s.io/v1beta1"] {
+        match client.list_api_group_resources(version).await {
+            Ok(resources) if resources.resources.iter().any(|r| r.name == "mutatingadmissionpolicies") => return true,
+            Ok(_) => {}
+            // 404: this version is not served at all.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => {
+                warn!(%error, "could not tell whether MutatingAdmissionPolicy is served; assuming not");
+                return false;
+            }
         }
     }
+    false
 }
 
 /// References to the credentials in `store` that `filter` keeps.

@@ -104,7 +104,16 @@ fn kustomize_default(tools: &Path) -> Vec<Value> {
     documents(&run_tool(tools, "kustomize", &["build", "config/default"]))
 }
 
+/// What `helm template` is told the cluster serves, as `helm install` learns it from a
+/// Kubernetes 1.36 cluster: the admission policy's v1 API.
+const SERVES_V1: [&str; 2] = ["--api-versions", "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"];
+
 fn helm_template(tools: &Path, release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
+    helm_template_for(tools, release, namespace, &[&SERVES_V1[..], extra].concat())
+}
+
+/// `helm template` with only `extra` telling it what the cluster serves.
+fn helm_template_for(tools: &Path, release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
     let mut args = vec!["template", release, "charts/regcred-operator", "--namespace", namespace, "--include-crds"];
     args.extend_from_slice(extra);
     documents(&run_tool(tools, "helm", &args))
@@ -274,6 +283,38 @@ fn helm_chart_renders_the_same_install_as_kustomize() {
             "{kind}/{name} {pointer}: the chart and config/default differ"
         );
     }
+}
+
+#[test]
+fn the_chart_renders_the_admission_policy_with_the_api_the_cluster_serves() {
+    let tools = tools_or_skip!();
+    let policy_versions = |extra: &[&str]| -> Vec<String> {
+        let chart = helm_template_for(tools, NAME, NAMESPACE, extra);
+        let admission = chart.iter().filter(|o| o["kind"].as_str().is_some_and(|k| k.starts_with("MutatingAdmission")));
+        admission.map(|o| format!("{} {}", o["kind"].as_str().unwrap(), o["apiVersion"].as_str().unwrap())).collect()
+    };
+    let v1 = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy";
+    let v1beta1 = "admissionregistration.k8s.io/v1beta1/MutatingAdmissionPolicy";
+    let both = |version: &str| {
+        vec![
+            format!("MutatingAdmissionPolicy admissionregistration.k8s.io/{version}"),
+            format!("MutatingAdmissionPolicyBinding admissionregistration.k8s.io/{version}"),
+        ]
+    };
+    // Kubernetes 1.36+ (1.37 serves only v1).
+    assert_eq!(policy_versions(&["--api-versions", v1]), both("v1"));
+    assert_eq!(policy_versions(&["--api-versions", v1, "--api-versions", v1beta1]), both("v1"));
+    // 1.34 / 1.35 with the API enabled.
+    assert_eq!(policy_versions(&["--api-versions", v1beta1]), both("v1beta1"));
+    // Neither served (1.34 / 1.35 as they ship): left out, so the install does not fail on it.
+    assert_eq!(policy_versions(&[]), Vec::<String>::new());
+    // A version set by hand wins; enabled=false leaves it out whatever the cluster serves.
+    let forced = ["--set", "admissionPolicy.apiVersion=admissionregistration.k8s.io/v1beta1"];
+    assert_eq!(policy_versions(&forced), both("v1beta1"));
+    assert_eq!(
+        policy_versions(&["--api-versions", v1, "--set", "admissionPolicy.enabled=false"]),
+        Vec::<String>::new()
+    );
 }
 
 #[test]

@@ -191,7 +191,9 @@ for _ in $(seq 150); do
   [[ -z "$(kubectl -n "$ns" get pods -l app.kubernetes.io/name=regcred-operator -o name)" ]] && break
   sleep 0.2
 done
+# --api-versions: what `helm install` learns from this 1.36 cluster (the policy's v1 API).
 "$tools_bin/helm" template regcred-operator charts/regcred-operator --namespace "$ns" \
+  --api-versions admissionregistration.k8s.io/v1/MutatingAdmissionPolicy \
   --set image.repository="${image%:*}" --set image.tag="${image##*:}" >"$work/helm-chart.yaml"
 render helm "$work/helm-chart.yaml"
 check helm

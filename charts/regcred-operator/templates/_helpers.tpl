@@ -116,3 +116,18 @@ Anything else (`k>1`) fails the render rather than select other credentials than
 {{- if $expressions }}{{ $_ := set $out "matchExpressions" $expressions }}{{ end }}
 {{- toJson $out }}
 {{- end }}
+
+{{/*
+The API version of the admission policy and its binding: admissionPolicy.apiVersion when set,
+else the newest the cluster serves (v1 on Kubernetes 1.36+, v1beta1 where 1.34 / 1.35 enable it),
+else empty: the policy is left out, and ServiceAccount patching alone provides the copy.
+*/}}
+{{- define "regcred-operator.admissionPolicyAPIVersion" -}}
+{{- if .Values.admissionPolicy.apiVersion -}}
+{{ .Values.admissionPolicy.apiVersion }}
+{{- else if .Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy" -}}
+admissionregistration.k8s.io/v1
+{{- else if .Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1beta1/MutatingAdmissionPolicy" -}}
+admissionregistration.k8s.io/v1beta1
+{{- end -}}
+{{- end }}
