@@ -3,7 +3,7 @@
 # outside the clone, like build.sh does for the control plane:
 #   kubectl    k8s.io/kubernetes/cmd/kubectl at K8S_VERSION (same client as the control plane)
 #   kustomize  sigs.k8s.io/kustomize/kustomize/v5 at KUSTOMIZE_VERSION
-#   helm       helm.sh/helm/v3/cmd/helm at HELM_VERSION
+#   helm       helm.sh/helm/v4/cmd/helm at HELM_VERSION
 # Versions: versions.env. Each tool has its own directory keyed by its version
 # (bin/tools-<tool>-<version>/), so bumping one rebuilds only that one; a directory keyed by
 # all three holds symlinks to them and is what this script prints. A cached run does no Go
@@ -41,29 +41,20 @@ build_kustomize() {
     build_bin "$dir" kustomize sigs.k8s.io/kustomize/kustomize/v5 "-s -w" version
 }
 
-# helm_bin DIR: helm's Makefile stamps its version and the Kubernetes version that
-# `helm template` and `helm lint` assume (.Capabilities.KubeVersion) from its client-go.
+# helm_bin DIR: helm's Makefile stamps its version; the Kubernetes version that `helm template`
+# and `helm lint` assume (.Capabilities.KubeVersion) Helm 4 reads from its client-go's build info.
 helm_bin() {
-  local dir="$1" client_go major minor flags
-  cd "$dir"
-  # client-go v0.N.x belongs to Kubernetes 1.N.
-  client_go="$(GOWORK=off go list -m -f '{{.Version}}' k8s.io/client-go)"
-  major=1
-  minor="${client_go#v0.}"
-  minor="${minor%%.*}"
-  flags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
-  flags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
-  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
-    flags+=" -X $pkg.k8sVersionMajor=$major -X $pkg.k8sVersionMinor=$minor"
-  done
-  build_bin "$dir" helm helm.sh/helm/v3/cmd/helm "$flags" version
+  local dir="$1" flags
+  flags="-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
+  flags+=" -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
+  build_bin "$dir" helm helm.sh/helm/v4/cmd/helm "$flags" version
 }
 
 build_helm() {
   local dir="$WORK_ROOT/helm-$HELM_VERSION"
   timed helm-modules "$WORK_ROOT/helm-$HELM_VERSION-modules.log" \
     gen_module "$dir" regcred-operator.test/tools/helm \
-    helm.sh/helm/v3 "$HELM_VERSION" "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+    helm.sh/helm/v4 "$HELM_VERSION" "$HELM_VERSION" helm.sh/helm/v4/cmd/helm
   timed helm "$WORK_ROOT/helm-$HELM_VERSION-build.log" helm_bin "$dir"
 }
 
