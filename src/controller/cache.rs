@@ -377,12 +377,12 @@ impl ObjectCache {
     }
 
     /// Puts in a copy the operator just wrote, as written by it, so that the next plan does not
-    /// act on it again and the watch event of the write changes nothing; `based_on` is the
-    /// version the write replaced (`None`: it made the copy).
-    pub(crate) fn remember_write(&self, written: &ObjectMeta, based_on: Option<&str>) {
+    /// act on it again and the watch event of the write changes nothing; `seen` is the version
+    /// the cache held when the write was sent (`None`: no copy of that name).
+    pub(crate) fn remember_write(&self, written: &ObjectMeta, seen: Option<&str>) {
         let Some(mut copy) = Copy::from_metadata(written) else { return };
         copy.written_here = true;
-        self.apply_seen(written.namespace.as_deref().unwrap_or_default(), copy, based_on);
+        self.apply_seen(written.namespace.as_deref().unwrap_or_default(), copy, seen);
     }
 
     /// Puts in a ServiceAccount as the operator just read or patched it; `seen` is the version

@@ -79,7 +79,7 @@ fn shown_in_status(planner: &Planner, view: NamespaceView, plan: &NamespacePlan)
     match plan {
         NamespacePlan::Untouched | NamespacePlan::Work { matched: false, .. } => return None,
         NamespacePlan::Work { matched: true, .. } => "selected".hash(&mut digest),
-        NamespacePlan::Blocked(blocked) => format!("{blocked:?}").hash(&mut digest),
+        NamespacePlan::Blocked(blocked) => blocked.hash(&mut digest),
     }
     planner.enforcing_accounts(view).for_each(|account| account.hash(&mut digest));
     Some(digest.finish())

@@ -37,7 +37,7 @@ pub(crate) struct Plan {
 }
 
 /// Why a selected namespace gets no copy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Blocked {
     /// An older RegistryCredential claims the same Secret name here.
     NameClaimedBy(String),

@@ -112,7 +112,8 @@ async fn write_copies(
         }
         (Some(SecretChange::TakeOver(copy)), Writing::Sync(source)) => {
             repair_due(ctx, namespace, secret_name)?;
-            apply_copy(credential, ctx, &secrets, source, &copy.resource_version).await?;
+            let version = Some(&*copy.resource_version);
+            apply_copy(credential, ctx, &secrets, source, &copy.resource_version, version).await?;
             repaired(ctx, namespace, secret_name, None);
         }
         (Some(SecretChange::Delete(copy)), _) => delete_copy(ctx, &secrets, copy).await?,
@@ -308,7 +309,8 @@ async fn create_copy(
     if overwrite(&ExistingSecret::of(credential, &existing), credential.spec.on_conflict, name)? == Overwrite::Adopt {
         check_adoptable(secrets, name).await?;
     }
-    apply_copy(credential, ctx, secrets, source, existing.resource_version.as_deref().unwrap_or_default()).await
+    // The cache held no copy of this name (the plan asked for a create).
+    apply_copy(credential, ctx, secrets, source, existing.resource_version.as_deref().unwrap_or_default(), None).await
 }
 
 async fn read_metadata(secrets: &Api<Secret>, name: &str) -> Result<Option<ObjectMeta>, NamespaceFailure> {
@@ -339,12 +341,14 @@ async fn check_adoptable(secrets: &Api<Secret>, name: &str) -> NamespaceOutcome 
 /// Writes the whole copy with a forced server-side apply under the operator's field manager:
 /// labels, owner and payload become ours, fields others added beside them stay. Only over the
 /// version `based_on` that was judged: a Secret changed or recreated since is judged again.
+/// `cached` is the version the cache held of it when the write was planned (`None`: none).
 async fn apply_copy(
     credential: &RegistryCredential,
     ctx: &Context,
     secrets: &Api<Secret>,
     source: &ResolvedSource,
     based_on: &str,
+    cached: Option<&str>,
 ) -> NamespaceOutcome {
     let copy = desired_copy(credential, secrets.namespace().unwrap_or_default(), source);
     let mut metadata = serde_json::to_value(&copy.metadata).unwrap_or_default();
@@ -355,7 +359,7 @@ async fn apply_copy(
     ctx.metrics.api_write("secret", "apply");
     match secrets.patch(&credential.spec.secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &patch).await {
         Ok(written) => {
-            ctx.stores.objects.remember_write(&written.metadata, Some(based_on));
+            ctx.stores.objects.remember_write(&written.metadata, cached);
             Ok(())
         }
         Err(e) if is_status(&e, 409) => Err(changed_meanwhile(&credential.spec.secret_name)),

@@ -14,7 +14,6 @@ use kube::{Api, Client, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
 use serde_json::{Value, json};
 
-use regcred_test_support::cluster::wait_for;
 use regcred_test_support::cluster_or_skip;
 use regcred_test_support::fixture::*;
 
@@ -262,13 +261,7 @@ async fn a_tool_that_owns_the_list_is_a_reported_contest_with_bounded_writes() {
     println!("{rounds} forced applies in {rounds} s: the operator re-added its entry {readds} times");
     assert!(readds <= 5.0, "bounded: two free repairs, then 5 s, 10 s, ... apart; got {readds}");
 
-    let api: Api<RegistryCredential> = Api::all(admin.clone());
-    let contested = wait_for(&api, &credential.name_any(), "a Contested failure", TIMEOUT, |c| {
-        c.and_then(|c| c.status.as_ref()).is_some_and(|s| s.failures.iter().any(|f| f.reason == "Contested"))
-    })
-    .await
-    .unwrap();
-    let failure = contested.status.unwrap().failures.into_iter().find(|f| f.reason == "Contested").unwrap();
+    let failure = fx.wait_for_failure(&credential, "Contested").await;
     assert_eq!(failure.namespace, namespace.name);
     assert!(failure.message.contains("kustomize-controller"), "names the other writer: {}", failure.message);
     wait_for_event(&Api::<Event>::namespaced(admin.clone(), "default"), &credential.name_any(), "Contested").await;

@@ -342,13 +342,7 @@ async fn an_adopted_secret_that_a_gitops_tool_keeps_rewriting_is_a_bounded_repor
     }
     println!("operator rewrites of a Secret a GitOps tool re-applied {applies} times in 12 s: {rewrites}");
     assert!(rewrites <= 5, "a bounded contest, not a write loop: {rewrites} rewrites");
-    let api: Api<RegistryCredential> = Api::all(admin.clone());
-    let contested = wait_for(&api, &credential.name_any(), "the contest reported", TIMEOUT, |c| {
-        c.and_then(|c| c.status.as_ref()).is_some_and(|s| s.failures.iter().any(|f| f.reason == "Contested"))
-    })
-    .await
-    .unwrap();
-    let failure = contested.status.unwrap().failures.into_iter().find(|f| f.reason == "Contested").unwrap();
+    let failure = fx.wait_for_failure(&credential, "Contested").await;
     assert_eq!(failure.namespace, namespace.name);
     assert!(failure.message.contains("\"argocd-controller\""), "names the other writer: {}", failure.message);
 }
@@ -383,13 +377,7 @@ async fn a_tenant_deleting_the_copy_in_a_loop_gets_a_bounded_reported_contest() 
     }
     println!("copies made again while a tenant deleted the copy {deletions} times in 12 s: {recreations}");
     assert!(recreations <= 5, "a bounded contest, not a write loop: {recreations} copies");
-    let api: Api<RegistryCredential> = Api::all(admin.clone());
-    let contested = wait_for(&api, &credential.name_any(), "the contest reported", TIMEOUT, |c| {
-        c.and_then(|c| c.status.as_ref()).is_some_and(|s| s.failures.iter().any(|f| f.reason == "Contested"))
-    })
-    .await
-    .unwrap();
-    let failure = contested.status.unwrap().failures.into_iter().find(|f| f.reason == "Contested").unwrap();
+    let failure = fx.wait_for_failure(&credential, "Contested").await;
     assert_eq!(failure.namespace, namespace.name);
     assert!(failure.message.contains("deleted or changed it"), "says what happened: {}", failure.message);
     // Left alone, the copy comes back.

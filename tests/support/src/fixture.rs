@@ -13,7 +13,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
-use regcred_operator::crd::RegistryCredential;
+use regcred_operator::crd::{RegistryCredential, SyncFailure};
 use serde_json::{Value, json};
 
 use crate::cluster::{TestNamespace, wait_for};
@@ -105,6 +105,18 @@ impl Fixture {
         })
         .await
         .unwrap()
+    }
+
+    /// Waits until the credential's status lists a failure for `reason`, and returns it.
+    pub async fn wait_for_failure(&self, credential: &RegistryCredential, reason: &str) -> SyncFailure {
+        let api: Api<RegistryCredential> = Api::all(self.admin.clone());
+        let failure = |c: &RegistryCredential| c.status.as_ref()?.failures.iter().find(|f| f.reason == reason).cloned();
+        let found = wait_for(&api, &credential.name_any(), &format!("a {reason} failure"), TIMEOUT, |c| {
+            c.and_then(failure).is_some()
+        })
+        .await
+        .unwrap();
+        failure(&found).unwrap()
     }
 }
 
