@@ -56,7 +56,7 @@ pub(crate) enum Reason {
     NotEvicted,
     /// `PodInjection=True`: the cluster serves MutatingAdmissionPolicy, so new Pods get the copy.
     AdmissionPolicyServed,
-    /// `PodInjection=False`: the cluster does not serve MutatingAdmissionPolicy (before 1.36).
+    /// `PodInjection=False`: the cluster serves no MutatingAdmissionPolicy API (1.34 / 1.35 as they ship).
     AdmissionPolicyNotServed,
     /// `PodInjection=False`: the credential opted out (`injectIntoPods: false`).
     InjectionDisabled,

@@ -362,7 +362,7 @@ impl DisruptionBudgets {
         budgets.iter().any(|budget| {
             let Some(spec) = &budget.spec else { return false };
             let selects = spec.selector.as_ref().is_some_and(|s| label_selector_matches(s, labels));
-            selects && budget.status.as_ref().is_none_or(|s| s.disruptions_allowed.unwrap_or(0) < 1)
+            selects && budget.status.as_ref().is_none_or(|s| s.disruptions_allowed < 1)
         })
     }
 }

@@ -197,8 +197,8 @@ fn injection_condition(
         (true, false) => (
             "False",
             Reason::AdmissionPolicyNotServed,
-            "the cluster does not serve MutatingAdmissionPolicy (admissionregistration.k8s.io/v1, Kubernetes 1.36+): \
-             ServiceAccount patching only, so a Pod listing its own pull secrets or created before the patch goes without the copy"
+            "the cluster serves no MutatingAdmissionPolicy API (admissionregistration.k8s.io/v1 on Kubernetes 1.36+, \
+             v1beta1 where 1.34 / 1.35 enable it): ServiceAccount patching only, so a Pod listing its own pull secrets or created before the patch goes without the copy"
                 .to_owned(),
         ),
         (true, true) if enforcing > 0 => (

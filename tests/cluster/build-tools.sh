@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the packaging and client tools from their Go modules into a version-keyed cache
 # outside the clone, like build.sh does for the control plane:
-#   kubectl    k8s.io/kubernetes/cmd/kubectl at K8S_VERSION (same client as the control plane)
+#   kubectl    k8s.io/kubernetes/cmd/kubectl at K8S_NEWEST (one client for every control plane)
 #   kustomize  sigs.k8s.io/kustomize/kustomize/v5 at KUSTOMIZE_VERSION
 #   helm       helm.sh/helm/v4/cmd/helm at HELM_VERSION
 # Versions: versions.env. Each tool has its own directory keyed by its version
@@ -19,10 +19,10 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/gobuild.sh
 . "$CLUSTER_SCRIPTS_DIR/gobuild.sh"
 
-declare -A TOOL_VERSION=([kubectl]="$K8S_VERSION" [kustomize]="$KUSTOMIZE_VERSION" [helm]="$HELM_VERSION")
+declare -A TOOL_VERSION=([kubectl]="$K8S_NEWEST" [kustomize]="$KUSTOMIZE_VERSION" [helm]="$HELM_VERSION")
 
 build_kubectl() {
-  local dir="$WORK_ROOT/kubectl-$K8S_VERSION"
+  local K8S_VERSION="$K8S_NEWEST" dir="$WORK_ROOT/kubectl-$K8S_NEWEST"
   timed kubectl-modules "$WORK_ROOT/kubectl-$K8S_VERSION-modules.log" \
     gen_module "$dir" regcred-operator.test/tools/kubectl \
     k8s.io/kubernetes "$K8S_VERSION" "$(k8s_staging_version)" k8s.io/kubernetes/cmd/kubectl
@@ -63,5 +63,5 @@ link_tools() {
   for t in kubectl kustomize helm; do go_tool_link "tools-$t" "${TOOL_VERSION[$t]}" "$t" "build_$t"; done
 }
 
-go_tool_cached tools "kubectl-$K8S_VERSION-kustomize-$KUSTOMIZE_VERSION-helm-$HELM_VERSION" \
+go_tool_cached tools "kubectl-$K8S_NEWEST-kustomize-$KUSTOMIZE_VERSION-helm-$HELM_VERSION" \
   "kubectl kustomize helm" link_tools

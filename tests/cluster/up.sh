@@ -13,6 +13,13 @@
 #   REGCRED_CP_WATCH_PID  if set, a detached watchdog runs down.sh DIR once that
 #                         process exits (for test binaries that may die without
 #                         cleaning up, e.g. a cluster shared through a static).
+#   REGCRED_K8S_VERSION   the Kubernetes release to run (versions.env: K8S_NEWEST, the
+#                         default, or one of K8S_MATRIX); built on first use.
+#   REGCRED_APISERVER_FLAGS  extra kube-apiserver flags, separated by spaces, e.g. the two that
+#                         make 1.34 / 1.35 serve MutatingAdmissionPolicy v1beta1:
+#                         --feature-gates=MutatingAdmissionPolicy=true
+#                         --runtime-config=admissionregistration.k8s.io/v1beta1=true
+#                         (restart-apiserver.sh keeps them: it reuses the saved command).
 #   REGCRED_CP_READY_TIMEOUT (120), REGCRED_CP_STOP_GRACE (10), REGCRED_CACHE.
 # Stop with tests/cluster/down.sh DIR.
 set -euo pipefail
@@ -151,6 +158,7 @@ fi
 # Retry-After while it drains and then closes connections after 2 s, so
 # restart-apiserver.sh and down.sh take seconds.
 APISERVER_SHUTDOWN_FLAGS=(--shutdown-send-retry-after=true)
+read -r -a APISERVER_EXTRA_FLAGS <<<"${REGCRED_APISERVER_FLAGS:-}"
 # An audit log of every write by the operator's ServiceAccounts (DIR/audit.log): the witness of
 # the test that a replica which lost its Lease writes nothing after.
 cat >"$DIR/audit-policy.yaml" <<'POLICY'
@@ -181,8 +189,9 @@ write_cmd kube-apiserver "$BIN_DIR/kube-apiserver" \
   --audit-policy-file="$DIR/audit-policy.yaml" \
   --audit-log-path="$DIR/audit.log" \
   "${APISERVER_LOAD_FLAGS[@]}" \
-  "${APISERVER_SHUTDOWN_FLAGS[@]}"
-log "starting kube-apiserver on $APISERVER_URL"
+  "${APISERVER_SHUTDOWN_FLAGS[@]}" \
+  "${APISERVER_EXTRA_FLAGS[@]}"
+log "starting kube-apiserver $K8S_VERSION on $APISERVER_URL"
 start_piece "$DIR" kube-apiserver
 wait_until "$DIR" kube-apiserver apiserver_ready "$DIR"
 

@@ -6,39 +6,46 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use regcred_test_support::cluster::{TestNamespace, create_namespace};
+use regcred_test_support::cluster::{TestNamespace, admission_api, admission_policy_api, create_namespace};
 use regcred_test_support::cluster_or_skip;
 
 /// The namespaces the shipped policy treats like the system namespaces (config/admission).
 const TRUSTED: &str = "regcred-system";
 
-fn admission_api(client: &Client, kind: &str, plural: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
-    Api::all_with(client.clone(), &ApiResource::from_gvk_with_plural(&gvk, plural))
+/// The version of the policy API this cluster serves; the tests of this file need one.
+async fn served_version(client: &Client) -> &'static str {
+    admission_policy_api(client).await.expect("the cluster serves no MutatingAdmissionPolicy API")
 }
 
-/// The documents of a file in config/admission.
-fn shipped(file: &str) -> Vec<Value> {
+/// The documents of a file in config/admission, in API version `version` (the shipped objects
+/// are valid in v1 and v1beta1 alike: config/admission/v1beta1 changes nothing else).
+fn shipped(file: &str, version: &str) -> Vec<Value> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/admission").join(file);
     let text = std::fs::read_to_string(&path).unwrap();
-    serde_norway::Deserializer::from_str(&text).map(|document| Value::deserialize(document).unwrap()).collect()
+    let mut documents: Vec<Value> =
+        serde_norway::Deserializer::from_str(&text).map(|document| Value::deserialize(document).unwrap()).collect();
+    for document in &mut documents {
+        document["apiVersion"] = json!(format!("admissionregistration.k8s.io/{version}"));
+    }
+    documents
 }
 
 /// Installs the CRD and the shipped policy and binding, as an admin applying config/ would.
 pub(crate) async fn install_policy(admin: &Client) {
     regcred_test_support::operator::install(admin).await;
-    for (file, kind, plural) in [
-        ("mutating_admission_policy.yaml", "MutatingAdmissionPolicy", "mutatingadmissionpolicies"),
-        ("mutating_admission_policy_binding.yaml", "MutatingAdmissionPolicyBinding", "mutatingadmissionpolicybindings"),
+    let version = served_version(admin).await;
+    for (file, kind) in [
+        ("mutating_admission_policy.yaml", "MutatingAdmissionPolicy"),
+        ("mutating_admission_policy_binding.yaml", "MutatingAdmissionPolicyBinding"),
     ] {
-        let api = admission_api(admin, kind, plural);
-        for document in shipped(file) {
+        let api = admission_api(admin, version, kind);
+        for document in shipped(file, version) {
             let name = document["metadata"]["name"].as_str().unwrap().to_owned();
             api.patch(&name, &PatchParams::apply("regcred-tests").force(), &Patch::Apply(&document)).await.unwrap();
         }
@@ -237,16 +244,17 @@ async fn a_policy_that_cannot_evaluate_never_blocks_a_pod() {
     let (run, namespace) = injecting_namespace(&admin, "broken").await;
 
     // The shipped policy with its mutation failing at run time, bound to this test's credential only.
-    let mut policy = shipped("mutating_admission_policy.yaml").remove(0);
+    let version = served_version(&admin).await;
+    let mut policy = shipped("mutating_admission_policy.yaml", version).remove(0);
     policy["metadata"]["name"] = json!(run);
     policy["spec"]["mutations"][0]["jsonPatch"]["expression"] =
         json!("[JSONPatch{op: 'add', path: '/spec/x', value: 1 / 0}]");
-    let mut binding = shipped("mutating_admission_policy_binding.yaml").remove(0);
+    let mut binding = shipped("mutating_admission_policy_binding.yaml", version).remove(0);
     binding["metadata"]["name"] = json!(run);
     binding["spec"]["policyName"] = json!(run);
     binding["spec"]["paramRef"]["selector"] = json!({"matchLabels": {"regcred.dev/broken": run}});
-    let policies = admission_api(&admin, "MutatingAdmissionPolicy", "mutatingadmissionpolicies");
-    let bindings = admission_api(&admin, "MutatingAdmissionPolicyBinding", "mutatingadmissionpolicybindings");
+    let policies = admission_api(&admin, version, "MutatingAdmissionPolicy");
+    let bindings = admission_api(&admin, version, "MutatingAdmissionPolicyBinding");
     policies.patch(&run, &PatchParams::apply("regcred-tests").force(), &Patch::Apply(&policy)).await.unwrap();
     bindings.patch(&run, &PatchParams::apply("regcred-tests").force(), &Patch::Apply(&binding)).await.unwrap();
     let api: Api<RegistryCredential> = Api::all(admin.clone());

@@ -171,7 +171,7 @@ async fn service_account_token_is_limited_to_its_role() {
     let binding = RoleBinding {
         metadata: ObjectMeta { name: Some("limited".into()), ..Default::default() },
         role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
+            api_group: "rbac.authorization.k8s.io".into(),
             kind: "Role".into(),
             name: "read-config-maps".into(),
         },

@@ -13,11 +13,11 @@ use std::sync::OnceLock;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::discovery::{self, Scope};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use regcred_test_support::cluster::install_crd;
+use regcred_test_support::cluster::{admission_api, admission_policy_api, install_crd};
 use regcred_test_support::cluster_or_skip;
 
 const NAMESPACE: &str = "regcred-system";
@@ -546,4 +546,77 @@ async fn the_documented_helm_crd_upgrade_replaces_a_crd_helm_installed() {
         "the new field is served after the upgrade"
     );
     crds.delete(&crd_name, &DeleteParams::background()).await.unwrap();
+}
+
+/// The kustomize directory docs/operations.md gives for a cluster serving `served`, the version of
+/// the MutatingAdmissionPolicy API.
+fn kustomize_install_dir(served: Option<&str>) -> &'static str {
+    match served {
+        Some("v1") => "config/default",
+        Some(_) => "config/overlays/admission-policy-v1beta1",
+        None => "config/overlays/without-admission-policy",
+    }
+}
+
+/// Which admission objects named `name` the cluster stores, as "Kind version": in the version
+/// it serves, or in either when it serves none (where both lists are refused, 404).
+async fn policy_objects_named(client: &Client, name: &str, served: Option<&str>) -> Vec<String> {
+    let mut found = Vec::new();
+    for version in served.map_or(vec!["v1", "v1beta1"], |v| vec![v]) {
+        for kind in ["MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"] {
+            let names = match admission_api(client, version, kind).list(&Default::default()).await {
+                Ok(list) => list.items.iter().map(|o| o.name_any()).collect(),
+                Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
+                Err(error) => panic!("listing {kind} {version}: {error}"),
+            };
+            if names.iter().any(|n| n == name) {
+                found.push(format!("{kind} {version}"));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn the_documented_install_applies_on_this_clusters_version_with_the_policy_it_serves() {
+    let client = cluster_or_skip!();
+    let tools = tools_or_skip!();
+    let served = admission_policy_api(&client).await;
+    let expected: Vec<String> = served
+        .map(|v| vec![format!("MutatingAdmissionPolicy {v}"), format!("MutatingAdmissionPolicyBinding {v}")])
+        .unwrap_or_default();
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    let preexisting = deployments.get_opt(NAME).await.unwrap().is_some();
+
+    // kustomize build DIR | kubectl apply --server-side -f -
+    let dir = kustomize_install_dir(served);
+    let (applied, stderr) = kubectl_with_input(
+        tools,
+        &["apply", "--server-side", "-f", "-"],
+        &run_tool(tools, "kustomize", &["build", dir]),
+    );
+    assert!(applied, "kustomize build {dir} | kubectl apply --server-side -f - (served: {served:?}): {stderr}");
+    let found = policy_objects_named(&client, "regcred-operator-inject-pull-secret", served).await;
+    assert_eq!(found, expected, "kustomize build {dir}: the policy objects stored");
+    assert!(deployments.get_opt(NAME).await.unwrap().is_some(), "kustomize build {dir}: the Deployment");
+
+    // helm install, which asks the cluster what it serves (a release of its own: the one above
+    // owns the default names).
+    let release = "regcred-helm-install";
+    let namespace = format!("{release}-{}", std::process::id());
+    run_tool(
+        tools,
+        "helm",
+        &["install", release, "charts/regcred-operator", "--namespace", &namespace, "--create-namespace"],
+    );
+    let policy = format!("{release}-regcred-operator-inject-pull-secret");
+    let found = policy_objects_named(&client, &policy, served).await;
+    assert_eq!(found, expected, "helm install: the policy objects stored (served: {served:?})");
+    run_tool(tools, "helm", &["uninstall", release, "--namespace", &namespace]);
+    assert_eq!(policy_objects_named(&client, &policy, served).await, Vec::<String>::new(), "helm uninstall");
+    let background = DeleteParams::background();
+    let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).delete(&namespace, &background).await;
+    if !preexisting {
+        let _ = deployments.delete(NAME, &background).await;
+    }
 }

@@ -97,7 +97,7 @@ pub(super) enum Admission {
         policy: String,
     },
     NotInstalled,
-    /// `admissionregistration.k8s.io/v1` MutatingAdmissionPolicy is not served (before 1.36).
+    /// No version of the MutatingAdmissionPolicy API is served (1.34 / 1.35 as they ship).
     NotServed,
     /// It could not be read: the reason.
     Unknown(String),

@@ -25,11 +25,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
 use clap::{Args, Subcommand};
-use k8s_openapi::api::admissionregistration::v1::{MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Node, ObjectReference, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{ListParams, ObjectList, PartialObjectMeta};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, ObjectList, PartialObjectMeta};
 use kube::{Api, Client, ResourceExt};
 use thiserror::Error;
 
@@ -271,31 +270,46 @@ async fn workload(
     Some((owner.kind, owner.name))
 }
 
+/// The versions of the MutatingAdmissionPolicy API, newest first: v1 (Kubernetes 1.36+), v1beta1
+/// (1.34 / 1.35 where enabled). The objects are the same in both; read as JSON, one code reads either.
+const ADMISSION_API_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
+
 /// Whether a MutatingAdmissionPolicy that takes RegistryCredentials as parameters is installed,
-/// and bound.
+/// and bound, in the newest version of the API the cluster serves.
 async fn admission(client: &Client) -> Admission {
-    let policies = Api::<MutatingAdmissionPolicy>::all(client.clone());
-    let policy = match policies.list(&ListParams::default()).await {
-        Ok(list) => list.items.into_iter().find(|policy| {
-            policy.spec.as_ref().and_then(|s| s.param_kind.as_ref()).is_some_and(|kind| {
-                kind.kind.as_deref() == Some("RegistryCredential")
-                    && kind.api_version.as_deref().is_some_and(|v| v.starts_with("regcred.dev/"))
-            })
-        }),
-        Err(kube::Error::Api(status)) if status.code == 404 => return Admission::NotServed,
-        Err(error) => return Admission::Unknown(error.to_string()),
-    };
-    let Some(policy) = policy.map(|p| p.name_any()) else { return Admission::NotInstalled };
-    match Api::<MutatingAdmissionPolicyBinding>::all(client.clone()).list(&ListParams::default()).await {
-        Ok(list) => {
-            let bound =
-                list.items.iter().any(|b| b.spec.as_ref().and_then(|s| s.policy_name.as_deref()) == Some(&policy));
-            if bound { Admission::Active { policy } } else { Admission::Unbound { policy } }
-        }
-        Err(error) => {
-            Admission::Unknown(format!("MutatingAdmissionPolicy {policy} is installed; its bindings: {error}"))
-        }
+    for version in ADMISSION_API_VERSIONS {
+        let policies = admission_api(client, version, "MutatingAdmissionPolicy");
+        let policy = match policies.list(&ListParams::default()).await {
+            Ok(list) => list.items.into_iter().find(takes_registry_credentials),
+            // 404: this version is not served; try the next.
+            Err(kube::Error::Api(status)) if status.code == 404 => continue,
+            Err(error) => return Admission::Unknown(error.to_string()),
+        };
+        let Some(policy) = policy.map(|p| p.name_any()) else { return Admission::NotInstalled };
+        let bindings = admission_api(client, version, "MutatingAdmissionPolicyBinding");
+        return match bindings.list(&ListParams::default()).await {
+            Ok(list) => {
+                let bound = list.items.iter().any(|b| b.data["spec"]["policyName"].as_str() == Some(policy.as_str()));
+                if bound { Admission::Active { policy } } else { Admission::Unbound { policy } }
+            }
+            Err(error) => {
+                Admission::Unknown(format!("MutatingAdmissionPolicy {policy} is installed; its bindings: {error}"))
+            }
+        };
     }
+    Admission::NotServed
+}
+
+fn admission_api(client: &Client, version: &str, kind: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", version, kind);
+    Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk))
+}
+
+/// A policy whose parameters are RegistryCredentials (`spec.paramKind`).
+fn takes_registry_credentials(policy: &DynamicObject) -> bool {
+    let param_kind = &policy.data["spec"]["paramKind"];
+    param_kind["kind"].as_str() == Some("RegistryCredential")
+        && param_kind["apiVersion"].as_str().is_some_and(|v| v.starts_with("regcred.dev/"))
 }
 
 /// Secrets listed per request, so that no response holds every Secret of a large cluster.

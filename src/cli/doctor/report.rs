@@ -126,7 +126,7 @@ pub(super) fn injection_coverage(context: &Context) -> Vec<String> {
             format!("MutatingAdmissionPolicy {policy} is installed but no binding uses it: it injects nothing")
         }
         Admission::NotInstalled => "no MutatingAdmissionPolicy for RegistryCredentials is installed: only ServiceAccount patching applies, and only to Pods that list no pull secrets".to_owned(),
-        Admission::NotServed => "the cluster does not serve admissionregistration.k8s.io/v1 MutatingAdmissionPolicy (Kubernetes 1.36+): only ServiceAccount patching applies".to_owned(),
+        Admission::NotServed => "the cluster serves no MutatingAdmissionPolicy API (admissionregistration.k8s.io/v1 on Kubernetes 1.36+, v1beta1 where 1.34 / 1.35 enable it): only ServiceAccount patching applies".to_owned(),
         Admission::Unknown(reason) => format!("whether the admission policy is installed is unknown: {reason}"),
         Admission::NotRead => "the admission policy was not checked".to_owned(),
     }];
@@ -287,7 +287,7 @@ mod tests {
         evidence.credentials[0].spec.inject_into_pods = true;
         evidence.admission = Admission::NotServed;
         let lines = injection_coverage(&Context::new(&evidence));
-        assert!(lines[0].contains("does not serve admissionregistration.k8s.io/v1 MutatingAdmissionPolicy"));
+        assert!(lines[0].contains("serves no MutatingAdmissionPolicy API"));
         assert!(lines[1].ends_with("would inject Secret \"regcred\", but the policy is not active"), "{lines:?}");
 
         evidence.credentials = vec![credential(&["other"], &[], None)];

@@ -8,7 +8,9 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams, PostParams,
+};
 use kube::runtime::watcher::{self, watch_object};
 use kube::{Api, Client, Config, CustomResourceExt, Resource, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
@@ -161,16 +163,21 @@ pub async fn wait_for_list<K>(
 /// A client that authenticates as ServiceAccount `namespace/name` with a TokenRequest token, so
 /// that what it may do is exactly what RBAC grants that account.
 pub async fn service_account_client(admin: &Client, namespace: &str, name: &str) -> Client {
-    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
-        ..Default::default()
-    };
-    let token = accounts.create_token_request(name, &PostParams::default(), &request).await.expect("token request");
-    let token = token.status.and_then(|s| s.token).expect("token request status");
+    let token = service_account_token(admin, namespace, name).await;
     let mut config = Config::infer().await.expect("kubeconfig");
     config.auth_info = kube::config::AuthInfo { token: Some(token.into()), ..Default::default() };
     Client::try_from(config).expect("service account client")
+}
+
+/// A TokenRequest token, valid for an hour, of ServiceAccount `namespace/name`.
+pub async fn service_account_token(admin: &Client, namespace: &str, name: &str) -> String {
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    let request = TokenRequest {
+        spec: TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() },
+        ..Default::default()
+    };
+    let token = accounts.create_token_request(name, &PostParams::default(), &request).await.expect("token request");
+    token.status.expect("token request status").token
 }
 
 /// Installs the generated CRD with server-side apply and waits until it is served.
@@ -185,4 +192,34 @@ pub async fn install_crd(client: &kube::Client) {
             .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"))
     })
     .await;
+}
+
+/// The version of the MutatingAdmissionPolicy API the cluster serves, newest first: `v1`
+/// (Kubernetes 1.36+), `v1beta1` (1.34 / 1.35 where enabled), or none. The version matrix
+/// (tests/matrix/run.sh) names what each cluster it starts must serve in
+/// REGCRED_EXPECT_ADMISSION_API (`v1`, `v1beta1` or `none`): a cluster serving anything else fails
+/// the test that asks, instead of silently testing another branch.
+pub async fn admission_policy_api(client: &Client) -> Option<&'static str> {
+    let mut served = None;
+    for version in ["v1", "v1beta1"] {
+        match client.list_api_group_resources(&format!("admissionregistration.k8s.io/{version}")).await {
+            Ok(list) if list.resources.iter().any(|r| r.name == "mutatingadmissionpolicies") => {
+                served = Some(version);
+                break;
+            }
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => panic!("discovery of admissionregistration.k8s.io/{version}: {error}"),
+        }
+    }
+    if let Ok(expected) = std::env::var("REGCRED_EXPECT_ADMISSION_API") {
+        assert_eq!(served.unwrap_or("none"), expected, "the MutatingAdmissionPolicy API this cluster serves");
+    }
+    served
+}
+
+/// MutatingAdmissionPolicy or MutatingAdmissionPolicyBinding (`kind`) in the version `version`.
+pub fn admission_api(client: &Client, version: &str, kind: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", version, kind);
+    Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk))
 }

@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::config::{AuthInfo, Kubeconfig, NamedAuthInfo};
 use kube::{Api, Client};
 use serde::Deserialize;
@@ -89,13 +88,7 @@ where
 
 /// A kubeconfig file for the operator's ServiceAccount `account`, with a fresh TokenRequest token.
 async fn operator_kubeconfig(admin: &Client, dir: &std::path::Path, account: &str) -> PathBuf {
-    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), OPERATOR_NAMESPACE);
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
-        ..Default::default()
-    };
-    let token = accounts.create_token_request(account, &PostParams::default(), &request).await.unwrap();
-    let token = token.status.and_then(|s| s.token).unwrap();
+    let token = crate::cluster::service_account_token(admin, OPERATOR_NAMESPACE, account).await;
     let mut config = Kubeconfig::read().unwrap();
     let user = config.contexts[0].context.as_ref().unwrap().user.clone().unwrap();
     config.auth_infos = vec![NamedAuthInfo {
