@@ -8,15 +8,8 @@
 #     the copy and ServiceAccount entry the in-cluster operator writes,
 #   - deleting the leader's Pod hands the Lease to the other replica (time printed).
 #
-# Test-only overrides (the overlay), each because of the test node, not of the operator:
-#   image            the pushed reference; imagePullSecrets: the registry wants credentials
-#                    for every repository, the operator's own image included
-#   hostNetwork      Pods on the node's isolated bridge can neither reach the API server nor be
-#                    probed by the kubelet (all addresses are loopback); hence also the
-#                    namespace's Pod Security level "privileged" instead of "restricted"
-#   KUBERNETES_SERVICE_HOST/_PORT   127.0.0.1 and the API server's port: no kube-proxy
-#   REGCRED_HTTP_ADDR=$(POD_IP):8080   with hostNetwork two replicas would both bind
-#                    0.0.0.0:8080; each node has its own IP, so each binds its own
+# The test-only overrides (hostNetwork, the API server address, ...) are in tests/node/overlay.sh,
+# each because of the test node, not of the operator.
 #
 # Usage: tests/node/operator-pod.sh            (root; starts and stops its own cluster + 2 nodes)
 # Env:   REGCRED_OPERATOR_BINARY=PATH  a static operator binary (skips the cargo build)
@@ -59,6 +52,8 @@ bash scripts/build-image.sh --out "$work/image" --push "$image" >/dev/null
 say "image $image built and pushed in $((SECONDS - t0))s"
 
 # --- the test-only overlay, over config/default or over the Helm chart's rendering -------------
+# shellcheck source=overlay.sh
+. tests/node/overlay.sh
 ns=regcred-system
 kubectl create namespace "$ns" >/dev/null
 kubectl -n "$ns" create secret generic regcred-operator-pull --type=kubernetes.io/dockerconfigjson \
@@ -71,43 +66,7 @@ render() {
   mkdir -p "$dir"
   # kustomize takes no absolute paths in resources.
   rel="$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$resource" "$dir")"
-  cat >"$dir/kustomization.yaml" <<EOF
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-  - $rel
-images:
-  - name: ghcr.io/regcred/regcred-operator
-    newName: ${image%:*}
-    newTag: ${image##*:}
-patches:
-  # hostNetwork is outside the "restricted" Pod Security level the namespace enforces.
-  - target: {kind: Namespace, name: regcred-system}
-    patch: |-
-      - op: add
-        path: /metadata/labels/pod-security.kubernetes.io~1enforce
-        value: privileged
-  - target: {kind: Deployment, name: regcred-operator}
-    patch: |-
-      - op: add
-        path: /spec/template/spec/hostNetwork
-        value: true
-      - op: add
-        path: /spec/template/spec/imagePullSecrets
-        value: [{name: regcred-operator-pull}]
-      - op: add
-        path: /spec/template/spec/containers/0/env/-
-        value: {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
-      - op: add
-        path: /spec/template/spec/containers/0/env/-
-        value: {name: REGCRED_HTTP_ADDR, value: "\$(POD_IP):8080"}
-      - op: add
-        path: /spec/template/spec/containers/0/env/-
-        value: {name: KUBERNETES_SERVICE_HOST, value: "$REGCRED_NODE_APISERVER_HOST"}
-      - op: add
-        path: /spec/template/spec/containers/0/env/-
-        value: {name: KUBERNETES_SERVICE_PORT, value: "$REGCRED_NODE_APISERVER_PORT"}
-EOF
+  node_overlay "$dir" "$rel" "$image"
   "$tools_bin/kustomize" build --load-restrictor=LoadRestrictionsNone "$dir" >"$work/$name.yaml"
 }
 
