@@ -17,7 +17,7 @@ use kube::{Api, Client, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
 use serde_json::json;
 
-use regcred_test_support::cluster::{TestNamespace, install_crd, wait_for};
+use regcred_test_support::cluster::{TestNamespace, admission_policy_api, install_crd, wait_for};
 use regcred_test_support::cluster_or_skip;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -424,6 +424,10 @@ async fn own_pull_secrets_hide_the_service_accounts_and_the_pod_predates_its_cop
         "{report}"
     );
     assert!(report.contains("\nAdmission injection:\n"), "{report}");
+    // Whichever version of the policy API the cluster serves (v1, or v1beta1 on 1.34 / 1.35),
+    // doctor finds it; "serves none" only where it serves none.
+    let served = admission_policy_api(&client).await;
+    assert_eq!(report.contains("serves no MutatingAdmissionPolicy API"), served.is_none(), "{served:?}: {report}");
     assert!(
         report.contains(&format!(
             "RegistryCredential {} selects namespace {} and ServiceAccount default: ",

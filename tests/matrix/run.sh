@@ -14,7 +14,7 @@
 # Exit status: 0 when every feature passed where it is expected and the table matches.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-# shellcheck source=../cluster/versions.env
+# shellcheck source=SCRIPTDIR/../cluster/versions.env
 . tests/cluster/versions.env
 
 say() { printf '[matrix %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -24,21 +24,19 @@ if [[ "${1:-}" == --write ]]; then write=true; shift; fi
 versions=("$@")
 ((${#versions[@]})) || versions=("${K8S_MATRIX[@]}" "$K8S_NEWEST")
 
-# What each release runs with: the apiserver flags (1.34 with the v1beta1 policy API turned on, to
-# test that branch; 1.35 as it ships, to test the one without), the policy API it must then serve
-# (REGCRED_EXPECT_ADMISSION_API: the tests fail where discovery says otherwise), whether a node
-# runs beside it, and the row's name in the table.
-declare -A FLAGS=(
-  [v1.34.4]="--feature-gates=MutatingAdmissionPolicy=true --runtime-config=admissionregistration.k8s.io/v1beta1=true"
+# ENTRIES: one row of the table each: release, setup (the row's second column), extra apiserver
+# flags, the policy API it must then serve (REGCRED_EXPECT_ADMISSION_API: the tests fail where
+# discovery says otherwise), and "node" where a real node runs beside it. 1.34 and 1.35 run twice:
+# as they ship (no policy API) and with the v1beta1 API turned on (both flags are needed).
+V1BETA1_FLAGS="--feature-gates=MutatingAdmissionPolicy=true --runtime-config=admissionregistration.k8s.io/v1beta1=true"
+ENTRIES=(
+  "v1.34.4|as shipped||none|"
+  "v1.34.4|MutatingAdmissionPolicy v1beta1 on|$V1BETA1_FLAGS|v1beta1|"
+  "v1.35.4|as shipped||none|"
+  "v1.35.4|MutatingAdmissionPolicy v1beta1 on|$V1BETA1_FLAGS|v1beta1|"
+  "v1.36.3|as shipped||v1|node"
+  "v1.37.2|as shipped||v1|node"
 )
-declare -A SERVES=([v1.34.4]=v1beta1 [v1.35.4]=none [v1.36.3]=v1 [v1.37.2]=v1)
-declare -A SETUP=(
-  [v1.34.4]="MutatingAdmissionPolicy feature gate and v1beta1 API on"
-  [v1.35.4]="as shipped"
-  [v1.36.3]="as shipped"
-  [v1.37.2]="as shipped"
-)
-NODE_VERSIONS=" v1.36.3 v1.37.2 "
 
 # FEATURES: column name, then the integration tests (module::name) that must pass for it.
 # "admission" runs only where a policy API is served; "pull" only where a node runs.
@@ -50,11 +48,18 @@ FEATURES=(
   "eviction|recovery::pods_stuck_before_the_credential_are_evicted_and_recreated_with_the_secret"
   "kstatus|gitops::health_as_kstatus_and_argo_cd_compute_it_through_a_credentials_life"
   "leader|leadership::a_standby_takes_over_within_the_lease_duration_writing_nothing_twice"
+  "doctor|doctor::own_pull_secrets_hide_the_service_accounts_and_the_pod_predates_its_copy doctor::pod_created_before_the_service_account_was_patched"
   "pull|node::a_private_image_is_pulled_with_the_copy_and_not_without_it"
 )
 
+# The entries of the releases asked for.
+selected_entries=()
 for version in "${versions[@]}"; do
-  [[ -n "${SERVES[$version]:-}" ]] || { say "FAILED: $version is not a supported release (versions.env)"; exit 2; }
+  found=false
+  for entry in "${ENTRIES[@]}"; do
+    [[ "${entry%%|*}" == "$version" ]] && { selected_entries+=("$entry"); found=true; }
+  done
+  $found || { say "FAILED: $version is not a supported release (versions.env)"; exit 2; }
 done
 
 # The tools the tests consult, as tests/run.sh builds them (cached).
@@ -81,55 +86,60 @@ stop_version() {
 }
 trap stop_version EXIT
 
-# run_version VERSION: one control plane (and node), every feature; appends to $results.
-run_version() {
-  local version="$1" dir exported feature name tests outcome t0=$SECONDS
+# run_entry ENTRY: one control plane (and node), every feature; appends to $results.
+run_entry() {
+  local version setup flags serves node row dir exported feature name tests outcome log t0=$SECONDS
+  IFS='|' read -r version setup flags serves node <<<"$1"
+  row="$version $setup"
   dir="$(mktemp -d "${TMPDIR:-/tmp}/regcred-matrix-$version.XXXXXX")"
   running=("$dir" "$dir-node")
-  exported="$(REGCRED_K8S_VERSION="$version" REGCRED_APISERVER_FLAGS="${FLAGS[$version]:-}" \
-    REGCRED_CP_WATCH_PID=$$ bash tests/cluster/up.sh "$dir")" || { say "FAILED: $version: up.sh"; return 1; }
+  exported="$(REGCRED_K8S_VERSION="$version" REGCRED_APISERVER_FLAGS="$flags" \
+    REGCRED_CP_WATCH_PID=$$ bash tests/cluster/up.sh "$dir")" || { say "FAILED: $row: up.sh"; return 1; }
   eval "$exported"
-  export REGCRED_CLUSTER_DIR="$dir" REGCRED_EXPECT_ADMISSION_API="${SERVES[$version]}"
+  export REGCRED_CLUSTER_DIR="$dir" REGCRED_EXPECT_ADMISSION_API="$serves"
   unset REGCRED_NODE_ENV
-  if [[ "$NODE_VERSIONS" == *" $version "* ]]; then
+  if [[ "$node" == node ]]; then
     exported="$(REGCRED_K8S_VERSION="$version" REGCRED_CP_WATCH_PID=$$ bash tests/cluster/node-up.sh "$dir-node" "$dir")" ||
-      { say "FAILED: $version: node-up.sh"; return 1; }
+      { say "FAILED: $row: node-up.sh"; return 1; }
     eval "$exported"
     "$REGCRED_TOOLS_BIN/kubectl" taint nodes --all regcred.dev/node-tests=true:NoSchedule >/dev/null
   fi
-  say "$version: control plane${REGCRED_NODE_ENV:+ and node} up in $((SECONDS - t0))s; \
-$("$REGCRED_TOOLS_BIN/kubectl" version -o json | python3 -c 'import json,sys; print("server", json.load(sys.stdin)["serverVersion"]["gitVersion"])')"
+  say "$row: control plane${REGCRED_NODE_ENV:+ and node} up in $((SECONDS - t0))s; \
+$("$REGCRED_TOOLS_BIN/kubectl" version -o json 2>/dev/null | python3 -c 'import json,sys; print("server", json.load(sys.stdin)["serverVersion"]["gitVersion"])')"
   for feature in "${FEATURES[@]}"; do
     name="${feature%%|*}"
     read -r -a tests <<<"${feature#*|}"
-    if [[ "$name" == admission && "${SERVES[$version]}" == none ]] ||
-      [[ "$name" == pull && -z "${REGCRED_NODE_ENV:-}" ]]; then
+    if [[ "$name" == admission && "$serves" == none ]] || [[ "$name" == pull && "$node" != node ]]; then
       outcome=not-run
     else
       t0=$SECONDS
-      if CI=true cargo test --locked --test integration -- --exact "${tests[@]}" >"$out/$version-$name.log" 2>&1 &&
-        grep -q "test result: ok. ${#tests[@]} passed" "$out/$version-$name.log"; then
+      log="$out/$version-${setup// /-}-$name.log"
+      if CI=true cargo test --locked --test integration -- --exact "${tests[@]}" >"$log" 2>&1 &&
+        grep -q "test result: ok. ${#tests[@]} passed" "$log"; then
         outcome=passed
       else
         outcome=failed
         failed=1
-        say "$version: $name FAILED (log: $out/$version-$name.log)"
-        tail -n 40 "$out/$version-$name.log" >&2
+        say "$row: $name FAILED (log: $log)"
+        tail -n 40 "$log" >&2
       fi
-      say "$version: $name $outcome in $((SECONDS - t0))s"
+      say "$row: $name $outcome in $((SECONDS - t0))s"
     fi
-    printf '%s\t%s\t%s\n' "$version" "$name" "$outcome" >>"$results"
+    printf '%s\t%s\t%s\n' "$row" "$name" "$outcome" >>"$results"
   done
   stop_version
 }
 
-for version in "${versions[@]}"; do
-  run_version "$version" || { stop_version; failed=1; printf '%s\t%s\t%s\n' "$version" start failed >>"$results"; }
+for entry in "${selected_entries[@]}"; do
+  run_entry "$entry" || {
+    stop_version
+    failed=1
+    IFS='|' read -r version setup _ <<<"$entry"
+    printf '%s\t%s\t%s\n' "$version $setup" start failed >>"$results"
+  }
 done
 
-python3 tests/matrix/table.py "$results" "$K8S_NEWEST" \
-  "$(for v in "${versions[@]}"; do printf '%s=%s=%s;' "$v" "${SERVES[$v]}" "${SETUP[$v]}"; done)" \
-  >"$out/compatibility.md"
+python3 tests/matrix/table.py "$results" "$K8S_NEWEST" "${selected_entries[@]}" >"$out/compatibility.md"
 if $write; then
   python3 tests/matrix/table.py --into docs/compatibility.md "$out/compatibility.md"
   say "docs/compatibility.md written"

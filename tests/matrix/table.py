@@ -1,7 +1,7 @@
 """The compatibility table of docs/compatibility.md, made from a version matrix run.
 
-  table.py RESULTS NEWEST META         print the table (RESULTS: tests/matrix/run.sh's results.tsv;
-                                       META: "VERSION=SERVES=SETUP;" per release)
+  table.py RESULTS NEWEST ENTRY...     print the table (RESULTS: tests/matrix/run.sh's results.tsv;
+                                       ENTRY: "VERSION|SETUP|FLAGS|SERVES|NODE", one per row)
   table.py --into DOC TABLE            replace the table between DOC's markers with TABLE's
   table.py --compare DOC TABLE         exit 1 (with a diff) when DOC's table is not TABLE's
 """
@@ -20,6 +20,7 @@ COLUMNS = [
     ("eviction", "Eviction"),
     ("kstatus", "kstatus"),
     ("leader", "Leader election"),
+    ("doctor", "doctor"),
     ("pull", "Pull on a real node"),
 ]
 
@@ -46,24 +47,25 @@ def cell(feature, outcome, serves):
     return "yes"
 
 
-def render(results_path, newest, meta):
+def render(results_path, newest, entries):
     outcomes = {}
     with open(results_path) as results:
         for line in results:
-            version, feature, outcome = line.rstrip("\n").split("\t")
-            outcomes[(version, feature)] = outcome
-    releases = [entry.split("=", 2) for entry in meta.split(";") if entry]
+            row, feature, outcome = line.rstrip("\n").split("\t")
+            outcomes[(row, feature)] = outcome
     header = ["Kubernetes", "Cluster"] + [title for _, title in COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for version, serves, setup in releases:
+    for entry in entries:
+        version, setup, _flags, serves, _node = entry.split("|")
+        row = f"{version} {setup}"
         name = version.removeprefix("v") + (" (full suite)" if version == newest else "")
-        row = [name, setup]
+        cells = [name, setup]
         for feature, _ in COLUMNS:
-            outcome = outcomes.get((version, feature), "missing")
-            if outcomes.get((version, "start")) == "failed":
+            outcome = outcomes.get((row, feature), "missing")
+            if outcomes.get((row, "start")) == "failed":
                 outcome = "failed"
-            row.append(cell(feature, outcome, serves))
-        lines.append("| " + " | ".join(row) + " |")
+            cells.append(cell(feature, outcome, serves))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -94,7 +96,7 @@ def main(argv):
             )
             sys.exit(1)
     else:
-        sys.stdout.write(render(argv[0], argv[1], argv[2]))
+        sys.stdout.write(render(argv[0], argv[1], argv[2:]))
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ bash scripts/build-image.sh --out "$work/image" --push "$image" >/dev/null
 say "image $image built and pushed in $((SECONDS - t0))s"
 
 # --- the test-only overlay, over config/default or over the Helm chart's rendering -------------
-# shellcheck source=overlay.sh
+# shellcheck source=SCRIPTDIR/overlay.sh
 . tests/node/overlay.sh
 ns=regcred-system
 kubectl create namespace "$ns" >/dev/null

@@ -48,24 +48,32 @@ cleanup() {
 trap cleanup EXIT
 
 # --- the two operators: the last release from its own sources, and this tree ------------------
-# The release's sources come from git (a fresh clone has the history); its binary is cached by
-# commit, in a cargo target dir of its own.
-old_src="$work/last-release"
+# The release's sources come from git (a fresh clone has the history); its static binary is
+# cached by commit. Both builds share one cargo target dir: the dependencies they have in common
+# compile once.
+target_dir="$REPO/${REGCRED_IMAGE_TARGET_DIR:-target/image-build}"
+old_binary="${REGCRED_CACHE:-$HOME/.cache/regcred-operator}/bin/release-${release:0:12}/regcred-operator"
+if [[ ! -x "$old_binary" ]]; then
+  t0=$SECONDS
+  old_src="$work/last-release"
+  mkdir -p "$old_src" "$(dirname "$old_binary")"
+  git archive "$release" | tar -x -C "$old_src"
+  (cd "$old_src" && REGCRED_IMAGE_TARGET_DIR="$target_dir" bash scripts/build-image.sh --out "$work/old-image" >/dev/null)
+  built="$(find "$target_dir" -path '*/release/regcred-operator' -type f -newer "$old_src/Cargo.toml" | head -n1)"
+  [[ -x "$built" ]] || die "the last release's build left no binary in $target_dir"
+  cp "$built" "$old_binary.tmp" && mv "$old_binary.tmp" "$old_binary"
+  say "last release ${release:0:12} built in $((SECONDS - t0))s"
+fi
+old_src="$work/last-release-manifests"
 mkdir -p "$old_src"
-git archive "$release" | tar -x -C "$old_src"
-cache="${REGCRED_CACHE:-$HOME/.cache/regcred-operator}/release-${release:0:12}"
-mkdir -p "$cache"
+git archive "$release" config charts | tar -x -C "$old_src"
 t0=$SECONDS
-(cd "$old_src" && REGCRED_IMAGE_TARGET_DIR="$cache/target" bash scripts/build-image.sh --out "$work/old-image" >/dev/null)
-old_binary="$(find "$cache/target" -path '*/release/regcred-operator' -type f | head -n1)"
-[[ -x "$old_binary" ]] || die "the last release's build left no binary in $cache/target"
-say "last release ${release:0:12} built in $((SECONDS - t0))s"
-t0=$SECONDS
-bash scripts/build-image.sh --out "$work/new-image" >/dev/null
-new_binary="$(find "${REGCRED_IMAGE_TARGET_DIR:-target/image-build}" -path '*/release/regcred-operator' -type f | head -n1)"
+REGCRED_IMAGE_TARGET_DIR="$target_dir" bash scripts/build-image.sh --out "$work/new-image" >/dev/null
+new_binary="$work/this-tree"
+cp "$(find "$target_dir" -path '*/release/regcred-operator' -type f | head -n1)" "$new_binary"
 say "this tree built in $((SECONDS - t0))s"
 
-# shellcheck source=../node/overlay.sh
+# shellcheck source=SCRIPTDIR/../node/overlay.sh
 . tests/node/overlay.sh
 ns=regcred-system
 selected=(upgrade-a upgrade-b upgrade-c)
