@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test: unit, property, CLI, the kubelet differential test, and the integration tests
 # against a real control plane. With KUBECONFIG set, the tests use that cluster. Without it, a
-# local control plane is started with tests/cluster/up.sh (built from Go modules on first use,
-# cached afterwards) and torn down at the end, also when a test fails. Extra arguments go to
-# `cargo test`.
+# local control plane of the newest supported release is started with tests/cluster/up.sh (built
+# from Go modules on first use, cached afterwards) and torn down at the end, also when a test
+# fails; then the version matrix (tests/matrix/run.sh: every supported release) and the upgrade
+# test (tests/upgrade/run.sh) run on clusters of their own. Extra arguments go to `cargo test`
+# (and leave out the matrix and the upgrade test).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -39,7 +41,9 @@ tool REGCRED_ARGO_HEALTH "the Argo CD health check runner" argo_health_runner
 # the Argo CD, Flux, External Secrets and sealed-secrets CRDs of the GitOps example.
 tool REGCRED_GITOPS_CRDS "the GitOps tools' CRDs" bash examples/gitops/tool-crds.sh
 
+own_clusters=false
 if [[ -z "${KUBECONFIG:-}" ]]; then
+  own_clusters=true
   cluster_dir="$(mktemp -d "${TMPDIR:-/tmp}/regcred-cp.XXXXXX")"
   node_dir="$cluster_dir-node"
   trap 'bash tests/cluster/node-down.sh "$node_dir" >/dev/null 2>&1 || true
@@ -75,3 +79,13 @@ if [[ -n "${KUBECONFIG:-}" && -n "${REGCRED_GITOPS_CRDS:-}" && -n "${REGCRED_TOO
   bash examples/gitops/validate.sh
 fi
 cargo test --locked "$@"
+
+if $own_clusters && (($# == 0)); then
+  bash tests/cluster/node-down.sh "$node_dir" >/dev/null 2>&1 || true
+  bash tests/cluster/down.sh "$cluster_dir" >/dev/null 2>&1 || true
+  # The version matrix: every supported release, a node on the newest two; its table must be
+  # the one in docs/compatibility.md.
+  bash tests/matrix/run.sh
+  # The upgrade from the last release to this tree and back, with kustomize and with Helm.
+  bash tests/upgrade/run.sh
+fi

@@ -86,8 +86,9 @@ pub struct RegistryCredentialSpec {
 
     /// Add `secretName` to the `imagePullSecrets` of every Pod created in a selected namespace
     /// under a selected ServiceAccount, also when the Pod lists pull secrets of its own. Done at
-    /// admission by the MutatingAdmissionPolicy installed with the operator (Kubernetes 1.36+),
-    /// so Pods created before the ServiceAccount is patched get it too.
+    /// admission by the MutatingAdmissionPolicy installed with the operator (Kubernetes 1.36+;
+    /// 1.34 and 1.35 where they serve its v1beta1 API), so Pods created before the ServiceAccount
+    /// is patched get it too.
     #[serde(default = "default_true")]
     pub inject_into_pods: bool,
 

@@ -286,6 +286,26 @@ fn helm_chart_renders_the_same_install_as_kustomize() {
 }
 
 #[test]
+fn the_kustomize_overlays_differ_from_config_default_only_in_the_policy() {
+    let tools = tools_or_skip!();
+    let is_policy = |o: &Value| o["kind"].as_str().is_some_and(|k| k.starts_with("MutatingAdmissionPolicy"));
+    let default = kustomize_default(tools);
+    assert_eq!(default.iter().filter(|o| is_policy(o)).count(), 2, "config/default has the policy and binding");
+    let operator: Vec<Value> = default.iter().filter(|o| !is_policy(o)).cloned().collect();
+
+    let without = documents(&run_tool(tools, "kustomize", &["build", "config/overlays/without-admission-policy"]));
+    assert_eq!(without, operator, "without-admission-policy: config/default less the policy");
+
+    let v1beta1 = documents(&run_tool(tools, "kustomize", &["build", "config/overlays/admission-policy-v1beta1"]));
+    let mut expected = default.clone();
+    for object in expected.iter_mut().filter(|o| is_policy(o)) {
+        assert_eq!(object["apiVersion"], "admissionregistration.k8s.io/v1");
+        object["apiVersion"] = json!("admissionregistration.k8s.io/v1beta1");
+    }
+    assert_eq!(v1beta1, expected, "admission-policy-v1beta1: config/default with the policy in v1beta1");
+}
+
+#[test]
 fn the_chart_renders_the_admission_policy_with_the_api_the_cluster_serves() {
     let tools = tools_or_skip!();
     let policy_versions = |extra: &[&str]| -> Vec<String> {

@@ -52,6 +52,15 @@ FEATURES=(
   "pull|node::a_private_image_is_pulled_with_the_copy_and_not_without_it"
 )
 
+# ENTRIES and versions.env name the same releases.
+for version in "${K8S_MATRIX[@]}" "$K8S_NEWEST"; do
+  [[ " ${ENTRIES[*]}" == *" $version|"* ]] || { say "FAILED: versions.env names $version, ENTRIES do not"; exit 2; }
+done
+for entry in "${ENTRIES[@]}"; do
+  [[ " ${K8S_MATRIX[*]} $K8S_NEWEST " == *" ${entry%%|*} "* ]] ||
+    { say "FAILED: ENTRIES name ${entry%%|*}, versions.env does not"; exit 2; }
+done
+
 # The entries of the releases asked for.
 selected_entries=()
 for version in "${versions[@]}"; do
