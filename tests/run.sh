@@ -83,9 +83,11 @@ cargo test --locked "$@"
 if $own_clusters && (($# == 0)); then
   bash tests/cluster/node-down.sh "$node_dir" >/dev/null 2>&1 || true
   bash tests/cluster/down.sh "$cluster_dir" >/dev/null 2>&1 || true
+  # Each starts clusters of its own: nothing of the one above may reach them.
+  fresh=(env -u KUBECONFIG -u REGCRED_CLUSTER_DIR -u REGCRED_NODE_ENV -u REGCRED_K8S_VERSION -u REGCRED_APISERVER_FLAGS)
   # The version matrix: every supported release, a node on the newest two; its table must be
   # the one in docs/compatibility.md.
-  bash tests/matrix/run.sh
+  "${fresh[@]}" bash tests/matrix/run.sh
   # The upgrade from the last release to this tree and back, with kustomize and with Helm.
-  bash tests/upgrade/run.sh
+  "${fresh[@]}" bash tests/upgrade/run.sh
 fi

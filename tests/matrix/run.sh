@@ -111,7 +111,7 @@ run_entry() {
     exported="$(REGCRED_K8S_VERSION="$version" REGCRED_CP_WATCH_PID=$$ bash tests/cluster/node-up.sh "$dir-node" "$dir")" ||
       { say "FAILED: $row: node-up.sh"; return 1; }
     eval "$exported"
-    "$REGCRED_TOOLS_BIN/kubectl" taint nodes --all regcred.dev/node-tests=true:NoSchedule >/dev/null
+    "$REGCRED_TOOLS_BIN/kubectl" taint nodes --all regcred.dev/node-tests=true:NoSchedule >/dev/null || return 1
   fi
   say "$row: control plane${REGCRED_NODE_ENV:+ and node} up in $((SECONDS - t0))s; \
 $("$REGCRED_TOOLS_BIN/kubectl" version -o json 2>/dev/null | python3 -c 'import json,sys; print("server", json.load(sys.stdin)["serverVersion"]["gitVersion"])')"
@@ -149,7 +149,10 @@ for entry in "${selected_entries[@]}"; do
 done
 
 python3 tests/matrix/table.py "$results" "$K8S_NEWEST" "${selected_entries[@]}" >"$out/compatibility.md"
-if $write; then
+if $write && ((${#versions[@]} < ${#K8S_MATRIX[@]} + 1)); then
+  say "FAILED: --write needs every release (no VERSION arguments)"
+  failed=1
+elif $write; then
   python3 tests/matrix/table.py --into docs/compatibility.md "$out/compatibility.md"
   say "docs/compatibility.md written"
 elif ((${#versions[@]} < ${#K8S_MATRIX[@]} + 1)); then

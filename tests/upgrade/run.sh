@@ -10,7 +10,6 @@
 # copy, so the operator that now runs works.
 #
 # Usage: tests/upgrade/run.sh [kustomize|helm]...     (root; default: both)
-# Env:   REGCRED_UPGRADE_KEEP=1   leave the last cluster running
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 REPO="$PWD"
@@ -20,6 +19,8 @@ die() { say "FAILED: $*"; exit 1; }
 
 release="$(grep -v '^#' tests/upgrade/last-release | head -n1)"
 [[ "$release" =~ ^[0-9a-f]{40}$ ]] || die "tests/upgrade/last-release names no commit"
+git cat-file -e "$release^{commit}" 2>/dev/null ||
+  die "commit $release (tests/upgrade/last-release) is not in this clone: a shallow clone? git fetch --unshallow"
 rounds=("$@")
 ((${#rounds[@]})) || rounds=(kustomize helm)
 
@@ -38,10 +39,6 @@ stop_cluster() {
   cp_dir=""
 }
 cleanup() {
-  if [[ -n "${REGCRED_UPGRADE_KEEP:-}" && -n "$cp_dir" ]]; then
-    say "kept: tests/cluster/node-down.sh $node_dir && tests/cluster/down.sh $cp_dir"
-    return
-  fi
   stop_cluster
   rm -rf -- "$work"
 }
@@ -58,8 +55,10 @@ if [[ ! -x "$old_binary" ]]; then
   old_src="$work/last-release"
   mkdir -p "$old_src" "$(dirname "$old_binary")"
   git archive "$release" | tar -x -C "$old_src"
+  # The binary this tree's build left there must not pass for the release's.
+  find "$target_dir" -path '*/release/regcred-operator' -type f -delete 2>/dev/null || true
   (cd "$old_src" && REGCRED_IMAGE_TARGET_DIR="$target_dir" bash scripts/build-image.sh --out "$work/old-image" >/dev/null)
-  built="$(find "$target_dir" -path '*/release/regcred-operator' -type f -newer "$old_src/Cargo.toml" | head -n1)"
+  built="$(find "$target_dir" -path '*/release/regcred-operator' -type f | head -n1)"
   [[ -x "$built" ]] || die "the last release's build left no binary in $target_dir"
   cp "$built" "$old_binary.tmp" && mv "$old_binary.tmp" "$old_binary"
   say "last release ${release:0:12} built in $((SECONDS - t0))s"
@@ -205,10 +204,14 @@ JSON
 round() {
   local tool="$1" t0=$SECONDS summary
   cp_dir="$work/$tool-cp" node_dir="$work/$tool-node"
-  eval "$(bash tests/cluster/up.sh "$cp_dir")"
+  local exported
+  exported="$(bash tests/cluster/up.sh "$cp_dir")" || die "$tool: the control plane did not start"
+  eval "$exported"
   # Three nodes for two replicas: with hostNetwork (tests/node/overlay.sh) each node holds one
   # replica (port 8080), and the rolling update starts its extra Pod before stopping one.
-  eval "$(REGCRED_NODE_COUNT=3 bash tests/cluster/node-up.sh "$node_dir" "$cp_dir")"
+  exported="$(REGCRED_NODE_COUNT=3 bash tests/cluster/node-up.sh "$node_dir" "$cp_dir")" ||
+    die "$tool: the nodes did not start"
+  eval "$exported"
   # shellcheck source=/dev/null
   . "$REGCRED_NODE_ENV"
   old_image="$REGCRED_REGISTRY/regcred/regcred-operator:last-release"
@@ -224,10 +227,12 @@ round() {
   live_state
   say "$tool: the last release runs, with copies in ${selected[*]} and a Pod that pulled through one"
 
-  python3 tests/upgrade/watch.py "$tools_bin/kubectl" regcred upgrade user-own "${selected[@]}" \
-    >"$work/watch-$tool.json" &
+  python3 tests/upgrade/watch.py "$tools_bin/kubectl" regcred upgrade user-own "$work/watching-$tool" \
+    "${selected[@]}" >"$work/watch-$tool.json" &
   watcher=$!
-  sleep 3 # the watches' initial lists
+  # Every watched object listed before anything changes.
+  for _ in $(seq 300); do [[ -e "$work/watching-$tool" ]] && break; sleep 0.1; done
+  [[ -e "$work/watching-$tool" ]] || die "$tool: the watches did not list the copies, accounts and credential"
   if [[ "$tool" == kustomize ]]; then deploy kustomize new; else deploy helm-upgrade new; fi
   copy_reaches "after-upgrade-$tool"
   say "$tool: upgraded to this tree ($((SECONDS - t0))s in); a new namespace got its copy"
@@ -237,22 +242,29 @@ round() {
   kubectl wait registrycredential/upgrade --for=condition=Ready --timeout=60s >/dev/null
   sleep 5
   kill -TERM "$watcher"
+  # What a reopened watch could have missed in its gap shows in the end state.
+  local n
+  for n in "${selected[@]}"; do
+    kubectl -n "$n" get secret regcred >/dev/null || die "$tool: $n lost its copy"
+    [[ "$(kubectl -n "$n" get serviceaccount default -o 'jsonpath={.imagePullSecrets[*].name}')" == "user-own regcred" ]] ||
+      die "$tool: $n's ServiceAccount lost an entry"
+  done
   wait "$watcher" || true
   watcher=""
   summary="$(cat "$work/watch-$tool.json")"
   say "$tool: watched: $summary"
-  python3 - "$summary" "${#selected[@]}" <<'PY' || die "$tool: see the watch above"
+  python3 - "$summary" <<'PY' || die "$tool: see the watch above"
 import json, sys
-summary, selected = json.loads(sys.argv[1]), int(sys.argv[2])
+summary = json.loads(sys.argv[1])
 for violation in summary["violations"]:
     print("violation:", violation, file=sys.stderr)
-writes = summary["writes"]
-# At most one rewrite of each copy and ServiceAccount per change of version (two changes), and a
-# handful of status updates: anything more is a storm.
-bounds = {"Secret": 2 * selected, "ServiceAccount": 2 * selected, "RegistryCredential": 10}
-storm = {kind: (writes[kind], bound) for kind, bound in bounds.items() if writes[kind] > bound}
-for kind, (count, bound) in storm.items():
-    print(f"write storm: {count} writes on pre-existing {kind} objects (bound {bound})", file=sys.stderr)
+# Copies and ServiceAccounts are not rewritten by an upgrade or a downgrade (the output is
+# canonical: docs/operations.md); the credential's status moves with each new leader, a handful
+# of times.
+storm = [f"{key}: {count} writes" for key, count in summary["writes"].items()
+         if count > (10 if key.startswith("RegistryCredential") else 0)]
+for line in storm:
+    print("more writes than an upgrade may make:", line, file=sys.stderr)
 sys.exit(1 if summary["violations"] or storm else 0)
 PY
   say "$tool: PASS in $((SECONDS - t0))s"
