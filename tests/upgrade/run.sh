@@ -187,9 +187,10 @@ spec:
   namespaceSelector: {matchLabels: {regcred-upgrade: "yes"}}
 YAML
   kubectl wait registrycredential/upgrade --for=condition=Ready --timeout=60s >/dev/null
+  local entries
   for n in "${selected[@]}"; do
-    [[ "$(kubectl -n "$n" get serviceaccount default -o 'jsonpath={.imagePullSecrets[*].name}')" == "user-own regcred" ]] ||
-      die "$n: the ServiceAccount lists $(kubectl -n "$n" get serviceaccount default -o 'jsonpath={.imagePullSecrets[*].name}')"
+    entries="$(kubectl -n "$n" get serviceaccount default -o 'jsonpath={.imagePullSecrets[*].name}')"
+    [[ "$entries" == "user-own regcred" ]] || die "$n: the ServiceAccount lists $entries"
   done
   kubectl create -f - >/dev/null <<JSON
 {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pulls", "namespace": "${selected[0]}"},
