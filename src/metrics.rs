@@ -1,6 +1,7 @@
 //! Prometheus metrics (text exposition via prometheus-client). Labels carry names of objects and
 //! kinds of work, never anything read from a credential.
 
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -34,6 +35,12 @@ struct CredentialLabels {
     credential: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadyLabels {
+    credential: String,
+    reason: &'static str,
+}
+
 pub(crate) struct Metrics {
     registry: Mutex<Registry>,
     reconciles: Family<ResultLabels, Counter>,
@@ -46,6 +53,11 @@ pub(crate) struct Metrics {
     request_limit: Gauge,
     pods_evicted: Counter,
     managed_namespaces: Family<CredentialLabels, Gauge>,
+    selected_namespaces: Family<CredentialLabels, Gauge>,
+    failed_namespaces: Family<CredentialLabels, Gauge>,
+    credential_ready: Family<ReadyLabels, Gauge>,
+    /// The credentials that have series, so that those of a credential gone can be removed.
+    credentials: Mutex<BTreeSet<String>>,
     leader: Gauge,
 }
 
@@ -94,8 +106,24 @@ impl Default for Metrics {
             managed_namespaces: registered(
                 r,
                 "managed_namespaces",
-                "Namespaces holding the current copy, by RegistryCredential",
+                "Namespaces holding the current copy, by RegistryCredential (status.namespaces.synced)",
             ),
+            selected_namespaces: registered(
+                r,
+                "selected_namespaces",
+                "Namespaces a RegistryCredential selects (status.namespaces.matched)",
+            ),
+            failed_namespaces: registered(
+                r,
+                "failed_namespaces",
+                "Selected namespaces whose copy failed or is blocked, by RegistryCredential (status.namespaces.failed)",
+            ),
+            credential_ready: registered(
+                r,
+                "credential_ready",
+                "1 when the RegistryCredential is Ready, else 0; reason: its Ready condition's reason",
+            ),
+            credentials: Mutex::default(),
             leader: registered(r, "leader", "1 when this replica holds the leader Lease"),
             registry: Mutex::new(registry),
         }
@@ -143,14 +171,58 @@ impl Metrics {
         self.pods_evicted.inc();
     }
 
-    pub(crate) fn set_managed_namespaces(&self, credential: &str, count: i32) {
-        self.managed_namespaces
-            .get_or_create(&CredentialLabels { credential: credential.to_owned() })
-            .set(count.into());
+    /// The counts of the credential's `status.namespaces`: selected, holding the current copy,
+    /// failed (the rest are still being written).
+    pub(crate) fn set_namespace_counts(&self, credential: &str, selected: i32, synced: i32, failed: i32) {
+        self.track(credential);
+        let labels = CredentialLabels { credential: credential.to_owned() };
+        self.selected_namespaces.get_or_create(&labels).set(selected.into());
+        self.managed_namespaces.get_or_create(&labels).set(synced.into());
+        self.failed_namespaces.get_or_create(&labels).set(failed.into());
     }
 
+    /// The credential's Ready condition: one series, labelled with its reason.
+    pub(crate) fn set_credential_ready(&self, credential: &str, ready: bool, reason: Reason) {
+        self.track(credential);
+        let mut labels = ReadyLabels { credential: credential.to_owned(), reason: reason.as_str() };
+        // The new series first: a scrape in between never finds the credential without one.
+        self.credential_ready.get_or_create(&labels).set(i64::from(ready));
+        for other in Reason::ALL.into_iter().filter(|other| *other != reason) {
+            labels.reason = other.as_str();
+            self.credential_ready.remove(&labels);
+        }
+    }
+
+    fn track(&self, credential: &str) {
+        let mut credentials = self.credentials.lock().expect("metrics credentials lock");
+        if !credentials.contains(credential) {
+            credentials.insert(credential.to_owned());
+        }
+    }
+
+    /// Removes every series of the credential.
     pub(crate) fn forget_credential(&self, credential: &str) {
-        self.managed_namespaces.remove(&CredentialLabels { credential: credential.to_owned() });
+        self.credentials.lock().expect("metrics credentials lock").remove(credential);
+        let labels = CredentialLabels { credential: credential.to_owned() };
+        for family in [&self.managed_namespaces, &self.selected_namespaces, &self.failed_namespaces] {
+            family.remove(&labels);
+        }
+        for reason in Reason::ALL {
+            self.credential_ready.remove(&ReadyLabels { credential: credential.to_owned(), reason: reason.as_str() });
+        }
+    }
+
+    /// Removes the series of every credential that `exists` no longer knows: deleted without a
+    /// cleanup by this replica (its finalizer removed by hand), or no longer selected by
+    /// `--credential-selector`.
+    pub(crate) fn retain_credentials(&self, exists: impl Fn(&str) -> bool) {
+        let gone: Vec<String> = {
+            let credentials = self.credentials.lock().expect("metrics credentials lock");
+            credentials.iter().filter(|name| !exists(name)).cloned().collect()
+        };
+        for credential in gone {
+            self.forget_credential(&credential);
+        }
     }
 
     pub(crate) fn set_leader(&self, leading: bool) {
@@ -163,5 +235,41 @@ impl Metrics {
         let registry = self.registry.lock().expect("metrics registry lock");
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("writing to a String cannot fail");
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exposition's lines that name `credential`.
+    fn series_of(metrics: &Metrics, credential: &str) -> Vec<String> {
+        let needle = format!("credential=\"{credential}\"");
+        metrics.encode().lines().filter(|line| line.contains(&needle)).map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_credential_has_one_ready_series_labelled_with_its_current_reason() {
+        let metrics = Metrics::default();
+        metrics.set_credential_ready("rc", false, Reason::SourceNotFound);
+        metrics.set_credential_ready("rc", true, Reason::Synced);
+        let ready: Vec<String> =
+            series_of(&metrics, "rc").into_iter().filter(|l| l.starts_with("regcred_credential_ready")).collect();
+        assert_eq!(ready, ["regcred_credential_ready{credential=\"rc\",reason=\"Synced\"} 1"]);
+    }
+
+    #[test]
+    fn the_series_of_a_credential_gone_are_removed() {
+        let metrics = Metrics::default();
+        for name in ["kept", "deleted", "unselected"] {
+            metrics.set_credential_ready(name, true, Reason::Synced);
+            metrics.set_namespace_counts(name, 3, 2, 1);
+        }
+        assert_eq!(series_of(&metrics, "deleted").len(), 4, "ready, selected, managed, failed");
+        metrics.forget_credential("deleted");
+        assert!(series_of(&metrics, "deleted").is_empty());
+        metrics.retain_credentials(|name| name == "kept");
+        assert!(series_of(&metrics, "unselected").is_empty());
+        assert!(series_of(&metrics, "kept").contains(&"regcred_failed_namespaces{credential=\"kept\"} 1".to_owned()));
     }
 }

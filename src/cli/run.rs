@@ -308,6 +308,12 @@ impl Probes {
     fn ready(&self) -> bool {
         !self.leading.load(Ordering::Relaxed) || self.stores.is_ready()
     }
+
+    /// The exposition, without the series of credentials gone since they were set.
+    fn metrics(&self) -> String {
+        self.metrics.retain_credentials(|name| self.stores.has_credential(name));
+        self.metrics.encode()
+    }
 }
 
 async fn serve(
@@ -316,7 +322,7 @@ async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let app = Router::new()
-        .route("/metrics", get(|State(p): State<Probes>| async move { p.metrics.encode() }))
+        .route("/metrics", get(|State(p): State<Probes>| async move { p.metrics() }))
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",

@@ -73,6 +73,11 @@ impl Stores {
         self.listed.iter().all(|listed| *listed.borrow()) && self.objects.is_ready()
     }
 
+    /// Whether the RegistryCredential `name` is cached: it exists, and this instance manages it.
+    pub(crate) fn has_credential(&self, name: &str) -> bool {
+        self.credentials.get(&ObjectRef::new(name)).is_some()
+    }
+
     /// The UID and resourceVersion of a source Secret, when its namespace is trusted and it exists.
     fn source_version(&self, namespace: &str, name: &str) -> Option<[Option<String>; 2]> {
         let secret = self.source_namespaces.get(namespace)?.get(&ObjectRef::new(name).within(namespace))?;

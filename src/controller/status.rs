@@ -249,8 +249,7 @@ pub(crate) async fn publish(
     let served = ctx.settings.admission_policies_served;
     let mut status = desired_status(credential, aggregate, source, served);
     status.stuck_pods = stuck_pods;
-    let name = credential.name_any();
-    ctx.metrics.set_managed_namespaces(&name, status.namespaces.map_or(0, |n| n.synced));
+    export(ctx, credential, &status);
     for event in events(credential.status.as_ref(), &status, aggregate.written) {
         record(ctx, credential, event).await;
     }
@@ -258,6 +257,18 @@ pub(crate) async fn publish(
         return Ok(());
     }
     write(credential, ctx, &status).await
+}
+
+/// The credential's gauges, read from the status computed for it (never computed apart).
+fn export(ctx: &Context, credential: &RegistryCredential, status: &RegistryCredentialStatus) {
+    let name = credential.name_any();
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    if let Some((ready, reason)) = ready.and_then(|c| Some((c.status == "True", c.reason.parse::<Reason>().ok()?))) {
+        ctx.metrics.set_credential_ready(&name, ready, reason);
+    }
+    if let Some(counts) = status.namespaces {
+        ctx.metrics.set_namespace_counts(&name, counts.matched, counts.synced, counts.failed);
+    }
 }
 
 /// The Events a new status implies, compared with the previous one: changes written, a source
@@ -359,6 +370,7 @@ pub(crate) async fn record_cleanup_failure(
     status.conditions.retain(|c| c.type_ != "Ready");
     status.conditions.insert(0, ready);
     status.failures = failures;
+    export(ctx, credential, &status);
     if credential.status.as_ref() == Some(&status) {
         return Ok(());
     }
@@ -373,6 +385,7 @@ pub(crate) async fn record_caches_not_listed(credential: &RegistryCredential, ct
     status.conditions.retain(|c| c.type_ != "Ready" && c.type_ != "Reconciling");
     status.conditions.insert(0, condition(credential, "Ready", "False", Reason::CachesNotListed, message.clone()));
     status.conditions.insert(1, condition(credential, "Reconciling", "True", Reason::CachesNotListed, message));
+    export(ctx, credential, &status);
     if credential.status.as_ref() == Some(&status) {
         return Ok(());
     }
