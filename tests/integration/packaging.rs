@@ -22,7 +22,7 @@ use regcred_test_support::cluster_or_skip;
 
 const NAMESPACE: &str = "regcred-system";
 const NAME: &str = "regcred-operator";
-const IMAGE: &str = "ghcr.io/regcred/regcred-operator:0.1.0";
+const IMAGE: &str = "ghcr.io/regcred/regcred-operator:0.2.0";
 const FIELD_MANAGER: &str = "regcred-packaging-tests";
 /// The Helm render applied to the cluster uses its own release and namespace, so that it never
 /// rewrites the RBAC objects that the operator tests running at the same time rely on.
