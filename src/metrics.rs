@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
-use crate::reason::Reason;
+use crate::reason::{Category, Reason};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -65,7 +65,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("regcred");
         let r = &mut registry;
-        let reconciles = registered(r, "reconciles", "RegistryCredential reconciles by result");
+        let reconciles = reconcile_counters(r);
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         r.register_with_unit(
             "reconcile_duration",
@@ -82,7 +82,7 @@ impl Default for Metrics {
                 "Namespace reconciles (each plans one namespace for every RegistryCredential)",
             ),
             api_writes: registered(r, "api_writes", "Write requests sent to the API server, by resource and verb"),
-            sync_failures: registered(r, "sync_failures", "Namespaces that failed to sync, by reason"),
+            sync_failures: failure_counters(r),
             patch_conflicts: registered(
                 r,
                 "service_account_patch_conflicts",
@@ -128,6 +128,28 @@ impl Default for Metrics {
             registry: Mutex::new(registry),
         }
     }
+}
+
+/// `reconciles`, both results at 0 from the start: an alert on no reconciles needs a series
+/// that stays at zero.
+fn reconcile_counters(registry: &mut Registry) -> Family<ResultLabels, Counter> {
+    let reconciles: Family<ResultLabels, Counter> =
+        registered(registry, "reconciles", "RegistryCredential reconciles by result");
+    for result in ["success", "error"] {
+        let _ = reconciles.get_or_create(&ResultLabels { result });
+    }
+    reconciles
+}
+
+/// `sync_failures`, with every reason of trouble at 0 from the start: a family without series is
+/// not exported at all, and a rate over a series that appears with its first failure misses it.
+fn failure_counters(registry: &mut Registry) -> Family<ReasonLabels, Counter> {
+    let failures: Family<ReasonLabels, Counter> =
+        registered(registry, "sync_failures", "Namespaces that failed to sync, by reason");
+    for reason in Reason::ALL.into_iter().filter(|r| matches!(r.category(), Category::Conflict | Category::Api)) {
+        let _ = failures.get_or_create(&ReasonLabels { reason: reason.as_str().to_owned() });
+    }
+    failures
 }
 
 /// A new metric of its default value, registered under `name`.
@@ -256,6 +278,20 @@ mod tests {
         let ready: Vec<String> =
             series_of(&metrics, "rc").into_iter().filter(|l| l.starts_with("regcred_credential_ready")).collect();
         assert_eq!(ready, ["regcred_credential_ready{credential=\"rc\",reason=\"Synced\"} 1"]);
+    }
+
+    #[test]
+    fn counters_that_alerts_and_the_dashboard_rate_are_exported_at_zero_from_the_start() {
+        let text = Metrics::default().encode();
+        for sample in [
+            "regcred_reconciles_total{result=\"error\"} 0",
+            "regcred_reconciles_total{result=\"success\"} 0",
+            "regcred_sync_failures_total{reason=\"SecretWriteFailed\"} 0",
+            "regcred_sync_failures_total{reason=\"SecretConflict\"} 0",
+        ] {
+            assert!(text.lines().any(|line| line == sample), "{sample} missing:\n{text}");
+        }
+        assert!(!text.contains("reason=\"Synced\""), "only reasons of trouble count failures");
     }
 
     #[test]
