@@ -11,5 +11,6 @@ mod gitops;
 mod hardening;
 mod leadership;
 mod node;
+mod observability;
 mod packaging;
 mod recovery;

@@ -403,6 +403,66 @@ fn helm_lint_passes() {
     run_tool(tools, "helm", &["lint", "--strict", "charts/regcred-operator"]);
 }
 
+#[test]
+fn monitoring_switches_render_monitors_of_the_metrics_port_the_rules_and_the_dashboard() {
+    let tools = tools_or_skip!();
+    let monitoring = ["ServiceMonitor", "PodMonitor", "PrometheusRule"];
+    let default = helm_template(tools, "regcred-operator", "regcred-system", &[]);
+    let kinds: BTreeSet<String> = identities(&default).into_iter().map(|(kind, _, _)| kind).collect();
+    assert!(monitoring.iter().all(|kind| !kinds.contains(*kind)), "all off by default: {kinds:?}");
+    assert!(!identities(&default).iter().any(|(_, _, name)| name.ends_with("-dashboard")));
+
+    let on = helm_template(
+        tools,
+        "regcred-operator",
+        "regcred-system",
+        &[
+            "--set",
+            "serviceMonitor.enabled=true,podMonitor.enabled=true,prometheusRule.enabled=true,grafanaDashboard.enabled=true",
+            "--set",
+            "serviceMonitor.labels.release=kps,prometheusRule.labels.release=kps,grafanaDashboard.folder=Platform",
+        ],
+    );
+    let pod = &find(&on, "Deployment", "regcred-operator")["spec"]["template"];
+    let service = find(&on, "Service", "regcred-operator-metrics");
+    let selects = |monitor: &Value, labels: &Value| {
+        let wanted = monitor["spec"]["selector"]["matchLabels"].as_object().unwrap();
+        !wanted.is_empty() && wanted.iter().all(|(key, value)| &labels[key] == value)
+    };
+    let service_monitor = find(&on, "ServiceMonitor", "regcred-operator");
+    assert!(selects(service_monitor, &service["metadata"]["labels"]));
+    assert_eq!(service_monitor["spec"]["endpoints"][0]["port"], service["spec"]["ports"][0]["name"]);
+    assert_eq!(service_monitor["metadata"]["labels"]["release"], "kps");
+    let pod_monitor = find(&on, "PodMonitor", "regcred-operator");
+    assert!(selects(pod_monitor, &pod["metadata"]["labels"]));
+    assert_eq!(pod_monitor["spec"]["podMetricsEndpoints"][0]["port"], pod["spec"]["containers"][0]["ports"][0]["name"]);
+
+    // The rule groups and the dashboard are the files promtool and the metrics test read, as they are.
+    let rule = find(&on, "PrometheusRule", "regcred-operator");
+    assert_eq!(rule["spec"], read_documents("charts/regcred-operator/files/prometheus-rules.yaml")[0]);
+    assert_eq!(rule["metadata"]["labels"]["release"], "kps");
+    let dashboard = find(&on, "ConfigMap", "regcred-operator-dashboard");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(dashboard["metadata"]["annotations"]["grafana_folder"], "Platform");
+    let file = std::fs::read_to_string(repo().join("charts/regcred-operator/files/grafana-dashboard.json")).unwrap();
+    let json = |text: &str| serde_json::from_str::<Value>(text).unwrap();
+    assert_eq!(json(dashboard["data"]["regcred-operator.json"].as_str().unwrap()), json(&file));
+
+    // A ServiceMonitor needs the Service it scrapes through.
+    let output = Command::new(tools.join("helm"))
+        .args([
+            "template",
+            "x",
+            "charts/regcred-operator",
+            "--set",
+            "serviceMonitor.enabled=true,service.enabled=false",
+        ])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(!output.status.success() && String::from_utf8_lossy(&output.stderr).contains("service.enabled"));
+}
+
 /// Server-side applies every object (force, one field manager: applying again is a no-op) and
 /// returns what the API server stored.
 async fn apply_all(client: &Client, objects: &[Value], origin: &str) -> Vec<DynamicObject> {
