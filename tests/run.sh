@@ -3,9 +3,9 @@
 # against a real control plane. With KUBECONFIG set, the tests use that cluster. Without it, a
 # local control plane of the newest supported release is started with tests/cluster/up.sh (built
 # from Go modules on first use, cached afterwards) and torn down at the end, also when a test
-# fails; then the version matrix (tests/matrix/run.sh: every supported release) and the upgrade
-# test (tests/upgrade/run.sh) run on clusters of their own. Extra arguments go to `cargo test`
-# (and leave out the matrix and the upgrade test).
+# fails; then the version matrix (tests/matrix/run.sh: every supported release), the upgrade
+# test (tests/upgrade/run.sh) and the release test (tests/release/run.sh) run on clusters of their
+# own. Extra arguments go to `cargo test` (and leave out those three).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -90,4 +90,7 @@ if $own_clusters && (($# == 0)); then
   "${fresh[@]}" bash tests/matrix/run.sh
   # The upgrade from the last release to this tree and back, with kustomize and with Helm.
   "${fresh[@]}" bash tests/upgrade/run.sh
+  # The release path: scripts/release.sh against the node's registry, then the install from it as
+  # the README tells (signatures verified, the chart from its OCI registry, a pull).
+  "${fresh[@]}" bash tests/release/run.sh
 fi
