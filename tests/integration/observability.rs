@@ -3,6 +3,8 @@
 //! a credential from Ready to a broken source, and go when it is deleted or no longer managed.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use kube::api::{Patch, PatchParams};
@@ -10,15 +12,16 @@ use kube::{Api, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
 use serde_json::json;
 
-use regcred_test_support::cluster_or_skip;
+use regcred_test_support::cluster::TestNamespace;
 use regcred_test_support::fixture::*;
-use regcred_test_support::operator::{INSTANCE_LABEL, OperatorProcess};
+use regcred_test_support::operator::{INSTANCE_LABEL, OperatorProcess, http_get};
+use regcred_test_support::{cluster_or_skip, repo};
 
 const RULES: &str = "charts/regcred-operator/files/prometheus-rules.yaml";
 const DASHBOARD: &str = "charts/regcred-operator/files/grafana-dashboard.json";
 
 fn read(file: &str) -> String {
-    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap()
+    std::fs::read_to_string(repo().join(file)).unwrap()
 }
 
 /// The `regcred_...` names in `text`, YAML comment lines left out (the rule file holds the place
@@ -78,14 +81,20 @@ async fn wait_for_no_series(operator: &OperatorProcess, credential: &str) {
     }
 }
 
+/// A credential of the test's source `pull`, Ready over one namespace (kept by the caller).
+async fn synced_credential(fx: &Fixture) -> (RegistryCredential, TestNamespace) {
+    fx.put_source("pull", &docker_config("registry.example.test", "ci", "pw")).await;
+    let selected = fx.namespace(true).await;
+    let credential = fx.apply(&fx.credential("main", json!({}))).await;
+    fx.wait_ready(&credential, "True", "Synced").await;
+    (credential, selected)
+}
+
 #[tokio::test]
 async fn alert_and_dashboard_queries_name_only_metrics_the_operator_exports() {
     let admin = cluster_or_skip!();
     let fx = Fixture::start(admin.clone(), "observability", &[]).await;
-    fx.put_source("pull", &docker_config("registry.example.test", "ci", "pw")).await;
-    let _selected = fx.namespace(true).await;
-    let credential = fx.apply(&fx.credential("main", json!({}))).await;
-    fx.wait_ready(&credential, "True", "Synced").await;
+    let (credential, _selected) = synced_credential(&fx).await;
     let name = credential.name_any();
 
     let (code, body) = fx.operator.http_get("/metrics").await;
@@ -140,6 +149,138 @@ async fn a_credential_the_operator_no_longer_manages_leaves_no_series() {
     let release = json!({"metadata": {"finalizers": null}});
     api.patch(&name, &PatchParams::default(), &Patch::Merge(&release)).await.unwrap();
     fx.delete(&credential).await;
+}
+
+/// Prometheus (cmd/prometheus, REGCRED_PROMETHEUS_BIN or built and cached by
+/// tests/observability/build-prometheus.sh) scraping one operator every second with the chart's
+/// rules, their `for:` cut to 3 s; killed when dropped.
+struct Prometheus {
+    child: Child,
+    addr: String,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    /// None where Prometheus cannot be built (never in CI).
+    fn binary() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os("REGCRED_PROMETHEUS_BIN").filter(|dir| !dir.is_empty()) {
+            return Some(PathBuf::from(dir).join("prometheus"));
+        }
+        let script = repo().join("tests/observability/build-prometheus.sh");
+        let output = Command::new("bash").arg(script).stderr(Stdio::inherit()).output().unwrap();
+        assert!(output.status.success() || std::env::var("CI").as_deref() != Ok("true"), "Prometheus did not build");
+        output
+            .status
+            .success()
+            .then(|| PathBuf::from(String::from_utf8(output.stdout).unwrap().trim()).join("prometheus"))
+    }
+
+    async fn start(binary: PathBuf, operator: &OperatorProcess) -> Prometheus {
+        let dir = std::env::temp_dir().join(format!("regcred-prometheus-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rules = read(RULES);
+        let rules = rules.lines().map(|line| match line.trim_start().strip_prefix("for: ") {
+            Some(_) => format!("{}for: 3s", &line[..line.len() - line.trim_start().len()]),
+            None => line.to_owned(),
+        });
+        std::fs::write(dir.join("rules.yaml"), rules.collect::<Vec<_>>().join("\n")).unwrap();
+        let config = json!({
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "rule_files": ["rules.yaml"],
+            "scrape_configs": [{
+                "job_name": "regcred-operator",
+                "static_configs": [{"targets": [operator.metrics_addr()], "labels": {"namespace": "regcred-system", "pod": "operator-0"}}],
+            }],
+        });
+        std::fs::write(dir.join("prometheus.yml"), config.to_string()).unwrap();
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new(binary)
+            .current_dir(&dir)
+            .args(["--config.file=prometheus.yml", "--storage.tsdb.path=data", &format!("--web.listen-address={addr}")])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let prometheus = Prometheus { child, addr, dir };
+        let ready = |addr: String| async move {
+            tokio::net::TcpStream::connect(&addr).await.is_ok() && http_get(&addr, "/-/ready").await.0 == 200
+        };
+        prometheus.wait_for("ready", ready).await;
+        prometheus
+    }
+
+    /// Waits until `check` of its address holds.
+    async fn wait_for<F: std::future::Future<Output = bool>>(&self, what: &str, check: impl Fn(String) -> F) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while !check(self.addr.clone()).await {
+            let log = std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
+            assert!(tokio::time::Instant::now() < deadline, "Prometheus: never {what}; its log:\n{log}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The active (pending or firing) alerts named `alert` about `credential`, of the Prometheus at `addr`.
+async fn alerts(addr: String, alert: &str, credential: String) -> Vec<serde_json::Value> {
+    let (code, body) = http_get(&addr, "/api/v1/alerts").await;
+    assert_eq!(code, 200, "{body}");
+    let alerts: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let about = |a: &&serde_json::Value| a["labels"]["alertname"] == alert && a["labels"]["credential"] == credential;
+    alerts["data"]["alerts"].as_array().unwrap().iter().filter(about).cloned().collect()
+}
+
+/// Whether the Prometheus at `addr` holds the one series `selector` at `value`.
+async fn has(addr: String, selector: String, value: &str) -> bool {
+    let escape =
+        |c: char| if c.is_ascii_alphanumeric() || c == '_' { c.to_string() } else { format!("%{:02X}", c as u32) };
+    let query: String = selector.chars().map(escape).collect();
+    let body = http_get(&addr, &format!("/api/v1/query?query={query}")).await.1;
+    let result: serde_json::Value = serde_json::from_str(&body).unwrap();
+    result["data"]["result"][0]["value"][1] == value
+}
+
+#[tokio::test]
+async fn prometheus_fires_the_not_ready_alert_while_a_source_is_broken_and_resolves_it() {
+    let admin = cluster_or_skip!();
+    let Some(binary) = Prometheus::binary() else { return };
+    let fx = Fixture::start(admin.clone(), "observability-prometheus", &[]).await;
+    let (credential, _selected) = synced_credential(&fx).await;
+    let name = credential.name_any();
+    let prometheus = Prometheus::start(binary, &fx.operator).await;
+    let ready = format!("regcred_credential_ready{{credential=\"{name}\",reason=\"Synced\"}}");
+    prometheus.wait_for("scraped Ready", |addr| has(addr, ready.clone(), "1")).await;
+    let not_ready = |addr: String| alerts(addr, "RegcredCredentialNotReady", name.clone());
+    // Longer than the shortened `for:`: a healthy credential stays silent.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(not_ready(prometheus.addr.clone()).await, Vec::<serde_json::Value>::new(), "healthy");
+
+    let broken = json!({"source": {"secretRef": {"name": "missing"}}});
+    fx.apply(&fx.credential("main", broken)).await;
+    fx.wait_ready(&credential, "False", "SourceNotFound").await;
+    let firing = |addr: String| async move { not_ready(addr).await.iter().any(|alert| alert["state"] == "firing") };
+    prometheus.wait_for("firing RegcredCredentialNotReady", firing).await;
+    let alert = &not_ready(prometheus.addr.clone()).await[0];
+    assert_eq!(
+        (&alert["labels"]["reason"], &alert["labels"]["severity"]),
+        (&json!("SourceNotFound"), &json!("warning"))
+    );
+    assert_eq!(alert["annotations"]["summary"], format!("RegistryCredential {name} is not Ready: SourceNotFound"));
+    let runbook = alert["annotations"]["runbook_url"].as_str().unwrap();
+    assert!(runbook.ends_with("docs/operations.md#regcredcredentialnotready"), "{runbook}");
+
+    fx.apply(&fx.credential("main", json!({}))).await;
+    fx.wait_ready(&credential, "True", "Synced").await;
+    let resolved = |addr: String| async move { not_ready(addr).await.is_empty() };
+    prometheus.wait_for("resolved RegcredCredentialNotReady", resolved).await;
 }
 
 #[test]

@@ -101,6 +101,19 @@ async fn operator_kubeconfig(admin: &Client, dir: &std::path::Path, account: &st
     path
 }
 
+/// GET on `addr` (`host:port`); returns (status code, body). HTTP/1.0, so that no server sends
+/// the body in chunks.
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (code, body)
+}
+
 /// One operator process, killed when dropped.
 pub struct OperatorProcess {
     child: Child,
@@ -187,14 +200,12 @@ impl OperatorProcess {
 
     /// GET on the operator's HTTP port; returns (status code, body).
     pub async fn http_get(&self, path: &str) -> (u16, String) {
-        let mut stream = tokio::net::TcpStream::connect(&self.metrics_addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.metrics_addr);
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-        (code, body)
+        http_get(&self.metrics_addr, path).await
+    }
+
+    /// Where it serves /metrics and its probes (`host:port`).
+    pub fn metrics_addr(&self) -> &str {
+        &self.metrics_addr
     }
 
     /// The value of one sample in /metrics, 0 when absent (`name{labels}` exactly as exposed).
