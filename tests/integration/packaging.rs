@@ -463,6 +463,34 @@ fn monitoring_switches_render_monitors_of_the_metrics_port_the_rules_and_the_das
     assert!(!output.status.success() && String::from_utf8_lossy(&output.stderr).contains("service.enabled"));
 }
 
+#[test]
+fn the_kustomize_prometheus_component_renders_what_the_chart_does() {
+    let tools = tools_or_skip!();
+    // An overlay of config/default with the component, as a user writes it (inside the clone:
+    // kustomize takes no absolute path).
+    let overlay = repo().join(format!("target/kustomize-prometheus-{}", std::process::id()));
+    std::fs::create_dir_all(&overlay).unwrap();
+    let kustomization = "resources: [../../config/default]\ncomponents: [../../config/prometheus]\n";
+    std::fs::write(overlay.join("kustomization.yaml"), kustomization).unwrap();
+    let built = documents(&run_tool(tools, "kustomize", &["build", overlay.to_str().unwrap()]));
+    std::fs::remove_dir_all(&overlay).unwrap();
+
+    let rules = read_documents("charts/regcred-operator/files/prometheus-rules.yaml").remove(0);
+    let rule = find(&built, "PrometheusRule", "regcred-operator");
+    assert_eq!(
+        rule["spec"], rules,
+        "config/prometheus/prometheus_rule.yaml is stale: bash config/prometheus/generate.sh"
+    );
+    assert_eq!(rule["metadata"]["namespace"], "regcred-system");
+    let chart = helm_template(tools, "regcred-operator", "regcred-system", &["--set", "serviceMonitor.enabled=true"]);
+    let (ours, theirs) =
+        (find(&built, "ServiceMonitor", "regcred-operator"), find(&chart, "ServiceMonitor", "regcred-operator"));
+    assert_eq!(ours["spec"]["selector"], theirs["spec"]["selector"]);
+    assert_eq!(ours["spec"]["endpoints"], theirs["spec"]["endpoints"]);
+    let service = find(&built, "Service", "regcred-operator-metrics");
+    assert_eq!(ours["spec"]["endpoints"][0]["port"], service["spec"]["ports"][0]["name"]);
+}
+
 /// Server-side applies every object (force, one field manager: applying again is a no-op) and
 /// returns what the API server stored.
 async fn apply_all(client: &Client, objects: &[Value], origin: &str) -> Vec<DynamicObject> {
