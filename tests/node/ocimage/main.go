@@ -4,7 +4,8 @@
 //
 //	ocimage build   -rootfs DIR -o LAYOUT [-ref NAME] [-entrypoint JSON] [-cmd JSON]
 //	                [-env K=V]... [-user UID:GID] [-workdir DIR] [-expose PORT/PROTO]...
-//	                [-label K=V]...
+//	                [-label K=V]... [-arch ARCH]
+//	ocimage index   -o LAYOUT [-ref NAME] LAYOUT...       (one multi-platform index of the images)
 //	ocimage push    -layout LAYOUT -ref HOST:PORT/REPO:TAG [-username U -password-env VAR]
 //	ocimage archive -layout LAYOUT -ref NAME -o FILE.tar   (a tarball `ctr images import` reads)
 //	ocimage digest  -layout LAYOUT                           (the manifest digest)
@@ -46,12 +47,14 @@ func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 
 func main() {
 	if len(os.Args) < 2 {
-		die(errors.New("usage: ocimage build|push|archive|digest [flags]"))
+		die(errors.New("usage: ocimage build|index|push|archive|digest [flags]"))
 	}
 	var err error
 	switch os.Args[1] {
 	case "build":
 		err = build(os.Args[2:])
+	case "index":
+		err = index(os.Args[2:])
 	case "push":
 		err = push(os.Args[2:])
 	case "archive":
@@ -150,6 +153,7 @@ func build(args []string) error {
 	cmd := fl.String("cmd", "", `JSON list, e.g. ["run"]`)
 	user := fl.String("user", "", "UID:GID")
 	workdir := fl.String("workdir", "", "working directory")
+	arch := fl.String("arch", runtime.GOARCH, "the binaries' architecture (GOARCH names: amd64, arm64)")
 	var env, expose, labels multi
 	fl.Var(&env, "env", "K=V (repeatable)")
 	fl.Var(&expose, "expose", "PORT/PROTO (repeatable)")
@@ -197,7 +201,7 @@ func build(args []string) error {
 	}
 	cf = cf.DeepCopy()
 	// Without os/architecture containerd skips the manifest as not matching the platform.
-	cf.OS, cf.Architecture = "linux", runtime.GOARCH
+	cf.OS, cf.Architecture = "linux", *arch
 	cf.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
 	cf.Config.Entrypoint, cf.Config.Cmd = ep, cm
 	cf.Config.Env = append([]string(nil), env...)
@@ -220,21 +224,30 @@ func build(args []string) error {
 		return err
 	}
 
-	if err := os.RemoveAll(*out); err != nil {
+	return writeLayout(*out, *ref, img, func(lp layout.Path, opts []layout.Option) error {
+		return lp.AppendImage(img, opts...)
+	})
+}
+
+// writeLayout replaces dir with an OCI layout that holds one manifest, what (appended by add),
+// named ref when not empty, and prints its digest.
+func writeLayout(dir, ref string, what interface{ Digest() (v1.Hash, error) },
+	add func(layout.Path, []layout.Option) error) error {
+	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
-	lp, err := layout.Write(*out, empty.Index)
+	lp, err := layout.Write(dir, empty.Index)
 	if err != nil {
 		return err
 	}
 	var opts []layout.Option
-	if *ref != "" {
-		opts = append(opts, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": *ref}))
+	if ref != "" {
+		opts = append(opts, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": ref}))
 	}
-	if err := lp.AppendImage(img, opts...); err != nil {
+	if err := add(lp, opts); err != nil {
 		return err
 	}
-	d, err := img.Digest()
+	d, err := what.Digest()
 	if err != nil {
 		return err
 	}
@@ -272,7 +285,7 @@ func push(args []string) error {
 	if *dir == "" || *ref == "" {
 		return errors.New("push: -layout and -ref are required")
 	}
-	img, err := image(*dir)
+	img, idx, err := manifest(*dir)
 	if err != nil {
 		return err
 	}
@@ -285,10 +298,17 @@ func push(args []string) error {
 	if *username != "" {
 		auth = &authn.Basic{Username: *username, Password: os.Getenv(*passwordEnv)}
 	}
-	if err := remote.Write(r, img, remote.WithAuth(auth)); err != nil {
+	var d v1.Hash
+	if idx != nil {
+		err = remote.WriteIndex(r, idx, remote.WithAuth(auth))
+		d, _ = idx.Digest()
+	} else {
+		err = remote.Write(r, img, remote.WithAuth(auth))
+		d, _ = img.Digest()
+	}
+	if err != nil {
 		return err
 	}
-	d, _ := img.Digest()
 	fmt.Printf("%s@%s\n", r.Context().Name(), d)
 	return nil
 }
@@ -327,4 +347,58 @@ func digest(args []string) error {
 	}
 	fmt.Println(d.String())
 	return nil
+}
+
+// manifest reads what a layout written by build or index holds: one image, or one index.
+func manifest(dir string) (v1.Image, v1.ImageIndex, error) {
+	lp, err := layout.FromPath(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	outer, err := lp.ImageIndex()
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := outer.IndexManifest()
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(m.Manifests) != 1 {
+		return nil, nil, fmt.Errorf("%s: expected one manifest, found %d", dir, len(m.Manifests))
+	}
+	if m.Manifests[0].MediaType.IsIndex() {
+		idx, err := outer.ImageIndex(m.Manifests[0].Digest)
+		return nil, idx, err
+	}
+	img, err := outer.Image(m.Manifests[0].Digest)
+	return img, nil, err
+}
+
+// index writes one multi-platform image index of the images of the given layouts, each under
+// the platform its config names.
+func index(args []string) error {
+	fl := flag.NewFlagSet("index", flag.ExitOnError)
+	out := fl.String("o", "", "OCI image layout directory to write (replaced)")
+	ref := fl.String("ref", "", "name recorded in the layout's index (org.opencontainers.image.ref.name)")
+	_ = fl.Parse(args)
+	if *out == "" || fl.NArg() == 0 {
+		return errors.New("index: -o and at least one image layout are required")
+	}
+	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	for _, dir := range fl.Args() {
+		img, err := image(dir)
+		if err != nil {
+			return err
+		}
+		cf, err := img.ConfigFile()
+		if err != nil {
+			return err
+		}
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{
+			Platform: &v1.Platform{OS: cf.OS, Architecture: cf.Architecture},
+		}})
+	}
+	return writeLayout(*out, *ref, idx, func(lp layout.Path, opts []layout.Option) error {
+		return lp.AppendIndex(idx, opts...)
+	})
 }
