@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # Publish a release of regcred-operator to an OCI registry:
-#   REGISTRY/regcred-operator:VERSION        the image (scripts/build-image.sh: static, non-root)
-#     + its SBOM (CycloneDX JSON from Cargo.lock) attached as an OCI referrer
+#   REGISTRY/regcred-operator:VERSION        the image (scripts/build-image.sh: static, non-root),
+#                                            an index of one per platform with --platforms
+#     + per platform its SBOM (CycloneDX JSON from Cargo.lock) attached as an OCI referrer
 #     + a cosign signature
 #   REGISTRY/charts/regcred-operator:VERSION the Helm chart (Helm 4, OCI), signed too; its values
 #                                            name the image by REGISTRY and digest
 # and the release files in OUT (default dist/VERSION): the chart archive, the CRDs, the rendered
-# install manifest (config/default with the image by digest), the SBOM, the release notes (the
+# install manifests (config/default and each overlay, the image by digest), the SBOMs, the release notes (the
 # CHANGELOG.md section of VERSION) and SHA256SUMS over all of them.
 #
-# Usage: scripts/release.sh [--out DIR] [--plain-http] [--binary PATH] VERSION REGISTRY
+# Usage: scripts/release.sh [--out DIR] [--plain-http] [--platforms P,...] [--binary PATH] VERSION REGISTRY
 #   VERSION       e.g. 0.2.0 (no leading v); must be the version of Cargo.toml, Chart.yaml
 #                 (version and appVersion) and have a CHANGELOG.md section
 #   REGISTRY      registry and path the artifacts go under, e.g. ghcr.io/regcred
 #   --plain-http  HTTP instead of HTTPS (loopback test registries only)
-#   --binary PATH the static operator binary (default: built, as scripts/build-image.sh does)
+#   --platforms   linux/amd64,linux/arm64 (default: the host's): one image each, cross-compiled
+#                 where not the host's (scripts/build-image.sh --platform), under one image index
+#   --binary PATH the static operator binary of the one platform (default: built)
 # Env:
 #   REGCRED_REGISTRY_USER, REGCRED_REGISTRY_PASSWORD  registry credentials (otherwise the
 #                 docker config of the environment, e.g. after `docker login`)
@@ -26,17 +29,18 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-usage() { sed -n '12,13p' "$0" | sed 's/^# //' >&2; exit 2; }
+usage() { sed -n '13p' "$0" | sed 's/^# //' >&2; exit 2; }
 say() { printf '[release] %s\n' "$*" >&2; }
 die() { say "FAILED: $*"; exit 1; }
 
-out="" plain_http="" binary=""
+out="" plain_http="" binary="" platforms=()
 while (($#)); do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --plain-http) plain_http=1; shift ;;
     --binary) binary="$2"; shift 2 ;;
-    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --platforms) IFS=, read -r -a platforms <<<"$2"; shift 2 ;;
+    -h | --help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) usage ;;
     *) break ;;
   esac
@@ -44,6 +48,8 @@ done
 (($# == 2)) || usage
 version="$1" registry="${2%/}"
 out="${out:-dist/$version}"
+((${#platforms[@]})) || platforms=("linux/$(uname -m | sed 's/x86_64/amd64/; s/aarch64/arm64/')")
+[[ -z "$binary" || ${#platforms[@]} == 1 ]] || die "--binary builds one platform only, not ${platforms[*]}"
 
 # --- one version everywhere ----------------------------------------------------------------------
 [[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$ ]] ||
@@ -94,9 +100,11 @@ if [[ -n "$plain_http" ]]; then
   cosign_http=(--allow-http-registry)
 fi
 
-# sign REF@DIGEST: with COSIGN_KEY and no transparency log, or keyless.
+# sign REF@DIGEST [RECURSIVE]: with COSIGN_KEY and no transparency log, or keyless; RECURSIVE=1
+# signs an index and each manifest it lists.
 sign() {
   local signing=(--yes)
+  [[ "${2:-0}" == 1 ]] && signing+=(--recursive)
   if [[ -n "${COSIGN_KEY:-}" ]]; then
     signing+=(--key "$COSIGN_KEY" --tlog-upload=false --use-signing-config=false)
   fi
@@ -104,33 +112,59 @@ sign() {
     { cat "$work/cosign.log" >&2; die "cosign sign $1"; }
 }
 
-# --- image ---------------------------------------------------------------------------------------
+# --- images: one per platform, under one index when there are several -----------------------------
 image="$registry/regcred-operator"
-t0=$SECONDS
-pushed="$(REGCRED_OPERATOR_BINARY="$binary" bash scripts/build-image.sh --out "$work/image" \
-  --push "$image:$version" | tail -n 1)"
+ocimage="$(bash tests/cluster/build-node.sh --image-tool)/ocimage"
+declare -A CPU_OF=([amd64]=x86_64 [arm64]=aarch64)
+host_cpu="$(uname -m)"
+layouts=()
+for platform in "${platforms[@]}"; do
+  t0=$SECONDS
+  REGCRED_OPERATOR_BINARY="$binary" bash scripts/build-image.sh --platform "$platform" \
+    --out "$work/image-${platform#linux/}" >/dev/null
+  layouts+=("$work/image-${platform#linux/}")
+  say "image for $platform built in $((SECONDS - t0))s"
+done
+top="${layouts[0]}"
+if ((${#layouts[@]} > 1)); then
+  top="$work/image"
+  "$ocimage" index -o "$top" -ref "$image:$version" "${layouts[@]}" >/dev/null
+fi
+push_auth=()
+[[ -z "${REGCRED_REGISTRY_USER:-}" ]] ||
+  push_auth=(-username "$REGCRED_REGISTRY_USER" -password-env REGCRED_REGISTRY_PASSWORD)
+pushed="$("$ocimage" push -layout "$top" -ref "$image:$version" "${push_auth[@]}")"
 digest="${pushed##*@}"
-[[ "$digest" == sha256:* ]] || die "build-image.sh printed no pushed digest ('$pushed')"
-image_bytes="$(oras manifest fetch "${http_flags[@]}" "$image@$digest" | python3 -c '
+[[ "$digest" == sha256:* ]] || die "ocimage push printed no digest ('$pushed')"
+say "pushed $image:$version ($digest: ${platforms[*]})"
+
+# --- SBOMs: per platform, the crates compiled into its binary (no build or dev dependencies), each
+# a referrer of its platform's image -------------------------------------------------------------------
+for platform in "${platforms[@]}"; do
+  arch="${platform#linux/}" cpu="${CPU_OF[${platform#linux/}]}"
+  platform_digest="$("$ocimage" digest -layout "$work/image-$arch")"
+  bytes="$(oras manifest fetch "${http_flags[@]}" "$image@$platform_digest" | python3 -c '
 import json, sys
 m = json.load(sys.stdin)
 print(m["config"]["size"] + sum(layer["size"] for layer in m["layers"]))')"
-say "image $image:$version ($digest, $image_bytes bytes compressed) in $((SECONDS - t0))s"
-
-# --- SBOM: the crates compiled into the binary (normal dependencies of the target platform) -------
-sbom="$out/regcred-operator-$version.cdx.json"
-target="$(rustc -vV | awk '/^host:/ { print $2 }')"
-# It writes one file beside each Cargo.toml of the workspace: the package's is kept, the rest go.
-sbom_name="regcred-operator-sbom-$$"
-"$release_tools/cargo-cyclonedx" cyclonedx --format json --spec-version 1.5 --target "$target" \
-  --no-build-deps --override-filename "$sbom_name" -q >&2
-mv -f "$sbom_name.json" "$sbom"
-find . -path ./target -prune -o -name "$sbom_name.json" -exec rm -f {} +
-# (oras takes relative paths only; the file name becomes the layer's title.)
-(cd "$out" && oras attach "${http_flags[@]}" --artifact-type application/vnd.cyclonedx+json \
-  "$image@$digest" "$(basename "$sbom"):application/vnd.cyclonedx+json" >&2)
-say "SBOM attached to $image@$digest ($(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["components"]))' "$sbom") components)"
-sign "$image@$digest"
+  target="$cpu-unknown-linux-musl"
+  [[ "$cpu" != "$host_cpu" ]] || target="$(rustc -vV | awk '/^host:/ { print $2 }')"
+  sbom="$out/regcred-operator-$version-linux-$arch.cdx.json"
+  # It writes one file beside each Cargo.toml of the workspace: the package's is kept, the rest go.
+  sbom_name="regcred-operator-sbom-$$"
+  "$release_tools/cargo-cyclonedx" cyclonedx --format json --spec-version 1.5 --target "$target" \
+    --no-build-deps --override-filename "$sbom_name" -q >&2
+  mv -f "$sbom_name.json" "$sbom"
+  find . -path ./target -prune -o -name "$sbom_name.json" -exec rm -f {} +
+  # (oras takes relative paths only; the file name becomes the layer's title.)
+  (cd "$out" && oras attach "${http_flags[@]}" --artifact-type application/vnd.cyclonedx+json \
+    "$image@$platform_digest" "$(basename "$sbom"):application/vnd.cyclonedx+json" >/dev/null)
+  say "$platform: $image@$platform_digest, $bytes bytes compressed; SBOM of $(python3 -c '
+import json, sys
+print(len(json.load(open(sys.argv[1]))["components"]))' "$sbom") components attached"
+done
+# An index is signed with each of its images (--recursive).
+sign "$image@$digest" $((${#platforms[@]} > 1))
 say "image signed"
 
 # --- chart: the image by registry and digest -------------------------------------------------------

@@ -54,10 +54,10 @@ say "image $image built and pushed in $((SECONDS - t0))s"
 # --- the test-only overlay, over config/default or over the Helm chart's rendering -------------
 # shellcheck source=SCRIPTDIR/overlay.sh
 . tests/node/overlay.sh
+# shellcheck source=SCRIPTDIR/pull.sh
+. tests/node/pull.sh
 ns=regcred-system
-kubectl create namespace "$ns" >/dev/null
-kubectl -n "$ns" create secret generic regcred-operator-pull --type=kubernetes.io/dockerconfigjson \
-  --from-file=.dockerconfigjson="$REGCRED_NODE_DOCKERCONFIGJSON" >/dev/null
+node_operator_namespace "$ns"
 
 # render NAME RESOURCE: kustomize RESOURCE (a directory or a file) with the overlay into
 # $work/NAME.yaml.
@@ -94,34 +94,14 @@ check() {
   say "$name: leader $leader (Lease holder $holder)"
 
   # The end-to-end pull through the in-cluster operator (the CRD came with the install).
-  kubectl apply -f - >/dev/null <<EOF
-  apiVersion: regcred.dev/v1alpha1
-  kind: RegistryCredential
-  metadata: {name: e2e}
-  spec:
-    source: {secretRef: {namespace: $ns, name: e2e-pull}}
-    registries: ["$REGCRED_REGISTRY"]
-    secretName: regcred
-    namespaceSelector: {matchLabels: {regcred-e2e: "yes"}}
-    serviceAccounts: {names: [default]}
-EOF
+  apply_node_credential e2e "$ns" regcred-e2e
   kubectl create namespace "$pns" >/dev/null
   kubectl label namespace "$pns" regcred-e2e=yes >/dev/null
   for _ in $(seq 150); do
     [[ "$(kubectl -n "$pns" get serviceaccount default -o 'jsonpath={.imagePullSecrets[*].name}' 2>/dev/null)" == *regcred* ]] && break
     sleep 0.2
   done
-  kubectl create -f - >/dev/null <<EOF
-{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pulls", "namespace": "$pns"},
- "spec": {"nodeName": "$REGCRED_NODE_NAME", "hostNetwork": true, "terminationGracePeriodSeconds": 1,
-  "containers": [{"name": "app", "image": "$REGCRED_NODE_IMAGE", "imagePullPolicy": "Always"}]}}
-EOF
-  for _ in $(seq 150); do
-    [[ "$(kubectl -n "$pns" get pod pulls -o 'jsonpath={.status.phase}')" == Running ]] && break
-    sleep 0.2
-  done
-  [[ "$(kubectl -n "$pns" get pod pulls -o 'jsonpath={.status.phase}')" == Running ]] ||
-    { kubectl -n "$pns" get events >&2; die "$name: the Pod did not pull through the operator's copy"; }
+  pod_pulls "$pns" || die "$name: the Pod did not pull through the operator's copy"
   say "$name: a Pod without imagePullSecrets in $pns pulled the private image through the operator's copy"
 
   # Leader handover.

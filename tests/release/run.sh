@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The release path end to end, against the test node's authenticated registry instead of ghcr.io:
-#   1. scripts/release.sh publishes this tree's version (image, SBOM referrer, signatures, OCI
-#      chart, release files), signing with a key pair made for the test;
+#   1. scripts/release.sh publishes this tree's version for linux/amd64 and linux/arm64 (an image
+#      index, an SBOM referrer per image, signatures, OCI chart, release files), signing with a
+#      key pair made for the test;
 #   2. the release files hold together (SHA256SUMS, the install manifests name the signed digest,
 #      the CRDs are the repository's) and the SBOM pulled back from the registry is the one written;
 #   3. as the README tells a user: the signature is verified first (the image and the chart), then
@@ -14,7 +15,6 @@
 # post-renderer (tests/node/overlay.sh).
 #
 # Usage: tests/release/run.sh        (root; starts and stops its own cluster and two nodes)
-# Env:   REGCRED_OPERATOR_BINARY=PATH  a static operator binary (skips the cargo build)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -50,8 +50,10 @@ export COSIGN_PASSWORD="release-test-key"
 (cd "$work" && cosign generate-key-pair >/dev/null 2>&1 && mkdir other && cd other &&
   cosign generate-key-pair >/dev/null 2>&1)
 t0=$SECONDS
+# Both platforms, as the release workflow publishes them (arm64 cross-compiled; only amd64 runs here).
+platforms=(linux/amd64 linux/arm64)
 released="$(COSIGN_KEY="$work/cosign.key" bash scripts/release.sh --plain-http --out "$work/dist" \
-  --binary "${REGCRED_OPERATOR_BINARY:-}" "$version" "$registry")"
+  --platforms "$(IFS=,; echo "${platforms[*]}")" "$version" "$registry")"
 image="$registry/regcred-operator"
 digest="${released##*@}"
 [[ "$released" == "$image@sha256:"* ]] || die "release.sh printed '$released', not $image@DIGEST"
@@ -68,23 +70,38 @@ export HELM_REGISTRY_CONFIG="$DOCKER_CONFIG/config.json"
 # --- 2. the release files and the SBOM -------------------------------------------------------------
 (cd "$work/dist" && sha256sum --quiet --check SHA256SUMS) || die "SHA256SUMS does not match the release files"
 for f in crds.yaml install.yaml install-admission-policy-v1beta1.yaml install-without-admission-policy.yaml \
-  "regcred-operator-$version.tgz" "regcred-operator-$version.cdx.json" RELEASE_NOTES.md; do
+  "regcred-operator-$version.tgz" RELEASE_NOTES.md; do
   [[ -s "$work/dist/$f" ]] || die "the release has no $f"
 done
 cmp -s "$work/dist/crds.yaml" crds/registrycredentials.regcred.dev.yaml || die "crds.yaml is not the repository's CRD"
 for f in "$work"/dist/install*.yaml; do
   [[ "$(grep -c "image: $image@$digest" "$f")" == 1 ]] || die "$(basename "$f") does not run $image@$digest"
 done
-sbom_manifest="$(oras discover --plain-http --artifact-type application/vnd.cyclonedx+json \
-  --format json "$image@$digest" | python3 -c '
+# The index lists one image per platform; each has one CycloneDX referrer, the file of the release.
+index="$(oras manifest fetch --plain-http "$image@$digest")"
+for platform in "${platforms[@]}"; do
+  arch="${platform#linux/}"
+  platform_digest="$(python3 -c '
+import json, sys
+index = json.loads(sys.argv[1])
+assert index["mediaType"] == "application/vnd.oci.image.index.v1+json", index["mediaType"]
+found = [m["digest"] for m in index["manifests"] if m["platform"] == {"os": "linux", "architecture": sys.argv[2]}]
+print(found[0] if len(found) == 1 else "")' "$index" "$arch")"
+  [[ "$platform_digest" == sha256:* ]] || die "the index $image@$digest has no single $platform image"
+  oras manifest fetch-config --plain-http "$image@$platform_digest" |
+    python3 -c 'import json, sys; assert json.load(sys.stdin)["architecture"] == sys.argv[1]' "$arch" ||
+    die "the $platform image's config names another architecture"
+  sbom="regcred-operator-$version-linux-$arch.cdx.json"
+  sbom_manifest="$(oras discover --plain-http --artifact-type application/vnd.cyclonedx+json \
+    --format json "$image@$platform_digest" | python3 -c '
 import json, sys
 found = json.load(sys.stdin).get("referrers") or []
 print(found[0]["digest"] if len(found) == 1 else "")')"
-[[ "$sbom_manifest" == sha256:* ]] || die "no single CycloneDX referrer on $image@$digest"
-oras pull --plain-http -o "$work/sbom" "$image@$sbom_manifest" >/dev/null
-cmp -s "$work/sbom/regcred-operator-$version.cdx.json" "$work/dist/regcred-operator-$version.cdx.json" ||
-  die "the SBOM in the registry is not the one in the release files"
-python3 - "$work/dist/regcred-operator-$version.cdx.json" Cargo.lock "$version" <<'PYEOF' || die "the SBOM does not describe the binary"
+  [[ "$sbom_manifest" == sha256:* ]] || die "no single CycloneDX referrer on the $platform image"
+  oras pull --plain-http -o "$work/sbom-$arch" "$image@$sbom_manifest" >/dev/null
+  cmp -s "$work/sbom-$arch/$sbom" "$work/dist/$sbom" ||
+    die "the $platform SBOM in the registry is not the one in the release files"
+  python3 - "$work/dist/$sbom" Cargo.lock "$version" <<'PYEOF' || die "the $platform SBOM does not describe the binary"
 import json, sys, tomllib
 sbom = json.load(open(sys.argv[1]))
 lock = {(p["name"], p["version"]) for p in tomllib.load(open(sys.argv[2], "rb"))["package"]}
@@ -97,8 +114,9 @@ stray = components - lock
 assert not stray, "components not in Cargo.lock: %s" % sorted(stray)[:5]
 # Dev-dependencies are not in the image.
 assert not any(name == "proptest" for name, _ in components), "dev-dependencies in the SBOM"
-print("SBOM: %d components, all in Cargo.lock" % len(components), file=sys.stderr)
+print("SBOM %s: %d components, all in Cargo.lock" % (sys.argv[1].rsplit("/", 1)[-1], len(components)), file=sys.stderr)
 PYEOF
+done
 
 # --- 3. as a user: verify, then install from the registry --------------------------------------------
 verify() { cosign verify --key "$1" --insecure-ignore-tlog --allow-http-registry "$2" >/dev/null 2>"$work/verify.log"; }
