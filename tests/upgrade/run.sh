@@ -74,6 +74,8 @@ say "this tree built in $((SECONDS - t0))s"
 
 # shellcheck source=SCRIPTDIR/../node/overlay.sh
 . tests/node/overlay.sh
+# shellcheck source=SCRIPTDIR/../node/pull.sh
+. tests/node/pull.sh
 ns=regcred-system
 selected=(upgrade-a upgrade-b upgrade-c)
 
@@ -84,34 +86,6 @@ render() {
   rel="$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$2" "$dir")"
   node_overlay "$dir" "$rel" "$3"
   "$tools_bin/kustomize" build --load-restrictor=LoadRestrictionsNone "$dir"
-}
-
-# helm_overlay IMAGE: the same overlay for Helm, as a post-renderer plugin (Helm 4 runs plugins
-# from HELM_PLUGINS) with the operator's image IMAGE.
-helm_overlay() {
-  local plugins="$work/helm-plugins"
-  mkdir -p "$plugins/test-node-overlay" "$work/overlay-helm"
-  cat >"$plugins/test-node-overlay/plugin.yaml" <<EOF
-apiVersion: v1
-type: postrenderer/v1
-name: test-node-overlay
-version: 0.1.0
-runtime: subprocess
-runtimeConfig:
-  platformCommand:
-    - command: $work/post-render.sh
-EOF
-  cat >"$work/post-render.sh" <<EOF
-#!/usr/bin/env bash
-set -euo pipefail
-cat >"$work/overlay-helm/rendered.yaml"
-export REGCRED_NODE_APISERVER_HOST=$REGCRED_NODE_APISERVER_HOST REGCRED_NODE_APISERVER_PORT=$REGCRED_NODE_APISERVER_PORT
-. "$REPO/tests/node/overlay.sh"
-node_overlay "$work/overlay-helm" rendered.yaml "$1"
-exec "$tools_bin/kustomize" build "$work/overlay-helm"
-EOF
-  chmod +x "$work/post-render.sh"
-  export HELM_PLUGINS="$plugins"
 }
 
 rollout() {
@@ -140,13 +114,13 @@ deploy() {
     # The CRD is in the build: one apply does both, the CRD first in kustomize's order.
     kustomize) render "kustomize-$which" "$src/config/default" "$image" | kubectl apply --server-side -f - >/dev/null ;;
     helm-install)
-      helm_overlay "$image"
+      helm_node_overlay "$work" "$tools_bin/kustomize" "$image"
       helm install regcred-operator "$src/charts/regcred-operator" --namespace "$ns" \
         --post-renderer test-node-overlay >/dev/null
       ;;
     helm-upgrade)
       helm show crds "$src/charts/regcred-operator" | kubectl apply --server-side --force-conflicts -f - >/dev/null
-      helm_overlay "$image"
+      helm_node_overlay "$work" "$tools_bin/kustomize" "$image"
       helm upgrade regcred-operator "$src/charts/regcred-operator" --namespace "$ns" \
         --post-renderer test-node-overlay >/dev/null
       ;;
@@ -176,28 +150,14 @@ live_state() {
     for _ in $(seq 150); do kubectl -n "$n" get serviceaccount default >/dev/null 2>&1 && break; sleep 0.2; done
     kubectl -n "$n" patch serviceaccount default -p '{"imagePullSecrets": [{"name": "user-own"}]}' >/dev/null
   done
-  kubectl apply -f - >/dev/null <<YAML
-apiVersion: regcred.dev/v1alpha1
-kind: RegistryCredential
-metadata: {name: upgrade}
-spec:
-  source: {secretRef: {namespace: $ns, name: e2e-pull}}
-  registries: ["$REGCRED_REGISTRY"]
-  secretName: regcred
-  namespaceSelector: {matchLabels: {regcred-upgrade: "yes"}}
-YAML
+  apply_node_credential upgrade "$ns" regcred-upgrade
   kubectl wait registrycredential/upgrade --for=condition=Ready --timeout=60s >/dev/null
   local entries
   for n in "${selected[@]}"; do
     entries="$(kubectl -n "$n" get serviceaccount default -o 'jsonpath={.imagePullSecrets[*].name}')"
     [[ "$entries" == "user-own regcred" ]] || die "$n: the ServiceAccount lists $entries"
   done
-  kubectl create -f - >/dev/null <<JSON
-{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pulls", "namespace": "${selected[0]}"},
- "spec": {"nodeName": "$REGCRED_NODE_NAME", "hostNetwork": true, "terminationGracePeriodSeconds": 1,
-  "containers": [{"name": "app", "image": "$REGCRED_NODE_IMAGE", "imagePullPolicy": "Always"}]}}
-JSON
-  kubectl -n "${selected[0]}" wait pod/pulls --for=jsonpath='{.status.phase}'=Running --timeout=60s >/dev/null ||
+  pod_pulls "${selected[0]}" ||
     die "the Pod did not pull through the last release's copy"
 }
 
