@@ -38,6 +38,8 @@ tool REGCRED_KUBELET_ORACLE "the kubelet oracle" bash tests/kubelet-oracle/build
 # kstatus (what Flux and `kubectl wait` compute) and Argo CD's health check runner;
 tool REGCRED_KSTATUS "the kstatus helper" bash tests/kstatus/build.sh
 tool REGCRED_ARGO_HEALTH "the Argo CD health check runner" argo_health_runner
+# Prometheus, which evaluates the chart's alerting rules against a running operator;
+tool REGCRED_PROMETHEUS_BIN "Prometheus" bash tests/observability/build-prometheus.sh
 # the Argo CD, Flux, External Secrets and sealed-secrets CRDs of the GitOps example.
 tool REGCRED_GITOPS_CRDS "the GitOps tools' CRDs" bash examples/gitops/tool-crds.sh
 
