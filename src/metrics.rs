@@ -56,6 +56,7 @@ pub(crate) struct Metrics {
     selected_namespaces: Family<CredentialLabels, Gauge>,
     failed_namespaces: Family<CredentialLabels, Gauge>,
     credential_ready: Family<ReadyLabels, Gauge>,
+    credential_expiry: Family<CredentialLabels, Gauge>,
     /// The credentials that have series, so that those of a credential gone can be removed.
     credentials: Mutex<BTreeSet<String>>,
     leader: Gauge,
@@ -65,17 +66,9 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("regcred");
         let r = &mut registry;
-        let reconciles = reconcile_counters(r);
-        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        r.register_with_unit(
-            "reconcile_duration",
-            "Time one RegistryCredential reconcile takes",
-            prometheus_client::registry::Unit::Seconds,
-            reconcile_duration.clone(),
-        );
         Metrics {
-            reconciles,
-            reconcile_duration,
+            reconciles: reconcile_counters(r),
+            reconcile_duration: duration_histogram(r),
             namespace_reconciles: registered(
                 r,
                 "namespace_reconciles",
@@ -123,11 +116,28 @@ impl Default for Metrics {
                 "credential_ready",
                 "1 when the RegistryCredential is Ready, else 0; reason: its Ready condition's reason",
             ),
+            credential_expiry: registered(
+                r,
+                "credential_expiry_timestamp_seconds",
+                "When the RegistryCredential's credential expires, as its source states it (status.expiresAt), in UNIX seconds; no series when unknown",
+            ),
             credentials: Mutex::default(),
             leader: registered(r, "leader", "1 when this replica holds the leader Lease"),
             registry: Mutex::new(registry),
         }
     }
+}
+
+/// `reconcile_duration_seconds`: 1 ms to about 33 s.
+fn duration_histogram(registry: &mut Registry) -> Histogram {
+    let histogram = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+    registry.register_with_unit(
+        "reconcile_duration",
+        "Time one RegistryCredential reconcile takes",
+        prometheus_client::registry::Unit::Seconds,
+        histogram.clone(),
+    );
+    histogram
 }
 
 /// `reconciles`, both results at 0 from the start: an alert on no reconciles needs a series
@@ -215,6 +225,20 @@ impl Metrics {
         }
     }
 
+    /// The credential's `status.expiresAt`; no series when the source states none.
+    pub(crate) fn set_credential_expiry(&self, credential: &str, expires_at: Option<jiff::Timestamp>) {
+        self.track(credential);
+        let labels = CredentialLabels { credential: credential.to_owned() };
+        match expires_at {
+            Some(at) => {
+                self.credential_expiry.get_or_create(&labels).set(at.as_second());
+            }
+            None => {
+                self.credential_expiry.remove(&labels);
+            }
+        }
+    }
+
     fn track(&self, credential: &str) {
         let mut credentials = self.credentials.lock().expect("metrics credentials lock");
         if !credentials.contains(credential) {
@@ -226,7 +250,9 @@ impl Metrics {
     pub(crate) fn forget_credential(&self, credential: &str) {
         self.credentials.lock().expect("metrics credentials lock").remove(credential);
         let labels = CredentialLabels { credential: credential.to_owned() };
-        for family in [&self.managed_namespaces, &self.selected_namespaces, &self.failed_namespaces] {
+        for family in
+            [&self.managed_namespaces, &self.selected_namespaces, &self.failed_namespaces, &self.credential_expiry]
+        {
             family.remove(&labels);
         }
         for reason in Reason::ALL {

@@ -20,6 +20,8 @@ pub(crate) enum Reason {
     SourceNotFound,
     /// The source Secret holds no usable credential.
     SourceInvalid,
+    /// The credential expired, as its source states (`status.expiresAt`); copies stay in place.
+    Expired,
     /// An older RegistryCredential claims the same Secret name in the namespace.
     NameConflict,
     /// A Secret of the copy's name exists and is not the operator's (`onConflict: Skip`).
@@ -63,6 +65,10 @@ pub(crate) enum Reason {
     /// `PodInjection=True`, but selected ServiceAccounts enforce mountable secrets: their Pods are
     /// refused while they do not list the copy.
     MountableSecretsEnforced,
+    /// `Expiring=True`: the credential expires within the warning window (`--expiry-warning`).
+    ExpiresSoon,
+    /// `Expiring=False`: the credential's expiry is known and further away than the window.
+    ExpiryAhead,
 }
 
 /// What kind of trouble a reason is: the label of metrics and the rule for Events.
@@ -81,13 +87,14 @@ pub(crate) enum Category {
 }
 
 impl Reason {
-    pub(crate) const ALL: [Reason; 26] = [
+    pub(crate) const ALL: [Reason; 29] = [
         Reason::Synced,
         Reason::Progressing,
         Reason::SyncFailed,
         Reason::SourceNotTrusted,
         Reason::SourceNotFound,
         Reason::SourceInvalid,
+        Reason::Expired,
         Reason::NameConflict,
         Reason::SecretConflict,
         Reason::SecretIsSource,
@@ -108,6 +115,8 @@ impl Reason {
         Reason::AdmissionPolicyNotServed,
         Reason::InjectionDisabled,
         Reason::MountableSecretsEnforced,
+        Reason::ExpiresSoon,
+        Reason::ExpiryAhead,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -118,6 +127,9 @@ impl Reason {
             Reason::SourceNotTrusted => "SourceNotTrusted",
             Reason::SourceNotFound => "SourceNotFound",
             Reason::SourceInvalid => "SourceInvalid",
+            Reason::Expired => "Expired",
+            Reason::ExpiresSoon => "ExpiresSoon",
+            Reason::ExpiryAhead => "ExpiryAhead",
             Reason::NameConflict => "NameConflict",
             Reason::SecretConflict => "SecretConflict",
             Reason::SecretIsSource => "SecretIsSource",
@@ -149,8 +161,12 @@ impl Reason {
             Reason::AdmissionPolicyServed
             | Reason::AdmissionPolicyNotServed
             | Reason::InjectionDisabled
-            | Reason::MountableSecretsEnforced => Category::Info,
-            Reason::SourceNotTrusted | Reason::SourceNotFound | Reason::SourceInvalid => Category::Source,
+            | Reason::MountableSecretsEnforced
+            | Reason::ExpiresSoon
+            | Reason::ExpiryAhead => Category::Info,
+            Reason::SourceNotTrusted | Reason::SourceNotFound | Reason::SourceInvalid | Reason::Expired => {
+                Category::Source
+            }
             Reason::NameConflict
             | Reason::SecretConflict
             | Reason::SecretIsSource

@@ -51,6 +51,11 @@ pub struct RunArgs {
     #[arg(long, env = "REGCRED_RESYNC_SECONDS", default_value_t = 300)]
     pub(crate) resync_seconds: u64,
 
+    /// Seconds before a credential's stated expiry (`status.expiresAt`) at which `Expiring` turns
+    /// True and a Warning Event is recorded.
+    #[arg(long, env = "REGCRED_EXPIRY_WARNING_SECONDS", default_value_t = 600)]
+    pub(crate) expiry_warning_seconds: u64,
+
     /// Address serving /metrics, /healthz and /readyz.
     #[arg(long, env = "REGCRED_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub(crate) http_addr: SocketAddr,
@@ -91,6 +96,7 @@ impl RunArgs {
             source_namespaces,
             concurrency: self.concurrency.max(1),
             resync: Duration::from_secs(self.resync_seconds.max(1)),
+            expiry_warning: Duration::from_secs(self.expiry_warning_seconds),
             credential_selector: self.credential_selector.clone(),
             admission_policies_served: false,
         }

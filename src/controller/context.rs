@@ -32,6 +32,8 @@ pub(crate) struct Settings {
     pub(crate) concurrency: usize,
     /// How often a converged RegistryCredential is checked again (a safety net; watches drive the rest).
     pub(crate) resync: Duration,
+    /// How long before a credential's expiry `Expiring` turns True.
+    pub(crate) expiry_warning: Duration,
     /// Whether the cluster serves MutatingAdmissionPolicy (the shipped policy can inject).
     pub(crate) admission_policies_served: bool,
     /// Only RegistryCredentials matching this label selector are managed by this instance.

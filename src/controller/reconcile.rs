@@ -16,12 +16,15 @@ use super::context::{Context, cluster_state};
 use super::error::{Error, Result};
 use super::ownership::FINALIZER;
 use super::plan::{ClusterState, NamespaceView, plan, plan_cleanup};
-use super::status::{self, Aggregate};
+use super::status::{self, Aggregate, Clock};
 use super::write::{Writing, execute};
 use crate::crd::RegistryCredential;
 
 /// How often the status is refreshed while namespaces are still being written.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long after an expiry change the credential is looked at again (the clock has passed it then).
+const EXPIRY_WAKE_MARGIN: Duration = Duration::from_millis(500);
 
 /// The controller's entry point for one RegistryCredential.
 pub(crate) async fn reconcile(credential: Arc<RegistryCredential>, ctx: Arc<Context>) -> Result<Action> {
@@ -119,16 +122,21 @@ async fn sync(credential: &RegistryCredential, ctx: &Context) -> Result<Action> 
         plan_ms = planned.as_millis() as u64,
         "status"
     );
-    if !failed.is_empty() || !plan.blocked.is_empty() || source.is_err() {
+    let delay = if !failed.is_empty() || !plan.blocked.is_empty() || source.is_err() {
         let retry = failed.values().filter_map(|f| f.retry_after).min();
         let backoff = ctx.backoff.next_delay(&name);
-        Ok(Action::requeue(retry.map_or(backoff, |retry| retry.min(backoff))))
+        retry.map_or(backoff, |retry| retry.min(backoff))
     } else if pending > 0 {
-        Ok(Action::requeue(PROGRESS_INTERVAL))
+        PROGRESS_INTERVAL
     } else {
         ctx.backoff.reset(&name);
-        Ok(Action::requeue(ctx.settings.resync))
-    }
+        ctx.settings.resync
+    };
+    // The clock alone turns an expiring credential's status (the warning window, the expiry): wake
+    // just past that moment.
+    let clock = Clock::now(ctx.settings.expiry_warning);
+    let wake = source.ok().and_then(|s| s.expiry).and_then(|expiry| clock.next_expiry_change(&expiry));
+    Ok(Action::requeue(wake.map_or(delay, |wake| (wake + EXPIRY_WAKE_MARGIN).min(delay))))
 }
 
 async fn cleanup(credential: &RegistryCredential, ctx: &Context) -> Result<Action> {

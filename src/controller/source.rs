@@ -4,13 +4,21 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use thiserror::Error;
 
+use super::error::quoted;
 use super::ownership::content_digest;
 use crate::crd::RegistryCredentialSpec;
+use crate::credential::expiry::{
+    EXPIRES_AT_ANNOTATION, EXPIRES_AT_KEY, Expiry, ExpirySource, parse_annotation, parse_unix_seconds,
+};
 use crate::credential::pull_secret::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_KEY, DOCKERCFG_TYPE};
 use crate::credential::{
-    InvalidDockerConfig, KeyProblem, KeyRewrite, Normalized, docker_config_from_basic_auth, normalize_docker_config,
-    normalize_registry_key, redact_key,
+    DockerConfig, InvalidDockerConfig, KeyProblem, KeyRewrite, Normalized, docker_config_from_basic_auth,
+    normalize_docker_config, normalize_registry_key, redact_key,
 };
+
+/// The source Secret key of External Secrets' ECR generator that names the registry
+/// (`https://<account>.dkr.ecr.<region>.amazonaws.com`) its `username` and `password` are for.
+pub(crate) const PROXY_ENDPOINT_KEY: &str = "proxy_endpoint";
 use crate::reason::Reason;
 
 /// A usable source: the canonical docker config JSON and what status shows about it. `Debug`
@@ -25,6 +33,8 @@ pub(crate) struct ResolvedSource {
     pub(crate) rewrites: Vec<KeyRewrite>,
     /// Warnings, already rendered; they name keys and fields, never values.
     pub(crate) warnings: Vec<String>,
+    /// When the credential stops working, where the source says so.
+    pub(crate) expiry: Option<Expiry>,
 }
 
 impl std::fmt::Debug for ResolvedSource {
@@ -33,6 +43,7 @@ impl std::fmt::Debug for ResolvedSource {
             .field("registries", &self.registries)
             .field("rewrites", &self.rewrites)
             .field("warnings", &self.warnings)
+            .field("expiry", &self.expiry)
             .finish_non_exhaustive()
     }
 }
@@ -53,9 +64,11 @@ pub(crate) enum SourceProblem {
     )]
     NoCredentialKeys { namespace: String, name: String },
     #[error(
-        "source Secret {namespace}/{name} holds `username` and `password`: spec.registries must name the registries they are for"
+        "source Secret {namespace}/{name} holds `username` and `password`: spec.registries must name the registries they are for (or the Secret a `{PROXY_ENDPOINT_KEY}`, as External Secrets' ECR generator writes)"
     )]
     RegistriesRequired { namespace: String, name: String },
+    #[error("source Secret {namespace}/{name}: {from} is {value}, not {format}")]
+    InvalidExpiry { namespace: String, name: String, from: ExpirySource, value: String, format: &'static str },
     #[error("spec.registries[{index}] {registry:?}: {problem}")]
     InvalidRegistry { index: usize, registry: String, problem: KeyProblem },
     #[error("source Secret {namespace}/{name}: {invalid}")]
@@ -100,11 +113,13 @@ pub(crate) fn resolve_source(
         _ => match (field(DOCKER_CONFIG_JSON_KEY).or(field(DOCKERCFG_KEY)), field("username"), field("password")) {
             (Some(config), _, _) => normalize_docker_config(config),
             (None, Some(username), Some(password)) => {
-                if allowed.is_empty() {
-                    return Err(SourceProblem::RegistriesRequired { namespace, name });
-                }
                 let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-                docker_config_from_basic_auth(&spec.registries, &text(username), &text(password))
+                let registries = match (allowed.is_empty(), field(PROXY_ENDPOINT_KEY)) {
+                    (false, _) => spec.registries.clone(),
+                    (true, Some(endpoint)) => vec![text(endpoint)],
+                    (true, None) => return Err(SourceProblem::RegistriesRequired { namespace, name }),
+                };
+                docker_config_from_basic_auth(&registries, &text(username), &text(password))
             }
             _ => return Err(SourceProblem::NoCredentialKeys { namespace, name }),
         },
@@ -120,14 +135,45 @@ pub(crate) fn resolve_source(
             return Err(SourceProblem::NoAllowedRegistries { namespace, name });
         }
     }
+    let expiry = read_expiry(secret, field(EXPIRES_AT_KEY), &normalized.config)?;
     let payload = normalized.config.to_canonical_json();
     Ok(ResolvedSource {
+        expiry,
         digest: content_digest(payload.as_bytes()),
         payload,
         registries: normalized.config.registries().map(str::to_owned).collect(),
         rewrites: normalized.rewrites,
         warnings: normalized.warnings.iter().map(ToString::to_string).collect(),
     })
+}
+
+/// The earliest of the expiries the source states: its annotation, its `expires_at` key, the `exp`
+/// of a password that is a JWT. A stated expiry that cannot be read is a bad source, never ignored.
+fn read_expiry(
+    secret: &Secret,
+    expires_at: Option<&[u8]>,
+    config: &DockerConfig,
+) -> Result<Option<Expiry>, SourceProblem> {
+    let invalid = |from, value: &str, format| SourceProblem::InvalidExpiry {
+        namespace: secret.namespace().unwrap_or_default(),
+        name: secret.name_any(),
+        from,
+        value: quoted(value),
+        format,
+    };
+    let mut found = Vec::new();
+    if let Some(value) = secret.annotations().get(EXPIRES_AT_ANNOTATION) {
+        let at = parse_annotation(value)
+            .ok_or_else(|| invalid(ExpirySource::Annotation, value, "an RFC 3339 time like 2026-12-04T18:00:00Z"))?;
+        found.push(Expiry { at, from: ExpirySource::Annotation });
+    }
+    if let Some(value) = expires_at.map(String::from_utf8_lossy) {
+        let at = parse_unix_seconds(&value)
+            .ok_or_else(|| invalid(ExpirySource::ExpiresAtKey, &value, "whole UNIX seconds"))?;
+        found.push(Expiry { at, from: ExpirySource::ExpiresAtKey });
+    }
+    found.extend(config.token_expiry().map(|at| Expiry { at, from: ExpirySource::TokenClaim }));
+    Ok(Expiry::earliest(found))
 }
 
 fn canonical_registries(registries: &[String]) -> Result<Vec<String>, SourceProblem> {
@@ -238,6 +284,57 @@ mod tests {
         );
         let error = resolve_source(&spec(&[]), Some(&basic), &trusted()).unwrap_err();
         assert!(matches!(error, SourceProblem::RegistriesRequired { .. }), "{error}");
+    }
+
+    #[test]
+    fn the_ecr_generators_keys_are_a_source_without_a_template() {
+        let ecr = secret(
+            "Opaque",
+            &[
+                ("username", "AWS"),
+                ("password", "token"),
+                (PROXY_ENDPOINT_KEY, "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com"),
+                (EXPIRES_AT_KEY, "1796407200"),
+            ],
+        );
+        let resolved = resolve_source(&spec(&[]), Some(&ecr), &trusted()).unwrap();
+        assert_eq!(resolved.registries, vec!["123456789012.dkr.ecr.eu-west-1.amazonaws.com"]);
+        let expiry = resolved.expiry.unwrap();
+        assert_eq!((expiry.at.as_second(), expiry.from), (1_796_407_200, ExpirySource::ExpiresAtKey));
+        // spec.registries, when set, still decides which registries the copies are for.
+        let listed = resolve_source(&spec(&["other.test"]), Some(&ecr), &trusted()).unwrap();
+        assert_eq!(listed.registries, vec!["other.test"]);
+    }
+
+    #[test]
+    fn the_earliest_stated_expiry_wins_and_an_unreadable_one_is_a_bad_source() {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let jwt = format!("{}.{}.sig", b64(r#"{"alg":"RS256"}"#), b64(r#"{"exp":1796400000}"#));
+        let config = format!(
+            r#"{{"auths":{{"a.test":{{"username":"00000000-0000-0000-0000-000000000000","password":"{jwt}"}}}}}}"#
+        );
+        let mut source = secret(DOCKER_CONFIG_JSON_TYPE, &[(DOCKER_CONFIG_JSON_KEY, &config)]);
+        let expiry = resolve_source(&spec(&[]), Some(&source), &trusted()).unwrap().expiry.unwrap();
+        assert_eq!((expiry.at.as_second(), expiry.from), (1_796_400_000, ExpirySource::TokenClaim));
+
+        let annotate = |source: &mut Secret, value: &str| {
+            source.metadata.annotations = Some([(EXPIRES_AT_ANNOTATION.to_owned(), value.to_owned())].into());
+        };
+        annotate(&mut source, "2026-12-04T15:00:00Z");
+        let expiry = resolve_source(&spec(&[]), Some(&source), &trusted()).unwrap().expiry.unwrap();
+        assert_eq!((expiry.at.as_second(), expiry.from), (1_796_396_400, ExpirySource::Annotation));
+
+        annotate(&mut source, "next tuesday");
+        let problem = resolve_source(&spec(&[]), Some(&source), &trusted()).unwrap_err();
+        assert_eq!(problem.reason(), Reason::SourceInvalid);
+        assert_eq!(
+            problem.to_string(),
+            "source Secret regcred-system/src: the annotation regcred.dev/expires-at is \"next tuesday\", not an RFC 3339 time like 2026-12-04T18:00:00Z"
+        );
+        let bad_key = secret("Opaque", &[("username", "AWS"), ("password", "t"), (EXPIRES_AT_KEY, "soon")]);
+        let problem = resolve_source(&spec(&["a.test"]), Some(&bad_key), &trusted()).unwrap_err();
+        assert!(problem.to_string().ends_with("the key expires_at is \"soon\", not whole UNIX seconds"), "{problem}");
     }
 
     #[test]

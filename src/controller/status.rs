@@ -2,7 +2,9 @@
 //! when they change.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
@@ -18,6 +20,7 @@ use super::source::{ResolvedSource, SourceProblem};
 use super::state::{NamespaceFailure, NamespaceOutcome};
 use crate::crd::selection::{POD_INJECTION_DISABLED, POD_INJECTION_LABEL};
 use crate::crd::{NamespaceCounts, RegistryCredential, RegistryCredentialStatus, StuckPodCounts, SyncFailure};
+use crate::credential::expiry::Expiry;
 use crate::reason::{Category, Reason};
 
 /// At most this many failures are listed in status; the counts cover the rest.
@@ -41,6 +44,47 @@ pub(crate) struct Aggregate<'a> {
     pub(crate) enforcing_accounts: &'a BTreeSet<String>,
 }
 
+/// The moment a status is computed at, and how long before an expiry `Expiring` turns True.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    pub(crate) now: Timestamp,
+    pub(crate) expiry_warning: Duration,
+}
+
+impl Clock {
+    pub(crate) fn now(expiry_warning: Duration) -> Clock {
+        Clock { now: Timestamp::now(), expiry_warning }
+    }
+
+    /// The credential's expiry seen from now: lapsed, within the warning window, or further.
+    fn stage(&self, expiry: &Expiry) -> ExpiryStage {
+        let left = expiry.at.duration_since(self.now);
+        if left <= SignedDuration::ZERO {
+            ExpiryStage::Expired
+        } else if left.unsigned_abs() <= self.expiry_warning {
+            ExpiryStage::Soon
+        } else {
+            ExpiryStage::Ahead
+        }
+    }
+
+    /// When the status of a credential expiring at `expiry` next changes by the clock alone: the
+    /// warning window opening, or the expiry itself. None once it expired.
+    pub(crate) fn next_expiry_change(&self, expiry: &Expiry) -> Option<Duration> {
+        let warning = SignedDuration::try_from(self.expiry_warning).unwrap_or(SignedDuration::MAX);
+        let left = expiry.at.duration_since(self.now);
+        let next = if left > warning { left - warning } else { left };
+        (next > SignedDuration::ZERO).then(|| next.unsigned_abs())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExpiryStage {
+    Ahead,
+    Soon,
+    Expired,
+}
+
 /// The status an aggregate describes. The credential's current status keeps
 /// `lastTransitionTime` stable while a condition's status does not change.
 pub(crate) fn desired_status(
@@ -48,6 +92,7 @@ pub(crate) fn desired_status(
     aggregate: &Aggregate,
     source: std::result::Result<&ResolvedSource, &SourceProblem>,
     admission_policies_served: bool,
+    clock: Clock,
 ) -> RegistryCredentialStatus {
     let matched = aggregate.matched;
     let mut failures = failures(&credential.spec.secret_name, aggregate);
@@ -55,8 +100,12 @@ pub(crate) fn desired_status(
     let total = i32::try_from(matched.len()).unwrap_or(i32::MAX);
     let pending = i32::try_from(aggregate.pending).unwrap_or(i32::MAX);
     let synced = if source.is_ok() { total.saturating_sub(failed).saturating_sub(pending).max(0) } else { 0 };
+    let expiry = source.ok().and_then(|source| source.expiry);
     let health = match source {
         Err(problem) => Health::Source(problem),
+        Ok(_) if expiry.is_some_and(|expiry| clock.stage(&expiry) == ExpiryStage::Expired) => {
+            Health::Expired(expiry.expect("checked above"))
+        }
         Ok(_) if failures.is_empty() && pending > 0 => Health::Progressing { pending, total },
         Ok(_) if failures.is_empty() => Health::Synced { synced, total },
         Ok(_) => {
@@ -74,6 +123,7 @@ pub(crate) fn desired_status(
         false => Vec::new(),
     };
     conditions.push(injection_condition(credential, admission_policies_served, aggregate.enforcing_accounts.len()));
+    conditions.extend(expiry.map(|expiry| expiring_condition(credential, &expiry, clock)));
     let (registries, normalized) = match source {
         Ok(source) => (source.registries.clone(), source.rewrites.clone()),
         Err(_) => (Vec::new(), Vec::new()),
@@ -88,6 +138,7 @@ pub(crate) fn desired_status(
         normalized,
         stuck_pods: None,
         mountable_secrets_enforced: enforcing_accounts,
+        expires_at: expiry.map(|expiry| Time(expiry.at)),
     }
 }
 
@@ -141,6 +192,8 @@ enum Health<'a> {
     },
     /// The source is unusable: a person has to act.
     Source(&'a SourceProblem),
+    /// The credential expired, as its source states: whatever refreshes the source has stopped.
+    Expired(Expiry),
     /// Some namespaces failed; a person has to act when any failure is a conflict.
     Failed {
         failed: i32,
@@ -168,6 +221,17 @@ impl Health<'_> {
                 condition(credential, "Ready", "False", problem.reason(), problem.to_string()),
                 condition(credential, "Stalled", "True", problem.reason(), problem.to_string()),
             ],
+            Health::Expired(expiry) => {
+                let message = format!(
+                    "the credential expired at {} ({}); refresh the source Secret",
+                    expiry.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    expiry.from
+                );
+                vec![
+                    condition(credential, "Ready", "False", Reason::Expired, message.clone()),
+                    condition(credential, "Stalled", "True", Reason::Expired, message),
+                ]
+            }
             Health::Failed { failed, total, needs_a_person } => {
                 let ready = format!("{failed} of {total} namespaces failed; see status.failures");
                 let (progress, message) = if *needs_a_person {
@@ -221,6 +285,25 @@ fn injection_condition(
     condition(credential, "PodInjection", status, reason, message)
 }
 
+/// `Expiring`: whether the credential's stated expiry is near (`ExpiresSoon`), passed (`Expired`)
+/// or further than the warning window (`ExpiryAhead`).
+fn expiring_condition(credential: &RegistryCredential, expiry: &Expiry, clock: Clock) -> Condition {
+    let at = expiry.at.strftime("%Y-%m-%dT%H:%M:%SZ");
+    let (status, reason, message) = match clock.stage(expiry) {
+        ExpiryStage::Ahead => ("False", Reason::ExpiryAhead, format!("expires at {at} ({})", expiry.from)),
+        ExpiryStage::Soon => {
+            let minutes = expiry.at.duration_since(clock.now).unsigned_abs().as_secs().div_ceil(60);
+            let message = format!(
+                "expires at {at}, in {minutes} min ({}): the source Secret should be refreshed by now",
+                expiry.from
+            );
+            ("True", Reason::ExpiresSoon, message)
+        }
+        ExpiryStage::Expired => ("True", Reason::Expired, format!("expired at {at} ({})", expiry.from)),
+    };
+    condition(credential, "Expiring", status, reason, message)
+}
+
 /// A condition of this generation; its `lastTransitionTime` stays while its status does not change.
 fn condition(credential: &RegistryCredential, type_: &str, status: &str, reason: Reason, message: String) -> Condition {
     let previous = credential.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
@@ -247,7 +330,8 @@ pub(crate) async fn publish(
     stuck_pods: Option<StuckPodCounts>,
 ) -> Result<()> {
     let served = ctx.settings.admission_policies_served;
-    let mut status = desired_status(credential, aggregate, source, served);
+    let clock = Clock::now(ctx.settings.expiry_warning);
+    let mut status = desired_status(credential, aggregate, source, served, clock);
     status.stuck_pods = stuck_pods;
     export(ctx, credential, &status);
     for event in events(credential.status.as_ref(), &status, aggregate.written) {
@@ -269,6 +353,25 @@ fn export(ctx: &Context, credential: &RegistryCredential, status: &RegistryCrede
     if let Some(counts) = status.namespaces {
         ctx.metrics.set_namespace_counts(&name, counts.matched, counts.synced, counts.failed);
     }
+    ctx.metrics.set_credential_expiry(&name, status.expires_at.as_ref().map(|at| at.0));
+}
+
+/// A Warning when `Expiring` turns to `ExpiresSoon` (the lapse itself is a source Event of `Ready`).
+fn expiring_event(previous: Option<&RegistryCredentialStatus>, status: &RegistryCredentialStatus) -> Option<Event> {
+    let expiring = |status: &RegistryCredentialStatus| {
+        status.conditions.iter().find(|c| c.type_ == "Expiring").map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    let (reason, message) = expiring(status).filter(|(reason, _)| reason == Reason::ExpiresSoon.as_str())?;
+    if previous.and_then(expiring).is_some_and(|(was, _)| was == reason) {
+        return None;
+    }
+    Some(Event {
+        type_: EventType::Warning,
+        reason,
+        note: Some(format!("the credential {message}")),
+        action: "ReadSource".into(),
+        secondary: None,
+    })
 }
 
 /// The Events a new status implies, compared with the previous one: changes written, a source
@@ -306,6 +409,7 @@ fn events(
             secondary: None,
         });
     }
+    events.extend(expiring_event(previous, status));
     let known: BTreeSet<(&str, &str)> =
         previous.iter().flat_map(|p| &p.failures).map(|f| (f.namespace.as_str(), f.reason.as_str())).collect();
     let new_conflicts: Vec<&SyncFailure> = status
@@ -419,6 +523,7 @@ mod tests {
     use super::*;
     use crate::controller::fixture;
     use crate::controller::state::failure;
+    use crate::credential::expiry::ExpirySource;
 
     fn credential() -> RegistryCredential {
         fixture::credential("rc").generation(3).build()
@@ -431,7 +536,72 @@ mod tests {
             registries: vec!["registry.test".into()],
             rewrites: vec![],
             warnings: vec![],
+            expiry: None,
         }
+    }
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn clock() -> Clock {
+        Clock { now: Timestamp::from_second(NOW).unwrap(), expiry_warning: Duration::from_secs(600) }
+    }
+
+    fn expiring_in(seconds: i64) -> ResolvedSource {
+        let at = Timestamp::from_second(NOW + seconds).unwrap();
+        ResolvedSource { expiry: Some(Expiry { at, from: ExpirySource::ExpiresAtKey }), ..source() }
+    }
+
+    fn find<'a>(status: &'a RegistryCredentialStatus, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
+        let c = status.conditions.iter().find(|c| c.type_ == type_)?;
+        Some((c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+    }
+
+    #[test]
+    fn a_stated_expiry_is_shown_and_warned_of_before_it_passes() {
+        let matched: BTreeSet<String> = ["a".to_owned()].into();
+        let (no_blocks, no_failures) = (BTreeMap::new(), BTreeMap::new());
+        let synced = aggregate(&matched, &no_blocks, &no_failures);
+        let at = |seconds| desired_status(&credential(), &synced, Ok(&expiring_in(seconds)), true, clock());
+
+        let ahead = at(3600);
+        assert_eq!(ahead.expires_at, Some(Time(Timestamp::from_second(NOW + 3600).unwrap())));
+        assert_eq!(find(&ahead, "Ready").map(|c| c.1), Some("Synced"));
+        let (status, reason, message) = find(&ahead, "Expiring").unwrap();
+        assert_eq!((status, reason), ("False", "ExpiryAhead"));
+        assert_eq!(message, "expires at 2027-01-15T09:00:00Z (the key expires_at)");
+
+        let soon = at(600);
+        assert_eq!(find(&soon, "Ready").map(|c| c.1), Some("Synced"), "still works until it expires");
+        let (status, reason, message) = find(&soon, "Expiring").unwrap();
+        assert_eq!((status, reason), ("True", "ExpiresSoon"));
+        assert!(message.starts_with("expires at 2027-01-15T08:10:00Z, in 10 min"), "{message}");
+        let reasons =
+            |previous, status| events(Some(previous), status, 0).into_iter().map(|e| e.reason).collect::<Vec<_>>();
+        assert_eq!(reasons(&ahead, &soon), ["ExpiresSoon"]);
+        assert!(reasons(&soon, &soon).is_empty(), "warned once");
+
+        let lapsed = at(0);
+        let (status, reason, message) = find(&lapsed, "Ready").unwrap();
+        assert_eq!((status, reason), ("False", "Expired"));
+        assert!(message.starts_with("the credential expired at 2027-01-15T08:00:00Z"), "{message}");
+        assert_eq!(find(&lapsed, "Stalled").map(|c| c.1), Some("Expired"));
+        assert_eq!(find(&lapsed, "Expiring").map(|c| (c.0, c.1)), Some(("True", "Expired")));
+        assert_eq!(reasons(&soon, &lapsed), ["Expired"]);
+
+        let unknown = desired_status(&credential(), &synced, Ok(&source()), true, clock());
+        assert_eq!((&unknown.expires_at, find(&unknown, "Expiring")), (&None, None));
+    }
+
+    #[test]
+    fn the_clock_wakes_a_credential_when_its_window_opens_and_when_it_expires() {
+        let expiry =
+            |seconds| Expiry { at: Timestamp::from_second(NOW + seconds).unwrap(), from: ExpirySource::Annotation };
+        assert_eq!(clock().next_expiry_change(&expiry(3600)), Some(Duration::from_secs(3000)));
+        assert_eq!(clock().next_expiry_change(&expiry(601)), Some(Duration::from_secs(1)));
+        assert_eq!(clock().next_expiry_change(&expiry(600)), Some(Duration::from_secs(600)));
+        assert_eq!(clock().next_expiry_change(&expiry(5)), Some(Duration::from_secs(5)));
+        assert_eq!(clock().next_expiry_change(&expiry(0)), None);
+        assert_eq!(clock().next_expiry_change(&expiry(-5)), None);
     }
 
     fn aggregate<'a>(
@@ -443,13 +613,17 @@ mod tests {
         Aggregate { matched, blocked, failed, pending: 0, written: 0, enforcing_accounts: &NO_ACCOUNTS }
     }
 
+    /// The status of a credential with a good source, these namespaces matched and these failed.
+    fn status_of(matched: &BTreeSet<String>, failed: &BTreeMap<String, NamespaceFailure>) -> RegistryCredentialStatus {
+        desired_status(&credential(), &aggregate(matched, &BTreeMap::new(), failed), Ok(&source()), true, clock())
+    }
+
     #[test]
     fn failures_are_sorted_capped_and_counted_in_full() {
         let matched: BTreeSet<String> = (0..30).map(|i| format!("ns-{i:02}")).collect();
         let failed: BTreeMap<String, NamespaceFailure> =
             matched.iter().rev().map(|ns| (ns.clone(), failure(Reason::SecretWriteFailed, "denied"))).collect();
-        let status =
-            desired_status(&credential(), &aggregate(&matched, &BTreeMap::new(), &failed), Ok(&source()), true);
+        let status = status_of(&matched, &failed);
         assert_eq!(status.failures.len(), MAX_LISTED_FAILURES);
         assert_eq!(status.failures[0].namespace, "ns-00");
         assert_eq!(status.namespaces, Some(NamespaceCounts { matched: 30, synced: 0, failed: 30 }));
@@ -464,8 +638,7 @@ mod tests {
     fn a_failed_prune_is_listed_and_keeps_ready_false() {
         let matched = BTreeSet::from(["a".to_owned()]);
         let failed = BTreeMap::from([("gone".to_owned(), failure(Reason::SecretDeleteFailed, "denied"))]);
-        let status =
-            desired_status(&credential(), &aggregate(&matched, &BTreeMap::new(), &failed), Ok(&source()), true);
+        let status = status_of(&matched, &failed);
         assert_eq!(status.failures.len(), 1);
         assert!(status.failures[0].message.starts_with("pruning a namespace that stopped matching"));
         assert_eq!(status.namespaces, Some(NamespaceCounts { matched: 1, synced: 1, failed: 0 }));
@@ -479,10 +652,10 @@ mod tests {
         let mut rc = credential();
         let (none, no_failures) = (BTreeMap::new(), BTreeMap::new());
         let converged = aggregate(&matched, &none, &no_failures);
-        let first = desired_status(&rc, &converged, Ok(&source()), true);
+        let first = desired_status(&rc, &converged, Ok(&source()), true, clock());
         assert_eq!(first.synced.as_deref(), Some("1/1"));
         rc.status = Some(first.clone());
-        let again = desired_status(&rc, &converged, Ok(&source()), true);
+        let again = desired_status(&rc, &converged, Ok(&source()), true, clock());
         assert_eq!(again, first, "lastTransitionTime is kept, so nothing is rewritten");
         assert!(events(Some(&first), &again, 0).is_empty());
     }
@@ -492,7 +665,7 @@ mod tests {
         let matched: BTreeSet<String> = (0..10).map(|i| format!("ns-{i}")).collect();
         let (none, no_failures) = (BTreeMap::new(), BTreeMap::new());
         let writing = Aggregate { pending: 4, written: 6, ..aggregate(&matched, &none, &no_failures) };
-        let status = desired_status(&credential(), &writing, Ok(&source()), true);
+        let status = desired_status(&credential(), &writing, Ok(&source()), true, clock());
         assert_eq!(status.synced.as_deref(), Some("6/10"));
         let (ready, reconciling) = (&status.conditions[0], &status.conditions[1]);
         assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "Progressing"));
@@ -505,7 +678,8 @@ mod tests {
         let matched = BTreeSet::from(["a".to_owned()]);
         let problem = SourceProblem::NotFound { namespace: "regcred-system".into(), name: "src".into() };
         let (none, no_failures) = (BTreeMap::new(), BTreeMap::new());
-        let bad = desired_status(&credential(), &aggregate(&matched, &none, &no_failures), Err(&problem), true);
+        let bad =
+            desired_status(&credential(), &aggregate(&matched, &none, &no_failures), Err(&problem), true, clock());
         assert_eq!(bad.conditions[0].reason, "SourceNotFound");
         assert_eq!(
             (bad.conditions[1].type_.as_str(), bad.conditions[1].reason.as_str()),
@@ -517,7 +691,7 @@ mod tests {
 
         let conflicts = BTreeMap::from([("a".to_owned(), Blocked::NameClaimedBy("older".to_owned()))]);
         let conflicted =
-            desired_status(&credential(), &aggregate(&matched, &conflicts, &no_failures), Ok(&source()), true);
+            desired_status(&credential(), &aggregate(&matched, &conflicts, &no_failures), Ok(&source()), true, clock());
         assert_eq!(events(None, &conflicted, 0)[0].reason, "NameConflict");
         assert_eq!(conflicted.conditions[1].type_, "Stalled");
         assert!(events(Some(&conflicted), &conflicted, 0).is_empty());

@@ -2,7 +2,7 @@
 //!
 //! Doc comments on the fields are what `kubectl explain registrycredential.spec` shows.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -203,6 +203,11 @@ pub struct RegistryCredentialStatus {
     /// `evictStuckPods` on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stuck_pods: Option<StuckPodCounts>,
+    /// When the credential in the copies stops working, as the source states it: the annotation
+    /// `regcred.dev/expires-at` (RFC 3339), the key `expires_at` (UNIX seconds, External Secrets'
+    /// ECR generator), or the `exp` of a password that is a JWT; the earliest of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
     /// Selected ServiceAccounts annotated `kubernetes.io/enforce-mountable-secrets: "true"` in
     /// namespaces where new Pods get the copy at admission (`namespace/name`, at most 20): the API
     /// server refuses their Pods while they do not list the copy. Label such a namespace

@@ -487,6 +487,11 @@ impl DockerConfig {
         self.auths.is_empty()
     }
 
+    /// The earliest `exp` of the passwords that are JWTs, if any is.
+    pub fn token_expiry(&self) -> Option<jiff::Timestamp> {
+        self.auths.values().filter_map(|auth| super::expiry::token_expiry(&auth.password)).min()
+    }
+
     /// Canonical JSON: `{"auths":{<key>:{"auth","password","username"}}}`, keys sorted, compact.
     /// Equal configs give byte-equal output, so an unchanged source never rewrites a copy.
     pub fn to_canonical_json(&self) -> String {

@@ -5,6 +5,7 @@
 //! operator and `regcred-operator normalize` always agree on what a valid credential is.
 
 mod docker_config;
+pub mod expiry;
 mod image_reference;
 pub mod pull_secret;
 mod registry_key;

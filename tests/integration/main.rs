@@ -7,6 +7,7 @@ mod admission;
 mod control_plane;
 mod controller;
 mod doctor;
+mod expiry;
 mod gitops;
 mod hardening;
 mod leadership;
