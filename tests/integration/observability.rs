@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use regcred_operator::crd::RegistryCredential;
@@ -96,6 +97,12 @@ async fn alert_and_dashboard_queries_name_only_metrics_the_operator_exports() {
     let fx = Fixture::start(admin.clone(), "observability", &[]).await;
     let (credential, _selected) = synced_credential(&fx).await;
     let name = credential.name_any();
+    // A source that states its expiry: the expiry gauge has a series too.
+    let expires_at = json!({"metadata": {"annotations": {"regcred.dev/expires-at": "2100-01-01T00:00:00Z"}}});
+    let sources: Api<Secret> = Api::namespaced(admin.clone(), &fx.source.name);
+    sources.patch("pull", &PatchParams::default(), &Patch::Merge(&expires_at)).await.unwrap();
+    let expiry = format!("regcred_credential_expiry_timestamp_seconds{{credential=\"{name}\"}}");
+    wait_for_metric(&fx.operator, &expiry, 4_102_444_800.0).await;
 
     let (code, body) = fx.operator.http_get("/metrics").await;
     assert_eq!(code, 200);
