@@ -92,8 +92,9 @@ declare -A ELF_MACHINE=([x86_64]=3e00 [aarch64]=b700)
 machine="$(od -An -tx1 -j18 -N2 "$binary" | tr -d ' \n')"
 [[ "$machine" == "${ELF_MACHINE[$cpu]}" ]] ||
   { say "FAILED: $binary is not a linux/$arch executable (ELF machine $machine)"; exit 1; }
-# (ldd says "not a dynamic executable" or, for static-pie, "statically linked".)
-if LC_ALL=C ldd "$binary" 2>&1 | grep -q '=>'; then
+# No program interpreter and no shared library: static (or static-pie). readelf reads an ELF of
+# any architecture, where ldd cannot tell for a cross-compiled one.
+if LC_ALL=C readelf -lW "$binary" | grep -q 'INTERP' || LC_ALL=C readelf -dW "$binary" | grep -q '(NEEDED)'; then
   say "FAILED: $binary is dynamically linked; the image has no libc"
   exit 1
 fi

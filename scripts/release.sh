@@ -133,10 +133,11 @@ fi
 push_auth=()
 [[ -z "${REGCRED_REGISTRY_USER:-}" ]] ||
   push_auth=(-username "$REGCRED_REGISTRY_USER" -password-env REGCRED_REGISTRY_PASSWORD)
-pushed="$("$ocimage" push -layout "$top" -ref "$image:$version" "${push_auth[@]}")"
-digest="${pushed##*@}"
-[[ "$digest" == sha256:* ]] || die "ocimage push printed no digest ('$pushed')"
-say "pushed $image:$version ($digest: ${platforms[*]})"
+# By digest: the tag VERSION names it only once everything of the release is in place (below).
+digest="$("$ocimage" digest -layout "$top")"
+[[ "$digest" == sha256:* ]] || die "ocimage digest printed '$digest'"
+"$ocimage" push -layout "$top" -ref "$image@$digest" "${push_auth[@]}" >/dev/null
+say "pushed $image@$digest (${platforms[*]})"
 
 # --- SBOMs: per platform, the crates compiled into its binary (no build or dev dependencies), each
 # a referrer of its platform's image -------------------------------------------------------------------
@@ -217,6 +218,10 @@ done
 printf '%s\n' "$notes" >"$out/RELEASE_NOTES.md"
 printf '%s@%s\n' "$image" "$digest" >"$out/image"
 (cd "$out" && sha256sum -- * >SHA256SUMS)
+
+# The tag last: a release that failed half-way leaves no VERSION tag of an unsigned image.
+oras tag "${http_flags[@]}" "$image@$digest" "$version" >/dev/null
+say "tagged $image:$version"
 
 say "release $version:"
 (cd "$out" && for f in *; do printf '  %-40s %8s bytes\n' "$f" "$(stat -c %s "$f")"; done) >&2

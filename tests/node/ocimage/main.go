@@ -8,7 +8,7 @@
 //	ocimage index   -o LAYOUT [-ref NAME] LAYOUT...       (one multi-platform index of the images)
 //	ocimage push    -layout LAYOUT -ref HOST:PORT/REPO:TAG [-username U -password-env VAR]
 //	ocimage archive -layout LAYOUT -ref NAME -o FILE.tar   (a tarball `ctr images import` reads)
-//	ocimage digest  -layout LAYOUT                           (the manifest digest)
+//	ocimage digest  -layout LAYOUT                           (the digest of its image or index)
 //
 // The layer is reproducible: entries sorted, owned by 0:0, timestamps at the epoch, so the
 // same directory always gives the same digest.
@@ -278,7 +278,7 @@ func image(dir string) (v1.Image, error) {
 func push(args []string) error {
 	fl := flag.NewFlagSet("push", flag.ExitOnError)
 	dir := fl.String("layout", "", "OCI image layout directory")
-	ref := fl.String("ref", "", "destination, e.g. 127.0.0.1:5000/private/app:1")
+	ref := fl.String("ref", "", "destination, e.g. 127.0.0.1:5000/private/app:1 or REPO@DIGEST")
 	username := fl.String("username", "", "registry user (basic auth)")
 	passwordEnv := fl.String("password-env", "", "environment variable holding the password")
 	_ = fl.Parse(args)
@@ -289,14 +289,19 @@ func push(args []string) error {
 	if err != nil {
 		return err
 	}
-	// Plain HTTP: the test registry listens on loopback only.
-	r, err := name.ParseReference(*ref, name.Insecure)
+	// HTTPS, except for loopback and private addresses (the test registries), which the
+	// registry library speaks plain HTTP to by itself; never a token over HTTP to anything else.
+	r, err := name.ParseReference(*ref)
 	if err != nil {
 		return err
 	}
-	auth := authn.Anonymous
-	if *username != "" {
-		auth = &authn.Basic{Username: *username, Password: os.Getenv(*passwordEnv)}
+	// Without -username: the docker config (DOCKER_CONFIG, ~/.docker/config.json), as after
+	// `docker login`.
+	var auth authn.Authenticator = &authn.Basic{Username: *username, Password: os.Getenv(*passwordEnv)}
+	if *username == "" {
+		if auth, err = authn.DefaultKeychain.Resolve(r.Context()); err != nil {
+			return err
+		}
 	}
 	var d v1.Hash
 	if idx != nil {
@@ -337,11 +342,15 @@ func digest(args []string) error {
 	fl := flag.NewFlagSet("digest", flag.ExitOnError)
 	dir := fl.String("layout", "", "OCI image layout directory")
 	_ = fl.Parse(args)
-	img, err := image(*dir)
+	img, idx, err := manifest(*dir)
 	if err != nil {
 		return err
 	}
-	d, err := img.Digest()
+	var what interface{ Digest() (v1.Hash, error) } = img
+	if idx != nil {
+		what = idx
+	}
+	d, err := what.Digest()
 	if err != nil {
 		return err
 	}
