@@ -146,22 +146,35 @@ for id in $(kubectl "${pods[@]}" -o 'jsonpath={.items[*].status.containerStatuse
 done
 kubectl -n "$ns" create secret generic e2e-pull --type=kubernetes.io/dockerconfigjson \
   --from-file=.dockerconfigjson="$REGCRED_NODE_DOCKERCONFIGJSON" >/dev/null
-apply_node_credential release "$ns" regcred-release
 kubectl create namespace release-pull >/dev/null
 kubectl label namespace release-pull regcred-release=yes >/dev/null
-kubectl wait registrycredential/release --for=condition=Ready --timeout=60s >/dev/null ||
-  die "the released operator did not make the credential Ready"
+apply_node_credential release "$ns" regcred-release
+# 1/1: the copy and the ServiceAccount entry are in release-pull (Ready alone could be 0/0).
+kubectl wait registrycredential/release --for=jsonpath='{.status.synced}'=1/1 --timeout=60s >/dev/null ||
+  die "the released operator did not sync the credential's namespace"
 pod_pulls release-pull || die "no pull through the released operator's copy"
 say "the released operator's copy let a Pod without pull secrets pull the private image"
 
 # --- 4. what the check refuses ------------------------------------------------------------------------
+# refused KEY REF WHAT: cosign verify fails, and for want of a matching signature (not, say, a
+# registry error).
 refused() {
   if verify "$1" "$2"; then die "cosign verify accepted $2 ($3)"; fi
-  say "refused, $3: $(grep -m1 -io 'no signatures found\|no matching signatures[^.]*\|error[^.]*' "$work/verify.log" || true)"
+  local why
+  why="$(grep -m1 -o 'no signatures found\|no matching signatures\|accepted signatures do not match threshold' "$work/verify.log")" ||
+    { cat "$work/verify.log" >&2; die "cosign verify refused $2 ($3), but not for its signatures"; }
+  say "refused, $3: $why"
 }
-refused "$work/other/cosign.pub" "$image:$version" "a signature by another key"
+refused "$work/other/cosign.pub" "$image:$version" "the release checked against another key"
 oras copy --from-plain-http --to-plain-http "$REGCRED_NODE_IMAGE" "$image:unsigned" >/dev/null
 refused "$work/cosign.pub" "$image:unsigned" "an image never signed"
-oras copy --from-plain-http --to-plain-http "$REGCRED_NODE_IMAGE" "$image:$version" >/dev/null
-refused "$work/cosign.pub" "$image:$version" "the release tag moved to another image"
+# Someone with push access but not the release key: their own image, signed with their key, under
+# the release's tag.
+oras copy --from-plain-http --to-plain-http "$REGCRED_NODE_IMAGE" "$image:forged" >/dev/null
+cosign sign --yes --key "$work/other/cosign.key" --tlog-upload=false --use-signing-config=false \
+  --allow-http-registry "$image@$(oras resolve --plain-http "$image:forged")" >/dev/null 2>&1 ||
+  die "signing the forged image with the other key"
+oras tag --plain-http "$image:forged" "$version" >/dev/null
+verify "$work/other/cosign.pub" "$image:$version" || die "the forged image does not verify with its own key"
+refused "$work/cosign.pub" "$image:$version" "the release tag moved to an image signed by another key"
 say "PASS"
