@@ -4,6 +4,7 @@
 //! - [`credential`]: docker config parsing and normalization (pure).
 //! - [`crd`]: the `RegistryCredential` custom resource.
 //! - [`controller`]: the reconciling controller (`regcred-operator run`).
+//! - `provider`: kubelet image credential provider plugins, the minting sources.
 //! - [`cli`]: the subcommands of the `regcred-operator` binary.
 
 pub mod cli;
@@ -13,5 +14,6 @@ pub mod credential;
 mod leader_election;
 mod metrics;
 mod pace;
+mod provider;
 mod reason;
 mod telemetry;

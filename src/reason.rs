@@ -22,6 +22,22 @@ pub(crate) enum Reason {
     SourceInvalid,
     /// The credential expired, as its source states (`status.expiresAt`); copies stay in place.
     Expired,
+    /// The credential provider source names no provider of the operator's config, an image its `matchImages` does not cover, or a ServiceAccount where the provider takes none (or none where it requires one).
+    ProviderNotConfigured,
+    /// The credential provider's plugin is not in the operator's plugin directory.
+    ProviderNotFound,
+    /// The credential provider's plugin gave no answer within the timeout and was killed.
+    ProviderTimedOut,
+    /// The credential provider's plugin exited non-zero (its stderr is counted, never shown).
+    ProviderFailed,
+    /// The credential provider's plugin answered something that is not a usable CredentialProviderResponse.
+    ProviderInvalidResponse,
+    /// The credential provider's plugin wrote more than 1 MiB on stdout and was killed.
+    ProviderOutputTooLarge,
+    /// No auth entry the credential provider returned covers the image it was asked about (within `spec.registries`).
+    ProviderNoMatchingAuth,
+    /// A token for the credential provider's ServiceAccount could not be requested, or the ServiceAccount lacks an annotation the provider requires.
+    ServiceAccountTokenFailed,
     /// An older RegistryCredential claims the same Secret name in the namespace.
     NameConflict,
     /// A Secret of the copy's name exists and is not the operator's (`onConflict: Skip`).
@@ -87,7 +103,7 @@ pub(crate) enum Category {
 }
 
 impl Reason {
-    pub(crate) const ALL: [Reason; 29] = [
+    pub(crate) const ALL: [Reason; 37] = [
         Reason::Synced,
         Reason::Progressing,
         Reason::SyncFailed,
@@ -95,6 +111,14 @@ impl Reason {
         Reason::SourceNotFound,
         Reason::SourceInvalid,
         Reason::Expired,
+        Reason::ProviderNotConfigured,
+        Reason::ProviderNotFound,
+        Reason::ProviderTimedOut,
+        Reason::ProviderFailed,
+        Reason::ProviderInvalidResponse,
+        Reason::ProviderOutputTooLarge,
+        Reason::ProviderNoMatchingAuth,
+        Reason::ServiceAccountTokenFailed,
         Reason::NameConflict,
         Reason::SecretConflict,
         Reason::SecretIsSource,
@@ -128,6 +152,14 @@ impl Reason {
             Reason::SourceNotFound => "SourceNotFound",
             Reason::SourceInvalid => "SourceInvalid",
             Reason::Expired => "Expired",
+            Reason::ProviderNotConfigured => "ProviderNotConfigured",
+            Reason::ProviderNotFound => "ProviderNotFound",
+            Reason::ProviderTimedOut => "ProviderTimedOut",
+            Reason::ProviderFailed => "ProviderFailed",
+            Reason::ProviderInvalidResponse => "ProviderInvalidResponse",
+            Reason::ProviderOutputTooLarge => "ProviderOutputTooLarge",
+            Reason::ProviderNoMatchingAuth => "ProviderNoMatchingAuth",
+            Reason::ServiceAccountTokenFailed => "ServiceAccountTokenFailed",
             Reason::ExpiresSoon => "ExpiresSoon",
             Reason::ExpiryAhead => "ExpiryAhead",
             Reason::NameConflict => "NameConflict",
@@ -164,9 +196,18 @@ impl Reason {
             | Reason::MountableSecretsEnforced
             | Reason::ExpiresSoon
             | Reason::ExpiryAhead => Category::Info,
-            Reason::SourceNotTrusted | Reason::SourceNotFound | Reason::SourceInvalid | Reason::Expired => {
-                Category::Source
-            }
+            Reason::SourceNotTrusted
+            | Reason::SourceNotFound
+            | Reason::SourceInvalid
+            | Reason::Expired
+            | Reason::ProviderNotConfigured
+            | Reason::ProviderNotFound
+            | Reason::ProviderTimedOut
+            | Reason::ProviderFailed
+            | Reason::ProviderInvalidResponse
+            | Reason::ProviderOutputTooLarge
+            | Reason::ProviderNoMatchingAuth
+            | Reason::ServiceAccountTokenFailed => Category::Source,
             Reason::NameConflict
             | Reason::SecretConflict
             | Reason::SecretIsSource

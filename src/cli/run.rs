@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,12 +14,13 @@ use axum::routing::get;
 use clap::Args;
 use kube::Client;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::controller::{Operator, Settings, Stores, admission_policies_served};
 use crate::leader_election::{Fence, FenceLayer, Leadership, LeaseSettings, election_client};
 use crate::metrics::Metrics;
 use crate::pace::{Pace, paced_client};
+use crate::provider::config::{ConfigError, Providers};
 use crate::telemetry::{self, LogFormat};
 
 /// Where the in-cluster namespace of the operator's own Pod is written.
@@ -56,6 +58,19 @@ pub struct RunArgs {
     #[arg(long, env = "REGCRED_EXPIRY_WARNING_SECONDS", default_value_t = 600)]
     pub(crate) expiry_warning_seconds: u64,
 
+    /// The kubelet's CredentialProviderConfig file (`kubelet.config.k8s.io/v1`) naming the
+    /// credential provider plugins RegistryCredentials may mint from (`source.credentialProvider`).
+    #[arg(long, env = "REGCRED_CREDENTIAL_PROVIDER_CONFIG", requires = "credential_provider_bin_dir")]
+    pub(crate) credential_provider_config: Option<PathBuf>,
+
+    /// The directory the credential provider plugins are run from, by provider name.
+    #[arg(long, env = "REGCRED_CREDENTIAL_PROVIDER_BIN_DIR", requires = "credential_provider_config")]
+    pub(crate) credential_provider_bin_dir: Option<PathBuf>,
+
+    /// Seconds a credential provider plugin may take before it is killed.
+    #[arg(long, env = "REGCRED_CREDENTIAL_PROVIDER_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub(crate) credential_provider_timeout_seconds: u64,
+
     /// Address serving /metrics, /healthz and /readyz.
     #[arg(long, env = "REGCRED_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub(crate) http_addr: SocketAddr,
@@ -86,7 +101,17 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    fn settings(&self) -> Settings {
+    /// The credential providers, read and checked once; a config that cannot be used stops the
+    /// operator at start, as it stops the kubelet.
+    fn credential_providers(&self) -> Result<Providers, ConfigError> {
+        let timeout = Duration::from_secs(self.credential_provider_timeout_seconds.max(1));
+        match (&self.credential_provider_config, &self.credential_provider_bin_dir) {
+            (Some(config), Some(bin_dir)) => Providers::load(config, bin_dir, timeout),
+            _ => Ok(Providers { timeout, ..Providers::default() }),
+        }
+    }
+
+    fn settings(&self, credential_providers: Providers) -> Settings {
         let source_namespaces = if self.source_namespaces.is_empty() {
             vec![own_namespace()]
         } else {
@@ -99,6 +124,7 @@ impl RunArgs {
             expiry_warning: Duration::from_secs(self.expiry_warning_seconds),
             credential_selector: self.credential_selector.clone(),
             admission_policies_served: false,
+            credential_providers: Arc::new(credential_providers),
         }
     }
 }
@@ -143,7 +169,17 @@ pub async fn run(args: RunArgs) -> u8 {
     let Some((client, paced, fence)) = clients(&args, metrics.clone()).await else {
         return 1;
     };
-    let mut settings = args.settings();
+    let providers = match args.credential_providers() {
+        Ok(providers) => providers,
+        Err(error) => {
+            error!(%error, "cannot start");
+            return 1;
+        }
+    };
+    for provider in providers.by_name.values().filter(|provider| !provider.plugin.is_file()) {
+        warn!(provider = %provider.name, plugin = %provider.plugin.display(), "credential provider plugin not found; its credentials report ProviderNotFound");
+    }
+    let mut settings = args.settings(providers);
     settings.admission_policies_served = admission_policies_served(&client).await;
     let operator = Operator::new(paced, settings, metrics.clone());
     let (stop_tx, stop_rx) = watch::channel(None::<Stop>);

@@ -14,11 +14,13 @@ use tokio::sync::watch;
 
 use super::cache::{ObjectCache, WatchErrors};
 use super::contest::Contests;
+use super::mint::{MintState, mint};
 use super::plan::ClusterState;
 use super::source::{ResolvedSource, SourceProblem, resolve_source};
 use super::state::{Backoff, EvictionBudget, Outcomes};
 use crate::crd::RegistryCredential;
 use crate::metrics::Metrics;
+use crate::provider::config::Providers;
 
 /// How long a reconcile waits for the caches before it reports a watch that cannot list.
 const CACHE_PATIENCE: Duration = Duration::from_secs(10);
@@ -38,6 +40,8 @@ pub(crate) struct Settings {
     pub(crate) admission_policies_served: bool,
     /// Only RegistryCredentials matching this label selector are managed by this instance.
     pub(crate) credential_selector: Option<String>,
+    /// The credential provider plugins `source.credentialProvider` may name.
+    pub(crate) credential_providers: Arc<Providers>,
 }
 
 /// A Secret of a trusted source namespace as the cache keeps it: its name and version.
@@ -102,11 +106,15 @@ pub(crate) fn cluster_state<'a>(
 /// Secret: every namespace's reconcile reads it.
 pub(crate) type Resolution = Result<ResolvedSource, SourceProblem>;
 
-#[derive(Default)]
 pub(crate) struct ResolvedSources {
     /// By credential UID: the last resolution and what it was computed from, behind a lock of its
     /// own so that the namespaces reconciled at once after a rotation read the source once.
     resolved: Mutex<HashMap<String, ResolutionSlot>>,
+    /// By credential UID: what a minting credential keeps between plugin runs; its lock makes the
+    /// namespaces reconciled at once wait for one run.
+    minted: Mutex<HashMap<String, Arc<tokio::sync::Mutex<MintState>>>>,
+    /// Reconciles every namespace: a minted credential changed.
+    every_namespace: futures::channel::mpsc::UnboundedSender<()>,
 }
 
 type ResolutionSlot = Arc<tokio::sync::Mutex<Option<(SourceVersion, Arc<Resolution>)>>>;
@@ -116,8 +124,13 @@ type ResolutionSlot = Arc<tokio::sync::Mutex<Option<(SourceVersion, Arc<Resoluti
 type SourceVersion = [Option<String>; 3];
 
 impl ResolvedSources {
+    pub(crate) fn new(every_namespace: futures::channel::mpsc::UnboundedSender<()>) -> ResolvedSources {
+        ResolvedSources { resolved: Mutex::default(), minted: Mutex::default(), every_namespace }
+    }
+
     /// The credential's source, resolved again (the Secret read whole) only when the credential's
-    /// spec or the source Secret's version changed. Fails only when the read does.
+    /// spec or the source Secret's version changed; a minted one, from the plugin when a refresh
+    /// is due. Fails only when reading the Secret does.
     pub(crate) async fn resolve(
         &self,
         credential: &RegistryCredential,
@@ -125,6 +138,9 @@ impl ResolvedSources {
         stores: &Stores,
         settings: &Settings,
     ) -> Result<Arc<Resolution>, kube::Error> {
+        if credential.spec.source.credential_provider.is_some() {
+            return Ok(self.resolve_minted(credential, client, settings).await);
+        }
         let reference = credential.spec.source.secret_ref.as_ref();
         let [uid, version] = reference.and_then(|r| stores.source_version(&r.namespace, &r.name)).unwrap_or_default();
         let listed = uid.is_some();
@@ -148,8 +164,43 @@ impl ResolvedSources {
         Ok(resolution)
     }
 
+    async fn resolve_minted(
+        &self,
+        credential: &RegistryCredential,
+        client: &Client,
+        settings: &Settings,
+    ) -> Arc<Resolution> {
+        let source = credential.spec.source.credential_provider.as_ref().expect("a minted source");
+        let slot = {
+            let mut minted = self.minted.lock().expect("minted lock");
+            minted.entry(credential.metadata.uid.clone().unwrap_or_default()).or_default().clone()
+        };
+        let mut state = slot.lock().await;
+        let before = state.current_digest();
+        let minting = state
+            .resolve(credential.metadata.generation, std::time::Instant::now(), || {
+                mint(client, &credential.spec, source, &settings.credential_providers, &settings.source_namespaces)
+            })
+            .await;
+        if minting.minted && state.current_digest() != before {
+            // Every copy is stale now; the namespaces learn it from no watch.
+            let _ = self.every_namespace.unbounded_send(());
+        }
+        Arc::new(minting.resolution)
+    }
+
+    /// When a minting credential's plugin runs next; `None` for other sources, or while a run
+    /// is under way.
+    pub(crate) fn next_mint(&self, credential: &RegistryCredential) -> Option<std::time::Instant> {
+        let minted = self.minted.lock().expect("minted lock");
+        let slot = minted.get(credential.metadata.uid.as_deref().unwrap_or_default())?;
+        slot.try_lock().ok()?.next_run()
+    }
+
     pub(crate) fn forget(&self, credential: &RegistryCredential) {
-        self.resolved.lock().expect("sources lock").remove(credential.metadata.uid.as_deref().unwrap_or_default());
+        let uid = credential.metadata.uid.as_deref().unwrap_or_default();
+        self.resolved.lock().expect("sources lock").remove(uid);
+        self.minted.lock().expect("minted lock").remove(uid);
     }
 }
 

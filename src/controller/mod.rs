@@ -14,6 +14,7 @@ mod context;
 mod error;
 #[cfg(test)]
 mod fixture;
+mod mint;
 mod namespace;
 mod ownership;
 mod plan;
@@ -43,7 +44,7 @@ use thiserror::Error;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use context::Context;
+use context::{Context, ResolvedSources};
 pub(crate) use context::{Settings, Stores};
 pub(crate) use ownership::FIELD_MANAGER;
 use state::Backoff;
@@ -64,6 +65,7 @@ impl Operator {
         // Every namespace is reconciled when this channel yields: a credential-wide change.
         let (every_namespace, every_namespace_trigger) = futures::channel::mpsc::unbounded();
         let (stores, watches) = watch_related(&client, &settings, every_namespace.clone());
+        let every_namespace_for_sources = every_namespace.clone();
         // Its own status writes do not wake a credential's reconcile: only its spec (and deletion,
         // which bumps the generation) and its finalizers do. Status refreshes come from the
         // namespaces' outcomes and from its own requeue.
@@ -118,7 +120,7 @@ impl Operator {
             metrics,
             backoff: Backoff::default(),
             namespace_backoff: Backoff::default(),
-            sources: Default::default(),
+            sources: ResolvedSources::new(every_namespace_for_sources),
             outcomes: Default::default(),
             contests: Default::default(),
             evictions: Default::default(),

@@ -136,7 +136,10 @@ async fn sync(credential: &RegistryCredential, ctx: &Context) -> Result<Action> 
     // just past that moment.
     let clock = Clock::now(ctx.settings.expiry_warning);
     let wake = source.ok().and_then(|s| s.expiry).and_then(|expiry| clock.next_expiry_change(&expiry));
-    Ok(Action::requeue(wake.map_or(delay, |wake| (wake + EXPIRY_WAKE_MARGIN).min(delay))))
+    let delay = wake.map_or(delay, |wake| (wake + EXPIRY_WAKE_MARGIN).min(delay));
+    // A minted credential is refreshed (or its failed mint retried) by its own reconcile.
+    let mint = ctx.sources.next_mint(credential).map(|at| at.saturating_duration_since(Instant::now()));
+    Ok(Action::requeue(mint.map_or(delay, |mint| mint.min(delay))))
 }
 
 async fn cleanup(credential: &RegistryCredential, ctx: &Context) -> Result<Action> {

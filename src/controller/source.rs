@@ -6,15 +6,17 @@ use thiserror::Error;
 
 use super::error::quoted;
 use super::ownership::content_digest;
-use crate::crd::RegistryCredentialSpec;
+use crate::crd::{CredentialProviderSource, RegistryCredentialSpec};
 use crate::credential::expiry::{
     EXPIRES_AT_ANNOTATION, EXPIRES_AT_KEY, Expiry, ExpirySource, parse_annotation, parse_unix_seconds,
 };
 use crate::credential::pull_secret::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, DOCKERCFG_KEY, DOCKERCFG_TYPE};
 use crate::credential::{
-    DockerConfig, InvalidDockerConfig, KeyProblem, KeyRewrite, Normalized, docker_config_from_basic_auth,
-    normalize_docker_config, normalize_registry_key, redact_key,
+    ConfigProblem, DockerConfig, ImageReference, InvalidDockerConfig, KeyProblem, KeyRewrite, Normalized, covering_key,
+    docker_config_from_basic_auth, normalize_docker_config, normalize_registry_key, redact_key,
 };
+use crate::provider::exec::RunProblem;
+use crate::provider::protocol::{AuthConfig, CredentialProviderResponse, ResponseProblem};
 
 /// The source Secret key of External Secrets' ECR generator that names the registry
 /// (`https://<account>.dkr.ecr.<region>.amazonaws.com`) its `username` and `password` are for.
@@ -35,6 +37,8 @@ pub(crate) struct ResolvedSource {
     pub(crate) warnings: Vec<String>,
     /// When the credential stops working, where the source says so.
     pub(crate) expiry: Option<Expiry>,
+    /// Why the last refresh of a minted credential failed, while this earlier one is kept.
+    pub(crate) refresh_failure: Option<SourceProblem>,
 }
 
 impl std::fmt::Debug for ResolvedSource {
@@ -44,6 +48,7 @@ impl std::fmt::Debug for ResolvedSource {
             .field("rewrites", &self.rewrites)
             .field("warnings", &self.warnings)
             .field("expiry", &self.expiry)
+            .field("refresh_failure", &self.refresh_failure)
             .finish_non_exhaustive()
     }
 }
@@ -75,6 +80,23 @@ pub(crate) enum SourceProblem {
     Invalid { namespace: String, name: String, invalid: InvalidDockerConfig },
     #[error("source Secret {namespace}/{name} has no entry for any registry in spec.registries")]
     NoAllowedRegistries { namespace: String, name: String },
+    #[error("credential provider {provider}: {why}")]
+    ProviderNotConfigured { provider: String, why: String },
+    #[error("ServiceAccount {namespace}/{name} is not in a namespace the operator trusts for sources ({trusted})")]
+    ServiceAccountNotTrusted { namespace: String, name: String, trusted: String },
+    #[error("ServiceAccount {namespace}/{name}: {why}")]
+    ServiceAccountToken { namespace: String, name: String, why: String },
+    #[error("credential provider {}", .0)]
+    Run(RunProblem),
+    #[error("credential provider {provider}: {problem}")]
+    InvalidResponse { provider: String, problem: ResponseProblem },
+    #[error("credential provider {provider}: its auth {invalid}")]
+    InvalidAuth { provider: String, invalid: InvalidDockerConfig },
+    #[error(
+        "credential provider {provider}: no auth entry it returned covers {image}{}",
+        if *.allow_listed { " among spec.registries" } else { "" }
+    )]
+    NoMatchingAuth { provider: String, image: String, allow_listed: bool },
 }
 
 impl SourceProblem {
@@ -83,6 +105,17 @@ impl SourceProblem {
         match self {
             SourceProblem::NotTrusted { .. } => Reason::SourceNotTrusted,
             SourceProblem::NotFound { .. } => Reason::SourceNotFound,
+            SourceProblem::ServiceAccountNotTrusted { .. } => Reason::SourceNotTrusted,
+            SourceProblem::ProviderNotConfigured { .. } => Reason::ProviderNotConfigured,
+            SourceProblem::ServiceAccountToken { .. } => Reason::ServiceAccountTokenFailed,
+            SourceProblem::Run(RunProblem::NotFound { .. }) => Reason::ProviderNotFound,
+            SourceProblem::Run(RunProblem::TimedOut { .. }) => Reason::ProviderTimedOut,
+            SourceProblem::Run(RunProblem::OutputTooLarge { .. }) => Reason::ProviderOutputTooLarge,
+            SourceProblem::Run(RunProblem::Failed { .. } | RunProblem::NotStarted { .. }) => Reason::ProviderFailed,
+            SourceProblem::InvalidResponse { .. } | SourceProblem::InvalidAuth { .. } => {
+                Reason::ProviderInvalidResponse
+            }
+            SourceProblem::NoMatchingAuth { .. } => Reason::ProviderNoMatchingAuth,
             _ => Reason::SourceInvalid,
         }
     }
@@ -136,15 +169,74 @@ pub(crate) fn resolve_source(
         }
     }
     let expiry = read_expiry(secret, field(EXPIRES_AT_KEY), &normalized.config)?;
-    let payload = normalized.config.to_canonical_json();
-    Ok(ResolvedSource {
-        expiry,
-        digest: content_digest(payload.as_bytes()),
-        payload,
-        registries: normalized.config.registries().map(str::to_owned).collect(),
-        rewrites: normalized.rewrites,
-        warnings: normalized.warnings.iter().map(ToString::to_string).collect(),
-    })
+    Ok(ResolvedSource::from_normalized(normalized, expiry))
+}
+
+/// Resolves what a credential provider plugin answered for `source`: its auth map normalized like
+/// any docker config, narrowed to `spec.registries`, and covering the image it was asked about.
+/// The expiry is the `exp` of a password that is a JWT.
+pub(crate) fn resolve_minted(
+    spec: &RegistryCredentialSpec,
+    source: &CredentialProviderSource,
+    response: &CredentialProviderResponse,
+) -> Result<ResolvedSource, SourceProblem> {
+    let provider = source.name.clone();
+    let allowed = canonical_registries(&spec.registries)?;
+    // Narrowed before it is judged: an entry the copies would leave out cannot spoil the rest.
+    // Entries without any credential (ACR's plugin adds an anonymous one) have no place in a pull
+    // secret.
+    let kept = |key: &str, auth: &AuthConfig| {
+        let anonymous = auth.username.is_empty() && auth.password.is_empty();
+        let allowed = allowed.is_empty()
+            || normalize_registry_key(key).is_ok_and(|normalized| allowed.contains(&normalized.canonical));
+        !anonymous && allowed
+    };
+    let normalized = normalize_docker_config(&response.docker_config_json(kept))
+        .map_err(|invalid| SourceProblem::InvalidAuth { provider: provider.clone(), invalid });
+    let normalized = match normalized {
+        Err(SourceProblem::InvalidAuth { invalid, .. }) if invalid.problems == [ConfigProblem::NoEntries] => {
+            return Err(SourceProblem::NoMatchingAuth {
+                provider,
+                image: quoted(&source.image),
+                allow_listed: !allowed.is_empty(),
+            });
+        }
+        other => other?,
+    };
+    let image = ImageReference::parse(&source.image).map_err(|error| SourceProblem::ProviderNotConfigured {
+        provider: provider.clone(),
+        why: format!("spec.source.credentialProvider.image: {error}"),
+    })?;
+    let keys: Vec<&str> = normalized.config.registries().collect();
+    if covering_key(keys.iter().copied(), &image).is_none() {
+        return Err(SourceProblem::NoMatchingAuth {
+            provider,
+            image: quoted(&source.image),
+            allow_listed: !allowed.is_empty(),
+        });
+    }
+    let expiry = normalized.config.token_expiry().map(|at| Expiry { at, from: ExpirySource::TokenClaim });
+    Ok(ResolvedSource::from_normalized(normalized, expiry))
+}
+
+impl ResolvedSource {
+    #[cfg(test)]
+    pub(crate) fn from_normalized_for_tests(normalized: Normalized) -> ResolvedSource {
+        ResolvedSource::from_normalized(normalized, None)
+    }
+
+    fn from_normalized(normalized: Normalized, expiry: Option<Expiry>) -> ResolvedSource {
+        let payload = normalized.config.to_canonical_json();
+        ResolvedSource {
+            expiry,
+            digest: content_digest(payload.as_bytes()),
+            payload,
+            registries: normalized.config.registries().map(str::to_owned).collect(),
+            rewrites: normalized.rewrites,
+            warnings: normalized.warnings.iter().map(ToString::to_string).collect(),
+            refresh_failure: None,
+        }
+    }
 }
 
 /// The earliest of the expiries the source states: its annotation, its `expires_at` key, the `exp`
@@ -352,5 +444,67 @@ mod tests {
         assert!(error.to_string().starts_with("source Secret regcred-system/src: invalid docker config"), "{error}");
         let bad_registry = resolve_source(&spec(&["ftp://x"]), Some(&invalid), &trusted()).unwrap_err();
         assert!(bad_registry.to_string().starts_with("spec.registries[0] \"ftp://x\""), "{bad_registry}");
+    }
+
+    fn minted(registries: &[&str], image: &str, auth: serde_json::Value) -> Result<ResolvedSource, SourceProblem> {
+        let source = CredentialProviderSource { name: "p".into(), image: image.into(), service_account_ref: None };
+        let response = json!({
+            "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+            "kind": "CredentialProviderResponse",
+            "auth": auth,
+        });
+        let response = CredentialProviderResponse::parse(response.to_string().as_bytes()).unwrap();
+        resolve_minted(&spec(registries), &source, &response)
+    }
+
+    #[test]
+    fn a_minted_auth_is_normalized_and_must_cover_the_image_it_was_asked_for() {
+        let ok = minted(
+            &[],
+            "registry.example:5000/app:1",
+            json!({"https://registry.example:5000/v2/": {"username": "u", "password": "p"}}),
+        )
+        .unwrap();
+        assert_eq!(ok.registries, ["registry.example:5000"]);
+        assert!(ok.refresh_failure.is_none() && ok.expiry.is_none());
+
+        let elsewhere =
+            minted(&[], "registry.example:5000/app", json!({"other.example": {"username": "u", "password": "p"}}));
+        let problem = elsewhere.unwrap_err();
+        assert_eq!(problem.reason(), Reason::ProviderNoMatchingAuth);
+        assert!(problem.to_string().contains("\"registry.example:5000/app\""), "{problem}");
+        // The ECR plugin drops the port: the key no longer covers an image on a port.
+        let portless = minted(&[], "127.0.0.1:5000/app", json!({"127.0.0.1": {"username": "AWS", "password": "p"}}));
+        assert_eq!(portless.unwrap_err().reason(), Reason::ProviderNoMatchingAuth);
+    }
+
+    #[test]
+    fn the_allow_list_and_anonymous_entries_are_dropped_before_the_auth_is_judged() {
+        let auth = json!({
+            "*.azurecr.io": {"username": "", "password": ""},
+            "team.azurecr.io": {"username": "00000000-0000-0000-0000-000000000000", "password": "token"},
+            "bad key with spaces": {"username": "u", "password": "p"},
+        });
+        let narrowed = minted(&["team.azurecr.io"], "team.azurecr.io/app", auth.clone()).unwrap();
+        assert_eq!(narrowed.registries, ["team.azurecr.io"]);
+        // Without the allow-list the bad key spoils the answer, named without its credential.
+        let problem = minted(&[], "team.azurecr.io/app", auth).unwrap_err();
+        assert_eq!(problem.reason(), Reason::ProviderInvalidResponse);
+        assert!(!problem.to_string().contains("token"), "{problem}");
+        // An allow-list that keeps nothing: no auth covers the image.
+        let none =
+            minted(&["quay.io"], "team.azurecr.io/app", json!({"team.azurecr.io": {"username": "u", "password": "p"}}));
+        assert!(none.unwrap_err().to_string().contains("among spec.registries"));
+    }
+
+    #[test]
+    fn a_minted_password_that_is_a_jwt_states_the_expiry() {
+        use base64::Engine;
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"exp":1893456000}"#);
+        let password = format!("eyJhbGciOiJub25lIn0.{claims}.c2ln");
+        let source =
+            minted(&[], "r.example/app", json!({"r.example": {"username": "u", "password": password}})).unwrap();
+        let expiry = source.expiry.unwrap();
+        assert_eq!((expiry.at.as_second(), expiry.from), (1893456000, ExpirySource::TokenClaim));
     }
 }

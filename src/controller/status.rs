@@ -103,8 +103,8 @@ pub(crate) fn desired_status(
     let expiry = source.ok().and_then(|source| source.expiry);
     let health = match source {
         Err(problem) => Health::Source(problem),
-        Ok(_) if expiry.is_some_and(|expiry| clock.stage(&expiry) == ExpiryStage::Expired) => {
-            Health::Expired(expiry.expect("checked above"))
+        Ok(source) if expiry.is_some_and(|expiry| clock.stage(&expiry) == ExpiryStage::Expired) => {
+            Health::Expired(expiry.expect("checked above"), source.refresh_failure.as_ref())
         }
         Ok(_) if failures.is_empty() && pending > 0 => Health::Progressing { pending, total },
         Ok(_) if failures.is_empty() => Health::Synced { synced, total },
@@ -117,6 +117,14 @@ pub(crate) fn desired_status(
     };
     failures.truncate(MAX_LISTED_FAILURES);
     let mut conditions = health.conditions(credential);
+    if let (Ok(ResolvedSource { refresh_failure: Some(problem), .. }), Health::Synced { .. } | Health::Failed { .. }) =
+        (source, &health)
+        && !conditions.iter().any(|c| c.type_ == "Reconciling" || c.type_ == "Stalled")
+    {
+        let message =
+            format!("refreshing the credential failed, retried with backoff; the copies keep the last one: {problem}");
+        conditions.push(condition(credential, "Reconciling", "True", problem.reason(), message));
+    }
     let injected = credential.spec.inject_into_pods && admission_policies_served;
     let enforcing_accounts: Vec<String> = match injected {
         true => aggregate.enforcing_accounts.iter().take(MAX_LISTED_FAILURES).cloned().collect(),
@@ -192,8 +200,9 @@ enum Health<'a> {
     },
     /// The source is unusable: a person has to act.
     Source(&'a SourceProblem),
-    /// The credential expired, as its source states: whatever refreshes the source has stopped.
-    Expired(Expiry),
+    /// The credential expired, as its source states: whatever refreshes the source has stopped
+    /// (for a minted one, why its last refresh failed).
+    Expired(Expiry, Option<&'a SourceProblem>),
     /// Some namespaces failed; a person has to act when any failure is a conflict.
     Failed {
         failed: i32,
@@ -221,9 +230,13 @@ impl Health<'_> {
                 condition(credential, "Ready", "False", problem.reason(), problem.to_string()),
                 condition(credential, "Stalled", "True", problem.reason(), problem.to_string()),
             ],
-            Health::Expired(expiry) => {
+            Health::Expired(expiry, refresh_failure) => {
+                let remedy = match refresh_failure {
+                    Some(problem) => format!("its refresh fails: {problem}"),
+                    None => "refresh the source Secret".to_owned(),
+                };
                 let message = format!(
-                    "the credential expired at {} ({}); refresh the source Secret",
+                    "the credential expired at {} ({}); {remedy}",
                     expiry.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
                     expiry.from
                 );
@@ -382,19 +395,22 @@ fn events(
     written: usize,
 ) -> Vec<Event> {
     let mut events = Vec::new();
-    let ready = &status.conditions[0];
-    let was = previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == "Ready"));
     let category = |reason: &str| reason.parse::<Reason>().ok().map(Reason::category);
-    if category(&ready.reason) == Some(Category::Source)
-        && was.is_none_or(|w| w.reason != ready.reason || w.message != ready.message)
-    {
-        events.push(Event {
-            type_: EventType::Warning,
-            reason: ready.reason.clone(),
-            note: Some(format!("{}; existing copies are left in place", ready.message)),
-            action: "ReadSource".into(),
-            secondary: None,
-        });
+    // A source turning bad (Ready), or a minted credential's refresh failing (Reconciling).
+    for type_ in ["Ready", "Reconciling"] {
+        let find = |status: &RegistryCredentialStatus| status.conditions.iter().find(|c| c.type_ == type_).cloned();
+        let (now, was) = (find(status), previous.and_then(find));
+        if let Some(now) = now.filter(|now| category(&now.reason) == Some(Category::Source))
+            && was.is_none_or(|w| w.reason != now.reason || w.message != now.message)
+        {
+            events.push(Event {
+                type_: EventType::Warning,
+                reason: now.reason.clone(),
+                note: Some(format!("{}; existing copies are left in place", now.message)),
+                action: "ReadSource".into(),
+                secondary: None,
+            });
+        }
     }
     if written > 0 {
         events.push(Event {
@@ -537,6 +553,7 @@ mod tests {
             rewrites: vec![],
             warnings: vec![],
             expiry: None,
+            refresh_failure: None,
         }
     }
 

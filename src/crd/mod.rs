@@ -19,6 +19,8 @@ const DNS_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 const NAMESPACE_GLOB: &str = r"^[a-z0-9*?]([-a-z0-9*?]*[a-z0-9*?])?$";
 /// A ServiceAccount name, or `*` for every ServiceAccount.
 const SERVICE_ACCOUNT_NAME: &str = r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$";
+/// A credential provider plugin's file name: no path separators, not `.` or `..`.
+const PROVIDER_NAME: &str = r"^[A-Za-z0-9_][-A-Za-z0-9_.]*$";
 /// A registry as written in docker config keys: optional scheme, host, optional port and path.
 const REGISTRY: &str = r"^(https?://)?[A-Za-z0-9*?]([-A-Za-z0-9*?.]*)(:[0-9]{1,5})?(/[-a-z0-9._/]*)?$";
 
@@ -103,13 +105,47 @@ pub struct RegistryCredentialSpec {
 /// The source of the credential.
 #[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.secretRef)].filter(s, s).size() == 1").message("exactly one source must be set"))]
+#[x_kube(validation = Rule::new("[has(self.secretRef), has(self.credentialProvider)].filter(s, s).size() == 1").message("exactly one source must be set: secretRef or credentialProvider"))]
 pub struct CredentialSource {
     /// A Secret in one of the namespaces the operator trusts for sources, of type
     /// `kubernetes.io/dockerconfigjson`, `kubernetes.io/dockercfg`, or holding `username` and
     /// `password` keys (then `registries` is required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretReference>,
+
+    /// A credential minted by a kubelet image credential provider plugin that the operator was
+    /// started with (`--credential-provider-config`), refreshed before it lapses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_provider: Option<CredentialProviderSource>,
+}
+
+/// A kubelet image credential provider to ask for the credential, and what to ask it.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialProviderSource {
+    /// Name of a provider in the operator's credential provider config; never a path.
+    #[schemars(regex(pattern = PROVIDER_NAME), length(min = 1, max = 253))]
+    pub name: String,
+    /// The image the plugin is asked about (`111122223333.dkr.ecr.us-east-1.amazonaws.com/app`);
+    /// it must match the provider's `matchImages`, and the returned auth must cover it.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    /// A ServiceAccount, in a namespace the operator trusts for sources, whose token (for the
+    /// provider's `tokenAttributes.serviceAccountTokenAudience`) and listed annotations are passed
+    /// to the plugin, so the cloud identity comes from workload identity federation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_ref: Option<ServiceAccountReference>,
+}
+
+/// A ServiceAccount by namespace and name.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceAccountReference {
+    /// Namespace of the ServiceAccount.
+    #[schemars(regex(pattern = DNS_LABEL), length(min = 1, max = 63))]
+    pub namespace: String,
+    /// Name of the ServiceAccount.
+    #[schemars(regex(pattern = DNS_SUBDOMAIN), length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// A Secret by namespace and name.

@@ -128,6 +128,7 @@ mod tests {
         RegistryCredentialSpec {
             source: CredentialSource {
                 secret_ref: Some(SecretReference { namespace: "regcred-system".into(), name: "s".into() }),
+                credential_provider: None,
             },
             registries: Vec::new(),
             secret_name: "regcred".into(),

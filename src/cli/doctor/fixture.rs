@@ -18,6 +18,7 @@ pub(super) fn credential(include: &[&str], exclude: &[&str], team: Option<&str>)
         RegistryCredentialSpec {
             source: CredentialSource {
                 secret_ref: Some(SecretReference { namespace: "regcred-system".into(), name: "s".into() }),
+                credential_provider: None,
             },
             registries: Vec::new(),
             secret_name: "regcred".into(),
