@@ -11,6 +11,7 @@ mod expiry;
 mod gitops;
 mod hardening;
 mod leadership;
+mod minting;
 mod node;
 mod observability;
 mod packaging;

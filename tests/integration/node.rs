@@ -352,3 +352,79 @@ async fn a_static_pod_in_a_selected_namespace_gets_its_mirror_pod() {
         .delete(&name, &kube::api::DeleteParams::default())
         .await;
 }
+
+/// The registry's answer to `GET /v2/` with these credentials: 200 only for a password it holds.
+async fn registry_answers(registry: &str, user: &str, password: &str) -> u16 {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let mut stream = tokio::net::TcpStream::connect(registry).await.unwrap();
+    let request = format!("GET /v2/ HTTP/1.0\r\nHost: {registry}\r\nAuthorization: Basic {basic}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
+
+/// A plugin that mints a password on each call, valid for 8 s, which the node's registry accepts
+/// only while valid (a reaper drops it from the htpasswd file at its expiry): Pods pull before
+/// and after three refreshes, when the first password is refused.
+#[tokio::test]
+async fn pods_pull_with_a_minted_password_before_and_after_it_is_refreshed() {
+    use regcred_test_support::plugins::{Plugins, copy_login, wait_for_copy_user};
+    let admin = cluster_or_skip!();
+    let (env, _node) = node_or_skip!();
+    let (registry, image) = (env["REGCRED_REGISTRY"].clone(), env["REGCRED_NODE_IMAGE"].clone());
+    let plugins = Plugins::new("node-mint");
+    plugins.minting("mint");
+    let lifetime = Duration::from_secs(8);
+    let mut plugin_env = plugins.minting_env(&registry, lifetime);
+    let htpasswd = json!({"name": "MINT_HTPASSWD", "value": env["REGCRED_REGISTRY_HTPASSWD"]});
+    plugin_env.as_array_mut().unwrap().push(htpasswd.clone());
+    let provider = json!({"name": "mint", "matchImages": [registry], "defaultCacheDuration": "1h", "env": plugin_env});
+    let args = plugins.configure(vec![provider], 10);
+    let mut reaper = std::process::Command::new(plugins.dir.join("mint"))
+        .arg("reap")
+        .env("MINT_STATE", &plugins.state)
+        .env("MINT_HTPASSWD", &env["REGCRED_REGISTRY_HTPASSWD"])
+        .spawn()
+        .unwrap();
+
+    let fx = Fixture::start(admin.clone(), "node-mint", &args).await;
+    let namespace = fx.namespace(true).await;
+    let source = json!({"source": {"secretRef": null,
+        "credentialProvider": {"name": "mint", "image": format!("{image}")}}});
+    let credential = fx.apply(&fx.credential("main", source)).await;
+    let first = wait_for_copy_user(&admin, &namespace.name, "regcred", &registry, TIMEOUT, |_| true).await;
+    fx.wait_ready(&credential, "True", "Synced").await;
+    create_pod(&admin, &namespace.name, &private_pod("before", &image, &[])).await;
+    assert_eq!(pod_outcome(&admin, &namespace.name, "before").await, "Running");
+
+    wait_for_copy_user(&admin, &namespace.name, "regcred", &registry, Duration::from_secs(60), |user| user == "mint-4")
+        .await;
+    // The first password expired and the registry refuses it; the copy holds a valid one.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(registry_answers(&registry, &first.0, &first.1).await, 401, "the first password outlived its expiry");
+    let copy = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), &namespace.name)
+        .get("regcred")
+        .await
+        .unwrap();
+    let (user, password) = copy_login(&copy, &registry).unwrap();
+    assert_eq!(registry_answers(&registry, &user, &password).await, 200, "the copy's password ({user}) is refused");
+    create_pod(&admin, &namespace.name, &private_pod("after", &image, &[])).await;
+    assert_eq!(pod_outcome(&admin, &namespace.name, "after").await, "Running");
+    let calls = plugins.calls();
+    let at: Vec<f64> = calls.iter().map(|c| c["at"].as_f64().unwrap()).collect();
+    let fractions: Vec<String> =
+        at.windows(2).map(|w| format!("{:.2}", (w[1] - w[0]) / lifetime.as_secs_f64())).collect();
+    println!("node: {} mints, refresh intervals / lifetime: {}", calls.len(), fractions.join(", "));
+
+    // The registry's own users back, for the other tests on this node.
+    std::fs::write(plugins.state.join("stop"), "").unwrap();
+    let _ = reaper.wait();
+    let base = std::fs::read(plugins.state.join("htpasswd.base")).unwrap();
+    let restored = format!("{}.restore", env["REGCRED_REGISTRY_HTPASSWD"]);
+    std::fs::write(&restored, base).unwrap();
+    std::fs::rename(&restored, &env["REGCRED_REGISTRY_HTPASSWD"]).unwrap();
+    fx.delete(&credential).await;
+}

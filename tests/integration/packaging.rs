@@ -398,6 +398,66 @@ fn helm_values_reach_the_manifests() {
 }
 
 #[test]
+fn credential_providers_render_their_config_plugins_and_tokens_narrowed_by_name() {
+    let tools = tools_or_skip!();
+    let off = helm_template(tools, NAME, NAMESPACE, &[]);
+    assert!(!identities(&off).iter().any(|(_, _, name)| name.contains("credential-provider")));
+    let chart = helm_template(
+        tools,
+        NAME,
+        NAMESPACE,
+        &[
+            "--set",
+            "credentialProviders.enabled=true,sourceNamespaces={regcred-system,cloud-identities}",
+            "--set",
+            "credentialProviders.pluginsImage.repository=registry.example/plugins,credentialProviders.pluginsImage.tag=1",
+            "--set",
+            "credentialProviders.serviceAccounts={ecr-puller},credentialProviders.providers[0].name=ecr-credential-provider",
+            "--set",
+            "credentialProviders.providers[0].matchImages={*.dkr.ecr.*.amazonaws.com},credentialProviders.providers[0].defaultCacheDuration=12h",
+            "--set",
+            "credentialProviders.providers[0].apiVersion=credentialprovider.kubelet.k8s.io/v1",
+        ],
+    );
+    let config = find(&chart, "ConfigMap", &format!("{NAME}-credential-providers"));
+    let config: Value = serde_norway::from_str(config["data"]["config.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (&config["kind"], &config["providers"][0]["name"]),
+        (&json!("CredentialProviderConfig"), &json!("ecr-credential-provider"))
+    );
+    for namespace in ["regcred-system", "cloud-identities"] {
+        let role = objects_named(&chart, "Role", &format!("{NAME}-credential-provider-tokens"), namespace);
+        let rule = json!([{"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"], "resourceNames": ["ecr-puller"]}]);
+        assert_eq!(role["rules"], rule, "{namespace}");
+        objects_named(&chart, "RoleBinding", &format!("{NAME}-credential-provider-tokens"), namespace);
+    }
+    let pod = &find(&chart, "Deployment", NAME)["spec"]["template"]["spec"];
+    let init = &pod["initContainers"][0];
+    assert_eq!(
+        (&init["image"], &init["command"]),
+        (&json!("registry.example/plugins:1"), &json!(["cp", "-R", "/plugins/.", "/credential-providers/"]))
+    );
+    let manager = &pod["containers"][0];
+    let args: Vec<&str> = manager["args"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(args.contains(&"--credential-provider-bin-dir=/var/lib/regcred-operator/credential-providers"), "{args:?}");
+    let plugins = manager["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "credential-provider-plugins")
+        .unwrap();
+    assert_eq!(plugins["readOnly"], true, "the operator cannot change the plugins it runs");
+}
+
+/// The object of `kind` named `name` in `namespace`.
+fn objects_named<'a>(objects: &'a [Value], kind: &str, name: &str, namespace: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name && o["metadata"]["namespace"] == namespace)
+        .unwrap_or_else(|| panic!("no {kind} {namespace}/{name}"))
+}
+
+#[test]
 fn helm_lint_passes() {
     let tools = tools_or_skip!();
     run_tool(tools, "helm", &["lint", "--strict", "charts/regcred-operator"]);

@@ -135,3 +135,15 @@ admissionregistration.k8s.io/v1
 admissionregistration.k8s.io/v1beta1
 {{- end -}}
 {{- end }}
+
+{{/*
+The credential provider plugins' image: by digest when one is given.
+*/}}
+{{- define "regcred-operator.pluginsImage" -}}
+{{- $image := .Values.credentialProviders.pluginsImage -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $image.repository $image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $image.repository (required "credentialProviders.pluginsImage.tag or .digest is required" $image.tag) -}}
+{{- end -}}
+{{- end }}

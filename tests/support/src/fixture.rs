@@ -36,8 +36,18 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn start(admin: Client, test: &str, extra_args: &[&'static str]) -> Fixture {
-        let instance = format!("{test}-{}", std::process::id());
         let source = TestNamespace::create(&admin, "src", &[]).await;
+        Fixture::start_with_source(admin, test, source, extra_args).await
+    }
+
+    /// Like `start`, trusting `source`, which the test set up before the operator starts.
+    pub async fn start_with_source(
+        admin: Client,
+        test: &str,
+        source: TestNamespace,
+        extra_args: &[&'static str],
+    ) -> Fixture {
+        let instance = format!("{test}-{}", std::process::id());
         let operator = OperatorProcess::start(&admin, &instance, &source.name, extra_args).await;
         Fixture { admin, instance, source, operator, extra_args: extra_args.to_vec() }
     }

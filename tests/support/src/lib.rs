@@ -1,13 +1,14 @@
 //! What every test binary of regcred-operator shares: clients for the real control plane
 //! (tests/cluster/up.sh), throwaway namespaces and watch-based waits ([`cluster`]), the operator
 //! binary run as a process under its own ServiceAccount and RBAC ([`operator`]), one test's world
-//! of source, operator and RegistryCredentials ([`fixture`]), and the CLI as scripts run it
-//! ([`cli`]).
+//! of source, operator and RegistryCredentials ([`fixture`]), the CLI as scripts run it
+//! ([`cli`]), and credential provider plugins with their config and token RBAC ([`plugins`]).
 
 pub mod cli;
 pub mod cluster;
 pub mod fixture;
 pub mod operator;
+pub mod plugins;
 
 use std::path::PathBuf;
 
