@@ -40,6 +40,8 @@ tool REGCRED_KSTATUS "the kstatus helper" bash tests/kstatus/build.sh
 tool REGCRED_ARGO_HEALTH "the Argo CD health check runner" argo_health_runner
 # Prometheus, which evaluates the chart's alerting rules against a running operator;
 tool REGCRED_PROMETHEUS_BIN "Prometheus" bash tests/observability/build-prometheus.sh
+# the upstream ECR credential provider and moto, a local AWS-compatible endpoint (minting tests);
+tool REGCRED_EXPIRY_TOOLS_BIN "the ECR credential provider and moto" bash tests/cluster/build-expiry-tools.sh
 # the Argo CD, Flux, External Secrets and sealed-secrets CRDs of the GitOps example.
 tool REGCRED_GITOPS_CRDS "the GitOps tools' CRDs" bash examples/gitops/tool-crds.sh
 

@@ -83,7 +83,7 @@ async fn a_minted_credential_is_refreshed_within_its_lifetime_with_the_accounts_
 
     // Three refreshes after the first mint: each reaches the copy before the one before lapses.
     let (first, _) = wait_for_copy_user(&admin, &namespace.name, "regcred", REGISTRY, TIMEOUT, |_| true).await;
-    wait_for_copy_user(&admin, &namespace.name, "regcred", REGISTRY, TIMEOUT, |user| user == "mint-4").await;
+    wait_for_copy_user(&admin, &namespace.name, "regcred", REGISTRY, TIMEOUT, |(user, _)| user == "mint-4").await;
     let ready = fx.wait_ready(&credential, "True", "Synced").await;
     let calls = plugins.calls();
     assert_eq!(first, "mint-1");
@@ -142,8 +142,10 @@ async fn a_failing_refresh_keeps_the_copy_until_it_expires_then_recovers() {
 
     // The plugin works again: the retry (backoff, at most 20 s here) mints and heals.
     plugins.set_failing(false);
-    wait_for_copy_user(&admin, &namespace.name, "regcred", REGISTRY, Duration::from_secs(60), |user| user != kept.0)
-        .await;
+    wait_for_copy_user(&admin, &namespace.name, "regcred", REGISTRY, Duration::from_secs(60), |(user, _)| {
+        *user != kept.0
+    })
+    .await;
     fx.wait_ready(&credential, "True", "Synced").await;
     let shown = shown(&admin, &fx, &credential).await;
     assert!(!shown.contains("refusing to mint") && !shown.contains(JWT_PREFIX), "{shown}");
@@ -192,7 +194,7 @@ async fn each_bad_plugin_has_its_reason_and_the_copy_stays() {
     token_account(&admin, &fx.source.name, "not-granted", json!({}), &["someone-else"]).await;
     let namespace = fx.namespace(true).await;
     let credential = fx.apply(&fx.credential("main", minting_source("good", None))).await;
-    let good = wait_for_copy_user(&admin, &namespace.name, "regcred", REGISTRY, TIMEOUT, |user| user == "u").await;
+    let good = wait_for_copy_user(&admin, &namespace.name, "regcred", REGISTRY, TIMEOUT, |(user, _)| user == "u").await;
     fx.wait_ready(&credential, "True", "Synced").await;
 
     let copies: Api<Secret> = Api::namespaced(admin.clone(), &namespace.name);
@@ -232,4 +234,134 @@ async fn each_bad_plugin_has_its_reason_and_the_copy_stays() {
     }
     let fails = seen.iter().find(|line| line.contains("ProviderFailed")).unwrap();
     assert!(fails.contains("exited with status 7 (stderr: 29 bytes, not shown)"), "{fails}");
+}
+
+/// The directory of tests/cluster/build-expiry-tools.sh (`REGCRED_EXPIRY_TOOLS_BIN`, which
+/// tests/run.sh sets), or `None` (the reason printed); with `CI=true` its absence is a failure.
+fn expiry_tools() -> Option<std::path::PathBuf> {
+    let Some(dir) = std::env::var_os("REGCRED_EXPIRY_TOOLS_BIN").filter(|d| !d.is_empty()) else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but REGCRED_EXPIRY_TOOLS_BIN is not set");
+        eprintln!("skipped: REGCRED_EXPIRY_TOOLS_BIN is not set (tests/cluster/build-expiry-tools.sh prints it)");
+        return None;
+    };
+    Some(dir.into())
+}
+
+/// A local AWS-compatible endpoint, killed when dropped.
+struct Endpoint {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Endpoint {
+    /// Starts `program args... PORT` on a free loopback port and waits until it answers.
+    async fn start(program: &std::path::Path, args: &[&str], log: &std::path::Path) -> Endpoint {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new(program)
+            .args(args)
+            .arg(port.to_string())
+            .stdout(std::fs::File::create(log).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "{} did not listen on {port}", program.display());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Endpoint { child, url: format!("http://127.0.0.1:{port}") }
+    }
+}
+
+/// The upstream plugin's provider entry, with the AWS endpoints at `url` and the role from the
+/// ServiceAccount's annotation (KEP-4412's token path; no AWS key anywhere).
+fn ecr_provider(name: &str, url: &str) -> Value {
+    let env: Vec<Value> = [
+        ("AWS_ENDPOINT_URL_ECR", url),
+        ("AWS_ENDPOINT_URL_STS", url),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_REGION", "us-east-1"),
+    ]
+    .iter()
+    .map(|(name, value)| json!({"name": name, "value": value}))
+    .collect();
+    json!({"name": name, "matchImages": ["*.dkr.ecr.*.amazonaws.com"], "defaultCacheDuration": "12h", "env": env,
+        "tokenAttributes": {"serviceAccountTokenAudience": "sts.amazonaws.com", "requireServiceAccount": true,
+            "cacheType": "ServiceAccount", "requiredServiceAccountAnnotationKeys": ["eks.amazonaws.com/ecr-role-arn"]}})
+}
+
+#[tokio::test]
+async fn the_upstream_ecr_plugin_mints_through_the_account_token_against_a_local_aws_endpoint() {
+    let admin = cluster_or_skip!();
+    let Some(tools) = expiry_tools() else { return };
+    let plugins = Plugins::new("ecr");
+    plugins.link("ecr-credential-provider", &tools.join("ecr-credential-provider"));
+    plugins.link("ecr-via-stub", &tools.join("ecr-credential-provider"));
+    let moto =
+        Endpoint::start(&tools.join("moto_server"), &["-H", "127.0.0.1", "-p"], &plugins.state.join("moto.log")).await;
+    let stub_state = plugins.state.join("stub.env");
+    let rotate = |password: &str| {
+        let next = plugins.state.join("stub.env.next");
+        std::fs::write(&next, format!("password={password}\nlifetime=16\n")).unwrap();
+        std::fs::rename(&next, &stub_state).unwrap();
+    };
+    rotate("first-stub-password");
+    let stub_log = plugins.state.join("stub.log");
+    let script = regcred_test_support::repo().join("tests/expiry/ecr-stub.py");
+    let state_arg = stub_state.display().to_string();
+    let log_arg = stub_log.display().to_string();
+    let stub_args = [script.to_str().unwrap(), "--state", &state_arg, "--log", &log_arg, "--port"];
+    let stub = Endpoint::start(std::path::Path::new("python3"), &stub_args, &plugins.state.join("stub.out")).await;
+    let args = plugins.configure(
+        vec![ecr_provider("ecr-credential-provider", &moto.url), ecr_provider("ecr-via-stub", &stub.url)],
+        30,
+    );
+    let fx = Fixture::start(admin.clone(), "ecr", &args).await;
+    let role = json!({"eks.amazonaws.com/ecr-role-arn": "arn:aws:iam::210987654321:role/puller"});
+    token_account(&admin, &fx.source.name, "ecr-puller", role, &["ecr-puller"]).await;
+    let namespace = fx.namespace(true).await;
+    let registry = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    let source = |provider: &str, secret: &str| {
+        json!({"secretName": secret, "source": {"secretRef": null, "credentialProvider": {"name": provider,
+            "image": format!("{registry}/team/app:1"), "serviceAccountRef": {"namespace": fx.source.name, "name": "ecr-puller"}}}})
+    };
+
+    // moto: its password names the account of the role assumed with the token.
+    let via_moto = fx.apply(&fx.credential("moto", source("ecr-credential-provider", "ecr-moto"))).await;
+    let login = wait_for_copy_user(&admin, &namespace.name, "ecr-moto", registry, TIMEOUT, |_| true).await;
+    assert_eq!(login, ("AWS".to_owned(), "210987654321-auth-token".to_owned()));
+    fx.wait_ready(&via_moto, "True", "Synced").await;
+
+    // The stub: a 16 s token, so the plugin answers cacheDuration 8s; a rotated password reaches
+    // the copy at the next refresh, with no change to anything in the cluster.
+    let via_stub = fx.apply(&fx.credential("stub", source("ecr-via-stub", "ecr-stub"))).await;
+    let first = wait_for_copy_user(&admin, &namespace.name, "ecr-stub", registry, TIMEOUT, |_| true).await;
+    assert_eq!(first.1, "first-stub-password");
+    let rotated_at = std::time::Instant::now();
+    rotate("second-stub-password");
+    let second = wait_for_copy_user(&admin, &namespace.name, "ecr-stub", registry, Duration::from_secs(30), |login| {
+        login.1 == "second-stub-password"
+    })
+    .await;
+    println!(
+        "ecr via stub: rotated password in the copy {:.1} s after the rotation (lifetime 8 s)",
+        rotated_at.elapsed().as_secs_f64()
+    );
+    assert_eq!(second.0, "AWS");
+    fx.wait_ready(&via_stub, "True", "Synced").await;
+    let calls = std::fs::read_to_string(&stub_log).unwrap();
+    assert!(calls.contains("AssumeRoleWithWebIdentity") && calls.contains("\"webIdentityToken\": true"), "{calls}");
+    assert!(calls.contains("arn:aws:iam::210987654321:role/puller"), "{calls}");
+    let shown = shown(&admin, &fx, &via_stub).await;
+    assert!(
+        !shown.contains("stub-password") && !shown.contains("auth-token") && !shown.contains(JWT_PREFIX),
+        "{shown}"
+    );
 }

@@ -400,8 +400,10 @@ async fn pods_pull_with_a_minted_password_before_and_after_it_is_refreshed() {
     create_pod(&admin, &namespace.name, &private_pod("before", &image, &[])).await;
     assert_eq!(pod_outcome(&admin, &namespace.name, "before").await, "Running");
 
-    wait_for_copy_user(&admin, &namespace.name, "regcred", &registry, Duration::from_secs(60), |user| user == "mint-4")
-        .await;
+    wait_for_copy_user(&admin, &namespace.name, "regcred", &registry, Duration::from_secs(60), |(user, _)| {
+        user == "mint-4"
+    })
+    .await;
     // The first password expired and the registry refuses it; the copy holds a valid one.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(registry_answers(&registry, &first.0, &first.1).await, 401, "the first password outlived its expiry");

@@ -145,26 +145,26 @@ pub fn copy_login(secret: &Secret, registry: &str) -> Option<(String, String)> {
     Some((user, password))
 }
 
-/// The user of the copy `namespace/name` for `registry`, once it is one of `wanted`.
+/// The user and password of the copy `namespace/name` for `registry`, once `wanted` holds.
 pub async fn wait_for_copy_user(
     admin: &Client,
     namespace: &str,
     name: &str,
     registry: &str,
     timeout: Duration,
-    wanted: impl Fn(&str) -> bool,
+    wanted: impl Fn(&(String, String)) -> bool,
 ) -> (String, String) {
     let api: Api<Secret> = Api::namespaced(admin.clone(), namespace);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let login = api.get_opt(name).await.unwrap().as_ref().and_then(|secret| copy_login(secret, registry));
-        if let Some(login) = login.as_ref().filter(|(user, _)| wanted(user)) {
+        if let Some(login) = login.as_ref().filter(|login| wanted(login)) {
             return login.clone();
         }
         let user = login.map(|(user, _)| user);
         assert!(
             tokio::time::Instant::now() < deadline,
-            "copy {namespace}/{name}: user {user:?} never became the one wanted"
+            "copy {namespace}/{name}: user {user:?}: never the login wanted"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
