@@ -10,6 +10,7 @@
 
 use super::cached_image::cached_image_needs_own_credential;
 use super::created_before_the_secret::created_before_the_secret;
+use super::credential_expired::credential_expired;
 use super::credentials_refused::credentials_refused;
 use super::evidence::{Cause, Context, Diagnosis, Evidence};
 use super::mountable_secrets::enforcing_account_refuses_injected_pods;
@@ -40,6 +41,8 @@ pub(super) const DETECTORS: &[Detector] = &[
     Detector { name: "nothing provides a pull secret", detect: nothing_provides_a_pull_secret },
     Detector { name: "created before the secret", detect: created_before_the_secret },
     Detector { name: "cached image needs the Pod's own credential", detect: cached_image_needs_own_credential },
+    // Before `credentials refused`, of equal rank: an expired credential is why the registry refuses.
+    Detector { name: "credential expired", detect: credential_expired },
     Detector { name: "credentials refused", detect: credentials_refused },
     Detector {
         name: "enforcing ServiceAccount refuses injected Pods",

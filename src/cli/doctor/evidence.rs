@@ -33,6 +33,8 @@ pub(super) struct Evidence {
     pub(super) kubelet_version: Option<String>,
     /// The workload that owns the Pod's owner (the Deployment of its ReplicaSet): `(kind, name)`.
     pub(super) workload: Option<(String, String)>,
+    /// When it was read: what "expired" is judged against.
+    pub(super) read_at: Timestamp,
 }
 
 impl Evidence {

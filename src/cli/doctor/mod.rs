@@ -7,6 +7,7 @@
 
 mod cached_image;
 mod created_before_the_secret;
+mod credential_expired;
 mod credentials;
 mod credentials_refused;
 mod diagnosis;
@@ -149,6 +150,7 @@ async fn gather(client: &Client, namespace: &str, name: &str) -> Result<(Evidenc
         admission,
         kubelet_version,
         workload,
+        read_at: k8s_openapi::jiff::Timestamp::now(),
     };
     Ok((evidence, unchecked))
 }
