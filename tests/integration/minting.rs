@@ -219,8 +219,17 @@ async fn each_bad_plugin_has_its_reason_and_the_copy_stays() {
         let mut spec = minting_source("", None);
         merge(&mut spec["source"]["credentialProvider"], source.clone());
         let started = std::time::Instant::now();
-        fx.apply(&fx.credential("main", spec)).await;
-        let failed = fx.wait_ready(&credential, "False", reason).await;
+        let generation = fx.apply(&fx.credential("main", spec)).await.metadata.generation;
+        // The status of this very spec: the case before may have had the same reason.
+        let api: Api<RegistryCredential> = Api::all(admin.clone());
+        let failed = wait_for(&api, &credential.name_any(), reason, TIMEOUT, |c| {
+            c.is_some_and(|c| {
+                c.status.as_ref().and_then(|s| s.observed_generation) == generation
+                    && condition(c, "Ready").is_some_and(|(status, why, _)| status == "False" && why == reason)
+            })
+        })
+        .await
+        .unwrap();
         let message = condition(&failed, "Ready").unwrap().2;
         seen.push(format!("{source}: {reason} in {:.1} s: {message}", started.elapsed().as_secs_f64()));
         assert_eq!(condition(&failed, "Stalled").map(|c| c.1), Some(reason.into()));
