@@ -36,6 +36,12 @@ struct CredentialLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderRunLabels {
+    provider: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReadyLabels {
     credential: String,
     reason: &'static str,
@@ -57,6 +63,7 @@ pub(crate) struct Metrics {
     failed_namespaces: Family<CredentialLabels, Gauge>,
     credential_ready: Family<ReadyLabels, Gauge>,
     credential_expiry: Family<CredentialLabels, Gauge>,
+    provider_runs: Family<ProviderRunLabels, Counter>,
     /// The credentials that have series, so that those of a credential gone can be removed.
     credentials: Mutex<BTreeSet<String>>,
     leader: Gauge,
@@ -120,6 +127,11 @@ impl Default for Metrics {
                 r,
                 "credential_expiry_timestamp_seconds",
                 "When the RegistryCredential's credential expires, as its source states it (status.expiresAt), in UNIX seconds; no series when unknown",
+            ),
+            provider_runs: registered(
+                r,
+                "credential_provider_runs",
+                "Credential provider plugin runs, by provider; result: success, or the reason it failed",
             ),
             credentials: Mutex::default(),
             leader: registered(r, "leader", "1 when this replica holds the leader Lease"),
@@ -237,6 +249,12 @@ impl Metrics {
                 self.credential_expiry.remove(&labels);
             }
         }
+    }
+
+    /// One run of a credential provider plugin: `None` when it minted, else why not.
+    pub(crate) fn provider_run(&self, provider: &str, failure: Option<Reason>) {
+        let result = failure.map_or("success", Reason::as_str);
+        self.provider_runs.get_or_create(&ProviderRunLabels { provider: provider.to_owned(), result }).inc();
     }
 
     fn track(&self, credential: &str) {

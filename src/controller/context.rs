@@ -115,6 +115,7 @@ pub(crate) struct ResolvedSources {
     minted: Mutex<HashMap<String, Arc<tokio::sync::Mutex<MintState>>>>,
     /// Reconciles every namespace: a minted credential changed.
     every_namespace: futures::channel::mpsc::UnboundedSender<()>,
+    metrics: Arc<Metrics>,
 }
 
 type ResolutionSlot = Arc<tokio::sync::Mutex<Option<(SourceVersion, Arc<Resolution>)>>>;
@@ -124,8 +125,11 @@ type ResolutionSlot = Arc<tokio::sync::Mutex<Option<(SourceVersion, Arc<Resoluti
 type SourceVersion = [Option<String>; 3];
 
 impl ResolvedSources {
-    pub(crate) fn new(every_namespace: futures::channel::mpsc::UnboundedSender<()>) -> ResolvedSources {
-        ResolvedSources { resolved: Mutex::default(), minted: Mutex::default(), every_namespace }
+    pub(crate) fn new(
+        every_namespace: futures::channel::mpsc::UnboundedSender<()>,
+        metrics: Arc<Metrics>,
+    ) -> ResolvedSources {
+        ResolvedSources { resolved: Mutex::default(), minted: Mutex::default(), every_namespace, metrics }
     }
 
     /// The credential's source, resolved again (the Secret read whole) only when the credential's
@@ -182,6 +186,9 @@ impl ResolvedSources {
                 mint(client, &credential.spec, source, &settings.credential_providers, &settings.source_namespaces)
             })
             .await;
+        if minting.tried() {
+            self.metrics.provider_run(&source.name, minting.failure.as_ref().map(SourceProblem::reason));
+        }
         if minting.minted && state.current_digest() != before {
             // Every copy is stale now; the namespaces learn it from no watch.
             let _ = self.every_namespace.unbounded_send(());

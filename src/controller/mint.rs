@@ -55,10 +55,11 @@ impl MintState {
         if let (Some(last), Some(next)) = (&self.last, self.next_run)
             && now < next
         {
-            return Minting { resolution: last.clone(), minted: false };
+            return Minting { resolution: last.clone(), minted: false, failure: None };
         }
         let outcome = mint().await;
         let minted = outcome.is_ok();
+        let failure = outcome.as_ref().err().cloned();
         let resolution = match outcome {
             Ok(Minted { source, lifetime }) => {
                 self.failures = 0;
@@ -80,7 +81,7 @@ impl MintState {
             }
         };
         self.last = Some(resolution.clone());
-        Minting { resolution, minted }
+        Minting { resolution, minted, failure }
     }
 
     /// When the plugin runs next.
@@ -98,6 +99,15 @@ impl MintState {
 pub(crate) struct Minting {
     pub(crate) resolution: Result<ResolvedSource, SourceProblem>,
     pub(crate) minted: bool,
+    /// Why the mint tried just now failed; `None` when none was tried or it minted.
+    pub(crate) failure: Option<SourceProblem>,
+}
+
+impl Minting {
+    /// Whether a mint was tried just now.
+    pub(crate) fn tried(&self) -> bool {
+        self.minted || self.failure.is_some()
+    }
 }
 
 /// A credential a plugin answered, and how long it lives.

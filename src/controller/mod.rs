@@ -112,6 +112,7 @@ impl Operator {
             client.clone(),
             Reporter { controller: "regcred-operator".into(), instance: instance_name() },
         );
+        let sources = ResolvedSources::new(every_namespace_for_sources, metrics.clone());
         let context = Arc::new(Context {
             client,
             settings,
@@ -120,7 +121,7 @@ impl Operator {
             metrics,
             backoff: Backoff::default(),
             namespace_backoff: Backoff::default(),
-            sources: ResolvedSources::new(every_namespace_for_sources),
+            sources,
             outcomes: Default::default(),
             contests: Default::default(),
             evictions: Default::default(),

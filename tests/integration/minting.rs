@@ -237,6 +237,10 @@ async fn each_bad_plugin_has_its_reason_and_the_copy_stays() {
         assert_eq!(copy_login(&copy, REGISTRY), Some(good.clone()), "{source}: the copy changed");
     }
     println!("{}", seen.join("\n"));
+    for (provider, result) in [("good", "success"), ("hangs", "ProviderTimedOut"), ("fails", "ProviderFailed")] {
+        let sample = format!("regcred_credential_provider_runs_total{{provider=\"{provider}\",result=\"{result}\"}}");
+        assert!(fx.operator.metric(&sample).await >= 1.0, "{sample}");
+    }
     let shown = shown(&admin, &fx, &credential).await;
     for sentinel in ["sentinel", JWT_PREFIX] {
         assert!(!shown.contains(sentinel), "{sentinel} was shown:\n{shown}");
