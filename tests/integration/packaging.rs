@@ -410,7 +410,7 @@ fn credential_providers_render_their_config_plugins_and_tokens_narrowed_by_name(
             "--set",
             "credentialProviders.enabled=true,sourceNamespaces={regcred-system,cloud-identities}",
             "--set",
-            "credentialProviders.pluginsImage.repository=registry.example/plugins,credentialProviders.pluginsImage.tag=1",
+            "credentialProviders.pluginsImage.repository=registry.example/plugins,credentialProviders.pluginsImage.tag=v1.37.1",
             "--set",
             "credentialProviders.serviceAccounts={ecr-puller},credentialProviders.providers[0].name=ecr-credential-provider",
             "--set",
@@ -435,7 +435,7 @@ fn credential_providers_render_their_config_plugins_and_tokens_narrowed_by_name(
     let init = &pod["initContainers"][0];
     assert_eq!(
         (&init["image"], &init["command"]),
-        (&json!("registry.example/plugins:1"), &json!(["cp", "-R", "/plugins/.", "/credential-providers/"]))
+        (&json!("registry.example/plugins:v1.37.1"), &json!(["cp", "-R", "/plugins/.", "/credential-providers/"]))
     );
     let manager = &pod["containers"][0];
     let args: Vec<&str> = manager["args"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
