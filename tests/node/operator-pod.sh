@@ -6,7 +6,10 @@
 #   - one of them holds the Lease,
 #   - a Pod without imagePullSecrets in a selected namespace pulls the private image through
 #     the copy and ServiceAccount entry the in-cluster operator writes,
-#   - deleting the leader's Pod hands the Lease to the other replica (time printed).
+#   - deleting the leader's Pod hands the Lease to the other replica (time printed),
+#   - with the chart: credential provider plugins copied from an image of their own by the init
+#     container, and the upstream ECR plugin run by the operator in its Pod with a token the
+#     chart's Role allows, against moto on the host: the copy holds the role's ECR password.
 #
 # The test-only overrides (hostNetwork, the API server address, ...) are in tests/node/overlay.sh,
 # each because of the test node, not of the operator.
@@ -33,6 +36,7 @@ cleanup() {
     say "kept: tests/cluster/node-down.sh $node_dir && tests/cluster/down.sh $cp_dir"
     return
   fi
+  [[ -z "${moto_pid:-}" ]] || kill "$moto_pid" 2>/dev/null || true
   bash tests/cluster/node-down.sh "$node_dir" >/dev/null 2>&1 || true
   bash tests/cluster/down.sh "$cp_dir" >/dev/null 2>&1 || true
   rm -rf -- "$work"
@@ -130,10 +134,89 @@ for _ in $(seq 150); do
   [[ -z "$(kubectl -n "$ns" get pods -l app.kubernetes.io/name=regcred-operator -o name)" ]] && break
   sleep 0.2
 done
+# The credential provider plugins' image: the upstream ECR plugin, and busybox for the init
+# container's copy; moto on the host answers for AWS (the operator's Pod is on the host network).
+expiry_tools="$(bash tests/cluster/build-expiry-tools.sh)"
+plugins_image="$REGCRED_REGISTRY/regcred/credential-providers:e2e"
+plugins_root="$work/plugins-rootfs"
+mkdir -p "$plugins_root/bin" "$plugins_root/plugins"
+install -m 0755 /bin/busybox "$plugins_root/bin/busybox"
+install -m 0755 "$expiry_tools/ecr-credential-provider" "$plugins_root/plugins/ecr-credential-provider"
+ocimage="$(bash tests/cluster/build-node.sh --image-tool)/ocimage"
+"$ocimage" build -rootfs "$plugins_root" -o "$work/plugins-image" -ref "$plugins_image" >/dev/null
+"$ocimage" push -layout "$work/plugins-image" -ref "$plugins_image" \
+  -username "$REGCRED_REGISTRY_USER" -password-env REGCRED_REGISTRY_PASSWORD
+moto_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"$expiry_tools/moto_server" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
+moto_pid=$!
+cat >"$work/providers-values.yaml" <<YAML
+credentialProviders:
+  enabled: true
+  pluginsImage:
+    repository: ${plugins_image%:*}
+    tag: ${plugins_image##*:}
+    command: [/bin/busybox, cp, -R, /plugins/., /credential-providers/]
+  serviceAccounts: [ecr-puller]
+  providers:
+    - name: ecr-credential-provider
+      matchImages: ["*.dkr.ecr.*.amazonaws.com"]
+      defaultCacheDuration: 12h
+      apiVersion: credentialprovider.kubelet.k8s.io/v1
+      env:
+        - {name: AWS_ENDPOINT_URL_ECR, value: "http://127.0.0.1:$moto_port"}
+        - {name: AWS_ENDPOINT_URL_STS, value: "http://127.0.0.1:$moto_port"}
+        - {name: AWS_EC2_METADATA_DISABLED, value: "true"}
+        - {name: AWS_REGION, value: us-east-1}
+      tokenAttributes:
+        serviceAccountTokenAudience: sts.amazonaws.com
+        requireServiceAccount: true
+        cacheType: ServiceAccount
+        requiredServiceAccountAnnotationKeys: [eks.amazonaws.com/ecr-role-arn]
+YAML
+
+# check_minting: a RegistryCredential minted by the ECR plugin in the operator's Pod; its copy
+# holds moto's password for the role the ServiceAccount names (compared, never printed).
+check_minting() {
+  local t0=$SECONDS mns=e2e-minted password=""
+  kubectl -n "$ns" create serviceaccount ecr-puller >/dev/null
+  kubectl -n "$ns" annotate serviceaccount ecr-puller \
+    eks.amazonaws.com/ecr-role-arn=arn:aws:iam::210987654321:role/puller >/dev/null
+  kubectl create namespace "$mns" >/dev/null
+  kubectl apply -f - >/dev/null <<YAML
+apiVersion: regcred.dev/v1alpha1
+kind: RegistryCredential
+metadata: {name: e2e-minted}
+spec:
+  source:
+    credentialProvider:
+      name: ecr-credential-provider
+      image: 123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app:1
+      serviceAccountRef: {namespace: $ns, name: ecr-puller}
+  secretName: regcred-ecr
+  namespaces: {include: [$mns]}
+YAML
+  for _ in $(seq 300); do
+    password="$(kubectl -n "$mns" get secret regcred-ecr -o 'jsonpath={.data.\.dockerconfigjson}' 2>/dev/null |
+      base64 -d 2>/dev/null | python3 -c 'import json, sys
+print(json.load(sys.stdin)["auths"]["123456789012.dkr.ecr.us-east-1.amazonaws.com"]["password"])' 2>/dev/null)" || true
+    [[ -n "$password" ]] && break
+    sleep 0.2
+  done
+  if [[ "$password" != "210987654321-auth-token" ]]; then
+    kubectl get registrycredential e2e-minted -o yaml >&2
+    die "helm: the copy does not hold the password minted through the ServiceAccount's role"
+  fi
+  kubectl wait registrycredential e2e-minted --for=condition=Ready --timeout=60s >/dev/null ||
+    die "helm: the minted credential is not Ready"
+  say "helm: the plugin copied by the init container minted through the ServiceAccount token in the operator's Pod; copy written $((SECONDS - t0))s after apply"
+}
+
 # --api-versions: what `helm install` learns from this 1.36 cluster (the policy's v1 API).
 "$tools_bin/helm" template regcred-operator charts/regcred-operator --namespace "$ns" \
   --api-versions admissionregistration.k8s.io/v1/MutatingAdmissionPolicy \
-  --set image.repository="${image%:*}" --set image.tag="${image##*:}" >"$work/helm-chart.yaml"
+  --set image.repository="${image%:*}" --set image.tag="${image##*:}" \
+  -f "$work/providers-values.yaml" >"$work/helm-chart.yaml"
 render helm "$work/helm-chart.yaml"
 check helm
+check_minting
 say "PASS"
