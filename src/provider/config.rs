@@ -64,8 +64,9 @@ pub struct TokenAttributes {
     pub cache_type: Option<String>,
 }
 
-/// One provider, checked: a plugin file name in the plugin directory, never a path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One provider, checked: a plugin file name in the plugin directory, never a path. `Debug`
+/// names the environment's variables, never their values (an administrator may put a key there).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Provider {
     pub name: String,
     pub plugin: PathBuf,
@@ -75,6 +76,20 @@ pub struct Provider {
     /// The plugin's whole environment: nothing of the operator's own is passed on.
     pub env: BTreeMap<String, String>,
     pub token_attributes: Option<TokenAttributes>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("plugin", &self.plugin)
+            .field("match_images", &self.match_images)
+            .field("default_cache_duration", &self.default_cache_duration)
+            .field("args", &self.args.len())
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("token_attributes", &self.token_attributes)
+            .finish()
+    }
 }
 
 impl Provider {
@@ -198,6 +213,7 @@ providers:
         assert_eq!(provider.env.get("AWS_REGION").map(String::as_str), Some("us-east-1"));
         let attributes = provider.token_attributes.as_ref().unwrap();
         assert_eq!(attributes.service_account_token_audience, "sts.amazonaws.com");
+        assert!(!format!("{providers:?}").contains("us-east-1"), "an env value in Debug");
         let ecr = ImageReference::parse("111122223333.dkr.ecr.eu-west-1.amazonaws.com/app:1").unwrap();
         assert!(provider.matches(&ecr));
         assert!(!provider.matches(&ImageReference::parse("quay.io/org/app").unwrap()));
