@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::cache::{ObjectCache, WatchErrors};
 use super::contest::Contests;
-use super::mint::{MintState, mint};
+use super::mint::{MintState, mint, source_key};
 use super::plan::ClusterState;
 use super::source::{ResolvedSource, SourceProblem, resolve_source};
 use super::state::{Backoff, EvictionBudget, Outcomes};
@@ -106,13 +106,23 @@ pub(crate) fn cluster_state<'a>(
 /// Secret: every namespace's reconcile reads it.
 pub(crate) type Resolution = Result<ResolvedSource, SourceProblem>;
 
+/// One minting credential: its state, locked across a plugin run (only its own reconcile waits
+/// for that), and what the last run left for the namespace reconciles (never waited for).
+#[derive(Default)]
+struct MintSlot {
+    state: tokio::sync::Mutex<MintState>,
+    shown: Mutex<Option<Shown>>,
+}
+
+/// The source key a minted resolution was made for, the resolution, and the next plugin run.
+type Shown = (String, Arc<Resolution>, Option<std::time::Instant>);
+
 pub(crate) struct ResolvedSources {
     /// By credential UID: the last resolution and what it was computed from, behind a lock of its
     /// own so that the namespaces reconciled at once after a rotation read the source once.
     resolved: Mutex<HashMap<String, ResolutionSlot>>,
-    /// By credential UID: what a minting credential keeps between plugin runs; its lock makes the
-    /// namespaces reconciled at once wait for one run.
-    minted: Mutex<HashMap<String, Arc<tokio::sync::Mutex<MintState>>>>,
+    /// By credential UID: what a minting credential keeps between plugin runs.
+    minted: Mutex<HashMap<String, Arc<MintSlot>>>,
     /// Reconciles every namespace: a minted credential changed.
     every_namespace: futures::channel::mpsc::UnboundedSender<()>,
     metrics: Arc<Metrics>,
@@ -168,6 +178,8 @@ impl ResolvedSources {
         Ok(resolution)
     }
 
+    /// A minted source as the credential's reconcile resolves it: the plugin runs when a refresh
+    /// is due, and what it gave is then shown to the namespace reconciles.
     async fn resolve_minted(
         &self,
         credential: &RegistryCredential,
@@ -175,33 +187,50 @@ impl ResolvedSources {
         settings: &Settings,
     ) -> Arc<Resolution> {
         let source = credential.spec.source.credential_provider.as_ref().expect("a minted source");
-        let slot = {
-            let mut minted = self.minted.lock().expect("minted lock");
-            minted.entry(credential.metadata.uid.clone().unwrap_or_default()).or_default().clone()
-        };
-        let mut state = slot.lock().await;
+        let slot = self.mint_slot(credential);
+        let mut state = slot.state.lock().await;
         let before = state.current_digest();
+        let key = source_key(&credential.spec);
         let minting = state
-            .resolve(credential.metadata.generation, std::time::Instant::now(), || {
+            .resolve(&key, std::time::Instant::now(), || {
                 mint(client, &credential.spec, source, &settings.credential_providers, &settings.source_namespaces)
             })
             .await;
         if minting.tried() {
-            self.metrics.provider_run(&source.name, minting.failure.as_ref().map(SourceProblem::reason));
+            // Only configured names label the metric: a RegistryCredential's author picks the name.
+            let configured = settings.credential_providers.by_name.contains_key(&source.name);
+            let label = if configured { source.name.as_str() } else { "unconfigured" };
+            self.metrics.provider_run(label, minting.failure.as_ref().map(SourceProblem::reason));
         }
+        let resolution = Arc::new(minting.resolution);
+        *slot.shown.lock().expect("mint slot lock") = Some((key, resolution.clone(), state.next_run()));
         if minting.minted && state.current_digest() != before {
             // Every copy is stale now; the namespaces learn it from no watch.
             let _ = self.every_namespace.unbounded_send(());
         }
-        Arc::new(minting.resolution)
+        resolution
     }
 
-    /// When a minting credential's plugin runs next; `None` for other sources, or while a run
-    /// is under way.
+    /// A minted source as a namespace reconcile sees it: the last resolution the credential's
+    /// reconcile made for its current source, without waiting for a plugin run; `None` before
+    /// the first (that reconcile then wakes every namespace).
+    pub(crate) fn minted_for_namespace(&self, credential: &RegistryCredential) -> Option<Arc<Resolution>> {
+        let slot = self.mint_slot(credential);
+        let shown = slot.shown.lock().expect("mint slot lock");
+        let (key, resolution, _) = shown.as_ref()?;
+        (*key == source_key(&credential.spec)).then(|| resolution.clone())
+    }
+
+    fn mint_slot(&self, credential: &RegistryCredential) -> Arc<MintSlot> {
+        let mut minted = self.minted.lock().expect("minted lock");
+        minted.entry(credential.metadata.uid.clone().unwrap_or_default()).or_default().clone()
+    }
+
+    /// When a minting credential's plugin runs next; `None` for other sources.
     pub(crate) fn next_mint(&self, credential: &RegistryCredential) -> Option<std::time::Instant> {
         let minted = self.minted.lock().expect("minted lock");
         let slot = minted.get(credential.metadata.uid.as_deref().unwrap_or_default())?;
-        slot.try_lock().ok()?.next_run()
+        slot.shown.lock().expect("mint slot lock").as_ref()?.2
     }
 
     pub(crate) fn forget(&self, credential: &RegistryCredential) {

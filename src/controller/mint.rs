@@ -18,7 +18,7 @@ use crate::crd::{CredentialProviderSource, RegistryCredentialSpec};
 use crate::credential::ImageReference;
 use crate::provider::config::{Provider, Providers};
 use crate::provider::exec;
-use crate::provider::protocol::{CredentialProviderRequest, CredentialProviderResponse};
+use crate::provider::protocol::{CredentialProviderRequest, CredentialProviderResponse, ResponseProblem};
 
 /// The lifetime of the token passed to a plugin: the shortest the API server grants. The plugin
 /// exchanges it at once.
@@ -28,12 +28,18 @@ const FIRST_RETRY: Duration = Duration::from_secs(10);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 /// A refresh is due at a random fraction in this range of the credential's lifetime.
 const REFRESH_FRACTION: (f64, f64) = (0.5, 0.8);
+/// The longest a minted credential is kept without asking again, whatever the plugin answers.
+const MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The soonest a refresh follows a mint: a plugin that answers a credential already expired (or
+/// a lifetime of nothing) is asked again at this pace, never in a loop.
+const MIN_REFRESH: Duration = Duration::from_secs(1);
 
 /// What a minting credential remembers between reconciles.
 #[derive(Default)]
 pub(crate) struct MintState {
-    /// The credential generation the state is for; a new spec starts afresh.
-    generation: Option<i64>,
+    /// What the state is for: the credential's source and registries (see [`source_key`]); a
+    /// change there starts afresh, any other edit of the spec keeps the credential minted.
+    key: String,
     /// The last credential minted, and when it was.
     good: Option<ResolvedSource>,
     /// When the plugin is to run next.
@@ -44,13 +50,13 @@ pub(crate) struct MintState {
 
 impl MintState {
     /// The resolution to show now, minting when one is due. `mint` runs the plugin.
-    pub(crate) async fn resolve<F, Fut>(&mut self, generation: Option<i64>, now: Instant, mint: F) -> Minting
+    pub(crate) async fn resolve<F, Fut>(&mut self, key: &str, now: Instant, mint: F) -> Minting
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Minted, SourceProblem>>,
     {
-        if self.generation != generation {
-            *self = MintState { generation, ..MintState::default() };
+        if self.key != key {
+            *self = MintState { key: key.to_owned(), ..MintState::default() };
         }
         if let (Some(last), Some(next)) = (&self.last, self.next_run)
             && now < next
@@ -58,12 +64,15 @@ impl MintState {
             return Minting { resolution: last.clone(), minted: false, failure: None };
         }
         let outcome = mint().await;
+        // The next run counts from the end of this one: a run that took long is no reason to
+        // run again at once.
+        let now = now.max(Instant::now());
         let minted = outcome.is_ok();
         let failure = outcome.as_ref().err().cloned();
         let resolution = match outcome {
             Ok(Minted { source, lifetime }) => {
                 self.failures = 0;
-                self.next_run = Some(now + refresh_after(lifetime, fastrand::f64()));
+                self.next_run = Some(later(now, refresh_after(lifetime, fastrand::f64())));
                 self.good = Some(source.clone());
                 Ok(source)
             }
@@ -73,7 +82,7 @@ impl MintState {
                     let left = expiry.at.duration_since(Timestamp::now());
                     Duration::try_from(left).unwrap_or_default()
                 });
-                self.next_run = Some(now + retry_after(self.failures, until_expiry));
+                self.next_run = Some(later(now, retry_after(self.failures, until_expiry)));
                 match &self.good {
                     Some(good) => Ok(ResolvedSource { refresh_failure: Some(problem), ..good.clone() }),
                     None => Err(problem),
@@ -116,11 +125,21 @@ pub(crate) struct Minted {
     pub(crate) lifetime: Duration,
 }
 
+/// `delay` after `now`, or as far as an `Instant` goes.
+fn later(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay.min(MAX_LIFETIME)).unwrap_or(now)
+}
+
+/// What a minting credential's state is keyed by: its source and its registries, as JSON.
+pub(crate) fn source_key(spec: &RegistryCredentialSpec) -> String {
+    serde_json::to_string(&(&spec.source, &spec.registries)).expect("a spec serializes")
+}
+
 /// When to refresh a credential living `lifetime`: at `fraction_seed` (0..1) across the
 /// 50-80 % range, so that replicas and credentials do not all refresh at once.
 pub(crate) fn refresh_after(lifetime: Duration, fraction_seed: f64) -> Duration {
     let (low, high) = REFRESH_FRACTION;
-    lifetime.mul_f64(low + (high - low) * fraction_seed.clamp(0.0, 1.0))
+    lifetime.mul_f64(low + (high - low) * fraction_seed.clamp(0.0, 1.0)).max(MIN_REFRESH)
 }
 
 /// The delay before the next attempt after `failures` failures in a row: doubling from
@@ -136,7 +155,7 @@ pub(crate) fn retry_after(failures: u32, until_expiry: Option<Duration>) -> Dura
 /// The lifetime of a minted credential: the shorter of the plugin's `cacheDuration` (the
 /// provider's default when it gives none) and the time to the password's stated expiry.
 pub(crate) fn lifetime(cache_duration: Option<Duration>, default: Duration, expires_in: Option<Duration>) -> Duration {
-    let cached = cache_duration.unwrap_or(default);
+    let cached = cache_duration.unwrap_or(default).min(MAX_LIFETIME);
     expires_in.map_or(cached, |left| cached.min(left))
 }
 
@@ -170,7 +189,8 @@ pub(crate) async fn mint(
             let annotations = passed_annotations(&account, attributes).map_err(token_problem)?;
             let token = request_token(&api, &reference.name, &attributes.service_account_token_audience)
                 .await
-                .map_err(|e| token_problem(describe(&e)))?;
+                .map_err(|e| token_problem(describe(&e)))?
+                .ok_or_else(|| token_problem("the TokenRequest returned no token".into()))?;
             Some((token, annotations))
         }
         None => None,
@@ -188,6 +208,10 @@ pub(crate) async fn mint(
     let source = resolve_minted(spec, source, &response)?;
     let expires_in =
         source.expiry.map(|expiry| Duration::try_from(expiry.at.duration_since(Timestamp::now())).unwrap_or_default());
+    if expires_in.is_some_and(|left| left.is_zero()) {
+        // Taken as it is, it would be asked for again at once, and again.
+        return Err(invalid(ResponseProblem::AlreadyExpired));
+    }
     Ok(Minted { lifetime: lifetime(cache_duration, provider.default_cache_duration, expires_in), source })
 }
 
@@ -199,7 +223,7 @@ fn provider_for<'p>(
 ) -> Result<&'p Provider, SourceProblem> {
     let not_configured = |why: String| SourceProblem::ProviderNotConfigured { provider: source.name.clone(), why };
     let Some(provider) = providers.by_name.get(&source.name) else {
-        return Err(not_configured(if providers.by_name.is_empty() {
+        return Err(not_configured(if !providers.configured {
             "the operator was started without --credential-provider-config".into()
         } else {
             "not in the operator's credential provider config".into()
@@ -242,7 +266,7 @@ fn passed_annotations(
     Ok(passed)
 }
 
-async fn request_token(api: &Api<ServiceAccount>, name: &str, audience: &str) -> kube::Result<String> {
+async fn request_token(api: &Api<ServiceAccount>, name: &str, audience: &str) -> kube::Result<Option<String>> {
     let request = TokenRequest {
         spec: TokenRequestSpec {
             audiences: vec![audience.to_owned()],
@@ -252,7 +276,7 @@ async fn request_token(api: &Api<ServiceAccount>, name: &str, audience: &str) ->
         ..TokenRequest::default()
     };
     let answer = api.create_token_request(name, &PostParams::default(), &request).await?;
-    Ok(answer.status.map(|status| status.token).unwrap_or_default())
+    Ok(answer.status.map(|status| status.token).filter(|token| !token.is_empty()))
 }
 
 /// An API error as status may show it: the server's message, never a request body.
@@ -272,6 +296,8 @@ mod tests {
         let hour = Duration::from_secs(3600);
         assert_eq!(refresh_after(hour, 0.0), Duration::from_secs(1800));
         assert_eq!(refresh_after(hour, 1.0), Duration::from_secs(2880));
+        // A credential that lives no time is not asked for again in a loop.
+        assert_eq!(refresh_after(Duration::ZERO, 0.5), MIN_REFRESH);
         for seed in [0.1, 0.37, 0.99] {
             let at = refresh_after(hour, seed);
             assert!(at > Duration::from_secs(1800) && at < Duration::from_secs(2880), "{at:?}");
@@ -317,26 +343,26 @@ mod state_tests {
     async fn a_failed_refresh_keeps_the_last_good_credential_and_is_retried_with_backoff() {
         let mut state = MintState::default();
         let start = Instant::now();
-        let first = state.resolve(Some(1), start, || async { minted("one") }).await;
+        let first = state.resolve("one", start, || async { minted("one") }).await;
         assert!(first.minted);
         let good = first.resolution.clone().unwrap();
         let due = state.next_run().unwrap() - start;
         assert!(due >= Duration::from_secs(50) && due <= Duration::from_secs(80), "{due:?}");
 
         // Not due yet: the plugin does not run.
-        let early = state.resolve(Some(1), start + Duration::from_secs(10), || async { panic!("ran early") }).await;
+        let early = state.resolve("one", start + Duration::from_secs(10), || async { panic!("ran early") }).await;
         assert!(!early.minted);
 
         let later = start + Duration::from_secs(90);
-        let failing = state.resolve(Some(1), later, || async { failed() }).await;
+        let failing = state.resolve("one", later, || async { failed() }).await;
         let kept = failing.resolution.unwrap();
         assert_eq!((kept.digest.as_str(), kept.refresh_failure.is_some()), (good.digest.as_str(), true));
         assert_eq!(state.next_run().unwrap() - later, Duration::from_secs(10));
-        let again = state.resolve(Some(1), later + Duration::from_secs(10), || async { failed() }).await;
+        let again = state.resolve("one", later + Duration::from_secs(10), || async { failed() }).await;
         assert!(again.resolution.is_ok());
         assert_eq!(state.next_run().unwrap() - later - Duration::from_secs(10), Duration::from_secs(20));
 
-        let recovered = state.resolve(Some(1), later + Duration::from_secs(30), || async { minted("two") }).await;
+        let recovered = state.resolve("one", later + Duration::from_secs(30), || async { minted("two") }).await;
         let fresh = recovered.resolution.unwrap();
         assert!(fresh.refresh_failure.is_none() && fresh.digest != good.digest);
     }
@@ -345,11 +371,11 @@ mod state_tests {
     async fn without_a_good_credential_a_failure_is_the_resolution_and_a_new_spec_starts_afresh() {
         let mut state = MintState::default();
         let now = Instant::now();
-        assert!(state.resolve(Some(1), now, || async { failed() }).await.resolution.is_err());
-        assert!(state.resolve(Some(1), now, || async { minted("one") }).await.resolution.is_err(), "retried too early");
-        assert!(state.resolve(Some(1), now + Duration::from_secs(10), || async { minted("one") }).await.minted);
-        // A new generation: the old credential is not kept for it.
-        let changed = state.resolve(Some(2), now + Duration::from_secs(11), || async { failed() }).await;
+        assert!(state.resolve("one", now, || async { failed() }).await.resolution.is_err());
+        assert!(state.resolve("one", now, || async { minted("one") }).await.resolution.is_err(), "retried too early");
+        assert!(state.resolve("one", now + Duration::from_secs(11), || async { minted("one") }).await.minted);
+        // A new source: the old credential is not kept for it.
+        let changed = state.resolve("two", now + Duration::from_secs(12), || async { failed() }).await;
         assert!(changed.resolution.is_err());
     }
 }

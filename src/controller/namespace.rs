@@ -26,8 +26,14 @@ pub(crate) async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> R
     let mut retry_after: Option<std::time::Duration> = None;
     let mut failed = false;
     for credential in credentials.iter().filter(|c| is_active(c)) {
-        let resolution = match ctx.sources.resolve(credential, &ctx.client, &ctx.stores, &ctx.settings).await {
-            Ok(resolution) => resolution,
+        let resolved = match credential.spec.source.credential_provider {
+            // Minted by the credential's own reconcile; never waited for here.
+            Some(_) => Ok(ctx.sources.minted_for_namespace(credential)),
+            None => ctx.sources.resolve(credential, &ctx.client, &ctx.stores, &ctx.settings).await.map(Some),
+        };
+        let resolution = match resolved {
+            Ok(Some(resolution)) => resolution,
+            Ok(None) => continue,
             Err(error) => {
                 // Nothing is known of the source: nothing to write, nothing to report; retried.
                 warn!(namespace = %name, credential = %credential.name_any(), %error, "cannot read the source Secret");

@@ -231,9 +231,10 @@ impl Health<'_> {
                 condition(credential, "Stalled", "True", problem.reason(), problem.to_string()),
             ],
             Health::Expired(expiry, refresh_failure) => {
-                let remedy = match refresh_failure {
-                    Some(problem) => format!("its refresh fails: {problem}"),
-                    None => "refresh the source Secret".to_owned(),
+                let remedy = match (refresh_failure, &credential.spec.source.credential_provider) {
+                    (Some(problem), _) => format!("its refresh fails: {problem}"),
+                    (None, Some(_)) => "it is minted again at the next refresh".to_owned(),
+                    (None, None) => "refresh the source Secret".to_owned(),
                 };
                 let message = format!(
                     "the credential expired at {} ({}); {remedy}",

@@ -17,8 +17,10 @@ use crate::credential::{ImageReference, key_matches_image};
 const CONFIG_API_VERSIONS: [&str; 3] =
     ["kubelet.config.k8s.io/v1", "kubelet.config.k8s.io/v1beta1", "kubelet.config.k8s.io/v1alpha1"];
 
+// Unknown fields are refused: a misspelt `requireServiceAccount` must not silently drop the
+// requirement.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ConfigFile {
     api_version: String,
     kind: String,
@@ -27,7 +29,7 @@ struct ConfigFile {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ProviderEntry {
     name: String,
     #[serde(default)]
@@ -43,6 +45,7 @@ struct ProviderEntry {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct EnvVar {
     name: String,
     value: String,
@@ -50,7 +53,7 @@ struct EnvVar {
 
 /// How the provider wants a ServiceAccount token (KEP-4412), as the kubelet config states it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenAttributes {
     pub service_account_token_audience: String,
     #[serde(default)]
@@ -104,6 +107,8 @@ impl Provider {
 pub struct Providers {
     pub by_name: BTreeMap<String, Provider>,
     pub timeout: Duration,
+    /// Whether the operator was given a config file at all.
+    pub configured: bool,
 }
 
 #[derive(Debug, Error)]
@@ -137,7 +142,7 @@ impl Providers {
             }
             by_name.insert(provider.name.clone(), provider);
         }
-        Ok(Providers { by_name, timeout })
+        Ok(Providers { by_name, timeout, configured: true })
     }
 }
 
@@ -264,5 +269,11 @@ providers:
         );
         assert!(parse(&twice).unwrap_err().contains("listed twice"));
         assert!(parse("{apiVersion: v1, kind: ConfigMap}").unwrap_err().contains("CredentialProviderConfig"));
+        let misspelt = format!(
+            "{{apiVersion: kubelet.config.k8s.io/v1, kind: CredentialProviderConfig, providers: [{{name: p, \
+             matchImages: [x.io], defaultCacheDuration: 1h, apiVersion: {v1}, \
+             tokenAttributes: {{serviceAccountTokenAudience: a, requireServiceAcount: true}}}}]}}"
+        );
+        assert!(parse(&misspelt).unwrap_err().contains("requireServiceAcount"), "a typo is refused");
     }
 }

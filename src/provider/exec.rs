@@ -67,9 +67,9 @@ pub async fn run(provider: &Provider, request: &[u8], timeout: std::time::Durati
         }
         Ok(Ok((_, stdout, _))) => Ok(stdout),
     };
-    if result.is_err() {
-        kill_group(group);
-    }
+    // Whatever the plugin left running (a helper it started, a child that held the pipes) ends
+    // with the run, however the run ended.
+    kill_group(group);
     result
 }
 

@@ -69,6 +69,8 @@ pub enum ResponseProblem {
     BadCacheDuration,
     #[error("the response holds no auth entry")]
     NoAuth,
+    #[error("the credential it answered has expired already (its password's exp)")]
+    AlreadyExpired,
 }
 
 impl CredentialProviderResponse {

@@ -437,6 +437,7 @@ fn credential_providers_render_their_config_plugins_and_tokens_narrowed_by_name(
         (&init["image"], &init["command"]),
         (&json!("registry.example/plugins:v1.37.1"), &json!(["cp", "-R", "/plugins/.", "/credential-providers/"]))
     );
+    assert_eq!(pod["shareProcessNamespace"], true, "a plugin's leftovers are reaped by pause, not the operator");
     let manager = &pod["containers"][0];
     let args: Vec<&str> = manager["args"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert!(args.contains(&"--credential-provider-bin-dir=/var/lib/regcred-operator/credential-providers"), "{args:?}");
