@@ -215,10 +215,15 @@ impl ResolvedSources {
     /// reconcile made for its current source, without waiting for a plugin run; `None` before
     /// the first (that reconcile then wakes every namespace).
     pub(crate) fn minted_for_namespace(&self, credential: &RegistryCredential) -> Option<Arc<Resolution>> {
-        let slot = self.mint_slot(credential);
-        let shown = slot.shown.lock().expect("mint slot lock");
-        let (key, resolution, _) = shown.as_ref()?;
-        (*key == source_key(&credential.spec)).then(|| resolution.clone())
+        let (key, resolution, _) = self.shown(credential)?;
+        (key == source_key(&credential.spec)).then_some(resolution)
+    }
+
+    /// What the credential's last mint left, without making a slot for a credential that has none.
+    fn shown(&self, credential: &RegistryCredential) -> Option<Shown> {
+        let minted = self.minted.lock().expect("minted lock");
+        let slot = minted.get(credential.metadata.uid.as_deref().unwrap_or_default())?;
+        slot.shown.lock().expect("mint slot lock").clone()
     }
 
     fn mint_slot(&self, credential: &RegistryCredential) -> Arc<MintSlot> {
@@ -228,9 +233,7 @@ impl ResolvedSources {
 
     /// When a minting credential's plugin runs next; `None` for other sources.
     pub(crate) fn next_mint(&self, credential: &RegistryCredential) -> Option<std::time::Instant> {
-        let minted = self.minted.lock().expect("minted lock");
-        let slot = minted.get(credential.metadata.uid.as_deref().unwrap_or_default())?;
-        slot.shown.lock().expect("mint slot lock").as_ref()?.2
+        self.shown(credential)?.2
     }
 
     pub(crate) fn forget(&self, credential: &RegistryCredential) {

@@ -164,7 +164,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_plugin_reads_the_request_and_sees_only_its_config_args_and_env() {
-        // SAFETY of the test: HOME is set in the test process; the plugin must not see it.
+        // HOME is set here; the plugin must not see it.
+        assert!(std::env::var_os("HOME").is_some(), "the test needs a variable of its own to withhold");
         let provider = plugin("echo", r#"printf '%s|%s|%s|%s|' "$#" "$2" "$GIVEN" "${HOME:-unset}"; cat"#);
         let stdout = run(&provider, b"REQUEST", 5 * SECOND).await.unwrap();
         assert_eq!(String::from_utf8(stdout).unwrap(), "2|value with spaces|yes|unset|REQUEST");

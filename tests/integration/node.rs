@@ -393,7 +393,7 @@ async fn pods_pull_with_a_minted_password_before_and_after_it_is_refreshed() {
     let fx = Fixture::start(admin.clone(), "node-mint", &args).await;
     let namespace = fx.namespace(true).await;
     let source = json!({"source": {"secretRef": null,
-        "credentialProvider": {"name": "mint", "image": format!("{image}")}}});
+        "credentialProvider": {"name": "mint", "image": image}}});
     let credential = fx.apply(&fx.credential("main", source)).await;
     let first = wait_for_copy_user(&admin, &namespace.name, "regcred", &registry, TIMEOUT, |_| true).await;
     fx.wait_ready(&credential, "True", "Synced").await;
