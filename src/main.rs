@@ -3,6 +3,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use regcred_operator::cli::{Cli, Command, crd, doctor, lint, normalize, run};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {

@@ -52,6 +52,7 @@ pub(crate) struct Metrics {
     reconciles: Family<ResultLabels, Counter>,
     reconcile_duration: Histogram,
     namespace_reconciles: Counter,
+    namespace_queue_wait: Histogram,
     api_writes: Family<WriteLabels, Counter>,
     sync_failures: Family<ReasonLabels, Counter>,
     patch_conflicts: Counter,
@@ -81,6 +82,7 @@ impl Default for Metrics {
                 "namespace_reconciles",
                 "Namespace reconciles (each plans one namespace for every RegistryCredential)",
             ),
+            namespace_queue_wait: queue_wait_histogram(r),
             api_writes: registered(r, "api_writes", "Write requests sent to the API server, by resource and verb"),
             sync_failures: failure_counters(r),
             patch_conflicts: registered(
@@ -140,15 +142,21 @@ impl Default for Metrics {
     }
 }
 
-/// `reconcile_duration_seconds`: 1 ms to about 33 s.
+/// `reconcile_duration_seconds`.
 fn duration_histogram(registry: &mut Registry) -> Histogram {
+    seconds_histogram(registry, "reconcile_duration", "Time one RegistryCredential reconcile takes")
+}
+
+/// `namespace_queue_wait_seconds`.
+fn queue_wait_histogram(registry: &mut Registry) -> Histogram {
+    let help = "Time a namespace waits in the work queue, from the first request for its reconcile to its start";
+    seconds_histogram(registry, "namespace_queue_wait", help)
+}
+
+/// A histogram of seconds, 1 ms to about 33 s.
+fn seconds_histogram(registry: &mut Registry, name: &str, help: &str) -> Histogram {
     let histogram = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-    registry.register_with_unit(
-        "reconcile_duration",
-        "Time one RegistryCredential reconcile takes",
-        prometheus_client::registry::Unit::Seconds,
-        histogram.clone(),
-    );
+    registry.register_with_unit(name, help, prometheus_client::registry::Unit::Seconds, histogram.clone());
     histogram
 }
 
@@ -187,8 +195,10 @@ impl Metrics {
         self.reconcile_duration.observe(duration.as_secs_f64());
     }
 
-    pub(crate) fn namespace_reconciled(&self) {
+    /// A namespace reconcile ran, after waiting `waited` in the queue.
+    pub(crate) fn namespace_reconciled(&self, waited: Duration) {
         self.namespace_reconciles.inc();
+        self.namespace_queue_wait.observe(waited.as_secs_f64());
     }
 
     pub(crate) fn api_write(&self, resource: &'static str, verb: &'static str) {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::PartialObjectMeta;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use super::cache::{ObjectCache, WatchErrors};
 use super::contest::Contests;
 use super::mint::{MintState, mint, source_key};
+use super::namespace_cache::NamespaceCache;
 use super::plan::ClusterState;
 use super::source::{ResolvedSource, SourceProblem, resolve_source};
 use super::state::{Backoff, EvictionBudget, Outcomes};
@@ -51,7 +52,7 @@ pub(crate) type SourceSecret = PartialObjectMeta<Secret>;
 #[derive(Clone)]
 pub(crate) struct Stores {
     pub(crate) credentials: Store<RegistryCredential>,
-    pub(crate) namespaces: Store<Namespace>,
+    pub(crate) namespaces: Arc<NamespaceCache>,
     /// ServiceAccounts and copies (Secrets labelled as managed AND controlled by a
     /// RegistryCredential, from their metadata), by namespace and compact.
     pub(crate) objects: Arc<ObjectCache>,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{LocalObjectReference, Namespace, NamespaceStatus, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{LocalObjectReference, Namespace, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -97,8 +97,9 @@ pub(crate) fn namespace(name: &str, team: &str) -> Namespace {
     }
 }
 
+/// Being deleted: the API server sets the deletion timestamp (and then the Terminating phase).
 pub(crate) fn terminating(mut namespace: Namespace) -> Namespace {
-    namespace.status = Some(NamespaceStatus { phase: Some("Terminating".into()), ..Default::default() });
+    namespace.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
     namespace
 }
 

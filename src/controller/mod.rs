@@ -16,8 +16,10 @@ mod error;
 mod fixture;
 mod mint;
 mod namespace;
+mod namespace_cache;
 mod ownership;
 mod plan;
+mod queue;
 mod reconcile;
 mod recovery;
 mod source;
@@ -32,8 +34,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream};
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -56,8 +59,16 @@ use crate::metrics::Metrics;
 /// The caches and both controllers; `run` drives them until `shutdown` resolves.
 pub(crate) struct Operator {
     credentials: Controller<RegistryCredential>,
-    namespaces: Controller<Namespace>,
+    /// What asks for namespace reconciles: one namespace, or every one.
+    namespace_triggers: BoxStream<'static, Trigger>,
     context: Arc<Context>,
+}
+
+/// Why namespaces are to be reconciled.
+enum Trigger {
+    One(cache::Name),
+    /// A credential-wide change, or the resync.
+    Every,
 }
 
 impl Operator {
@@ -81,7 +92,7 @@ impl Operator {
             // A Pod failing to pull concerns the credentials that recover stuck Pods and select it.
             .watches_stream(watches.pods, move |pod: Pod| {
                 let namespace = pod.namespace().unwrap_or_default();
-                let Some(labels) = namespaces.get(&ObjectRef::new(&namespace)).map(|n| n.labels().clone()) else {
+                let Some(labels) = namespaces.get(&namespace).map(|n| n.labels) else {
                     return Vec::new();
                 };
                 refs(&by_pod, |c| recovery::concerns(c, &pod, &labels, &reserved))
@@ -101,13 +112,11 @@ impl Operator {
         // changed, or the next claimant of a name whose holder left.
         let (retrigger, retriggered) = futures::channel::mpsc::unbounded();
         let credentials = credentials.reconcile_on(retriggered);
-        let concurrency = u16::try_from(settings.concurrency).unwrap_or(u16::MAX);
-        let namespaces = Controller::for_stream(watches.namespaces, stores.namespaces.clone())
-            .with_config(controller::Config::default().concurrency(concurrency))
-            .trigger_backoff(watch_backoff())
-            .reconcile_on(watches.accounts.map(|namespace| ObjectRef::new(&namespace)))
-            .reconcile_on(watches.copies.map(|namespace| ObjectRef::new(&namespace)))
-            .reconcile_all_on(every_namespace_trigger);
+        let namespace_triggers = namespace_triggers(
+            [watches.namespaces, watches.accounts, watches.copies],
+            every_namespace_trigger,
+            settings.resync,
+        );
         let recorder = Recorder::new(
             client.clone(),
             Reporter { controller: "regcred-operator".into(), instance: instance_name() },
@@ -127,7 +136,7 @@ impl Operator {
             evictions: Default::default(),
             retrigger,
         });
-        Operator { credentials, namespaces, context }
+        Operator { credentials, namespace_triggers, context }
     }
 
     /// The caches, for readiness checks.
@@ -147,11 +156,7 @@ impl Operator {
             .graceful_shutdown_on(shutdown.clone())
             .run(reconcile::reconcile, reconcile::error_policy, self.context.clone())
             .for_each(|result| async move { log_controller_error(result.err()) });
-        let namespaces = self
-            .namespaces
-            .graceful_shutdown_on(shutdown.clone())
-            .run(namespace::reconcile, namespace::error_policy, self.context)
-            .for_each(|result| async move { log_controller_error(result.err()) });
+        let namespaces = run_namespaces(self.namespace_triggers, self.context, shutdown.clone());
         // Each controller in a task of its own: the credential controller's plan over every
         // namespace never holds up namespace reconciles, and the two use both cores.
         let controllers = [("credential", credentials.boxed()), ("namespace", namespaces.boxed())];
@@ -159,6 +164,60 @@ impl Operator {
         info!("controller stopped");
         ended
     }
+}
+
+/// The namespace controller: its triggers fill the queue, `--concurrency` workers drain it, until
+/// `shutdown` resolves and the reconciles in flight end. Ends early only if the triggers do (the
+/// watches never end on their own).
+async fn run_namespaces(
+    triggers: BoxStream<'static, Trigger>,
+    context: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let queue = Arc::new(queue::WorkQueue::default());
+    let workers = queue::run_workers(queue.clone(), context.settings.concurrency, {
+        let context = context.clone();
+        move |taken| namespace::reconcile(taken, context.clone())
+    });
+    let namespaces = context.stores.namespaces.clone();
+    let fill = triggers.for_each(|trigger| {
+        match trigger {
+            Trigger::One(name) => queue.ask(name),
+            Trigger::Every => queue.ask_all(namespaces.names()),
+        }
+        futures::future::ready(())
+    });
+    let until_shutdown = async {
+        tokio::select! {
+            () = fill => warn!("the namespace triggers ended"),
+            () = queue.run_retries() => {}
+            () = shutdown => {}
+        }
+        queue.close();
+    };
+    futures::join!(until_shutdown, workers);
+}
+
+/// What asks for namespace reconciles: the namespaces named by the watches, every namespace on a
+/// credential-wide change, and every namespace at each resync (one timer for the whole cluster:
+/// a converged namespace holds no timer of its own).
+fn namespace_triggers(
+    named: [BoxStream<'static, cache::Name>; 3],
+    every_namespace: impl futures::Stream<Item = ()> + Send + 'static,
+    resync: std::time::Duration,
+) -> BoxStream<'static, Trigger> {
+    let every = stream::select(every_namespace, ticks_every(resync)).map(|()| Trigger::Every);
+    stream::select(stream::select_all(named.map(|names| names.map(Trigger::One).boxed())), every).boxed()
+}
+
+/// Yields every `period`, the first time one period from now.
+fn ticks_every(period: std::time::Duration) -> impl futures::Stream<Item = ()> + Send {
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    stream::unfold(interval, |mut interval| async move {
+        interval.tick().await;
+        Some(((), interval))
+    })
 }
 
 /// A controller ended while the operator was still meant to run.

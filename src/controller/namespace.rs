@@ -4,10 +4,9 @@
 //! edit) reconciles every namespace, as many at once as `--concurrency` allows.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, warn};
 
@@ -15,11 +14,35 @@ use super::context::{Context, cluster_state};
 use super::error::{Error, Result};
 use super::ownership::is_active;
 use super::plan::{NamespacePlan, NamespaceView, Planner};
+use super::queue::Taken;
 use super::write::{Writing, sync_namespace};
 
-pub(crate) async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
+/// Reconciles the namespace taken from the queue; returns when to retry it, if it failed.
+pub(crate) async fn reconcile(taken: Taken, ctx: Arc<Context>) -> Option<Duration> {
+    let waited = taken.asked_at.elapsed();
+    let started = Instant::now();
+    let retry = match reconcile_namespace(&taken.name, &ctx).await {
+        Ok(retry) => retry,
+        Err(error) => {
+            warn!(namespace = %taken.name, %error, "namespace reconcile failed");
+            Some(ctx.namespace_backoff.next_delay(&taken.name))
+        }
+    };
+    ctx.metrics.namespace_reconciled(waited);
+    debug!(
+        namespace = %taken.name,
+        waited_ms = waited.as_secs_f64() * 1000.0,
+        took_ms = started.elapsed().as_secs_f64() * 1000.0,
+        failed = retry.is_some(),
+        "namespace reconciled"
+    );
+    retry
+}
+
+async fn reconcile_namespace(name: &str, ctx: &Context) -> Result<Option<Duration>> {
     ctx.wait_for_caches().await.map_err(Error::CachesNotListed)?;
-    let name = namespace.name_any();
+    // Gone meanwhile: its objects went with it.
+    let Some(namespace) = ctx.stores.namespaces.get(name) else { return Ok(None) };
     let credentials = ctx.stores.credentials.state();
     let state = cluster_state(&credentials, &ctx.settings);
     // A contest's next re-add, when one is due sooner than the namespace's backoff.
@@ -43,14 +66,14 @@ pub(crate) async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> R
         };
         let source = resolution.as_ref().as_ref().ok();
         // Read for each credential: the writes for the one before are in the cache already.
-        let objects = ctx.stores.objects.namespace(&name);
+        let objects = ctx.stores.objects.namespace(name);
         let view = NamespaceView { namespace: &namespace, objects: &objects };
         let planner = Planner::new(credential, &state);
         let plan = planner.namespace(view, source.map(|s| s.digest.as_str()));
         let shown = shown_in_status(&planner, view, &plan);
         let outcome = match (plan, source) {
             (NamespacePlan::Work { work, .. }, Some(source)) if !work.is_empty() => {
-                Some(sync_namespace(credential, &ctx, &name, &work, Writing::Sync(source)).await)
+                Some(sync_namespace(credential, ctx, name, &work, Writing::Sync(source)).await)
             }
             _ => None,
         };
@@ -58,23 +81,19 @@ pub(crate) async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> R
             failed = true;
             retry_after = failure.retry_after.into_iter().chain(retry_after).min();
         }
-        let recorded = ctx.outcomes.record(&credential.name_any(), &name, outcome.as_ref());
-        if ctx.outcomes.shown(&credential.name_any(), &name, shown) || recorded {
+        let recorded = ctx.outcomes.record(&credential.name_any(), name, outcome.as_ref());
+        if ctx.outcomes.shown(&credential.name_any(), name, shown) || recorded {
             let _ = ctx.retrigger.unbounded_send(ObjectRef::from_obj(credential.as_ref()));
         }
     }
-    let next = if failed {
-        let namespaces = &ctx.stores.namespaces;
-        ctx.namespace_backoff.forget_gone(|ns| namespaces.get(&ObjectRef::new(ns)).is_some());
-        let backoff = ctx.namespace_backoff.next_delay(&name);
-        retry_after.map_or(backoff, |retry| retry.min(backoff))
-    } else {
-        ctx.namespace_backoff.reset(&name);
-        ctx.settings.resync
-    };
-    ctx.metrics.namespace_reconciled();
-    debug!(namespace = %name, failed, "namespace reconciled");
-    Ok(Action::requeue(next))
+    if !failed {
+        ctx.namespace_backoff.reset(name);
+        return Ok(None);
+    }
+    let namespaces = &ctx.stores.namespaces;
+    ctx.namespace_backoff.forget_gone(|ns| namespaces.contains(ns));
+    let backoff = ctx.namespace_backoff.next_delay(name);
+    Ok(Some(retry_after.map_or(backoff, |retry| retry.min(backoff))))
 }
 
 /// A digest of what the credential's status shows of the namespace, `None` when nothing: whether
@@ -89,11 +108,4 @@ fn shown_in_status(planner: &Planner, view: NamespaceView, plan: &NamespacePlan)
     }
     planner.enforcing_accounts(view).for_each(|account| account.hash(&mut digest));
     Some(digest.finish())
-}
-
-/// The reconcile records its failures as outcomes and returns no error; the runtime asks for a
-/// policy all the same.
-pub(crate) fn error_policy(namespace: Arc<Namespace>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(namespace = %namespace.name_any(), %error, "namespace reconcile failed");
-    Action::requeue(ctx.namespace_backoff.next_delay(&namespace.name_any()))
 }

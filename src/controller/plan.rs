@@ -6,10 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 
 use super::cache::{Copy, NamespaceObjects};
+use super::namespace_cache::NamespaceMeta;
 use crate::crd::RegistryCredential;
 use crate::crd::selection::{selects_namespace_reserving, selects_service_account};
 
@@ -126,24 +126,19 @@ pub(crate) enum NamespacePlan {
 /// A namespace as the planner sees it: its labels and state, and its cached objects.
 #[derive(Clone, Copy)]
 pub(crate) struct NamespaceView<'a> {
-    pub(crate) namespace: &'a Namespace,
+    pub(crate) namespace: &'a NamespaceMeta,
     pub(crate) objects: &'a NamespaceObjects,
 }
 
 impl NamespaceView<'_> {
     fn name(&self) -> &str {
-        self.namespace.metadata.name.as_deref().unwrap_or_default()
+        &self.namespace.name
     }
 }
 
 /// The order in which credentials claim a secret name in a namespace: oldest first, then by name.
 fn claim_key(credential: &RegistryCredential) -> (Option<&k8s_openapi::jiff::Timestamp>, String) {
     (credential.metadata.creation_timestamp.as_ref().map(|t| &t.0), credential.name_any())
-}
-
-pub(crate) fn is_terminating(namespace: &Namespace) -> bool {
-    namespace.metadata.deletion_timestamp.is_some()
-        || namespace.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
 }
 
 fn copy_ref(copy: &Copy) -> CopyRef {
@@ -188,13 +183,8 @@ impl<'a> Planner<'a> {
         Planner { credential, state, my_uid, rivals, sources }
     }
 
-    fn selects(&self, credential: &RegistryCredential, namespace: &Namespace) -> bool {
-        selects_namespace_reserving(
-            &credential.spec,
-            namespace.metadata.name.as_deref().unwrap_or_default(),
-            namespace.labels(),
-            self.state.source_namespaces,
-        )
+    fn selects(&self, credential: &RegistryCredential, namespace: &NamespaceMeta) -> bool {
+        selects_namespace_reserving(&credential.spec, &namespace.name, &namespace.labels, self.state.source_namespaces)
     }
 
     fn is_known_credential(&self, uid: &str) -> bool {
@@ -202,7 +192,7 @@ impl<'a> Planner<'a> {
     }
 
     /// Whether some live credential other than this one places `secret_name` on this ServiceAccount.
-    fn wanted_by_another(&self, secret_name: &str, namespace: &Namespace, account: &str) -> bool {
+    fn wanted_by_another(&self, secret_name: &str, namespace: &NamespaceMeta, account: &str) -> bool {
         self.state.credentials.iter().any(|other| {
             other.metadata.uid != self.credential.metadata.uid
                 && other.metadata.deletion_timestamp.is_none()
@@ -231,7 +221,7 @@ impl<'a> Planner<'a> {
     /// `None` when the source is unusable: then nothing is planned, so a broken source never
     /// touches a working copy.
     pub(crate) fn namespace(&self, view: NamespaceView, payload_digest: Option<&str>) -> NamespacePlan {
-        if is_terminating(view.namespace) {
+        if view.namespace.terminating {
             return NamespacePlan::Untouched;
         }
         let matched = self.selects(self.credential, view.namespace);
@@ -299,7 +289,7 @@ impl<'a> Planner<'a> {
         view: NamespaceView<'v>,
     ) -> impl Iterator<Item = &'v str> + use<'v, '_> {
         let spec = &self.credential.spec;
-        let injects = spec.injects_into(view.namespace.labels());
+        let injects = spec.injects_into(&view.namespace.labels);
         let accounts = view.objects.accounts.iter().filter(move |_| injects);
         accounts
             .filter(|account| account.enforces_mountable_secrets && selects_service_account(spec, &account.name))
@@ -428,7 +418,7 @@ mod tests {
     #[derive(Default)]
     struct Cluster {
         credentials: Vec<RegistryCredential>,
-        namespaces: Vec<Namespace>,
+        namespaces: Vec<NamespaceMeta>,
         objects: ObjectCache,
         source_namespaces: Vec<String>,
     }
@@ -438,8 +428,8 @@ mod tests {
             Cluster { credentials: credentials.iter().map(|c| (*c).clone()).collect(), ..Default::default() }
         }
 
-        fn namespace(mut self, namespace: Namespace) -> Self {
-            self.namespaces.push(namespace);
+        fn namespace(mut self, namespace: k8s_openapi::api::core::v1::Namespace) -> Self {
+            self.namespaces.push(NamespaceMeta::from_metadata(&namespace.metadata));
             self
         }
 
@@ -476,7 +466,7 @@ mod tests {
                 source_namespaces: &self.source_namespaces,
             };
             let objects: Vec<NamespaceObjects> =
-                self.namespaces.iter().map(|n| self.objects.namespace(&n.name_any())).collect();
+                self.namespaces.iter().map(|n| self.objects.namespace(&n.name)).collect();
             let views =
                 self.namespaces.iter().zip(&objects).map(|(namespace, objects)| NamespaceView { namespace, objects });
             f(&state, views.collect())

@@ -63,14 +63,11 @@ fn over_every_namespace_now<R>(ctx: &Context, f: impl FnOnce(&ClusterState, Vec<
     static NOTHING: NamespaceObjects = NamespaceObjects { accounts: Vec::new(), copies: Vec::new() };
     let credentials = ctx.stores.credentials.state();
     let state = cluster_state(&credentials, &ctx.settings);
-    let namespaces = ctx.stores.namespaces.state();
+    let namespaces = ctx.stores.namespaces.read();
     let objects = ctx.stores.objects.read();
     let views = namespaces
-        .iter()
-        .map(|namespace| NamespaceView {
-            namespace,
-            objects: objects.get(namespace.metadata.name.as_deref().unwrap_or_default()).unwrap_or(&NOTHING),
-        })
+        .values()
+        .map(|namespace| NamespaceView { namespace, objects: objects.get(&namespace.name).unwrap_or(&NOTHING) })
         .collect();
     f(&state, views)
 }
@@ -88,7 +85,7 @@ async fn sync(credential: &RegistryCredential, ctx: &Context) -> Result<Action> 
     let plan = over_every_namespace(ctx, |state, views| plan(credential, state, views, digest));
     let planned = started.elapsed();
     let namespaces = &ctx.stores.namespaces;
-    let failed = ctx.outcomes.failures(&name, |ns| namespaces.get(&ObjectRef::new(ns)).is_some());
+    let failed = ctx.outcomes.failures(&name, |ns| namespaces.contains(ns));
     let pending = plan.work.iter().filter(|(ns, work)| !failed.contains_key(*ns) && !work.only_checks()).count();
     let written = ctx.outcomes.take_written(&name, pending > 0);
 

@@ -14,9 +14,10 @@ use kube::{Api, ResourceExt};
 use tracing::warn;
 
 use super::context::Context;
+use super::namespace_cache::CompactLabels;
 use super::source::ResolvedSource;
 use super::trim::{self, pull_failed_in};
-use crate::crd::selection::{label_selector_matches, pod_injection_disabled};
+use crate::crd::selection::{Labels, label_selector_matches, pod_injection_disabled};
 use crate::crd::{RegistryCredential, StuckPodCounts};
 use crate::credential::{ImageReference, covering_key};
 use crate::reason::Reason;
@@ -35,12 +36,7 @@ pub(crate) fn pull_failed(pod: &Pod) -> bool {
 /// Whether a Pod's state concerns this credential's recovery: it recovers stuck Pods, the Pod
 /// waits on a failed pull, and the credential selects its namespace (with `labels`) and
 /// ServiceAccount. A failing pull elsewhere costs this credential nothing.
-pub(crate) fn concerns(
-    credential: &RegistryCredential,
-    pod: &Pod,
-    labels: &BTreeMap<String, String>,
-    reserved: &[String],
-) -> bool {
+pub(crate) fn concerns(credential: &RegistryCredential, pod: &Pod, labels: &impl Labels, reserved: &[String]) -> bool {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
     let account = pod.spec.as_ref().and_then(|s| s.service_account_name.as_deref()).unwrap_or("default");
     credential.spec.evict_stuck_pods
@@ -122,7 +118,7 @@ impl Replacement<'_> {
             .any(|image| covering_key(self.keys.iter().map(String::as_str), &image).is_some())
     }
 
-    fn carries_copy(&self, namespace: &str, labels: &BTreeMap<String, String>, account: &str, own: &[&str]) -> bool {
+    fn carries_copy(&self, namespace: &str, labels: &impl Labels, account: &str, own: &[&str]) -> bool {
         (self.injected && !pod_injection_disabled(labels)) || (self.from_account)(namespace, account, own)
     }
 }
@@ -130,10 +126,10 @@ impl Replacement<'_> {
 /// The Pods this credential should act on: waiting on a failed pull, in a namespace it selects
 /// whose copy is in place, under a ServiceAccount it selects, without the copy in their list;
 /// evicted only where that helps.
-pub(crate) fn stuck_pods<'a>(
+pub(crate) fn stuck_pods<'a, L: Labels>(
     credential: &RegistryCredential,
     pods: impl IntoIterator<Item = &'a Pod>,
-    namespace_labels: &HashMap<&str, &std::collections::BTreeMap<String, String>>,
+    namespace_labels: &HashMap<&str, &L>,
     copy_in_place: impl Fn(&str) -> bool,
     reserved: &[String],
     replacement: &Replacement,
@@ -142,7 +138,7 @@ pub(crate) fn stuck_pods<'a>(
     let mut stuck = Vec::new();
     for pod in pods {
         let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-        let Some(labels) = namespace_labels.get(namespace) else { continue };
+        let Some(&labels) = namespace_labels.get(namespace) else { continue };
         let pod_spec = pod.spec.as_ref();
         let account = pod_spec.and_then(|s| s.service_account_name.as_deref()).unwrap_or("default");
         let own: Vec<&str> =
@@ -219,9 +215,8 @@ fn find_stuck_pods(
     copy_in_place: impl Fn(&str) -> bool,
 ) -> Vec<StuckPod> {
     let pods = ctx.stores.pods.state();
-    let namespaces = ctx.stores.namespaces.state();
-    let labels: HashMap<&str, &BTreeMap<String, String>> =
-        namespaces.iter().map(|n| (n.metadata.name.as_deref().unwrap_or_default(), n.labels())).collect();
+    let namespaces = ctx.stores.namespaces.read();
+    let labels: HashMap<&str, &CompactLabels> = namespaces.iter().map(|(name, n)| (&**name, &n.labels)).collect();
     let secret_name = credential.spec.secret_name.as_str();
     let from_account = |namespace: &str, account: &str, own: &[&str]| {
         let objects = ctx.stores.objects.namespace(namespace);

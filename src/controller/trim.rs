@@ -1,27 +1,12 @@
 //! What the reflector caches keep of each object: only the fields the planner and recovery read.
 //! Their other fields (managedFields above all, then annotations such as kubectl's
-//! last-applied-configuration) would be most of the operator's memory. ServiceAccounts and copies
-//! are kept in a compact form of their own ([`cache`](super::cache)).
+//! last-applied-configuration) would be most of the operator's memory. Namespaces, ServiceAccounts
+//! and copies are kept in compact forms of their own ([`namespace_cache`](super::namespace_cache),
+//! [`cache`](super::cache)).
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PartialObjectMeta;
-
-/// Name, labels, and whether it is terminating.
-pub(crate) fn namespace(namespace: &mut Namespace) {
-    let meta = std::mem::take(&mut namespace.metadata);
-    namespace.metadata = ObjectMeta {
-        name: meta.name,
-        labels: meta.labels,
-        deletion_timestamp: meta.deletion_timestamp,
-        resource_version: meta.resource_version,
-        ..ObjectMeta::default()
-    };
-    namespace.spec = None;
-    if let Some(status) = &mut namespace.status {
-        status.conditions = None;
-    }
-}
 
 /// At most this many of a Pending Pod's own pull secrets and waiting containers are kept.
 pub(crate) const KEPT_ENTRIES: usize = 16;
@@ -147,23 +132,6 @@ mod tests {
             serde_json::to_value(&release.metadata).unwrap(),
             json!({"name": "sh.helm.release.v1.regcred-operator.v7", "namespace": "regcred-system",
                    "uid": "u", "resourceVersion": "42"})
-        );
-    }
-
-    #[test]
-    fn a_trimmed_namespace_keeps_labels_and_termination() {
-        let mut ns: Namespace = serde_json::from_value(json!({
-            "metadata": {"name": "a", "labels": {"team": "x"}, "annotations": {"big": "..."}, "deletionTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": {"finalizers": ["kubernetes"]},
-            "status": {"phase": "Terminating"},
-        }))
-        .unwrap();
-        namespace(&mut ns);
-        assert_eq!(
-            serde_json::to_value(&ns).unwrap(),
-            json!({"apiVersion": "v1", "kind": "Namespace",
-                   "metadata": {"name": "a", "labels": {"team": "x"}, "deletionTimestamp": "2026-01-01T00:00:00Z"},
-                   "status": {"phase": "Terminating"}})
         );
     }
 }

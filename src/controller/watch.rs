@@ -18,6 +18,7 @@ use tracing::debug;
 
 use super::cache::{self, Account, Copy, ObjectCache, WatchErrors};
 use super::context::{Settings, SourceSecret, Stores};
+use super::namespace_cache::{self, NamespaceCache};
 use super::ownership::{self, managed_selector};
 use super::trim;
 use crate::crd::RegistryCredential;
@@ -107,7 +108,8 @@ type Events<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
 /// What the watches yield: the objects each controller is triggered by.
 pub(super) struct Watches {
     pub(super) credentials: Events<RegistryCredential>,
-    pub(super) namespaces: Events<Namespace>,
+    /// Namespaces that appeared, changed or left.
+    pub(super) namespaces: futures::stream::BoxStream<'static, cache::Name>,
     /// Namespaces whose ServiceAccounts changed.
     pub(super) accounts: futures::stream::BoxStream<'static, cache::Name>,
     /// Namespaces whose copies changed.
@@ -135,12 +137,13 @@ pub(super) fn watch_related(
     let credential_cues = CredentialCues { every_namespace, objects: objects.clone(), pods_needed: pods_needed_tx };
     let (credentials, credentials_listed, credential_events) =
         credential_watch(client, settings, named("RegistryCredentials"), credential_cues);
-    let (namespaces, namespaces_listed, namespace_events) = cached_watch(
+    let namespaces = Arc::new(NamespaceCache::default());
+    let namespaces_listed = namespaces.listed();
+    // By their metadata: nothing else of a namespace is read.
+    let namespace_events = namespace_cache::feed(
         named("Namespaces"),
-        watcher(Api::<Namespace>::all(client.clone()), all.clone()),
-        trim::namespace,
-        keep_all,
-        ignore,
+        namespaces.clone(),
+        watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), all.clone()).backoff(watch_backoff()),
     );
     let accounts = cache::feed::<Account>(
         named("ServiceAccounts"),

@@ -21,9 +21,20 @@ pub const POD_INJECTION_DISABLED: &str = "disabled";
 /// a pull secret it does not list itself.
 pub const ENFORCE_MOUNTABLE_SECRETS_ANNOTATION: &str = "kubernetes.io/enforce-mountable-secrets";
 
+/// An object's labels, looked up by key: as the API gives them, or as a cache keeps them.
+pub trait Labels {
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl Labels for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
 /// Whether a namespace with these labels opted out of admission injection.
-pub fn pod_injection_disabled(labels: &BTreeMap<String, String>) -> bool {
-    labels.get(POD_INJECTION_LABEL).is_some_and(|value| value == POD_INJECTION_DISABLED)
+pub fn pod_injection_disabled(labels: &impl Labels) -> bool {
+    labels.label(POD_INJECTION_LABEL) == Some(POD_INJECTION_DISABLED)
 }
 
 /// `*` matches any run of characters (also none), `?` exactly one: the kubelet's own wildcard
@@ -44,7 +55,7 @@ pub(crate) fn source_namespaces<'a>(credentials: impl IntoIterator<Item = &'a Re
 
 /// Whether the credential selects a namespace with this name and these labels.
 #[cfg(test)]
-pub(crate) fn selects_namespace(spec: &RegistryCredentialSpec, name: &str, labels: &BTreeMap<String, String>) -> bool {
+pub(crate) fn selects_namespace(spec: &RegistryCredentialSpec, name: &str, labels: &impl Labels) -> bool {
     selects_namespace_reserving(spec, name, labels, &[])
 }
 
@@ -54,7 +65,7 @@ pub(crate) fn selects_namespace(spec: &RegistryCredentialSpec, name: &str, label
 pub(crate) fn selects_namespace_reserving(
     spec: &RegistryCredentialSpec,
     name: &str,
-    labels: &BTreeMap<String, String>,
+    labels: &impl Labels,
     reserved: &[String],
 ) -> bool {
     let filter = &spec.namespaces;
@@ -75,7 +86,7 @@ impl RegistryCredentialSpec {
     pub fn selects_pods_of(
         &self,
         namespace: &str,
-        labels: &BTreeMap<String, String>,
+        labels: &impl Labels,
         service_account: &str,
         reserved: &[String],
     ) -> bool {
@@ -86,7 +97,7 @@ impl RegistryCredentialSpec {
 impl RegistryCredentialSpec {
     /// Whether the admission policy appends this credential's copy to Pods it selects in a
     /// namespace with these labels (given that the cluster runs the policy).
-    pub fn injects_into(&self, labels: &BTreeMap<String, String>) -> bool {
+    pub fn injects_into(&self, labels: &impl Labels) -> bool {
         self.inject_into_pods && !pod_injection_disabled(labels)
     }
 }
@@ -98,21 +109,22 @@ pub(crate) fn selects_service_account(spec: &RegistryCredentialSpec, name: &str)
 
 /// Kubernetes LabelSelector semantics: all of matchLabels and matchExpressions must hold.
 /// An unknown operator matches nothing, so a typo never selects every namespace.
-pub(crate) fn label_selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+pub(crate) fn label_selector_matches(selector: &LabelSelector, labels: &impl Labels) -> bool {
     let labels_match = selector
         .match_labels
         .as_ref()
-        .is_none_or(|required| required.iter().all(|(key, value)| labels.get(key) == Some(value)));
+        .is_none_or(|required| required.iter().all(|(key, value)| labels.label(key) == Some(value.as_str())));
     labels_match
         && selector.match_expressions.iter().flatten().all(|requirement| requirement_matches(requirement, labels))
 }
 
-fn requirement_matches(requirement: &LabelSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
-    let value = labels.get(&requirement.key);
+fn requirement_matches(requirement: &LabelSelectorRequirement, labels: &impl Labels) -> bool {
+    let value = labels.label(&requirement.key);
     let values = requirement.values.as_deref().unwrap_or_default();
+    let listed = |value: &str| values.iter().any(|v| v == value);
     match requirement.operator.as_str() {
-        "In" => value.is_some_and(|v| values.contains(v)),
-        "NotIn" => value.is_none_or(|v| !values.contains(v)),
+        "In" => value.is_some_and(listed),
+        "NotIn" => value.is_none_or(|v| !listed(v)),
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
         _ => false,
