@@ -8,8 +8,11 @@
 //! against the cluster in KUBECONFIG:
 //! `cargo run --release --example bench -- --operator target/release/regcred-operator`.
 
+mod charts;
+mod memory;
+
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -54,6 +57,10 @@ struct Args {
     /// Where results.md and results.json go.
     #[arg(long, default_value = "docs/benchmark")]
     out: PathBuf,
+    /// The operator built on the system allocator (`--no-default-features`): at the largest size,
+    /// its memory under glibc, tuned glibc, jemalloc and mimalloc beside the shipped build's.
+    #[arg(long)]
+    system_allocator_operator: Option<PathBuf>,
     /// Extra arguments for `regcred-operator run`.
     #[arg(long, allow_hyphen_values = true, num_args = 0..)]
     operator_args: Vec<String>,
@@ -70,6 +77,8 @@ struct Observed {
     account_seen: HashMap<String, Instant>,
     /// (namespace, entry) -> when the default ServiceAccount was first seen listing it.
     entry_seen: HashMap<(String, String), Instant>,
+    /// (secret name, payload) -> when a copy was first seen holding it.
+    payload_seen: HashMap<(String, String), Instant>,
 }
 
 type Shared = Arc<Mutex<Observed>>;
@@ -86,6 +95,8 @@ async fn watch_copies(client: Client, observed: Shared) {
                     .as_ref()
                     .and_then(|d| d.get(".dockerconfigjson"))
                     .map(|v| String::from_utf8_lossy(&v.0).into_owned());
+                let first_holder = (s.name_any(), payload.clone().unwrap_or_default());
+                observed.payload_seen.entry(first_holder).or_insert_with(Instant::now);
                 observed
                     .copies
                     .entry(s.namespace().unwrap())
@@ -316,7 +327,12 @@ struct Operator {
 }
 
 impl Operator {
-    fn start(binary: &PathBuf, extra: &[String]) -> Operator {
+    fn start(binary: &Path, extra: &[String]) -> Operator {
+        Operator::start_with(binary, extra, &[])
+    }
+
+    /// The operator with these environment variables set (an allocator preloaded, say).
+    fn start_with(binary: &Path, extra: &[String], env: &[(String, String)]) -> Operator {
         // A free port: a fixed one could be held by an operator left over from an interrupted run.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let http = format!("127.0.0.1:{port}");
@@ -325,6 +341,7 @@ impl Operator {
             .args(["run", "--source-namespace", SOURCE_NAMESPACE, "--leader-election=false", "--http-addr", &http])
             .args(extra)
             .env("RUST_LOG", std::env::var("REGCRED_BENCH_LOG").unwrap_or_else(|_| "info".into()))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -441,6 +458,8 @@ struct SizeResult {
     resync_secret_writes: f64,
     resync_service_account_writes: f64,
     rotation_seconds: f64,
+    /// From the source write to the first copy seen holding the new payload.
+    rotation_first_copy_ms: f64,
     rotation_cpu_seconds: f64,
     rotation_ratio: f64,
     throttled_responses: f64,
@@ -640,7 +659,11 @@ async fn measure_operator(args: &Args, client: &Client, observed: &Shared, raw: 
     .await;
     let rotation_seconds = (done - started).as_secs_f64();
     let rotation_cpu_seconds = operator.cpu_seconds() - cpu_before;
-    eprintln!("[{size} {accounts:?}] rotation reached every copy in {rotation_seconds:.2}s");
+    let first_copy = observed.lock().unwrap().payload_seen[&(secret_name.clone(), rotated.clone())];
+    let rotation_first_copy_ms = (first_copy - started).as_secs_f64() * 1000.0;
+    eprintln!(
+        "[{size} {accounts:?}] rotation reached the first copy in {rotation_first_copy_ms:.0} ms, every copy in {rotation_seconds:.2}s"
+    );
     drop(profiler);
     let (rss_mib, peak_rss_mib) = operator.rss_mib();
     let throttled_responses = operator.counter("regcred_api_requests_throttled_total").await;
@@ -666,6 +689,7 @@ async fn measure_operator(args: &Args, client: &Client, observed: &Shared, raw: 
         resync_secret_writes: delta(&resynced, &after, "secret"),
         resync_service_account_writes: delta(&resynced, &after, "serviceaccount"),
         rotation_seconds,
+        rotation_first_copy_ms,
         rotation_cpu_seconds,
         rotation_ratio: rotation_seconds / raw.rotation_seconds,
         throttled_responses,
@@ -698,6 +722,7 @@ async fn main() {
     let mut all: Vec<String> = Vec::new();
     let mut tiers: Vec<String> = Vec::new();
     let mut results = Vec::new();
+    let mut allocators = Vec::new();
     for (index, &size) in args.sizes.iter().enumerate() {
         let tier = size.to_string();
         let names: Vec<String> = (all.len()..size).map(|i| format!("bench-{i:05}")).collect();
@@ -722,6 +747,12 @@ async fn main() {
             };
             results.push(measure_operator(&args, &client, &observed, raw, run).await);
         }
+        if let (true, Some(system)) = (largest, &args.system_allocator_operator) {
+            let variants = memory::variants(&args.operator, system);
+            let sized: Vec<String> = all.iter().filter(|n| !n.starts_with("bench-burst-")).cloned().collect();
+            let tiers: Vec<String> = tiers.iter().filter(|t| *t != "burst").cloned().collect();
+            allocators = memory::compare(&client, &observed, &args.operator_args, &sized, &tiers, &variants).await;
+        }
     }
     let namespaces = Api::<Namespace>::all(client.clone())
         .list(&ListParams::default().labels(TIER_LABEL))
@@ -729,7 +760,7 @@ async fn main() {
         .unwrap()
         .items
         .len();
-    report(&args, &version, namespaces, &results);
+    report(&args, &version, namespaces, &results, &allocators);
 }
 
 fn machine() -> String {
@@ -748,7 +779,13 @@ fn machine() -> String {
     format!("{} cores ({cpu}), {memory:.0} GiB", std::thread::available_parallelism().map_or(0, |n| n.get()))
 }
 
-fn report(args: &Args, version: &str, namespaces: usize, results: &[SizeResult]) {
+fn report(
+    args: &Args,
+    version: &str,
+    namespaces: usize,
+    results: &[SizeResult],
+    allocators: &[memory::AllocatorResult],
+) {
     let flags = std::env::var("REGCRED_CLUSTER_DIR")
         .ok()
         .and_then(|dir| std::fs::read_to_string(format!("{dir}/kube-apiserver.cmd")).ok())
@@ -806,7 +843,15 @@ fn report(args: &Args, version: &str, namespaces: usize, results: &[SizeResult])
         machine(),
         args.operator_args.join(" ")
     );
-    println!("{table}\n{notes}\n{context}");
+    let allocator_table = if allocators.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n## Memory by allocator\n\nThe same rollout by each, one after the other:\n\n{}",
+            memory::table(allocators)
+        )
+    };
+    println!("{table}\n{notes}\n{context}\n{allocator_table}");
     std::fs::create_dir_all(&args.out).unwrap();
     let markdown = format!(
         "# Benchmark results\n\nProduced by `bash scripts/bench.sh` (examples/bench.rs).\n\n{table}\n{notes}\n{context}\n\n\
@@ -816,7 +861,10 @@ fn report(args: &Args, version: &str, namespaces: usize, results: &[SizeResult])
          - *writes*: the operator's own `regcred_api_writes_total` from start to convergence; *resync writes*: after a change of the source Secret that leaves its payload as it is, which re-plans every namespace.\n\
          - *peak RSS*: VmHWM of the operator process at the end of the run; *429s*: responses 429/503 the operator received (`regcred_api_requests_throttled_total`).\n"
     );
-    std::fs::write(args.out.join("results.md"), markdown).unwrap();
-    let json = json!({"context": context, "results": results});
+    std::fs::write(args.out.join("results.md"), markdown + &allocator_table).unwrap();
+    let json = json!({"context": context, "results": results, "allocators": allocators});
     std::fs::write(args.out.join("results.json"), serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    for (file, svg) in charts::charts(&json) {
+        std::fs::write(args.out.join(file), svg).unwrap();
+    }
 }
