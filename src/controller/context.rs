@@ -12,7 +12,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
-use super::cache::{ObjectCache, WatchErrors};
+use super::cache::{Name, ObjectCache, WatchErrors, intern};
 use super::contest::Contests;
 use super::mint::{MintState, mint, source_key};
 use super::namespace_cache::NamespaceCache;
@@ -124,23 +124,32 @@ pub(crate) struct ResolvedSources {
     resolved: Mutex<HashMap<String, ResolutionSlot>>,
     /// By credential UID: what a minting credential keeps between plugin runs.
     minted: Mutex<HashMap<String, Arc<MintSlot>>>,
-    /// Reconciles every namespace: a minted credential changed.
-    every_namespace: futures::channel::mpsc::UnboundedSender<()>,
+    /// Reconciles the namespaces of a minted credential that changed.
+    wake: NamespaceWake,
     metrics: Arc<Metrics>,
 }
 
 type ResolutionSlot = Arc<tokio::sync::Mutex<Option<(SourceVersion, Arc<Resolution>)>>>;
+
+/// Which namespaces a change concerns, to be reconciled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Concerned {
+    /// Every namespace: a credential's spec, finalizer or deletion changed, or a relist.
+    Every,
+    /// Those the credentials with these UIDs select or hold a copy in: their source changed.
+    OfCredentials(Vec<Name>),
+}
+
+/// Asks for the reconcile of the namespaces a change concerns.
+pub(crate) type NamespaceWake = futures::channel::mpsc::UnboundedSender<Concerned>;
 
 /// The generation of the credential (its spec), and the UID and resourceVersion of its source
 /// Secret as the cache lists it.
 type SourceVersion = [Option<String>; 3];
 
 impl ResolvedSources {
-    pub(crate) fn new(
-        every_namespace: futures::channel::mpsc::UnboundedSender<()>,
-        metrics: Arc<Metrics>,
-    ) -> ResolvedSources {
-        ResolvedSources { resolved: Mutex::default(), minted: Mutex::default(), every_namespace, metrics }
+    pub(crate) fn new(wake: NamespaceWake, metrics: Arc<Metrics>) -> ResolvedSources {
+        ResolvedSources { resolved: Mutex::default(), minted: Mutex::default(), wake, metrics }
     }
 
     /// The credential's source, resolved again (the Secret read whole) only when the credential's
@@ -207,7 +216,8 @@ impl ResolvedSources {
         *slot.shown.lock().expect("mint slot lock") = Some((key, resolution.clone(), state.next_run()));
         if minting.minted && state.current_digest() != before {
             // Every copy is stale now; the namespaces learn it from no watch.
-            let _ = self.every_namespace.unbounded_send(());
+            let uid = credential.metadata.uid.as_deref().unwrap_or_default();
+            let _ = self.wake.unbounded_send(Concerned::OfCredentials(vec![intern(uid)]));
         }
         resolution
     }

@@ -47,7 +47,7 @@ use thiserror::Error;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use context::{Context, ResolvedSources};
+use context::{Concerned, Context, ResolvedSources};
 pub(crate) use context::{Settings, Stores};
 pub(crate) use ownership::FIELD_MANAGER;
 use state::Backoff;
@@ -67,16 +67,16 @@ pub(crate) struct Operator {
 /// Why namespaces are to be reconciled.
 enum Trigger {
     One(cache::Name),
-    /// A credential-wide change, or the resync.
-    Every,
+    /// A change that concerns more than one namespace, or the resync (every namespace).
+    Many(Concerned),
 }
 
 impl Operator {
     pub(crate) fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Operator {
         // Every namespace is reconciled when this channel yields: a credential-wide change.
-        let (every_namespace, every_namespace_trigger) = futures::channel::mpsc::unbounded();
-        let (stores, watches) = watch_related(&client, &settings, every_namespace.clone());
-        let every_namespace_for_sources = every_namespace.clone();
+        let (wake, woken) = futures::channel::mpsc::unbounded();
+        let (stores, watches) = watch_related(&client, &settings, wake.clone());
+        let wake_for_sources = wake.clone();
         // Its own status writes do not wake a credential's reconcile: only its spec (and deletion,
         // which bumps the generation) and its finalizers do. Status refreshes come from the
         // namespaces' outcomes and from its own requeue.
@@ -97,31 +97,35 @@ impl Operator {
                 };
                 refs(&by_pod, |c| recovery::concerns(c, &pod, &labels, &reserved))
             })
-            // A source Secret concerns the credentials reading it, and every namespace's copy.
+            // A source Secret concerns the credentials reading it, and the namespaces they select
+            // or hold a copy in.
             .watches_stream(watches.sources, move |secret: PartialObjectMeta<Secret>| {
                 let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-                let readers = refs(&by_source, |c| {
+                let reads = |c: &RegistryCredential| {
                     c.spec.source.secret_ref.as_ref().is_some_and(|r| r.namespace == namespace && r.name == name)
-                });
+                };
+                let readers: Vec<cache::Name> = by_source
+                    .state()
+                    .iter()
+                    .filter(|c| reads(c))
+                    .map(|c| cache::intern(c.metadata.uid.as_deref().unwrap_or_default()))
+                    .collect();
                 if !readers.is_empty() {
-                    let _ = every_namespace.unbounded_send(());
+                    let _ = wake.unbounded_send(Concerned::OfCredentials(readers));
                 }
-                readers
+                refs(&by_source, reads)
             });
         // Reconciles asked for by other reconciles: a credential whose namespaces' outcomes
         // changed, or the next claimant of a name whose holder left.
         let (retrigger, retriggered) = futures::channel::mpsc::unbounded();
         let credentials = credentials.reconcile_on(retriggered);
-        let namespace_triggers = namespace_triggers(
-            [watches.namespaces, watches.accounts, watches.copies],
-            every_namespace_trigger,
-            settings.resync,
-        );
+        let namespace_triggers =
+            namespace_triggers([watches.namespaces, watches.accounts, watches.copies], woken, settings.resync);
         let recorder = Recorder::new(
             client.clone(),
             Reporter { controller: "regcred-operator".into(), instance: instance_name() },
         );
-        let sources = ResolvedSources::new(every_namespace_for_sources, metrics.clone());
+        let sources = ResolvedSources::new(wake_for_sources, metrics.clone());
         let context = Arc::new(Context {
             client,
             settings,
@@ -183,7 +187,8 @@ async fn run_namespaces(
     let fill = triggers.for_each(|trigger| {
         match trigger {
             Trigger::One(name) => queue.ask(name),
-            Trigger::Every => queue.ask_all(namespaces.names()),
+            Trigger::Many(Concerned::Every) => queue.ask_all(namespaces.names()),
+            Trigger::Many(Concerned::OfCredentials(uids)) => queue.ask_all(namespace::concerned_by(&context, &uids)),
         }
         futures::future::ready(())
     });
@@ -198,15 +203,17 @@ async fn run_namespaces(
     futures::join!(until_shutdown, workers);
 }
 
-/// What asks for namespace reconciles: the namespaces named by the watches, every namespace on a
-/// credential-wide change, and every namespace at each resync (one timer for the whole cluster:
-/// a converged namespace holds no timer of its own).
+/// What asks for namespace reconciles: the namespaces named by the watches, those a change
+/// concerns (every one for a credential-wide change, a credential's for its source), and every
+/// namespace at each resync (one timer for the whole cluster: a converged namespace holds no
+/// timer of its own).
 fn namespace_triggers(
     named: [BoxStream<'static, cache::Name>; 3],
-    every_namespace: impl futures::Stream<Item = ()> + Send + 'static,
+    concerned: impl futures::Stream<Item = Concerned> + Send + 'static,
     resync: std::time::Duration,
 ) -> BoxStream<'static, Trigger> {
-    let every = stream::select(every_namespace, ticks_every(resync)).map(|()| Trigger::Every);
+    let resync = ticks_every(resync).map(|()| Concerned::Every);
+    let every = stream::select(concerned, resync).map(Trigger::Many);
     stream::select(stream::select_all(named.map(|names| names.map(Trigger::One).boxed())), every).boxed()
 }
 

@@ -10,12 +10,14 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, warn};
 
+use super::cache::Name;
 use super::context::{Context, cluster_state};
 use super::error::{Error, Result};
 use super::ownership::is_active;
 use super::plan::{NamespacePlan, NamespaceView, Planner};
 use super::queue::Taken;
 use super::write::{Writing, sync_namespace};
+use crate::crd::selection::selects_namespace_reserving;
 
 /// Reconciles the namespace taken from the queue; returns when to retry it, if it failed.
 pub(crate) async fn reconcile(taken: Taken, ctx: Arc<Context>) -> Option<Duration> {
@@ -94,6 +96,28 @@ async fn reconcile_namespace(name: &str, ctx: &Context) -> Result<Option<Duratio
     ctx.namespace_backoff.forget_gone(|ns| namespaces.contains(ns));
     let backoff = ctx.namespace_backoff.next_delay(name);
     Ok(Some(retry_after.map_or(backoff, |retry| retry.min(backoff))))
+}
+
+/// The namespaces that a change of the source of the credentials with these UIDs concerns: those
+/// they select, and those holding one of their copies (to be updated, or pruned where no longer
+/// selected). A rotation then costs the credential's namespaces, not the cluster.
+pub(crate) fn concerned_by(ctx: &Context, uids: &[Name]) -> Vec<Name> {
+    let credentials = ctx.stores.credentials.state();
+    let readers: Vec<_> =
+        credentials.iter().filter(|c| uids.iter().any(|uid| Some(&**uid) == c.metadata.uid.as_deref())).collect();
+    let reserved = &ctx.settings.source_namespaces;
+    let namespaces = ctx.stores.namespaces.read();
+    let objects = ctx.stores.objects.read();
+    let holds_copy =
+        |name: &str| objects.get(name).is_some_and(|o| o.copies.iter().any(|copy| uids.contains(&copy.controller.uid)));
+    namespaces
+        .values()
+        .filter(|ns| {
+            readers.iter().any(|c| selects_namespace_reserving(&c.spec, &ns.name, &ns.labels, reserved))
+                || holds_copy(&ns.name)
+        })
+        .map(|ns| ns.name.clone())
+        .collect()
 }
 
 /// A digest of what the credential's status shows of the namespace, `None` when nothing: whether

@@ -4,7 +4,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::channel::mpsc::UnboundedSender;
 use futures::{Stream, StreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use kube::api::PartialObjectMeta;
@@ -17,7 +16,7 @@ use serde::de::DeserializeOwned;
 use tracing::debug;
 
 use super::cache::{self, Account, Copy, ObjectCache, WatchErrors};
-use super::context::{Settings, SourceSecret, Stores};
+use super::context::{Concerned, NamespaceWake, Settings, SourceSecret, Stores};
 use super::namespace_cache::{self, NamespaceCache};
 use super::ownership::{self, managed_selector};
 use super::trim;
@@ -121,11 +120,7 @@ pub(super) struct Watches {
 }
 
 /// Starts the watches that fill the caches, one per kind, each trimmed to what the operator reads.
-pub(super) fn watch_related(
-    client: &Client,
-    settings: &Settings,
-    every_namespace: UnboundedSender<()>,
-) -> (Stores, Watches) {
+pub(super) fn watch_related(client: &Client, settings: &Settings, every_namespace: NamespaceWake) -> (Stores, Watches) {
     let all = watcher::Config::default();
     // ServiceAccounts and Pods are tenant-sized: a list page is decoded whole before it is trimmed,
     // so the page, not the cache, sets the peak.
@@ -236,7 +231,7 @@ fn source_watches(
 /// What the credential watch tells the rest of the operator.
 struct CredentialCues {
     /// Wakes every namespace on a credential-wide change.
-    every_namespace: UnboundedSender<()>,
+    every_namespace: NamespaceWake,
     /// Every secret name a credential uses is one the ServiceAccounts' long lists keep.
     objects: Arc<ObjectCache>,
     /// Whether some credential recovers stuck Pods, so that Pending Pods are watched.
@@ -266,7 +261,7 @@ fn credential_watch(
             }
             if changes.credential_wide(event) {
                 debug!("a credential-wide change: every namespace is reconciled");
-                let _ = cues.every_namespace.unbounded_send(());
+                let _ = cues.every_namespace.unbounded_send(Concerned::Every);
             }
             let needed = recovering.observe(event);
             cues.pods_needed.send_if_modified(|was| std::mem::replace(was, needed) != needed);
