@@ -75,6 +75,11 @@ elif [[ -z "$binary" ]]; then
     flags="-C target-feature=+crt-static"
   fi
 fi
+if [[ -z "$binary" && "$cpu" == aarch64 ]]; then
+  # jemalloc (the operator's allocator) is built for 64 KiB pages: it then runs on arm64 kernels
+  # of 4, 16 and 64 KiB pages alike, where one built for 4 KiB fails on the larger.
+  export JEMALLOC_SYS_WITH_LG_PAGE=16
+fi
 if [[ -z "$binary" ]]; then
   # A target dir of its own: these flags share no artifacts with the usual build, and cargo's
   # lock on target/ would otherwise hold up every other cargo command for the whole build.

@@ -3,9 +3,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use regcred_operator::cli::{Cli, Command, crd, doctor, lint, normalize, run};
 
-#[cfg(feature = "mimalloc")]
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
