@@ -2,14 +2,23 @@
 # Benchmark: convergence, rotation, API writes, CPU and memory at 1,000 and 10,000 namespaces
 # (5 ServiceAccounts and 10 unrelated Secrets each), against the raw limit of the same writes
 # measured in the same run, on a dedicated local control plane (or the cluster in KUBECONFIG).
-# Writes docs/benchmark/results.{md,json}, and with perf on the machine a CPU profile of the
+# Writes docs/benchmark/results.{md,json} and SVG charts, and with perf on the machine a CPU profile of the
 # largest run: docs/benchmark/flamegraph.svg and profile.txt. Extra arguments go to the
 # benchmark (e.g. --sizes 100,1000); REGCRED_BENCH_OUT sets where the results go.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 out="${REGCRED_BENCH_OUT:-docs/benchmark}"
+# The same operator on the system allocator, for the memory comparison by allocator (glibc as it
+# is and tuned, jemalloc and mimalloc preloaded); then the shipped build.
+cargo build --release --locked --no-default-features --bin regcred-operator
+cp target/release/regcred-operator target/release/regcred-operator-system-allocator
 cargo build --release --locked --bin regcred-operator --example bench
+for library in libjemalloc2:libjemalloc.so.2 libmimalloc2.0:libmimalloc.so.2; do
+  if [[ ! -e "/usr/lib/$(uname -m)-linux-gnu/${library#*:}" ]] && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    apt-get install -y -qq "${library%%:*}" >/dev/null || echo "bench: could not install ${library%%:*}" >&2
+  fi
+done
 profile=()
 if command -v perf >/dev/null 2>&1; then
   command -v inferno-flamegraph >/dev/null 2>&1 || cargo install --locked inferno >/dev/null
@@ -22,7 +31,8 @@ if [[ -z "${KUBECONFIG:-}" ]]; then
   eval "$(bash tests/cluster/up.sh "$cluster_dir")"
   export REGCRED_CLUSTER_DIR="$cluster_dir"
 fi
-target/release/examples/bench --operator target/release/regcred-operator --out "$out" "${profile[@]}" "$@"
+target/release/examples/bench --operator target/release/regcred-operator \
+  --system-allocator-operator target/release/regcred-operator-system-allocator --out "$out" "${profile[@]}" "$@"
 if [[ ${#profile[@]} -gt 0 && -s "${profile[1]}" ]]; then
   perf script -i "${profile[1]}" 2>/dev/null | inferno-collapse-perf > "$out/profile.folded"
   # Frames narrower than 2 px are left out: the full graph of a 10,000-namespace run is tens of MB.

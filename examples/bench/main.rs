@@ -9,7 +9,9 @@
 //! `cargo run --release --example bench -- --operator target/release/regcred-operator`.
 
 mod charts;
+mod faults;
 mod memory;
+mod trace;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -61,6 +63,10 @@ struct Args {
     /// its memory under glibc, tuned glibc, jemalloc and mimalloc beside the shipped build's.
     #[arg(long)]
     system_allocator_operator: Option<PathBuf>,
+    /// Only the memory comparison by allocator, at the largest size (needs
+    /// --system-allocator-operator).
+    #[arg(long, requires = "system_allocator_operator")]
+    memory_only: bool,
     /// Extra arguments for `regcred-operator run`.
     #[arg(long, allow_hyphen_values = true, num_args = 0..)]
     operator_args: Vec<String>,
@@ -77,6 +83,9 @@ struct Observed {
     account_seen: HashMap<String, Instant>,
     /// (namespace, entry) -> when the default ServiceAccount was first seen listing it.
     entry_seen: HashMap<(String, String), Instant>,
+    /// The same two instants on the wall clock, for the operator's log.
+    account_seen_wall: HashMap<String, jiff::Timestamp>,
+    entry_seen_wall: HashMap<(String, String), jiff::Timestamp>,
     /// (secret name, payload) -> when a copy was first seen holding it.
     payload_seen: HashMap<(String, String), Instant>,
 }
@@ -116,15 +125,17 @@ async fn watch_copies(client: Client, observed: Shared) {
 async fn watch_accounts(client: Client, observed: Shared) {
     let mut events = watcher::watcher(Api::<ServiceAccount>::all(client), watcher::Config::default()).boxed();
     while let Some(event) = events.next().await {
-        let now = Instant::now();
+        let (now, wall) = (Instant::now(), jiff::Timestamp::now());
         if let Ok(watcher::Event::Apply(a) | watcher::Event::InitApply(a)) = event {
             let (namespace, name) = (a.namespace().unwrap(), a.name_any());
             let entries: Vec<String> = a.image_pull_secrets.iter().flatten().map(|r| r.name.clone()).collect();
             let mut observed = observed.lock().unwrap();
             if name == "default" {
                 observed.account_seen.entry(namespace.clone()).or_insert(now);
+                observed.account_seen_wall.entry(namespace.clone()).or_insert(wall);
                 for entry in &entries {
                     observed.entry_seen.entry((namespace.clone(), entry.clone())).or_insert(now);
+                    observed.entry_seen_wall.entry((namespace.clone(), entry.clone())).or_insert(wall);
                 }
             }
             observed.entries.entry(namespace).or_default().insert(name, entries);
@@ -336,11 +347,11 @@ impl Operator {
         // A free port: a fixed one could be held by an operator left over from an interrupted run.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let http = format!("127.0.0.1:{port}");
-        let log = std::fs::File::create(std::env::temp_dir().join("regcred-bench-operator.log")).unwrap();
+        let log = std::fs::File::create(operator_log()).unwrap();
         let child = Command::new(binary)
             .args(["run", "--source-namespace", SOURCE_NAMESPACE, "--leader-election=false", "--http-addr", &http])
             .args(extra)
-            .env("RUST_LOG", std::env::var("REGCRED_BENCH_LOG").unwrap_or_else(|_| "info".into()))
+            .env("RUST_LOG", log_filter())
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -421,6 +432,16 @@ impl Operator {
     }
 }
 
+/// The operator's log filter: `REGCRED_BENCH_LOG`, else info.
+fn log_filter() -> String {
+    std::env::var("REGCRED_BENCH_LOG").unwrap_or_else(|_| "info".into())
+}
+
+/// Where the operator's log goes.
+fn operator_log() -> PathBuf {
+    std::env::temp_dir().join("regcred-bench-operator.log")
+}
+
 impl Drop for Operator {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -466,6 +487,8 @@ struct SizeResult {
     new_namespace_ms: Option<[f64; 4]>,
     /// Secret writes and ServiceAccount patches per namespace of the burst.
     new_namespace_writes: Option<[f64; 2]>,
+    /// The burst's slowest 1%, each with where its time went.
+    new_namespace_slowest: Option<Vec<trace::Sample>>,
 }
 
 /// The plain client doing the operator's writes, at each concurrency; the best counts, and the
@@ -596,7 +619,15 @@ async fn measure_operator(args: &Args, client: &Client, observed: &Shared, raw: 
     let Run { size, accounts, namespaces, tiers, burst, profile } = run;
     let credentials: Api<RegistryCredential> = Api::all(client.clone());
     put_source(client, "first").await;
-    let operator = Operator::start(&args.operator, &args.operator_args);
+    // With a burst, every namespace reconcile is logged (JSON) to trace the burst's samples.
+    let operator = if burst > 0 {
+        let traced = format!("{},regcred_operator::controller::namespace=debug", log_filter());
+        let extra: Vec<String> =
+            args.operator_args.iter().cloned().chain(["--log-format".into(), "json".into()]).collect();
+        Operator::start_with(&args.operator, &extra, &[("RUST_LOG".into(), traced)])
+    } else {
+        Operator::start(&args.operator, &args.operator_args)
+    };
     let profiler = profile.map(|out| Profiler::attach(operator.child.id(), out));
     let before = operator.writes().await;
     let name = format!("bench-{size}-{}", format!("{accounts:?}").to_lowercase());
@@ -635,11 +666,13 @@ async fn measure_operator(args: &Args, client: &Client, observed: &Shared, raw: 
     let resynced = operator.writes().await;
 
     // New-namespace latency: a burst of namespaces the credential selects.
+    let mut slowest = None;
     let (new_namespace_ms, new_namespace_writes) = if burst > 0 {
         let names: Vec<String> = (0..burst).map(|i| format!("bench-burst-{i:04}")).collect();
         tiers.push("burst".into());
         let latencies = burst_latencies(client, observed, &credentials, &name, &secret_name, tiers, &names).await;
         operator.settle().await;
+        slowest = Some(trace_burst(observed, &names, &secret_name));
         let burst_writes = operator.writes().await;
         namespaces.extend(names);
         let per_namespace = |resource| delta(&burst_writes, &resynced, resource) / burst as f64;
@@ -695,7 +728,24 @@ async fn measure_operator(args: &Args, client: &Client, observed: &Shared, raw: 
         throttled_responses,
         new_namespace_ms,
         new_namespace_writes,
+        new_namespace_slowest: slowest,
     }
+}
+
+/// The burst's slowest samples, each with where its time went (the operator's log).
+fn trace_burst(observed: &Shared, burst: &[String], secret_name: &str) -> Vec<trace::Sample> {
+    let log = std::fs::read_to_string(operator_log()).unwrap_or_default();
+    let observed = observed.lock().unwrap();
+    let samples: Vec<(String, jiff::Timestamp, jiff::Timestamp)> = burst
+        .iter()
+        .map(|ns| {
+            let entry = (ns.clone(), secret_name.to_owned());
+            (ns.clone(), observed.account_seen_wall[ns], observed.entry_seen_wall[&entry])
+        })
+        .collect();
+    let explained = trace::explain(&log, &samples);
+    eprintln!("[trace] {} of {} burst samples found in the operator's log", explained.len(), samples.len());
+    trace::slowest(&explained)
 }
 
 #[tokio::main]
@@ -723,6 +773,7 @@ async fn main() {
     let mut tiers: Vec<String> = Vec::new();
     let mut results = Vec::new();
     let mut allocators = Vec::new();
+    let mut fault = None;
     for (index, &size) in args.sizes.iter().enumerate() {
         let tier = size.to_string();
         let names: Vec<String> = (all.len()..size).map(|i| format!("bench-{i:05}")).collect();
@@ -735,7 +786,8 @@ async fn main() {
         all.extend(names);
         tiers.push(tier.clone());
         let largest = index + 1 == args.sizes.len();
-        for accounts in [Accounts::Every, Accounts::Default] {
+        let runs = if args.memory_only { &[][..] } else { &[Accounts::Every, Accounts::Default][..] };
+        for &accounts in runs {
             let raw = RawLimit::measure(&client, &all, accounts, &args.raw_concurrency).await;
             let run = Run {
                 size,
@@ -747,11 +799,15 @@ async fn main() {
             };
             results.push(measure_operator(&args, &client, &observed, raw, run).await);
         }
+        let sized: Vec<String> = all.iter().filter(|n| !n.starts_with("bench-burst-")).cloned().collect();
+        let sized_tiers: Vec<String> = tiers.iter().filter(|t| *t != "burst").cloned().collect();
+        if largest && !args.memory_only {
+            fault = faults::restart_mid_rollout(&args, &client, &observed, &sized, &sized_tiers).await;
+        }
         if let (true, Some(system)) = (largest, &args.system_allocator_operator) {
             let variants = memory::variants(&args.operator, system);
-            let sized: Vec<String> = all.iter().filter(|n| !n.starts_with("bench-burst-")).cloned().collect();
-            let tiers: Vec<String> = tiers.iter().filter(|t| *t != "burst").cloned().collect();
-            allocators = memory::compare(&client, &observed, &args.operator_args, &sized, &tiers, &variants).await;
+            allocators =
+                memory::compare(&client, &observed, &args.operator_args, &sized, &sized_tiers, &variants).await;
         }
     }
     let namespaces = Api::<Namespace>::all(client.clone())
@@ -760,7 +816,7 @@ async fn main() {
         .unwrap()
         .items
         .len();
-    report(&args, &version, namespaces, &results, &allocators);
+    report(&args, &version, namespaces, &results, (&allocators, fault.as_ref()));
 }
 
 fn machine() -> String {
@@ -784,7 +840,7 @@ fn report(
     version: &str,
     namespaces: usize,
     results: &[SizeResult],
-    allocators: &[memory::AllocatorResult],
+    (allocators, fault): (&[memory::AllocatorResult], Option<&faults::FaultResult>),
 ) {
     let flags = std::env::var("REGCRED_CLUSTER_DIR")
         .ok()
@@ -828,6 +884,15 @@ fn report(
                 r.accounts.selector()
             ));
         }
+        for sample in r.new_namespace_slowest.iter().flatten() {
+            notes.push_str(&format!("  - one of the slowest 1%: {}\n", trace::describe(sample)));
+        }
+        notes.push_str(&format!(
+            "- Rotation at {} `{}`: the first copy held the new payload {:.0} ms after the source write.\n",
+            r.namespaces,
+            r.accounts.selector(),
+            r.rotation_first_copy_ms
+        ));
     }
     let every: Vec<&SizeResult> = results.iter().filter(|r| r.accounts == Accounts::Every).collect();
     if let [small, .., large] = every.as_slice() {
@@ -837,6 +902,9 @@ fn report(
             "- Memory per extra namespace (5 ServiceAccounts, 10 unrelated Secrets, one copy): {per_namespace:.2} KiB, from the peak RSS at {} and {} namespaces.\n",
             small.namespaces, large.namespaces
         ));
+    }
+    if let Some(fault) = fault {
+        notes.push_str(&faults::describe(fault));
     }
     let context = format!(
         "Machine: {}. Kubernetes {version} (local control plane: etcd, kube-apiserver, kube-controller-manager). API server flags: {flags}. Operator: release build, `run --leader-election=false {}`, admin credentials. {namespaces} benchmark namespaces at the end.",
@@ -862,7 +930,7 @@ fn report(
          - *peak RSS*: VmHWM of the operator process at the end of the run; *429s*: responses 429/503 the operator received (`regcred_api_requests_throttled_total`).\n"
     );
     std::fs::write(args.out.join("results.md"), markdown + &allocator_table).unwrap();
-    let json = json!({"context": context, "results": results, "allocators": allocators});
+    let json = json!({"context": context, "results": results, "allocators": allocators, "restart_mid_rollout": fault});
     std::fs::write(args.out.join("results.json"), serde_json::to_string_pretty(&json).unwrap()).unwrap();
     for (file, svg) in charts::charts(&json) {
         std::fs::write(args.out.join(file), svg).unwrap();

@@ -40,12 +40,12 @@ pub(crate) fn variants(shipped: &Path, system: &Path) -> Vec<Variant> {
             &[("MALLOC_ARENA_MAX", "2"), ("MALLOC_TRIM_THRESHOLD_", "131072")],
         ),
     ];
-    for (name, library) in [
-        ("jemalloc 5 (preloaded)", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
-        ("mimalloc 2 (preloaded)", "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2"),
-    ] {
-        if Path::new(library).exists() {
-            variants.push(variant(name, system, &[("LD_PRELOAD", library)]));
+    for (name, library) in
+        [("jemalloc 5 (preloaded)", "libjemalloc.so.2"), ("mimalloc 2 (preloaded)", "libmimalloc.so.2")]
+    {
+        let library = format!("/usr/lib/{}-linux-gnu/{library}", std::env::consts::ARCH);
+        if Path::new(&library).exists() {
+            variants.push(variant(name, system, &[("LD_PRELOAD", &library)]));
         } else {
             eprintln!("[memory] {name} left out: {library} is missing (apt-get install libjemalloc2 libmimalloc2.0)");
         }
