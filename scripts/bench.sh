@@ -3,7 +3,7 @@
 # (5 ServiceAccounts and 10 unrelated Secrets each), against the raw limit of the same writes
 # measured in the same run, on a dedicated local control plane (or the cluster in KUBECONFIG).
 # Writes docs/benchmark/results.{md,json} and SVG charts, and with perf on the machine a CPU profile of the
-# largest run: docs/benchmark/flamegraph.svg and profile.txt. Extra arguments go to the
+# rollout at the largest size: docs/benchmark/flamegraph.svg and profile.txt. Extra arguments go to the
 # benchmark (e.g. --sizes 100,1000); REGCRED_BENCH_OUT sets where the results go.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,7 +36,7 @@ target/release/examples/bench --operator target/release/regcred-operator \
 if [[ ${#profile[@]} -gt 0 && -s "${profile[1]}" ]]; then
   perf script -i "${profile[1]}" 2>/dev/null | inferno-collapse-perf > "$out/profile.folded"
   # Frames narrower than 2 px are left out: the full graph of a 10,000-namespace run is tens of MB.
-  inferno-flamegraph --minwidth 2 --title "regcred-operator, largest run: convergence, resync, rotation" \
+  inferno-flamegraph --minwidth 2 --title "regcred-operator, a rollout at the largest size (default ServiceAccounts)" \
     < "$out/profile.folded" > "$out/flamegraph.svg"
   {
     echo "# Self time (flat), shared object and symbol, above 0.7%"

@@ -54,6 +54,7 @@ pub(crate) struct Metrics {
     namespace_reconciles: Counter,
     namespace_queue_wait: Histogram,
     api_writes: Family<WriteLabels, Counter>,
+    api_writes_unanswered: Family<WriteLabels, Counter>,
     sync_failures: Family<ReasonLabels, Counter>,
     patch_conflicts: Counter,
     requests_throttled: Counter,
@@ -83,7 +84,8 @@ impl Default for Metrics {
                 "Namespace reconciles (each plans one namespace for every RegistryCredential)",
             ),
             namespace_queue_wait: queue_wait_histogram(r),
-            api_writes: registered(r, "api_writes", "Write requests sent to the API server, by resource and verb"),
+            api_writes: registered(r, "api_writes", ANSWERED_WRITES_HELP),
+            api_writes_unanswered: registered(r, "api_writes_unanswered", UNANSWERED_WRITES_HELP),
             sync_failures: failure_counters(r),
             patch_conflicts: registered(
                 r,
@@ -141,6 +143,10 @@ impl Default for Metrics {
         }
     }
 }
+
+const ANSWERED_WRITES_HELP: &str = "Write requests the API server answered (a refusal included), by resource and verb";
+const UNANSWERED_WRITES_HELP: &str =
+    "Write requests that got no answer from the API server (no connection, a reset), by resource and verb";
 
 /// `reconcile_duration_seconds`.
 fn duration_histogram(registry: &mut Registry) -> Histogram {
@@ -201,8 +207,19 @@ impl Metrics {
         self.namespace_queue_wait.observe(waited.as_secs_f64());
     }
 
-    pub(crate) fn api_write(&self, resource: &'static str, verb: &'static str) {
-        self.api_writes.get_or_create(&WriteLabels { resource, verb }).inc();
+    /// Sends a write request and counts it: as a write when the API server answered, a refusal
+    /// included; as unanswered when it got no answer (it may or may not have been applied).
+    pub(crate) async fn api_write<T>(
+        &self,
+        resource: &'static str,
+        verb: &'static str,
+        request: impl std::future::Future<Output = kube::Result<T>>,
+    ) -> kube::Result<T> {
+        let result = request.await;
+        let answered = matches!(&result, Ok(_) | Err(kube::Error::Api(_)));
+        let counter = if answered { &self.api_writes } else { &self.api_writes_unanswered };
+        counter.get_or_create(&WriteLabels { resource, verb }).inc();
+        result
     }
 
     pub(crate) fn sync_failure(&self, reason: Reason) {

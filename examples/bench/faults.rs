@@ -1,8 +1,9 @@
 //! Under faults: a rollout over every namespace (their `default` ServiceAccount) with the API
 //! server restarted once a third of the namespaces hold the copy. What counts: the time to
 //! converge once the API server is back, that nothing is lost (every copy and entry in place),
-//! and the writes beyond one Secret and one patch per namespace (those repeated: at most the
-//! ones in flight when it went down may be).
+//! and the writes the API server answered beyond one Secret and one patch per namespace (those
+//! repeated: at most the ones in flight when it went down may be), apart from the requests sent
+//! while it was down, which no one answered.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -30,6 +31,8 @@ pub(crate) struct FaultResult {
     service_account_writes: f64,
     /// Writes beyond one Secret and one ServiceAccount patch per namespace.
     repeated_writes: f64,
+    /// Write requests that got no answer (sent while the API server was down).
+    unanswered_writes: f64,
     /// The most requests the operator has in flight (`--concurrency`).
     concurrency: usize,
 }
@@ -50,6 +53,7 @@ pub(crate) async fn restart_mid_rollout(
     put_source(client, "first").await;
     let expected = canonical("first");
     let operator = Operator::start(&args.operator, &args.operator_args);
+    operator.wait_ready().await;
     let before = operator.writes().await;
     let name = "bench-fault";
     let body = json!({"apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential", "metadata": {"name": name},
@@ -82,6 +86,7 @@ pub(crate) async fn restart_mid_rollout(
         secret_writes,
         service_account_writes,
         repeated_writes: secret_writes + service_account_writes - 2.0 * namespaces.len() as f64,
+        unanswered_writes: operator.counter("regcred_api_writes_unanswered_total").await,
         concurrency: concurrency(&args.operator_args),
     };
     eprintln!(
@@ -106,7 +111,7 @@ fn concurrency(operator_args: &[String]) -> usize {
 /// The run as Markdown.
 pub(crate) fn describe(r: &FaultResult) -> String {
     format!(
-        "- API server restarted mid-rollout ({} namespaces, `[\"default\"]`, {} copies in place when it stopped; down {:.1} s): every copy and entry in place {:.2} s after it was back; {} Secret writes and {} ServiceAccount patches, {} beyond one each per namespace (requests in flight at most {}).\n",
+        "- API server restarted mid-rollout ({} namespaces, `[\"default\"]`, {} copies in place when it stopped; down {:.1} s): every copy and entry in place {:.2} s after it was back; {} Secret writes and {} ServiceAccount patches answered, {} beyond one each per namespace (requests in flight at most {}); {} write requests unanswered while it was down.\n",
         r.namespaces,
         r.holding_at_restart,
         r.outage_seconds,
@@ -114,6 +119,7 @@ pub(crate) fn describe(r: &FaultResult) -> String {
         r.secret_writes,
         r.service_account_writes,
         r.repeated_writes,
-        r.concurrency
+        r.concurrency,
+        r.unanswered_writes
     )
 }

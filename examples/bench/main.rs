@@ -50,7 +50,8 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "64,256")]
     raw_concurrency: Vec<usize>,
     /// Record a CPU profile of the operator (perf, at 99 Hz with DWARF call graphs) during the
-    /// largest size's `["*"]` run, into this file.
+    /// shipped build's rollout of the memory comparison (`["default"]`, the largest size), into
+    /// this file: apart from the measured runs, which perf would slow down.
     #[arg(long)]
     profile: Option<PathBuf>,
     /// Namespaces created in one burst for the new-namespace latency.
@@ -67,6 +68,16 @@ struct Args {
     /// --system-allocator-operator).
     #[arg(long, requires = "system_allocator_operator")]
     memory_only: bool,
+    /// Leave out the memory comparison by allocator.
+    #[arg(long, conflicts_with = "memory_only")]
+    skip_memory: bool,
+    /// Leave out the API server restart at the largest size.
+    #[arg(long)]
+    skip_faults: bool,
+    /// Only draw the charts, from the results of these earlier runs together (results.json
+    /// files), into --out; nothing is measured.
+    #[arg(long, value_delimiter = ',')]
+    charts_from: Vec<PathBuf>,
     /// Extra arguments for `regcred-operator run`.
     #[arg(long, allow_hyphen_values = true, num_args = 0..)]
     operator_args: Vec<String>,
@@ -361,10 +372,15 @@ impl Operator {
     }
 
     async fn metrics(&self) -> String {
+        self.get("/metrics").await
+    }
+
+    /// The answer to a GET of `path` on the operator's HTTP port, status line included.
+    async fn get(&self, path: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         for _ in 0..200 {
             if let Ok(mut stream) = tokio::net::TcpStream::connect(&self.http).await {
-                let request = format!("GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.http);
+                let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.http);
                 stream.write_all(request.as_bytes()).await.unwrap();
                 let mut response = String::new();
                 stream.read_to_string(&mut response).await.unwrap();
@@ -372,7 +388,16 @@ impl Operator {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("the operator does not serve /metrics on {}", self.http);
+        panic!("the operator does not serve {path} on {}", self.http);
+    }
+
+    /// Waits until /readyz says every cache is listed; returns how long that took from now.
+    async fn wait_ready(&self) -> Duration {
+        let started = Instant::now();
+        while !self.get("/readyz").await.starts_with("HTTP/1.1 200") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        started.elapsed()
     }
 
     /// Write requests by resource.
@@ -466,6 +491,10 @@ struct SizeResult {
     raw_by_concurrency: BTreeMap<usize, f64>,
     raw_rotation_seconds: f64,
     operator_seconds: f64,
+    /// From the operator's start to every cache listed (/readyz), before the credential.
+    startup_seconds: f64,
+    /// From the credential's creation to the first copy seen.
+    first_copy_ms: f64,
     /// CPU the operator itself used while converging (it shares the 2 cores with the API server).
     operator_cpu_seconds: f64,
     ratio: f64,
@@ -584,7 +613,7 @@ async fn clean_up(
 struct Profiler(Child);
 
 impl Profiler {
-    fn attach(pid: u32, out: &PathBuf) -> Profiler {
+    fn attach(pid: u32, out: &Path) -> Profiler {
         let child = Command::new("perf")
             .args(["record", "-F", "99", "--call-graph", "dwarf,16384", "-p", &pid.to_string(), "-o"])
             .arg(out)
@@ -612,11 +641,10 @@ struct Run<'a> {
     tiers: &'a mut Vec<String>,
     /// Namespaces created in a burst once converged, if any.
     burst: usize,
-    profile: Option<&'a PathBuf>,
 }
 
 async fn measure_operator(args: &Args, client: &Client, observed: &Shared, raw: RawLimit, run: Run<'_>) -> SizeResult {
-    let Run { size, accounts, namespaces, tiers, burst, profile } = run;
+    let Run { size, accounts, namespaces, tiers, burst } = run;
     let credentials: Api<RegistryCredential> = Api::all(client.clone());
     put_source(client, "first").await;
     // With a burst, every namespace reconcile is logged (JSON) to trace the burst's samples.
@@ -628,7 +656,8 @@ async fn measure_operator(args: &Args, client: &Client, observed: &Shared, raw: 
     } else {
         Operator::start(&args.operator, &args.operator_args)
     };
-    let profiler = profile.map(|out| Profiler::attach(operator.child.id(), out));
+    // Its caches listed first: a credential created in a running operator does not wait for them.
+    let startup_seconds = operator.wait_ready().await.as_secs_f64();
     let before = operator.writes().await;
     let name = format!("bench-{size}-{}", format!("{accounts:?}").to_lowercase());
     let secret_name = name.clone();
@@ -647,9 +676,13 @@ async fn measure_operator(args: &Args, client: &Client, observed: &Shared, raw: 
     .await;
     let operator_seconds = (done - started).as_secs_f64();
     let operator_cpu_seconds = operator.cpu_seconds() - cpu_before;
+    let first_copy = observed.lock().unwrap().payload_seen[&(secret_name.clone(), expected.clone())];
+    let first_copy_ms = (first_copy - started).as_secs_f64() * 1000.0;
     operator.settle().await;
     let after = operator.writes().await;
-    eprintln!("[{size} {accounts:?}] operator converged in {operator_seconds:.2}s; writes {after:?}");
+    eprintln!(
+        "[{size} {accounts:?}] operator ready in {startup_seconds:.2}s; first copy after {first_copy_ms:.0} ms, converged in {operator_seconds:.2}s; writes {after:?}"
+    );
 
     // Converged: a change of the source Secret that leaves the payload as it is re-plans every
     // namespace, and must write nothing.
@@ -697,7 +730,6 @@ async fn measure_operator(args: &Args, client: &Client, observed: &Shared, raw: 
     eprintln!(
         "[{size} {accounts:?}] rotation reached the first copy in {rotation_first_copy_ms:.0} ms, every copy in {rotation_seconds:.2}s"
     );
-    drop(profiler);
     let (rss_mib, peak_rss_mib) = operator.rss_mib();
     let throttled_responses = operator.counter("regcred_api_requests_throttled_total").await;
 
@@ -711,6 +743,8 @@ async fn measure_operator(args: &Args, client: &Client, observed: &Shared, raw: 
         raw_by_concurrency: raw.by_concurrency,
         raw_rotation_seconds: raw.rotation_seconds,
         operator_seconds,
+        startup_seconds,
+        first_copy_ms,
         operator_cpu_seconds,
         ratio: operator_seconds / raw.seconds,
         secret_writes: delta(&after, &before, "secret"),
@@ -751,6 +785,9 @@ fn trace_burst(observed: &Shared, burst: &[String], secret_name: &str) -> Vec<tr
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if !args.charts_from.is_empty() {
+        return draw_charts(&args.charts_from, &args.out);
+    }
     let client = Client::try_default().await.expect("a cluster in KUBECONFIG");
     let version = client.apiserver_version().await.unwrap().git_version;
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
@@ -795,19 +832,20 @@ async fn main() {
                 namespaces: &mut all,
                 tiers: &mut tiers,
                 burst: if largest && accounts == Accounts::Default { args.burst } else { 0 },
-                profile: args.profile.as_ref().filter(|_| largest && accounts == Accounts::Every),
             };
             results.push(measure_operator(&args, &client, &observed, raw, run).await);
         }
         let sized: Vec<String> = all.iter().filter(|n| !n.starts_with("bench-burst-")).cloned().collect();
         let sized_tiers: Vec<String> = tiers.iter().filter(|t| *t != "burst").cloned().collect();
-        if largest && !args.memory_only {
+        if largest && !args.memory_only && !args.skip_faults {
             fault = faults::restart_mid_rollout(&args, &client, &observed, &sized, &sized_tiers).await;
         }
-        if let (true, Some(system)) = (largest, &args.system_allocator_operator) {
+        if let (true, false, Some(system)) = (largest, args.skip_memory, &args.system_allocator_operator) {
             let variants = memory::variants(&args.operator, system);
+            let profile = args.profile.as_deref();
             allocators =
-                memory::compare(&client, &observed, &args.operator_args, &sized, &sized_tiers, &variants).await;
+                memory::compare(&client, &observed, (&args.operator_args, profile), &sized, &sized_tiers, &variants)
+                    .await;
         }
     }
     let namespaces = Api::<Namespace>::all(client.clone())
@@ -817,6 +855,20 @@ async fn main() {
         .items
         .len();
     report(&args, &version, namespaces, &results, (&allocators, fault.as_ref()));
+}
+
+/// The charts of several runs' results together (each size from the run that measured it).
+fn draw_charts(runs: &[PathBuf], out: &Path) {
+    let mut rows = Vec::new();
+    for run in runs {
+        let text = std::fs::read_to_string(run).unwrap_or_else(|e| panic!("{}: {e}", run.display()));
+        let results: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", run.display()));
+        rows.extend(results["results"].as_array().cloned().unwrap_or_default());
+    }
+    std::fs::create_dir_all(out).unwrap();
+    for (file, svg) in charts::charts(&Value::Array(rows)) {
+        std::fs::write(out.join(file), svg).unwrap();
+    }
 }
 
 fn machine() -> String {
@@ -888,9 +940,11 @@ fn report(
             notes.push_str(&format!("  - one of the slowest 1%: {}\n", trace::describe(sample)));
         }
         notes.push_str(&format!(
-            "- Rotation at {} `{}`: the first copy held the new payload {:.0} ms after the source write.\n",
+            "- {} `{}`: the operator's caches listed in {:.2} s after its start (before the credential); the first copy {:.0} ms after the credential's creation; in a rotation, the first copy held the new payload {:.0} ms after the source write.\n",
             r.namespaces,
             r.accounts.selector(),
+            r.startup_seconds,
+            r.first_copy_ms,
             r.rotation_first_copy_ms
         ));
     }

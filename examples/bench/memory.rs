@@ -12,7 +12,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{
-    Accounts, Operator, SOURCE_NAMESPACE, Shared, TIER_LABEL, apply, canonical, clean_up, converged, put_source, until,
+    Accounts, Operator, Profiler, SOURCE_NAMESPACE, Shared, TIER_LABEL, apply, canonical, clean_up, converged,
+    put_source, until,
 };
 
 /// One way to run the operator.
@@ -68,7 +69,7 @@ pub(crate) struct AllocatorResult {
 pub(crate) async fn compare(
     client: &Client,
     observed: &Shared,
-    operator_args: &[String],
+    (operator_args, profile): (&[String], Option<&Path>),
     namespaces: &[String],
     tiers: &[String],
     variants: &[Variant],
@@ -79,6 +80,9 @@ pub(crate) async fn compare(
     let mut results = Vec::new();
     for variant in variants {
         let operator = Operator::start_with(&variant.binary, operator_args, &variant.env);
+        operator.wait_ready().await;
+        // The CPU profile is of the shipped build's rollout: perf costs the measured runs nothing.
+        let profiler = profile.filter(|_| results.is_empty()).map(|out| Profiler::attach(operator.child.id(), out));
         let name = "bench-memory";
         let body = json!({"apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential", "metadata": {"name": name},
             "spec": {"source": {"secretRef": {"namespace": SOURCE_NAMESPACE, "name": "pull"}}, "secretName": name,
@@ -92,6 +96,7 @@ pub(crate) async fn compare(
         .await;
         let seconds = (done - started).as_secs_f64();
         operator.settle().await;
+        drop(profiler);
         let (settled_rss_mib, peak_rss_mib) = operator.rss_mib();
         eprintln!(
             "[memory] {}: {} namespaces in {seconds:.2}s, peak RSS {peak_rss_mib:.1} MiB, settled {settled_rss_mib:.1} MiB",

@@ -15,6 +15,9 @@ const FIRST_DELAY: Duration = Duration::from_secs(5);
 const MAX_DELAY: Duration = Duration::from_secs(300);
 /// A ServiceAccount left alone this long is forgiven.
 const FORGET_AFTER: Duration = Duration::from_secs(900);
+/// Forgiven objects are dropped at most this often: every first copy of a rollout is recorded (a
+/// create is a repair), so a sweep at every call would cost the square of the namespaces.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// What is known of the undoings of the operator's work on one object.
 #[derive(Debug, Clone)]
@@ -37,7 +40,28 @@ pub(crate) enum Readd {
 /// Per object (`kind namespace/name`), the undoings of the operator's work.
 #[derive(Default)]
 pub(crate) struct Contests {
-    accounts: Mutex<HashMap<String, Removals>>,
+    ledger: Mutex<Ledger>,
+}
+
+#[derive(Default)]
+struct Ledger {
+    removals: HashMap<String, Removals>,
+    swept: Option<Instant>,
+}
+
+impl Ledger {
+    /// The undoings of `key`, unless it was left alone long enough to be forgiven.
+    fn current(&mut self, key: &str, now: Instant) -> Option<&mut Removals> {
+        let forgiven = |removals: &Removals| now.saturating_duration_since(removals.last_readd) >= FORGET_AFTER;
+        if self.swept.is_none_or(|swept| now.saturating_duration_since(swept) >= SWEEP_EVERY) {
+            self.removals.retain(|_, removals| !forgiven(removals));
+            self.swept = Some(now);
+        }
+        if self.removals.get(key).is_some_and(forgiven) {
+            self.removals.remove(key);
+        }
+        self.removals.get_mut(key)
+    }
 }
 
 impl Contests {
@@ -50,9 +74,8 @@ impl Contests {
     /// Whether a repair of the object may be made now, counting nothing: a failed attempt must
     /// not count as an undoing. [`repaired`](Self::repaired) counts one that was made.
     pub(crate) fn due(&self, key: &str, now: Instant) -> Readd {
-        let mut accounts = self.accounts.lock().expect("contests lock");
-        accounts.retain(|_, removals| now.duration_since(removals.last_readd) < FORGET_AFTER);
-        let Some(removals) = accounts.get(key) else { return Readd::Now };
+        let mut ledger = self.ledger.lock().expect("contests lock");
+        let Some(removals) = ledger.current(key, now) else { return Readd::Now };
         let delay = delay_after(removals.count);
         let since = now.duration_since(removals.last_readd);
         if since < delay {
@@ -73,10 +96,9 @@ impl Contests {
     /// Called when the operator finds its work on an object undone by `remover` (when known) and
     /// wants to repair it: counts the undoing and says whether to repair now.
     pub(crate) fn repair(&self, key: &str, remover: Option<String>, now: Instant) -> Readd {
-        let mut accounts = self.accounts.lock().expect("contests lock");
-        accounts.retain(|_, removals| now.duration_since(removals.last_readd) < FORGET_AFTER);
-        let Some(removals) = accounts.get_mut(key) else {
-            accounts.insert(key.to_owned(), Removals { count: 1, last_readd: now, remover });
+        let mut ledger = self.ledger.lock().expect("contests lock");
+        let Some(removals) = ledger.current(key, now) else {
+            ledger.removals.insert(key.to_owned(), Removals { count: 1, last_readd: now, remover });
             return Readd::Now;
         };
         let delay = delay_after(removals.count);
@@ -150,5 +172,24 @@ mod tests {
             contests.readd("a/default", &argo, start);
         }
         assert_eq!(contests.readd("a/default", &argo, start + FORGET_AFTER), Readd::Now);
+        let again = contests.readd("a/default", &argo, start + FORGET_AFTER);
+        assert_eq!(again, Readd::Now, "counted from one again: a second free repair");
+    }
+
+    #[test]
+    fn objects_left_alone_are_dropped_in_a_sweep_at_most_once_a_minute() {
+        let contests = Contests::default();
+        let start = Instant::now();
+        for namespace in 0..1000 {
+            contests.repaired(&format!("secret ns-{namespace}/regcred"), None, start);
+        }
+        let held = || contests.ledger.lock().unwrap().removals.len();
+        assert_eq!(held(), 1000, "every first copy of a rollout is recorded");
+        let _ = contests.due("secret ns-0/regcred", start + FORGET_AFTER - Duration::from_secs(1));
+        assert_eq!(held(), 1000, "none forgiven yet");
+        let _ = contests.due("secret ns-0/regcred", start + FORGET_AFTER + Duration::from_secs(1));
+        assert_eq!(held(), 999, "swept less than a minute ago: only the one looked up is dropped");
+        let _ = contests.due("secret ns-0/regcred", start + FORGET_AFTER + SWEEP_EVERY);
+        assert_eq!(held(), 0, "the sweep drops every forgiven object");
     }
 }

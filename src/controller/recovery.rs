@@ -385,8 +385,7 @@ async fn evict(ctx: &Context, namespace: &str, pod: &str, uid: &str) -> kube::Re
         }),
         ..EvictParams::default()
     };
-    ctx.metrics.api_write("pod", "evict");
-    pods.evict(pod, &params).await.map(|_| ())
+    ctx.metrics.api_write("pod", "evict", pods.evict(pod, &params)).await.map(|_| ())
 }
 
 async fn record_on_pod(ctx: &Context, namespace: &str, pod: &str, type_: EventType, reason: Reason, note: String) {
@@ -399,8 +398,7 @@ async fn record_on_pod(ctx: &Context, namespace: &str, pod: &str, type_: EventTy
     };
     let event =
         Event { type_, reason: reason.to_string(), note: Some(note), action: "Recover".into(), secondary: None };
-    ctx.metrics.api_write("event", "create");
-    if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+    if let Err(error) = ctx.metrics.api_write("event", "create", ctx.recorder.publish(&event, &reference)).await {
         warn!(%namespace, %pod, %error, "could not record Event");
     }
 }

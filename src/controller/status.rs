@@ -520,16 +520,17 @@ async fn write(credential: &RegistryCredential, ctx: &Context, status: &Registry
         "kind": RegistryCredential::kind(&()),
         "status": status,
     });
-    ctx.metrics.api_write("registrycredential", "status");
-    api.patch_status(&credential.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(Error::Status)?;
+    let (name, params, patch) =
+        (credential.name_any(), PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(&patch));
+    let written = api.patch_status(&name, &params, &patch);
+    ctx.metrics.api_write("registrycredential", "status", written).await.map_err(Error::Status)?;
     Ok(())
 }
 
 async fn record(ctx: &Context, credential: &RegistryCredential, event: Event) {
-    ctx.metrics.api_write("event", "create");
-    if let Err(error) = ctx.recorder.publish(&event, &credential.object_ref(&())).await {
+    let reference = credential.object_ref(&());
+    let published = ctx.recorder.publish(&event, &reference);
+    if let Err(error) = ctx.metrics.api_write("event", "create", published).await {
         warn!(credential = %credential.name_any(), %error, "could not record Event");
     }
 }

@@ -292,8 +292,7 @@ async fn create_copy(
     if !was_in_the_way || read_metadata(secrets, name).await?.is_none() {
         let copy = desired_copy(credential, namespace, source);
         let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
-        ctx.metrics.api_write("secret", "create");
-        match secrets.create(&params, &copy).await {
+        match ctx.metrics.api_write("secret", "create", secrets.create(&params, &copy)).await {
             Ok(created) => {
                 ctx.stores.objects.remember_write(&created.metadata, None);
                 return Ok(());
@@ -356,8 +355,8 @@ async fn apply_copy(
     let patch = Patch::Apply(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": copy.type_, "data": copy.data,
     }));
-    ctx.metrics.api_write("secret", "apply");
-    match secrets.patch(&credential.spec.secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &patch).await {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match ctx.metrics.api_write("secret", "apply", secrets.patch(&credential.spec.secret_name, &params, &patch)).await {
         Ok(written) => {
             ctx.stores.objects.remember_write(&written.metadata, cached);
             Ok(())
@@ -383,8 +382,7 @@ async fn rewrite_copy(
         "data": { DOCKER_CONFIG_JSON_KEY: ByteString(source.payload.as_bytes().to_vec()) },
     });
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
-    ctx.metrics.api_write("secret", "patch");
-    match secrets.patch(&copy.name, &params, &Patch::Merge(&patch)).await {
+    match ctx.metrics.api_write("secret", "patch", secrets.patch(&copy.name, &params, &Patch::Merge(&patch))).await {
         Ok(written) => {
             ctx.stores.objects.remember_write(&written.metadata, Some(&copy.resource_version));
             Ok(())
@@ -455,12 +453,11 @@ fn changed_meanwhile(name: &str) -> NamespaceFailure {
 /// Deletes a copy, only if it still is the object the cache saw (UID precondition): a Secret
 /// that took the name since is someone else's.
 async fn delete_copy(ctx: &Context, secrets: &Api<Secret>, copy: &CopyRef) -> NamespaceOutcome {
-    ctx.metrics.api_write("secret", "delete");
     let params = DeleteParams {
         preconditions: Some(Preconditions { uid: Some(copy.uid.clone()), resource_version: None }),
         ..DeleteParams::default()
     };
-    match secrets.delete(&copy.name, &params).await {
+    match ctx.metrics.api_write("secret", "delete", secrets.delete(&copy.name, &params)).await {
         Ok(_) => {
             ctx.stores.objects.apply::<Copy>(secrets.namespace().unwrap_or_default(), &copy.name, None);
             Ok(())
@@ -511,8 +508,8 @@ async fn edit_pull_secrets(
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
     for _ in 0..PATCH_ATTEMPTS {
         let Some(patch) = pull_secrets_patch(&account, edit) else { return Ok(()) };
-        ctx.metrics.api_write("serviceaccount", "patch");
-        match accounts.patch(name, &params, &Patch::Merge(&patch)).await {
+        let patch = Patch::Merge(&patch);
+        match ctx.metrics.api_write("serviceaccount", "patch", accounts.patch(name, &params, &patch)).await {
             Ok(patched) => {
                 ctx.stores.objects.remember_account(namespace, &patched, Some(&account.resource_version));
                 return Ok(());
