@@ -84,8 +84,8 @@ impl Default for Metrics {
                 "Namespace reconciles (each plans one namespace for every RegistryCredential)",
             ),
             namespace_queue_wait: queue_wait_histogram(r),
-            api_writes: registered(r, "api_writes", ANSWERED_WRITES_HELP),
-            api_writes_unanswered: registered(r, "api_writes_unanswered", UNANSWERED_WRITES_HELP),
+            api_writes: registered(r, "api_writes", WRITES_HELP),
+            api_writes_unanswered: registered(r, "api_writes_unanswered", UNWRITES_HELP),
             sync_failures: failure_counters(r),
             patch_conflicts: registered(
                 r,
@@ -144,9 +144,9 @@ impl Default for Metrics {
     }
 }
 
-const ANSWERED_WRITES_HELP: &str = "Write requests the API server answered (a refusal included), by resource and verb";
-const UNANSWERED_WRITES_HELP: &str =
-    "Write requests that got no answer from the API server (no connection, a reset), by resource and verb";
+const WRITES_HELP: &str = "Write requests the API server answered (a refusal included), by resource and verb";
+const UNWRITES_HELP: &str =
+    "Write requests sent that got no answer from the API server (no connection, a reset), by resource and verb";
 
 /// `reconcile_duration_seconds`.
 fn duration_histogram(registry: &mut Registry) -> Histogram {
@@ -207,18 +207,21 @@ impl Metrics {
         self.namespace_queue_wait.observe(waited.as_secs_f64());
     }
 
-    /// Sends a write request and counts it: as a write when the API server answered, a refusal
-    /// included; as unanswered when it got no answer (it may or may not have been applied).
+    /// Sends a write request and counts it, before it is sent (so that it is counted by the time
+    /// its effect can be seen); once more as unanswered if the API server never answered (no
+    /// connection, a reset: it may or may not have been applied).
     pub(crate) async fn api_write<T>(
         &self,
         resource: &'static str,
         verb: &'static str,
         request: impl std::future::Future<Output = kube::Result<T>>,
     ) -> kube::Result<T> {
+        let labels = WriteLabels { resource, verb };
+        self.api_writes.get_or_create(&labels).inc();
         let result = request.await;
-        let answered = matches!(&result, Ok(_) | Err(kube::Error::Api(_)));
-        let counter = if answered { &self.api_writes } else { &self.api_writes_unanswered };
-        counter.get_or_create(&WriteLabels { resource, verb }).inc();
+        if !matches!(&result, Ok(_) | Err(kube::Error::Api(_))) {
+            self.api_writes_unanswered.get_or_create(&labels).inc();
+        }
         result
     }
 

@@ -76,8 +76,10 @@ pub(crate) async fn restart_mid_rollout(
     .await;
     operator.settle().await;
     let after = operator.writes().await;
-    let (secret_writes, service_account_writes) =
-        (delta(&after, &before, "secret"), delta(&after, &before, "serviceaccount"));
+    // Answered writes: those sent, less those no one answered (sent while the API server was down).
+    let unanswered = operator.unanswered_writes().await;
+    let answered = |resource| delta(&after, &before, resource) - unanswered.get(resource).copied().unwrap_or_default();
+    let (secret_writes, service_account_writes) = (answered("secret"), answered("serviceaccount"));
     let result = FaultResult {
         namespaces: namespaces.len(),
         holding_at_restart,
@@ -86,7 +88,7 @@ pub(crate) async fn restart_mid_rollout(
         secret_writes,
         service_account_writes,
         repeated_writes: secret_writes + service_account_writes - 2.0 * namespaces.len() as f64,
-        unanswered_writes: operator.counter("regcred_api_writes_unanswered_total").await,
+        unanswered_writes: unanswered.values().sum(),
         concurrency: concurrency(&args.operator_args),
     };
     eprintln!(

@@ -402,8 +402,18 @@ impl Operator {
 
     /// Write requests by resource.
     async fn writes(&self) -> BTreeMap<String, f64> {
+        self.by_resource("regcred_api_writes_total{").await
+    }
+
+    /// Write requests that got no answer, by resource.
+    async fn unanswered_writes(&self) -> BTreeMap<String, f64> {
+        self.by_resource("regcred_api_writes_unanswered_total{").await
+    }
+
+    /// A counter of writes summed by resource.
+    async fn by_resource(&self, series: &str) -> BTreeMap<String, f64> {
         let mut writes = BTreeMap::new();
-        for line in self.metrics().await.lines().filter(|l| l.starts_with("regcred_api_writes_total{")) {
+        for line in self.metrics().await.lines().filter(|l| l.starts_with(series)) {
             let resource = line.split("resource=\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
             *writes.entry(resource).or_default() += line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
         }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use super::evidence::{Cause, Context, RANK_REFUSED};
+use super::evidence::{Cause, Context, RANK_REFUSED, SecretLookup};
 use crate::credential::pull_secret::PullSecretReading;
 
 /// For each pull secret that covers an image, whether the credential the kubelet sends has expired.
@@ -22,8 +22,15 @@ pub(super) fn credential_expired(context: &Context) -> Vec<Cause> {
 
 fn expired(context: &Context, secret: &str, now: Timestamp) -> Option<Cause> {
     let at = |time: Timestamp| time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    // The credential that controls this very Secret: a Secret of the same name in a namespace the
+    // credential does not manage is someone else's.
+    let controller = match context.evidence.secrets.get(secret) {
+        Some(SecretLookup::Found { copy_of: Some(uid), .. }) => Some(uid.as_str()),
+        _ => None,
+    };
     let copy_of = context.evidence.credentials.iter().find(|credential| {
-        credential.spec.secret_name == secret
+        controller.is_some_and(|uid| credential.metadata.uid.as_deref() == Some(uid))
+            && credential.spec.secret_name == secret
             && credential.status.as_ref().and_then(|s| s.expires_at.as_ref()).is_some_and(|t| t.0 <= now)
     });
     if let Some(credential) = copy_of {
@@ -59,7 +66,6 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
-    use crate::cli::doctor::evidence::SecretLookup;
     use crate::cli::doctor::fixture::{credential, own_list_evidence, summaries};
     use crate::crd::RegistryCredentialStatus;
     use crate::credential::pull_secret::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE};
@@ -77,7 +83,15 @@ mod tests {
             expires_at: Some(Time("2026-12-04T11:00:00Z".parse().unwrap())),
             ..Default::default()
         });
+        corp.metadata.uid = Some("corp-uid".into());
         evidence.credentials = vec![corp.clone()];
+        assert!(
+            credential_expired(&Context::new(&evidence)).is_empty(),
+            "a Secret of the same name that no credential controls is no copy"
+        );
+        if let Some(SecretLookup::Found { copy_of, .. }) = evidence.secrets.get_mut("regcred") {
+            *copy_of = Some("corp-uid".into());
+        }
         let causes = credential_expired(&Context::new(&evidence));
         assert_eq!(summaries(&causes), ["the copy's credential expired at 2026-12-04T11:00:00Z"]);
         assert!(causes[0].details[0].contains("RegistryCredential corp"));
@@ -100,6 +114,7 @@ mod tests {
                 secret_type: Some(DOCKER_CONFIG_JSON_TYPE.to_owned()),
                 data: [(DOCKER_CONFIG_JSON_KEY.to_owned(), config.into_bytes())].into(),
                 created: None,
+                copy_of: None,
             },
         );
         let causes = credential_expired(&Context::new(&evidence));

@@ -60,6 +60,8 @@ pub(super) enum SecretLookup {
         secret_type: Option<String>,
         data: BTreeMap<String, Vec<u8>>,
         created: Option<Timestamp>,
+        /// The UID of the RegistryCredential that controls it (its owner reference): a copy.
+        copy_of: Option<String>,
     },
     Missing,
     /// It could not be read (e.g. forbidden): the reason.
@@ -69,11 +71,12 @@ pub(super) enum SecretLookup {
 impl std::fmt::Debug for SecretLookup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SecretLookup::Found { secret_type, data, created } => f
+            SecretLookup::Found { secret_type, data, created, copy_of } => f
                 .debug_struct("Found")
                 .field("secret_type", secret_type)
                 .field("data_keys", &data.keys().collect::<Vec<_>>())
                 .field("created", created)
+                .field("copy_of", copy_of)
                 .finish(),
             SecretLookup::Missing => f.write_str("Missing"),
             SecretLookup::Unreadable(why) => f.debug_tuple("Unreadable").field(why).finish(),
@@ -260,6 +263,7 @@ mod tests {
             secret_type: Some("kubernetes.io/dockerconfigjson".into()),
             data: [(".dockerconfigjson".to_owned(), config.as_bytes().to_vec())].into(),
             created: None,
+            copy_of: None,
         };
         evidence.secrets.insert("quay-pull".into(), found);
         let printed = format!("{evidence:?}");

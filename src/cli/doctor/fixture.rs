@@ -62,6 +62,7 @@ pub(super) fn pull_secret(registry: &str, created: &str) -> SecretLookup {
         secret_type: Some(DOCKER_CONFIG_JSON_TYPE.to_owned()),
         data: [(DOCKER_CONFIG_JSON_KEY.to_owned(), config.into_bytes())].into(),
         created: Some(created.parse().unwrap()),
+        copy_of: None,
     }
 }
 

@@ -219,6 +219,12 @@ async fn read_secrets(client: &Client, namespace: &str, names: &BTreeSet<String>
             Ok(Some(secret)) => SecretLookup::Found {
                 secret_type: secret.type_.clone(),
                 created: secret.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                copy_of: secret.metadata.owner_references.iter().flatten().find_map(|owner| {
+                    let credential = owner.controller == Some(true)
+                        && owner.kind == "RegistryCredential"
+                        && owner.api_version.starts_with("regcred.dev/");
+                    credential.then(|| owner.uid.clone())
+                }),
                 data: secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect(),
             },
             Ok(None) => SecretLookup::Missing,

@@ -73,7 +73,12 @@ mod tests {
         let mut evidence = own_list_evidence();
         evidence.secrets.insert(
             "quay-pull".into(),
-            SecretLookup::Found { secret_type: Some("Opaque".into()), data: BTreeMap::new(), created: None },
+            SecretLookup::Found {
+                secret_type: Some("Opaque".into()),
+                data: BTreeMap::new(),
+                created: None,
+                copy_of: None,
+            },
         );
         let causes = pull_secrets_unusable(&Context::new(&evidence));
         assert_eq!(summaries(&causes), ["\"quay-pull\" is a Secret of type Opaque, not a pull secret"]);
