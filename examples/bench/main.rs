@@ -986,7 +986,7 @@ fn report(
     println!("{table}\n{notes}\n{context}\n{allocator_table}");
     std::fs::create_dir_all(&args.out).unwrap();
     let markdown = format!(
-        "# Benchmark results\n\nProduced by `bash scripts/bench.sh` (examples/bench.rs).\n\n{table}\n{notes}\n{context}\n\n\
+        "# Benchmark results\n\nProduced by `bash scripts/bench.sh` (examples/bench/).\n\n{table}\n{notes}\n{context}\n\n\
          - Every namespace holds 5 ServiceAccounts (`default` and four more) and {UNRELATED_SECRETS} unrelated Secrets; *accounts* is the credential's `serviceAccounts.names`.\n\
          - *raw client*: the same writes (one Secret create and a merge patch of each selected ServiceAccount per namespace) from a plain kube client at the best of the tried concurrencies, in the same run; *raw rotation*: a merge patch of each of those Secrets' payload.\n\
          - *operator*: from applying the RegistryCredential until every namespace holds the copy and lists it on every selected ServiceAccount, as seen by watches; *rotation*: from changing the source Secret until every copy holds the new payload.\n\
