@@ -16,9 +16,10 @@ use super::cache::{Name, ObjectCache, WatchErrors, intern};
 use super::contest::Contests;
 use super::mint::{MintState, mint, source_key};
 use super::namespace_cache::NamespaceCache;
+use super::ownership::is_active;
 use super::plan::ClusterState;
 use super::source::{ResolvedSource, SourceProblem, resolve_source};
-use super::state::{Backoff, EvictionBudget, Outcomes};
+use super::state::{Backoff, EvictionBudget, Outcomes, WriteGates};
 use crate::crd::RegistryCredential;
 use crate::metrics::Metrics;
 use crate::provider::config::Providers;
@@ -74,6 +75,12 @@ impl Stores {
             let _ = listed.clone().wait_for(|listed| *listed).await;
         }
         self.objects.wait_until_ready().await;
+    }
+
+    /// Whether the cache holds this very credential (same UID), active.
+    pub(crate) fn is_active_credential(&self, credential: &RegistryCredential) -> bool {
+        let current = self.credentials.get(&ObjectRef::from_obj(credential));
+        current.is_some_and(|now| now.metadata.uid == credential.metadata.uid && is_active(&now))
     }
 
     pub(crate) fn is_ready(&self) -> bool {
@@ -268,6 +275,8 @@ pub(crate) struct Context {
     pub(crate) outcomes: Outcomes,
     pub(crate) contests: Contests,
     pub(crate) evictions: EvictionBudget,
+    /// Keeps each credential's cleanup apart from its namespaces' writes.
+    pub(crate) write_gates: WriteGates,
     /// Asks the credential controller to reconcile a RegistryCredential now.
     pub(crate) retrigger: futures::channel::mpsc::UnboundedSender<ObjectRef<RegistryCredential>>,
 }

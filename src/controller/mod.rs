@@ -125,19 +125,19 @@ impl Operator {
             client.clone(),
             Reporter { controller: "regcred-operator".into(), instance: instance_name() },
         );
-        let sources = ResolvedSources::new(wake_for_sources, metrics.clone());
         let context = Arc::new(Context {
             client,
             settings,
             stores,
             recorder,
+            sources: ResolvedSources::new(wake_for_sources, metrics.clone()),
             metrics,
             backoff: Backoff::default(),
             namespace_backoff: Backoff::default(),
-            sources,
             outcomes: Default::default(),
             contests: Default::default(),
             evictions: Default::default(),
+            write_gates: Default::default(),
             retrigger,
         });
         Operator { credentials, namespace_triggers, context }

@@ -51,6 +51,11 @@ async fn reconcile_namespace(name: &str, ctx: &Context) -> Result<Option<Duratio
     let mut retry_after: Option<std::time::Duration> = None;
     let mut failed = false;
     for credential in credentials.iter().filter(|c| is_active(c)) {
+        // Admitted while the credential is still active: its cleanup never runs beside these writes.
+        let uid = credential.metadata.uid.as_deref().unwrap_or_default();
+        let Some(_admitted) = ctx.write_gates.admit(uid, || ctx.stores.is_active_credential(credential)).await else {
+            continue;
+        };
         let resolved = match credential.spec.source.credential_provider {
             // Minted by the credential's own reconcile; never waited for here.
             Some(_) => Ok(ctx.sources.minted_for_namespace(credential)),

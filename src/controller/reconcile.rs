@@ -140,6 +140,9 @@ async fn sync(credential: &RegistryCredential, ctx: &Context) -> Result<Action> 
 }
 
 async fn cleanup(credential: &RegistryCredential, ctx: &Context) -> Result<Action> {
+    // Once the namespaces' writes admitted before the deletion have ended: none comes after.
+    let uid = credential.metadata.uid.as_deref().unwrap_or_default();
+    let _closed = ctx.write_gates.close(uid).await;
     let work = over_every_namespace(ctx, |state, views| plan_cleanup(credential, state, views));
     let namespaces = work.len();
     let outcomes = execute(credential, ctx, work, Writing::Cleanup).await;
@@ -154,6 +157,7 @@ async fn cleanup(credential: &RegistryCredential, ctx: &Context) -> Result<Actio
     ctx.outcomes.forget(&credential.name_any());
     ctx.backoff.reset(&credential.name_any());
     ctx.sources.forget(credential);
+    ctx.write_gates.forget(uid);
     // Whoever lost the secret name to this credential takes the namespaces over as soon as this
     // one is gone (its removal reconciles every namespace); its status follows here.
     for rival in ctx.stores.credentials.state() {

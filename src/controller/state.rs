@@ -1,11 +1,47 @@
 //! What the controllers remember between reconciles, shared by the reconcilers that record it and
-//! the status that reports it: each namespace's outcome, requeue backoff, the eviction budget.
+//! the status that reports it: each namespace's outcome, requeue backoff, the eviction budget, and
+//! the gate between a credential's cleanup and its namespaces' writes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::reason::Reason;
+
+/// Keeps a credential's cleanup apart from its namespaces' writes. A namespace reconcile that
+/// began before the credential's deletion (held up by an API server outage, say) would otherwise
+/// write its ServiceAccount entry after the cleanup removed them all, and an entry has no owner to
+/// be collected by. Writes are admitted per credential while it is still active once admitted;
+/// the cleanup closes the gate, waiting for the writes admitted before it.
+#[derive(Default)]
+pub(crate) struct WriteGates(Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>);
+
+impl WriteGates {
+    fn gate(&self, uid: &str) -> Arc<tokio::sync::RwLock<()>> {
+        self.0.lock().expect("write gates lock").entry(uid.to_owned()).or_default().clone()
+    }
+
+    /// Admits a namespace's writes for the credential with this UID, if `still_active` says so
+    /// once admitted; `None`: it is being cleaned up, or gone.
+    pub(crate) async fn admit(
+        &self,
+        uid: &str,
+        still_active: impl FnOnce() -> bool,
+    ) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
+        let admitted = self.gate(uid).read_owned().await;
+        still_active().then_some(admitted)
+    }
+
+    /// Closes the gate for the credential's cleanup, once the writes admitted before have ended.
+    pub(crate) async fn close(&self, uid: &str) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.gate(uid).write_owned().await
+    }
+
+    /// The credential is gone.
+    pub(crate) fn forget(&self, uid: &str) {
+        self.0.lock().expect("write gates lock").remove(uid);
+    }
+}
 
 /// Why a namespace could not be synced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,5 +288,28 @@ mod tests {
         );
         budget.remember_owners("rc", "digest-2", Vec::new());
         assert!(!budget.evicted_before("rc", "digest-2", "rs-1"), "a new source payload: once more");
+    }
+
+    #[tokio::test]
+    async fn a_cleanup_waits_for_the_writes_admitted_before_and_admits_none_after() {
+        let gates = Arc::new(WriteGates::default());
+        let writing = gates.admit("uid", || true).await.expect("active: admitted");
+        let cleanup = tokio::spawn({
+            let gates = gates.clone();
+            async move { gates.close("uid").await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!cleanup.is_finished(), "the cleanup waits while a namespace's writes are in flight");
+        drop(writing);
+        let closed = tokio::time::timeout(Duration::from_secs(5), cleanup).await.expect("then it runs").unwrap();
+        let late = tokio::spawn({
+            let gates = gates.clone();
+            async move { gates.admit("uid", || false).await.is_some() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!late.is_finished(), "a namespace's writes wait for the cleanup");
+        drop(closed);
+        assert!(!late.await.unwrap(), "and, the credential no longer active, write nothing");
+        assert!(gates.admit("other", || true).await.is_some(), "per credential");
     }
 }
