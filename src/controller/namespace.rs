@@ -53,7 +53,7 @@ async fn reconcile_namespace(name: &str, ctx: &Context) -> Result<Option<Duratio
     for credential in credentials.iter().filter(|c| is_active(c)) {
         // Admitted while the credential is still active: its cleanup never runs beside these writes.
         let uid = credential.metadata.uid.as_deref().unwrap_or_default();
-        let Some(_admitted) = ctx.write_gates.admit(uid, || ctx.stores.is_active_credential(credential)).await else {
+        let Some(_admitted) = ctx.write_gates.admit(uid, || ctx.stores.is_active_credential(credential)) else {
             continue;
         };
         let resolved = match credential.spec.source.credential_provider {

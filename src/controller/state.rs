@@ -22,13 +22,14 @@ impl WriteGates {
     }
 
     /// Admits a namespace's writes for the credential with this UID, if `still_active` says so
-    /// once admitted; `None`: it is being cleaned up, or gone.
-    pub(crate) async fn admit(
+    /// once admitted; `None`: it is being cleaned up, or gone. Never waits: a namespace reconcile
+    /// held up behind one credential's cleanup would hold up the others' too.
+    pub(crate) fn admit(
         &self,
         uid: &str,
         still_active: impl FnOnce() -> bool,
     ) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
-        let admitted = self.gate(uid).read_owned().await;
+        let admitted = self.gate(uid).try_read_owned().ok()?;
         still_active().then_some(admitted)
     }
 
@@ -293,23 +294,19 @@ mod tests {
     #[tokio::test]
     async fn a_cleanup_waits_for_the_writes_admitted_before_and_admits_none_after() {
         let gates = Arc::new(WriteGates::default());
-        let writing = gates.admit("uid", || true).await.expect("active: admitted");
+        let writing = gates.admit("uid", || true).expect("active: admitted");
         let cleanup = tokio::spawn({
             let gates = gates.clone();
             async move { gates.close("uid").await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!cleanup.is_finished(), "the cleanup waits while a namespace's writes are in flight");
+        assert!(gates.admit("uid", || true).is_none(), "and, waiting, admits no more");
         drop(writing);
         let closed = tokio::time::timeout(Duration::from_secs(5), cleanup).await.expect("then it runs").unwrap();
-        let late = tokio::spawn({
-            let gates = gates.clone();
-            async move { gates.admit("uid", || false).await.is_some() }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!late.is_finished(), "a namespace's writes wait for the cleanup");
+        assert!(gates.admit("uid", || true).is_none(), "no namespace's writes while the cleanup runs");
+        assert!(gates.admit("other", || true).is_some(), "per credential: the others' go on");
         drop(closed);
-        assert!(!late.await.unwrap(), "and, the credential no longer active, write nothing");
-        assert!(gates.admit("other", || true).await.is_some(), "per credential");
+        assert!(gates.admit("uid", || false).is_none(), "after it, the credential no longer active: none");
     }
 }
