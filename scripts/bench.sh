@@ -3,7 +3,8 @@
 # (5 ServiceAccounts and 10 unrelated Secrets each), against the raw limit of the same writes
 # measured in the same run, on a dedicated local control plane (or the cluster in KUBECONFIG).
 # Writes docs/benchmark/results.{md,json} and SVG charts, and with perf on the machine a CPU profile of the
-# rollout at the largest size: docs/benchmark/flamegraph.svg and profile.txt. Extra arguments go to the
+# rollout at the largest size: docs/benchmark/flamegraph.svg and profile.txt; with heaptrack, the heap at
+# its peak in that rollout: docs/benchmark/heap.txt and heap-flamegraph.svg. Extra arguments go to the
 # benchmark (e.g. --sizes 100,1000); REGCRED_BENCH_OUT sets where the results go.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,6 +25,12 @@ if command -v perf >/dev/null 2>&1; then
   command -v inferno-flamegraph >/dev/null 2>&1 || cargo install --locked inferno >/dev/null
   profile=(--profile "${TMPDIR:-/tmp}/regcred-bench.perf.data")
 fi
+heap=()
+if [[ -e /usr/lib/heaptrack/libheaptrack_preload.so ]] && command -v heaptrack_print >/dev/null 2>&1; then
+  command -v inferno-flamegraph >/dev/null 2>&1 || cargo install --locked inferno >/dev/null
+  heap=(--heap-trace "${TMPDIR:-/tmp}/regcred-bench.heaptrack.raw")
+  rm -f "${heap[1]}"
+fi
 if [[ -z "${KUBECONFIG:-}" ]]; then
   cluster_dir="$(mktemp -d "${TMPDIR:-/tmp}/regcred-bench.XXXXXX")"
   trap 'bash tests/cluster/down.sh "$cluster_dir" >/dev/null 2>&1 || true' EXIT
@@ -32,7 +39,20 @@ if [[ -z "${KUBECONFIG:-}" ]]; then
   export REGCRED_CLUSTER_DIR="$cluster_dir"
 fi
 target/release/examples/bench --operator target/release/regcred-operator \
-  --system-allocator-operator target/release/regcred-operator-system-allocator --out "$out" "${profile[@]}" "$@"
+  --system-allocator-operator target/release/regcred-operator-system-allocator --out "$out" "${profile[@]}" \
+  "${heap[@]}" "$@"
+if [[ ${#heap[@]} -gt 0 && -s "${heap[1]}" ]]; then
+  # The heap at its peak, by allocation stack: the top sites and a flame graph.
+  /usr/lib/heaptrack/libexec/heaptrack_interpret < "${heap[1]}" | gzip > "${heap[1]}.gz"
+  heaptrack_print -f "${heap[1]}.gz" --print-peaks --print-allocators=0 --print-temporary=0 \
+    --peak-limit 25 --sub-peak-limit 3 > "$out/heap.txt"
+  heaptrack_print -f "${heap[1]}.gz" --print-peaks=0 --print-allocators=0 --print-temporary=0 \
+    --flamegraph-cost-type peak -F "${heap[1]}.stacks" >/dev/null
+  inferno-flamegraph --minwidth 2 --colors mem --countname bytes \
+    --title "regcred-operator, heap at its peak (the system-allocator build, default ServiceAccounts)" \
+    < "${heap[1]}.stacks" > "$out/heap-flamegraph.svg"
+  rm -f "${heap[1]}" "${heap[1]}.gz" "${heap[1]}.stacks"
+fi
 if [[ ${#profile[@]} -gt 0 && -s "${profile[1]}" ]]; then
   perf script -i "${profile[1]}" 2>/dev/null | inferno-collapse-perf > "$out/profile.folded"
   # Frames narrower than 2 px are left out: the full graph of a 10,000-namespace run is tens of MB.

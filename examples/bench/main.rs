@@ -54,6 +54,10 @@ struct Args {
     /// this file: apart from the measured runs, which perf would slow down.
     #[arg(long)]
     profile: Option<PathBuf>,
+    /// Record the heap of the system-allocator build (heaptrack, preloaded) in one more rollout
+    /// of the memory comparison, into this raw trace (for `heaptrack_interpret`).
+    #[arg(long, requires = "system_allocator_operator")]
+    heap_trace: Option<PathBuf>,
     /// Namespaces created in one burst for the new-namespace latency.
     #[arg(long, default_value_t = 200)]
     burst: usize,
@@ -346,6 +350,8 @@ async fn raw_writes(client: &Client, namespaces: &[String], accounts: Accounts, 
 struct Operator {
     child: Child,
     http: String,
+    /// Its stderr, kept after the run.
+    log: PathBuf,
 }
 
 impl Operator {
@@ -358,7 +364,8 @@ impl Operator {
         // A free port: a fixed one could be held by an operator left over from an interrupted run.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let http = format!("127.0.0.1:{port}");
-        let log = std::fs::File::create(operator_log()).unwrap();
+        let log_path = next_operator_log();
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(binary)
             .args(["run", "--source-namespace", SOURCE_NAMESPACE, "--leader-election=false", "--http-addr", &http])
             .args(extra)
@@ -368,7 +375,8 @@ impl Operator {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("the operator binary starts");
-        Operator { child, http }
+        eprintln!("[operator] pid {}, log {}", child.id(), log_path.display());
+        Operator { child, http, log: log_path }
     }
 
     async fn metrics(&self) -> String {
@@ -472,13 +480,24 @@ fn log_filter() -> String {
     std::env::var("REGCRED_BENCH_LOG").unwrap_or_else(|_| "info".into())
 }
 
-/// Where the operator's log goes.
-fn operator_log() -> PathBuf {
-    std::env::temp_dir().join("regcred-bench-operator.log")
+/// Where the next operator's log goes: one file per start, each kept.
+fn next_operator_log() -> PathBuf {
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("regcred-bench-operator-{n}.log"))
 }
 
 impl Drop for Operator {
+    /// SIGTERM, so it shuts down as in a cluster (and a preloaded profiler writes its end), then
+    /// SIGKILL after ten seconds.
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -715,7 +734,7 @@ async fn measure_operator(args: &Args, client: &Client, observed: &Shared, raw: 
         tiers.push("burst".into());
         let latencies = burst_latencies(client, observed, &credentials, &name, &secret_name, tiers, &names).await;
         operator.settle().await;
-        slowest = Some(trace_burst(observed, &names, &secret_name));
+        slowest = Some(trace_burst(observed, &operator.log, &names, &secret_name));
         let burst_writes = operator.writes().await;
         namespaces.extend(names);
         let per_namespace = |resource| delta(&burst_writes, &resynced, resource) / burst as f64;
@@ -777,8 +796,8 @@ async fn measure_operator(args: &Args, client: &Client, observed: &Shared, raw: 
 }
 
 /// The burst's slowest samples, each with where its time went (the operator's log).
-fn trace_burst(observed: &Shared, burst: &[String], secret_name: &str) -> Vec<trace::Sample> {
-    let log = std::fs::read_to_string(operator_log()).unwrap_or_default();
+fn trace_burst(observed: &Shared, log: &Path, burst: &[String], secret_name: &str) -> Vec<trace::Sample> {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
     let observed = observed.lock().unwrap();
     let samples: Vec<(String, jiff::Timestamp, jiff::Timestamp)> = burst
         .iter()
@@ -851,7 +870,7 @@ async fn main() {
             fault = faults::restart_mid_rollout(&args, &client, &observed, &sized, &sized_tiers).await;
         }
         if let (true, false, Some(system)) = (largest, args.skip_memory, &args.system_allocator_operator) {
-            let variants = memory::variants(&args.operator, system);
+            let variants = memory::variants(&args.operator, system, args.heap_trace.as_deref());
             let profile = args.profile.as_deref();
             allocators =
                 memory::compare(&client, &observed, (&args.operator_args, profile), &sized, &sized_tiers, &variants)

@@ -16,6 +16,9 @@ use super::{
     put_source, until,
 };
 
+/// The variant under heaptrack: its RSS counts heaptrack's own bookkeeping.
+const HEAPTRACKED: &str = "glibc under heaptrack (its bookkeeping counted)";
+
 /// One way to run the operator.
 pub(crate) struct Variant {
     pub(crate) name: String,
@@ -23,10 +26,14 @@ pub(crate) struct Variant {
     env: Vec<(String, String)>,
 }
 
+/// heaptrack's preloaded library, which records every allocation with its stack.
+const HEAPTRACK_LIBRARY: &str = "/usr/lib/heaptrack/libheaptrack_preload.so";
+
 /// The variants measured: the shipped build, then `system` (a build on the system allocator)
-/// under each allocator this machine has. A preloaded library that is missing is left out, said
-/// on stderr.
-pub(crate) fn variants(shipped: &Path, system: &Path) -> Vec<Variant> {
+/// under each allocator this machine has, and with `heap_trace` the system build once more under
+/// heaptrack, its trace written there. A preloaded library that is missing is left out, said on
+/// stderr.
+pub(crate) fn variants(shipped: &Path, system: &Path, heap_trace: Option<&Path>) -> Vec<Variant> {
     let variant = |name: &str, binary: &Path, env: &[(&str, &str)]| Variant {
         name: name.to_owned(),
         binary: binary.to_owned(),
@@ -50,6 +57,15 @@ pub(crate) fn variants(shipped: &Path, system: &Path) -> Vec<Variant> {
         } else {
             eprintln!("[memory] {name} left out: {library} is missing (apt-get install libjemalloc2 libmimalloc2.0)");
         }
+    }
+    match heap_trace {
+        Some(trace) if Path::new(HEAPTRACK_LIBRARY).exists() => variants.push(variant(
+            HEAPTRACKED,
+            system,
+            &[("LD_PRELOAD", HEAPTRACK_LIBRARY), ("DUMP_HEAPTRACK_OUTPUT", &trace.display().to_string())],
+        )),
+        Some(_) => eprintln!("[memory] no heap profile: {HEAPTRACK_LIBRARY} is missing (apt-get install heaptrack)"),
+        None => {}
     }
     variants
 }

@@ -148,8 +148,8 @@ pub(crate) struct Copy {
     pub(crate) credential_label: Option<Name>,
     /// Whether the managed-by label says regcred-operator.
     pub(crate) managed_by_label: bool,
-    /// The digest of the payload the operator wrote.
-    pub(crate) digest: Option<Box<str>>,
+    /// The digest of the payload the operator wrote: one allocation for all the copies of it.
+    pub(crate) digest: Option<Name>,
     pub(crate) resource_version: Box<str>,
     /// Whether this very version is one the operator wrote (in this process). Only then is the
     /// digest proof of the payload: labels, annotations and field-manager names are anyone's to
@@ -173,11 +173,7 @@ impl Copy {
             controller: Controller { uid: intern(&controller.uid), name: intern(&controller.name) },
             credential_label: label(CREDENTIAL_LABEL).map(|v| intern(v)),
             managed_by_label: label(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE),
-            digest: secret
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(CONTENT_DIGEST_ANNOTATION))
-                .map(|d| d.as_str().into()),
+            digest: secret.annotations.as_ref().and_then(|a| a.get(CONTENT_DIGEST_ANNOTATION)).map(|d| intern(d)),
             resource_version: secret.resource_version.as_deref().unwrap_or_default().into(),
             written_here: false,
         })
@@ -201,6 +197,18 @@ impl NamespaceObjects {
     fn is_empty(&self) -> bool {
         self.accounts.is_empty() && self.copies.is_empty()
     }
+}
+
+/// A namespace's lists grow one slot at a time up to this length, so five ServiceAccounts take
+/// five slots, not eight, and one copy one, not four: at 10,000 namespaces the doubling's spare
+/// slots were 6 MB. Longer lists (a tenant's thousands) grow by doubling, as inserts stay cheap.
+const EXACT_GROWTH_UP_TO: usize = 32;
+
+fn insert_compact<T>(entries: &mut Vec<T>, index: usize, entry: T) {
+    if entries.len() == entries.capacity() && entries.len() < EXACT_GROWTH_UP_TO {
+        entries.reserve_exact(1);
+    }
+    entries.insert(index, entry);
 }
 
 /// One kind kept in [`NamespaceObjects`].
@@ -361,7 +369,7 @@ impl ObjectCache {
                 changed
             }
             (Err(i), Some(object)) => {
-                entries.insert(i, object);
+                insert_compact(entries, i, object);
                 true
             }
             (Ok(i), None) => {
@@ -416,6 +424,7 @@ impl ObjectCache {
         }
         for (namespace, mut listed) in listed {
             listed.sort_by(|a, b| a.name().cmp(b.name()));
+            listed.shrink_to_fit();
             let entries = K::entries(namespaces.entry(namespace.clone()).or_default());
             for object in &mut listed {
                 if let Ok(i) = entries.binary_search_by(|e| e.name().cmp(object.name())) {
@@ -687,6 +696,28 @@ mod tests {
     fn account(namespace: &str, name: &str) -> ServiceAccount {
         serde_json::from_value(json!({"metadata": {"name": name, "namespace": namespace, "resourceVersion": "1"}}))
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_namespace_holds_no_spare_slots_until_its_lists_grow_long() {
+        let cache = Arc::new(ObjectCache::default());
+        let names: Vec<String> = (0..40).map(|i| format!("account-{i:02}")).collect();
+        let listed: Vec<_> = names[..5].iter().map(|name| Ok(watcher::Event::InitApply(account("a", name)))).collect();
+        let events = [Ok(watcher::Event::Init)].into_iter().chain(listed).chain([Ok(watcher::Event::InitDone)]);
+        let errors = Arc::new(WatchErrors::default());
+        let _: Vec<Name> =
+            feed::<Account>(("ServiceAccounts".into(), errors), cache.clone(), stream::iter(events)).collect().await;
+        let capacity = |cache: &ObjectCache| cache.read()["a"].accounts.capacity();
+        assert_eq!(capacity(&cache), 5, "five listed, five slots");
+        cache.apply("a", &names[5], Some(Account::from_object(&account("a", &names[5]))));
+        assert_eq!(capacity(&cache), 6, "one more, one more slot");
+        for name in &names[6..] {
+            cache.apply("a", name, Some(Account::from_object(&account("a", name))));
+        }
+        let objects = cache.namespace("a");
+        assert_eq!(objects.accounts.len(), 40);
+        assert!(objects.accounts.windows(2).all(|w| w[0].name < w[1].name), "still sorted");
+        assert!(capacity(&cache) >= 40 && capacity(&cache) <= 64, "past 32, grown by doubling");
     }
 
     #[tokio::test]

@@ -375,20 +375,6 @@ pub(crate) fn plan<'a>(
     plan
 }
 
-/// The cleanup when `credential` is deleted, over every namespace.
-pub(crate) fn plan_cleanup<'a>(
-    credential: &RegistryCredential,
-    state: &ClusterState,
-    namespaces: impl IntoIterator<Item = NamespaceView<'a>>,
-) -> BTreeMap<String, NamespaceWork> {
-    let planner = Planner::new(credential, state);
-    namespaces
-        .into_iter()
-        .map(|view| (view.name().to_owned(), planner.cleanup(view)))
-        .filter(|(_, work)| !work.is_empty())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use kube::api::PartialObjectMeta;
@@ -477,8 +463,13 @@ mod tests {
             self.with_views(|state, views| plan(credential, state, views, digest.as_deref()))
         }
 
+        /// The cleanup of every namespace with work, as the cleanup plans them one by one.
         fn cleanup(&self, credential: &RegistryCredential) -> BTreeMap<String, NamespaceWork> {
-            self.with_views(|state, views| plan_cleanup(credential, state, views))
+            self.with_views(|state, views| {
+                let planner = Planner::new(credential, state);
+                let work = views.into_iter().map(|view| (view.name().to_owned(), planner.cleanup(view)));
+                work.filter(|(_, work)| !work.is_empty()).collect()
+            })
         }
     }
 

@@ -15,9 +15,9 @@ use super::cache::NamespaceObjects;
 use super::context::{Context, cluster_state};
 use super::error::{Error, Result};
 use super::ownership::FINALIZER;
-use super::plan::{ClusterState, NamespaceView, plan, plan_cleanup};
+use super::plan::{ClusterState, NamespaceView, NamespaceWork, Planner, plan};
 use super::status::{self, Aggregate, Clock};
-use super::write::{Writing, execute};
+use super::write::clean_up;
 use crate::crd::RegistryCredential;
 
 /// How often the status is refreshed while namespaces are still being written.
@@ -143,14 +143,19 @@ async fn cleanup(credential: &RegistryCredential, ctx: &Context) -> Result<Actio
     // Once the namespaces' writes admitted before the deletion have ended: none comes after.
     let uid = credential.metadata.uid.as_deref().unwrap_or_default();
     let _closed = ctx.write_gates.close(uid).await;
-    let work = over_every_namespace(ctx, |state, views| plan_cleanup(credential, state, views));
-    let namespaces = work.len();
-    let outcomes = execute(credential, ctx, work, Writing::Cleanup).await;
-    let failures: Vec<String> =
-        outcomes.iter().filter_map(|(ns, o)| o.as_ref().err().map(|f| format!("{ns}: {}", f.message))).collect();
+    let credentials = ctx.stores.credentials.state();
+    let state = cluster_state(&credentials, &ctx.settings);
+    let planner = Planner::new(credential, &state);
+    let plan = |name: &str| {
+        let Some(namespace) = ctx.stores.namespaces.get(name) else { return NamespaceWork::default() };
+        let objects = ctx.stores.objects.namespace(name);
+        planner.cleanup(NamespaceView { namespace: &namespace, objects: &objects })
+    };
+    let (namespaces, failures) = clean_up(credential, ctx, ctx.stores.namespaces.names(), plan).await;
     if !failures.is_empty() {
         // The finalizer stays until every copy is gone, so a retry finishes the job.
-        status::record_cleanup_failure(credential, ctx, &outcomes).await?;
+        status::record_cleanup_failure(credential, ctx, &failures).await?;
+        let failures: Vec<String> = failures.iter().map(|(ns, f)| format!("{ns}: {}", f.message)).collect();
         return Err(Error::Cleanup(failures.join("; ")));
     }
     status::record_cleanup(credential, ctx, namespaces).await;

@@ -17,7 +17,7 @@ use super::error::{Error, Result, quoted};
 use super::ownership::FIELD_MANAGER;
 use super::plan::Blocked;
 use super::source::{ResolvedSource, SourceProblem};
-use super::state::{NamespaceFailure, NamespaceOutcome};
+use super::state::NamespaceFailure;
 use crate::crd::selection::{POD_INJECTION_DISABLED, POD_INJECTION_LABEL};
 use crate::crd::{NamespaceCounts, RegistryCredential, RegistryCredentialStatus, StuckPodCounts, SyncFailure};
 use crate::credential::expiry::Expiry;
@@ -471,17 +471,14 @@ pub(crate) async fn record_cleanup(credential: &RegistryCredential, ctx: &Contex
 pub(crate) async fn record_cleanup_failure(
     credential: &RegistryCredential,
     ctx: &Context,
-    outcomes: &BTreeMap<String, NamespaceOutcome>,
+    failed: &BTreeMap<String, NamespaceFailure>,
 ) -> Result<()> {
-    let mut failures: Vec<SyncFailure> = outcomes
+    let mut failures: Vec<SyncFailure> = failed
         .iter()
-        .filter_map(|(namespace, outcome)| {
-            let failure = outcome.as_ref().err()?;
-            Some(SyncFailure {
-                namespace: namespace.clone(),
-                reason: failure.reason.to_string(),
-                message: failure.message.clone(),
-            })
+        .map(|(namespace, failure)| SyncFailure {
+            namespace: namespace.clone(),
+            reason: failure.reason.to_string(),
+            message: failure.message.clone(),
         })
         .collect();
     let message = format!("{} namespaces not cleaned up yet; retrying; see status.failures", failures.len());

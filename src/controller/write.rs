@@ -13,7 +13,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::debug;
 
-use super::cache::{Account, Copy};
+use super::cache::{Account, Copy, Name};
 use super::contest::Readd;
 use super::context::Context;
 use super::error::quoted;
@@ -40,22 +40,35 @@ pub(crate) enum Writing<'a> {
     Cleanup,
 }
 
-/// Carries out the work of many namespaces concurrently (a cleanup); one namespace's failure
-/// never stops the others.
-pub(crate) async fn execute(
+/// The removals of a deleted credential, many namespaces at once: each namespace's work is
+/// planned (`plan`) just before its writes, so the cleanup holds the plans of the namespaces in
+/// flight, not of the cluster (7 MB at 10,000 namespaces). One namespace's failure never stops
+/// the others. Returns how many namespaces had work, and the failures by namespace.
+pub(crate) async fn clean_up(
     credential: &RegistryCredential,
     ctx: &Context,
-    work: BTreeMap<String, NamespaceWork>,
-    writing: Writing<'_>,
-) -> BTreeMap<String, NamespaceOutcome> {
-    stream::iter(work)
+    namespaces: Vec<Name>,
+    plan: impl Fn(&str) -> NamespaceWork,
+) -> (usize, BTreeMap<String, NamespaceFailure>) {
+    let work = namespaces.into_iter().filter_map(|namespace| {
+        let work = plan(&namespace);
+        (!work.is_empty()).then_some((namespace, work))
+    });
+    let outcomes = stream::iter(work)
         .map(|(namespace, work)| async move {
-            let outcome = sync_namespace(credential, ctx, &namespace, &work, writing).await;
+            let outcome = sync_namespace(credential, ctx, &namespace, &work, Writing::Cleanup).await;
             (namespace, outcome)
         })
-        .buffer_unordered(ctx.settings.concurrency)
-        .collect()
-        .await
+        .buffer_unordered(ctx.settings.concurrency);
+    let mut outcomes = std::pin::pin!(outcomes);
+    let (mut cleaned, mut failures) = (0, BTreeMap::new());
+    while let Some((namespace, outcome)) = outcomes.next().await {
+        cleaned += 1;
+        if let Err(failure) = outcome {
+            failures.insert(namespace.to_string(), failure);
+        }
+    }
+    (cleaned, failures)
 }
 
 /// Carries out one namespace's work for one RegistryCredential; a failure is counted and logged
