@@ -41,6 +41,12 @@ pub(crate) fn variants(shipped: &Path, system: &Path, heap_trace: Option<&Path>)
     };
     let mut variants = vec![
         variant("shipped build", shipped, &[]),
+        // tikv-jemallocator reads its options from this variable (its symbols are prefixed).
+        variant(
+            "shipped build, jemalloc with 2 arenas, freed pages returned after 1 s",
+            shipped,
+            &[("_RJEM_MALLOC_CONF", "narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0")],
+        ),
         variant("glibc malloc", system, &[]),
         variant(
             "glibc, 2 arenas, trim at 128 KiB",
