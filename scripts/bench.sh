@@ -4,7 +4,7 @@
 # measured in the same run, on a dedicated local control plane (or the cluster in KUBECONFIG).
 # Writes docs/benchmark/results.{md,json} and SVG charts, and with perf on the machine a CPU profile of the
 # rollout at the largest size: docs/benchmark/flamegraph.svg and profile.txt; with heaptrack, the heap at
-# its peak in that rollout: docs/benchmark/heap.txt and heap-flamegraph.svg. Extra arguments go to the
+# its peak in that rollout: docs/benchmark/heap.md and heap-flamegraph.svg. Extra arguments go to the
 # benchmark (e.g. --sizes 100,1000); REGCRED_BENCH_OUT sets where the results go.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -42,12 +42,11 @@ target/release/examples/bench --operator target/release/regcred-operator \
   --system-allocator-operator target/release/regcred-operator-system-allocator --out "$out" "${profile[@]}" \
   "${heap[@]}" "$@"
 if [[ ${#heap[@]} -gt 0 && -s "${heap[1]}" ]]; then
-  # The heap at its peak, by allocation stack: the top sites and a flame graph.
+  # The heap at its peak, by allocation stack: by the operator's own functions, and a flame graph.
   /usr/lib/heaptrack/libexec/heaptrack_interpret < "${heap[1]}" | gzip > "${heap[1]}.gz"
-  heaptrack_print -f "${heap[1]}.gz" --print-peaks --print-allocators=0 --print-temporary=0 \
-    --peak-limit 25 --sub-peak-limit 3 > "$out/heap.txt"
   heaptrack_print -f "${heap[1]}.gz" --print-peaks=0 --print-allocators=0 --print-temporary=0 \
     --flamegraph-cost-type peak -F "${heap[1]}.stacks" >/dev/null
+  target/release/examples/bench --heap-summary "${heap[1]}.stacks" --out "$out"
   inferno-flamegraph --minwidth 2 --colors mem --countname bytes \
     --title "regcred-operator, heap at its peak (the system-allocator build, default ServiceAccounts)" \
     < "${heap[1]}.stacks" > "$out/heap-flamegraph.svg"

@@ -10,6 +10,7 @@
 
 mod charts;
 mod faults;
+mod heap;
 mod memory;
 mod trace;
 
@@ -82,6 +83,10 @@ struct Args {
     /// files), into --out; nothing is measured.
     #[arg(long, value_delimiter = ',')]
     charts_from: Vec<PathBuf>,
+    /// Only summarize a heap profile (heaptrack's stacks at the peak, `heaptrack_print
+    /// --flamegraph-cost-type peak -F`) by the operator's own functions, into --out/heap.md.
+    #[arg(long)]
+    heap_summary: Option<PathBuf>,
     /// Extra arguments for `regcred-operator run`.
     #[arg(long, allow_hyphen_values = true, num_args = 0..)]
     operator_args: Vec<String>,
@@ -245,7 +250,11 @@ async fn create_namespaces(
             let body: Namespace =
                 serde_json::from_value(json!({"metadata": {"name": name, "labels": {TIER_LABEL: tier}}})).unwrap();
             async move {
-                api.create(&PostParams::default(), &body).await?;
+                match api.create(&PostParams::default(), &body).await {
+                    // Left by an earlier run on the same cluster, populated then.
+                    Err(kube::Error::Api(e)) if e.code == 409 => return Ok(()),
+                    created => created?,
+                };
                 if !populate {
                     return Ok::<(), kube::Error>(());
                 }
@@ -819,6 +828,11 @@ async fn main() {
     let args = Args::parse();
     if !args.charts_from.is_empty() {
         return draw_charts(&args.charts_from, &args.out);
+    }
+    if let Some(stacks) = &args.heap_summary {
+        let stacks = std::fs::read_to_string(stacks).unwrap_or_else(|e| panic!("{}: {e}", stacks.display()));
+        std::fs::create_dir_all(&args.out).unwrap();
+        return std::fs::write(args.out.join("heap.md"), heap::summary(&stacks, Path::new("src"), 25)).unwrap();
     }
     let client = Client::try_default().await.expect("a cluster in KUBECONFIG");
     let version = client.apiserver_version().await.unwrap().git_version;
