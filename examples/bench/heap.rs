@@ -1,17 +1,22 @@
 //! The heap at its peak, by the operator's own code: heaptrack's stacks (`heaptrack_print
-//! --flamegraph-cost-type peak -F`, one `frame (file);frame (file);... bytes` line per stack)
-//! summed by the innermost frame in this crate's sources, the function that asked for the memory
-//! or the nearest one that did on its behalf.
+//! --flamegraph-cost-type peak -F`, one `frame (file);frame (file);... bytes` line per stack,
+//! outermost first) summed by the innermost frame of this crate, the function that asked for the
+//! memory or the nearest one that did on its behalf.
+//!
+//! A frame names a function and a file's base name, and dependencies have files of the same
+//! names (tokio's `context.rs`, `queue.rs`): a named frame is ours when that file of ours defines
+//! the function, a closure or async block when it is in a file of ours called from a frame of ours.
+//! `mod.rs`, `lib.rs` and `main.rs` are everyone's: their frames are never counted as ours.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-/// Source file names shared with dependencies: a frame there cannot be told to be ours.
+/// File names too common to tell whose a frame is.
 const AMBIGUOUS: [&str; 3] = ["mod.rs", "lib.rs", "main.rs"];
 
-/// The names of this crate's source files under `src`, those no dependency shares.
-fn own_files(src: &Path) -> BTreeSet<String> {
-    let mut files = BTreeSet::new();
+/// The sources of this crate under `src`, by file name (files of the same name together).
+fn own_sources(src: &Path) -> HashMap<String, String> {
+    let mut sources: HashMap<String, String> = HashMap::new();
     let mut dirs = vec![src.to_owned()];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).flatten() {
@@ -20,25 +25,38 @@ fn own_files(src: &Path) -> BTreeSet<String> {
             if path.is_dir() {
                 dirs.push(path);
             } else if name.ends_with(".rs") && !AMBIGUOUS.contains(&name.as_str()) {
-                files.insert(name);
+                sources.entry(name).or_default().push_str(&std::fs::read_to_string(&path).unwrap_or_default());
             }
         }
     }
-    files
+    sources
 }
 
 /// The frame a stack's bytes are charged to: the innermost named function of ours (closures and
 /// async blocks are charged to the function around them), else the innermost frame of ours.
-fn charged_frame<'a>(frames: &[&'a str], own: &BTreeSet<String>) -> Option<&'a str> {
-    let ours = |frame: &str| frame.rsplit_once(" (").is_some_and(|(_, file)| own.contains(file.trim_end_matches(')')));
-    let mut innermost = frames.iter().rev().copied().filter(|frame| ours(frame));
+fn charged_frame<'a>(frames: &[&'a str], own: &HashMap<String, String>) -> Option<&'a str> {
+    let source = |frame: &str| {
+        let (_, file) = frame.rsplit_once(" (")?;
+        own.get(file.trim_end_matches(')'))
+    };
+    let defines = |frame: &str| {
+        let name: String = frame.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        source(frame).is_some_and(|text| !name.is_empty() && text.contains(&format!("fn {name}")))
+    };
+    // Outermost first: a closure is ours when what called it was.
+    let mut ours = Vec::with_capacity(frames.len());
+    for (i, frame) in frames.iter().enumerate() {
+        let caller_ours = i > 0 && ours[i - 1];
+        ours.push(if frame.starts_with('{') { caller_ours && source(frame).is_some() } else { defines(frame) });
+    }
+    let innermost = frames.iter().zip(&ours).rev().filter(|(_, ours)| **ours).map(|(frame, _)| *frame);
     let first = innermost.clone().next();
-    innermost.find(|frame| !frame.starts_with('{')).or(first)
+    innermost.clone().find(|frame| !frame.starts_with('{')).or(first)
 }
 
 /// A Markdown table of the bytes held at the peak, by the frame charged, the largest first.
 pub(crate) fn summary(stacks: &str, src: &Path, rows: usize) -> String {
-    let own = own_files(src);
+    let own = own_sources(src);
     let mut charged: HashMap<&str, u64> = HashMap::new();
     let mut total = 0;
     for line in stacks.lines() {
@@ -69,17 +87,24 @@ mod tests {
 
     #[test]
     fn bytes_go_to_the_innermost_named_function_of_ours() {
-        let own: BTreeSet<String> = ["cache.rs", "write.rs"].map(String::from).into();
+        let own: HashMap<String, String> = [
+            ("cache.rs".to_owned(), "fn remember() {}".to_owned()),
+            ("write.rs".to_owned(), "async fn sync() {}".to_owned()),
+            ("context.rs".to_owned(), "fn resolve() {}".to_owned()),
+        ]
+        .into();
         let stack = [
             "run (worker.rs)",
             "sync (write.rs)",
-            "remember (cache.rs)",
+            "remember<> (cache.rs)",
             "{closure#0} (cache.rs)",
             "grow (raw_vec.rs)",
         ];
-        assert_eq!(charged_frame(&stack, &own), Some("remember (cache.rs)"));
-        let unnamed = ["run (worker.rs)", "{async_fn#0} (write.rs)", "alloc (alloc.rs)"];
-        assert_eq!(charged_frame(&unnamed, &own), Some("{async_fn#0} (write.rs)"));
-        assert_eq!(charged_frame(&["run (worker.rs)", "alloc (alloc.rs)"], &own), None);
+        assert_eq!(charged_frame(&stack, &own), Some("remember<> (cache.rs)"));
+        let unnamed = ["run (worker.rs)", "sync (write.rs)", "{async_fn#0} (write.rs)", "alloc (alloc.rs)"];
+        assert_eq!(charged_frame(&unnamed, &own), Some("sync (write.rs)"));
+        // tokio's context.rs is not ours, nor a closure it calls.
+        let foreign = ["set_scheduler<> (context.rs)", "{closure#0} (context.rs)", "alloc (alloc.rs)"];
+        assert_eq!(charged_frame(&foreign, &own), None);
     }
 }

@@ -39,14 +39,12 @@ pub(crate) fn variants(shipped: &Path, system: &Path, heap_trace: Option<&Path>)
         binary: binary.to_owned(),
         env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
     };
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let jemalloc_defaults = format!("narenas:{},dirty_decay_ms:10000,muzzy_decay_ms:0", 4 * cpus);
     let mut variants = vec![
         variant("shipped build", shipped, &[]),
-        // tikv-jemallocator reads its options from this variable (its symbols are prefixed).
-        variant(
-            "shipped build, jemalloc with 2 arenas, freed pages returned after 1 s",
-            shipped,
-            &[("_RJEM_MALLOC_CONF", "narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0")],
-        ),
+        // Options in this variable override those built in (its symbols are prefixed `_rjem_`).
+        variant("shipped build on jemalloc's default options", shipped, &[("_RJEM_MALLOC_CONF", &jemalloc_defaults)]),
         variant("glibc malloc", system, &[]),
         variant(
             "glibc, 2 arenas, trim at 128 KiB",
