@@ -41,7 +41,8 @@ fn charged_frame<'a>(frames: &[&'a str], own: &HashMap<String, String>) -> Optio
     };
     let defines = |frame: &str| {
         let name: String = frame.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-        source(frame).is_some_and(|text| !name.is_empty() && text.contains(&format!("fn {name}")))
+        let defined = |text: &String| ["(", "<"].iter().any(|next| text.contains(&format!("fn {name}{next}")));
+        source(frame).is_some_and(|text| !name.is_empty() && defined(text))
     };
     // Outermost first: a closure is ours when what called it was.
     let mut ours = Vec::with_capacity(frames.len());

@@ -251,8 +251,12 @@ async fn create_namespaces(
                 serde_json::from_value(json!({"metadata": {"name": name, "labels": {TIER_LABEL: tier}}})).unwrap();
             async move {
                 match api.create(&PostParams::default(), &body).await {
-                    // Left by an earlier run on the same cluster, populated then.
-                    Err(kube::Error::Api(e)) if e.code == 409 => return Ok(()),
+                    // Left by an earlier run on the same cluster, populated then: in this run's tier.
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        let tier = json!({"metadata": {"labels": {TIER_LABEL: tier}}});
+                        api.patch(name, &PatchParams::default(), &Patch::Merge(&tier)).await?;
+                        return Ok(());
+                    }
                     created => created?,
                 };
                 if !populate {

@@ -173,11 +173,22 @@ impl Copy {
             controller: Controller { uid: intern(&controller.uid), name: intern(&controller.name) },
             credential_label: label(CREDENTIAL_LABEL).map(|v| intern(v)),
             managed_by_label: label(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE),
-            digest: secret.annotations.as_ref().and_then(|a| a.get(CONTENT_DIGEST_ANNOTATION)).map(|d| intern(d)),
+            digest: secret
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(CONTENT_DIGEST_ANNOTATION))
+                .filter(|digest| is_digest(digest))
+                .map(|digest| intern(digest)),
             resource_version: secret.resource_version.as_deref().unwrap_or_default().into(),
             written_here: false,
         })
     }
+}
+
+/// Whether an annotation value is shaped like the operator's digests (SHA-256, hex): only those
+/// are kept and shared, never a tenant's 256 KiB; anything else can never match a payload.
+fn is_digest(value: &str) -> bool {
+    value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// What the cache knows of one namespace.
@@ -199,9 +210,8 @@ impl NamespaceObjects {
     }
 }
 
-/// A namespace's lists grow one slot at a time up to this length, so five ServiceAccounts take
-/// five slots, not eight, and one copy one, not four: at 10,000 namespaces the doubling's spare
-/// slots were 6 MB. Longer lists (a tenant's thousands) grow by doubling, as inserts stay cheap.
+/// A namespace's lists grow a slot at a time up to this length (five ServiceAccounts in five slots,
+/// not eight: the doubling's spare slots were 6 MB at 10,000 namespaces), then by doubling.
 const EXACT_GROWTH_UP_TO: usize = 32;
 
 fn insert_compact<T>(entries: &mut Vec<T>, index: usize, entry: T) {
@@ -590,12 +600,14 @@ mod tests {
         assert!(kept.whole && kept.has_pull_secret("mine"));
     }
 
+    const DIGEST: &str = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
     fn secret(owners: serde_json::Value) -> PartialObjectMeta<Secret> {
         serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "regcred", "namespace": "a", "resourceVersion": "7", "uid": "u",
                          "labels": {MANAGED_BY_LABEL: "regcred-operator", CREDENTIAL_LABEL: "rc", "tenant": "x"},
-                         "annotations": {"big": "...", CONTENT_DIGEST_ANNOTATION: "d1"},
+                         "annotations": {"big": "...", CONTENT_DIGEST_ANNOTATION: DIGEST},
                          "ownerReferences": owners},
         }))
         .unwrap()
@@ -618,7 +630,7 @@ mod tests {
                 controller: Controller { uid: intern("rc-uid"), name: intern("rc") },
                 credential_label: Some(intern("rc")),
                 managed_by_label: true,
-                digest: Some("d1".into()),
+                digest: Some(DIGEST.into()),
                 resource_version: "7".into(),
                 written_here: false,
             }
@@ -686,6 +698,18 @@ mod tests {
     }
 
     #[test]
+    fn only_a_value_shaped_like_our_digests_is_kept_as_one() {
+        let with_digest = |value: &str| {
+            let mut secret = secret(ours());
+            secret.metadata.annotations.get_or_insert_default().insert(CONTENT_DIGEST_ANNOTATION.into(), value.into());
+            Copy::from_metadata(&secret.metadata).unwrap().digest
+        };
+        assert_eq!(with_digest(DIGEST).as_deref(), Some(DIGEST));
+        // A tenant's value in a Secret it labelled and owned as ours: never kept, never shared.
+        assert_eq!((with_digest(&"f".repeat(256 * 1024)), with_digest(&DIGEST.replace('2', "z"))), (None, None));
+    }
+
+    #[test]
     fn a_label_alone_does_not_make_a_secret_ours() {
         assert_eq!(Copy::from_metadata(&secret(json!([])).metadata), None);
         let not_a_credential =
@@ -704,19 +728,16 @@ mod tests {
         let names: Vec<String> = (0..40).map(|i| format!("account-{i:02}")).collect();
         let listed: Vec<_> = names[..5].iter().map(|name| Ok(watcher::Event::InitApply(account("a", name)))).collect();
         let events = [Ok(watcher::Event::Init)].into_iter().chain(listed).chain([Ok(watcher::Event::InitDone)]);
-        let errors = Arc::new(WatchErrors::default());
-        let _: Vec<Name> =
-            feed::<Account>(("ServiceAccounts".into(), errors), cache.clone(), stream::iter(events)).collect().await;
+        let fed = feed::<Account>(("ServiceAccounts".into(), Arc::default()), cache.clone(), stream::iter(events));
+        fed.collect::<Vec<Name>>().await;
         let capacity = |cache: &ObjectCache| cache.read()["a"].accounts.capacity();
         assert_eq!(capacity(&cache), 5, "five listed, five slots");
-        cache.apply("a", &names[5], Some(Account::from_object(&account("a", &names[5]))));
+        let add = |name: &String| cache.apply("a", name, Some(Account::from_object(&account("a", name))));
+        add(&names[5]);
         assert_eq!(capacity(&cache), 6, "one more, one more slot");
-        for name in &names[6..] {
-            cache.apply("a", name, Some(Account::from_object(&account("a", name))));
-        }
-        let objects = cache.namespace("a");
-        assert_eq!(objects.accounts.len(), 40);
-        assert!(objects.accounts.windows(2).all(|w| w[0].name < w[1].name), "still sorted");
+        names[6..].iter().for_each(|name| _ = add(name));
+        let sorted = cache.namespace("a").accounts.windows(2).all(|w| w[0].name < w[1].name);
+        assert!(cache.namespace("a").accounts.len() == 40 && sorted);
         assert!(capacity(&cache) >= 40 && capacity(&cache) <= 64, "past 32, grown by doubling");
     }
 

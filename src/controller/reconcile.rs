@@ -59,15 +59,17 @@ fn over_every_namespace<R>(ctx: &Context, f: impl FnOnce(&ClusterState, Vec<Name
     tokio::task::block_in_place(|| over_every_namespace_now(ctx, f))
 }
 
+/// What a namespace without cached objects holds.
+static NO_OBJECTS: NamespaceObjects = NamespaceObjects { accounts: Vec::new(), copies: Vec::new() };
+
 fn over_every_namespace_now<R>(ctx: &Context, f: impl FnOnce(&ClusterState, Vec<NamespaceView>) -> R) -> R {
-    static NOTHING: NamespaceObjects = NamespaceObjects { accounts: Vec::new(), copies: Vec::new() };
     let credentials = ctx.stores.credentials.state();
     let state = cluster_state(&credentials, &ctx.settings);
     let namespaces = ctx.stores.namespaces.read();
     let objects = ctx.stores.objects.read();
     let views = namespaces
         .values()
-        .map(|namespace| NamespaceView { namespace, objects: objects.get(&namespace.name).unwrap_or(&NOTHING) })
+        .map(|namespace| NamespaceView { namespace, objects: objects.get(&namespace.name).unwrap_or(&NO_OBJECTS) })
         .collect();
     f(&state, views)
 }
@@ -146,12 +148,21 @@ async fn cleanup(credential: &RegistryCredential, ctx: &Context) -> Result<Actio
     let credentials = ctx.stores.credentials.state();
     let state = cluster_state(&credentials, &ctx.settings);
     let planner = Planner::new(credential, &state);
+    // Planned from the caches as they are, borrowed (the locks in over_every_namespace's order).
     let plan = |name: &str| {
-        let Some(namespace) = ctx.stores.namespaces.get(name) else { return NamespaceWork::default() };
-        let objects = ctx.stores.objects.namespace(name);
-        planner.cleanup(NamespaceView { namespace: &namespace, objects: &objects })
+        let namespaces = ctx.stores.namespaces.read();
+        let Some(namespace) = namespaces.get(name) else { return NamespaceWork::default() };
+        let objects = ctx.stores.objects.read();
+        let objects = objects.get(name).unwrap_or(&NO_OBJECTS);
+        planner.cleanup(NamespaceView { namespace, objects })
     };
-    let (namespaces, failures) = clean_up(credential, ctx, ctx.stores.namespaces.names(), plan).await;
+    // The namespaces with work, found off the runtime's workers (milliseconds at tens of
+    // thousands); each is planned again just before its writes, so no plan is held meanwhile.
+    let with_work = tokio::task::block_in_place(|| {
+        let names = ctx.stores.namespaces.names();
+        names.into_iter().filter(|name| !plan(name).is_empty()).collect()
+    });
+    let (namespaces, failures) = clean_up(credential, ctx, with_work, plan).await;
     if !failures.is_empty() {
         // The finalizer stays until every copy is gone, so a retry finishes the job.
         status::record_cleanup_failure(credential, ctx, &failures).await?;
